@@ -1,0 +1,32 @@
+# Two commands: `make demo` and `make test`. Both create .venv when missing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DATA ?= ../shared/datasets/fsdd
+OUT ?= demo_out
+STAMP := $(VENV)/.specimg-installed
+
+.PHONY: setup demo test bench docs clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e ".[test,offline-weights,export,docs]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(PY) examples/demo_fsdd.py --data $(DATA) --out $(OUT)
+
+test: setup
+	$(PY) -m pytest -q tests
+
+bench: setup
+	$(PY) benchmarks/render.py
+
+docs: setup
+	$(VENV)/bin/mkdocs build --strict -d site
+
+clean:
+	rm -rf $(OUT) site .pytest_cache

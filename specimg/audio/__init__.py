@@ -1,0 +1,23 @@
+"""Audio in: loading, padding by tiling, segmentation, the input table."""
+
+from ._load import audio_duration as audio_duration
+from ._load import check_audio as check_audio
+from ._load import load_audio as load_audio
+from ._load import pad_audio as pad_audio
+from ._segment import segment_audio as segment_audio
+from ._segment import segment_bounds as segment_bounds
+from ._table import AUDIO_EXTENSIONS as AUDIO_EXTENSIONS
+from ._table import read_table as read_table
+from ._table import sort_labels as sort_labels
+
+__all__ = [
+    "audio_duration",
+    "check_audio",
+    "load_audio",
+    "pad_audio",
+    "segment_audio",
+    "segment_bounds",
+    "read_table",
+    "sort_labels",
+    "AUDIO_EXTENSIONS",
+]

@@ -1,0 +1,542 @@
+"""Configuration as data: one frozen dataclass per stage.
+
+Each config validates itself on construction (raising
+:class:`~specimg.exceptions.ParameterError` that names the option and the fix),
+round-trips through :meth:`to_dict` / :meth:`from_dict`, and is written next to
+every cache and run so that any result can be re-run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping, Optional, Tuple, TypeVar
+
+from .exceptions import ParameterError
+
+__all__ = [
+    "AudioConfig",
+    "SegmentConfig",
+    "SpectrogramConfig",
+    "RenderConfig",
+    "ms_to_samples",
+]
+
+#: Bumped whenever the image cache layout or the rendering maths changes, so
+#: that a cache written by an older specimg is never silently reused.
+CACHE_FORMAT_VERSION = 1
+
+T = TypeVar("T", bound="_Config")
+
+
+def _fail(owner: str, name: str, rule: str, value: Any, fix: str = "") -> None:
+    msg = f"The {name!r} parameter of {owner} must be {rule}. Got {value!r}."
+    if fix:
+        msg += f" {fix}"
+    raise ParameterError(msg)
+
+
+def _positive(owner: str, name: str, value: Any, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        _fail(owner, name, "a finite number > 0" + (" or None" if allow_none else ""), value)
+
+
+def _choice(owner: str, name: str, value: Any, choices: Tuple[str, ...]) -> None:
+    if value not in choices:
+        _fail(owner, name, f"one of {', '.join(map(repr, choices))}", value)
+
+
+def ms_to_samples(ms: float, sample_rate: int) -> int:
+    """Convert a duration in milliseconds to a whole number of samples.
+
+    Examples
+    --------
+    >>> ms_to_samples(16, 44100)  # the voice-pathology n_fft
+    706
+    """
+    return int(round(ms * sample_rate / 1000.0))
+
+
+class _Config:
+    """Shared to_dict / from_dict / hashing for the frozen config dataclasses."""
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self)))  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ParameterError(
+                f"{cls.__name__} got unknown option(s) {unknown}; valid options are {sorted(names)}."
+            )
+        return cls(**dict(data))
+
+    def replace(self: T, **changes: Any) -> T:
+        """Return a copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+@dataclass(frozen=True)
+class AudioConfig(_Config):
+    """How audio files are read.
+
+    Parameters
+    ----------
+    sample_rate : int
+        Every file is resampled to this rate (librosa's soxr resampler).
+    offset : float
+        Seconds skipped at the start of each file.
+    duration : float or None
+        Keep only this many seconds after ``offset`` (``1.0`` for the
+        voice-pathology recipe's "first 1 s"); ``None`` keeps all.
+    min_seconds : float or None
+        Files shorter than this are extended to it by ``pad_mode``. ``None``
+        means "one window" (:attr:`SegmentConfig.seconds`); the music-genre
+        seed used 120 s.
+    pad_mode : {'tile', 'zero', 'none'}
+        ``'tile'`` loops the file (concatenated with itself, the seed's
+        choice), ``'zero'`` appends silence, ``'none'`` leaves short files
+        short (a file shorter than one window is then an error).
+    """
+
+    sample_rate: int = 22050
+    offset: float = 0.0
+    duration: Optional[float] = None
+    min_seconds: Optional[float] = None
+    pad_mode: Literal["tile", "zero", "none"] = "tile"
+
+    def __post_init__(self) -> None:
+        o = "AudioConfig"
+        if isinstance(self.sample_rate, bool) or not isinstance(self.sample_rate, int) or self.sample_rate < 1000:
+            _fail(o, "sample_rate", "an int >= 1000 (Hz)", self.sample_rate)
+        if not isinstance(self.offset, (int, float)) or self.offset < 0 or not math.isfinite(self.offset):
+            _fail(o, "offset", "a finite number >= 0 (seconds)", self.offset)
+        _positive(o, "duration", self.duration, allow_none=True)
+        _positive(o, "min_seconds", self.min_seconds, allow_none=True)
+        _choice(o, "pad_mode", self.pad_mode, ("tile", "zero", "none"))
+
+
+@dataclass(frozen=True)
+class SegmentConfig(_Config):
+    """How a file is cut into windows.
+
+    Parameters
+    ----------
+    seconds : float
+        Window length in seconds (the seed: 20 s).
+    hop : float
+        Default hop between window starts in seconds (the seed: 10 s).
+    class_hop : dict[str, float]
+        Per-label hop used for labelled (training) files; the seed used 5 s
+        for rare classes to oversample them. Keys are labels as strings.
+    last : {'align_end', 'drop'}
+        Policy for the tail that a whole number of hops does not reach:
+        ``'align_end'`` (default) adds one last window that ends exactly at
+        the file's end, so the end of every file is seen; ``'drop'`` ignores
+        the tail.
+    """
+
+    seconds: float = 20.0
+    hop: float = 10.0
+    class_hop: Mapping[str, float] = field(default_factory=dict)
+    last: Literal["align_end", "drop"] = "align_end"
+
+    def __post_init__(self) -> None:
+        o = "SegmentConfig"
+        _positive(o, "seconds", self.seconds)
+        _positive(o, "hop", self.hop)
+        if not isinstance(self.class_hop, Mapping):
+            _fail(o, "class_hop", "a mapping label -> hop seconds", self.class_hop)
+        clean = {}
+        for label, hop in self.class_hop.items():
+            if isinstance(hop, bool) or not isinstance(hop, (int, float)) or not math.isfinite(hop) or hop <= 0:
+                _fail(o, f"class_hop[{label!r}]", "a finite number > 0 (seconds)", hop,
+                      "Write it as LABEL=SECONDS, e.g. --class-hop blues=5.")
+            clean[str(label)] = float(hop)
+        object.__setattr__(self, "class_hop", dict(sorted(clean.items())))
+        _choice(o, "last", self.last, ("align_end", "drop"))
+
+    def hop_for(self, label: Optional[str]) -> float:
+        """The hop used for a file with this label (``None``: unlabelled)."""
+        if label is None:
+            return float(self.hop)
+        return float(self.class_hop.get(str(label), self.hop))
+
+
+@dataclass(frozen=True)
+class SpectrogramConfig(_Config):
+    """How a window becomes an image.
+
+    Parameters
+    ----------
+    feature : {'mel', 'mfcc'}
+        Log-mel spectrogram (dB) or MFCC.
+    n_fft, hop_length, win_length : int
+        STFT parameters in samples (see :func:`ms_to_samples` and
+        :meth:`from_ms` for milliseconds).
+    n_mels : int
+        Mel bands (also the mel bands under the MFCC).
+    fmin, fmax : float
+        Frequency range of the mel filterbank; ``fmax=None`` is Nyquist.
+    power : float
+        Exponent of the magnitude spectrogram (2: power, 1: magnitude).
+    top_db : float
+        Dynamic range kept below the file's loudest bin.
+    n_mfcc : int
+        MFCC coefficients (feature='mfcc').
+    image_size : (int, int)
+        Output (height, width) in pixels; the seed used 512x512.
+    channels : {'replicate', 'delta'}
+        ``'replicate'`` copies the image into 3 channels (what ImageNet
+        backbones expect); ``'delta'`` stacks the feature, its delta and its
+        delta-delta.
+    """
+
+    feature: Literal["mel", "mfcc"] = "mel"
+    n_fft: int = 2048
+    hop_length: int = 512
+    win_length: Optional[int] = None
+    n_mels: int = 128
+    fmin: float = 0.0
+    fmax: Optional[float] = None
+    power: float = 2.0
+    top_db: float = 80.0
+    n_mfcc: int = 20
+    image_size: Tuple[int, int] = (512, 512)
+    channels: Literal["replicate", "delta"] = "replicate"
+
+    def __post_init__(self) -> None:
+        o = "SpectrogramConfig"
+        _choice(o, "feature", self.feature, ("mel", "mfcc"))
+        for name in ("n_fft", "hop_length", "n_mels", "n_mfcc"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                _fail(o, name, "an int >= 1", v)
+        if self.win_length is not None and (not isinstance(self.win_length, int) or not 1 <= self.win_length <= self.n_fft):
+            _fail(o, "win_length", f"None or an int in [1, n_fft={self.n_fft}]", self.win_length)
+        if self.fmin < 0:
+            _fail(o, "fmin", "a number >= 0 (Hz)", self.fmin)
+        if self.fmax is not None and self.fmax <= self.fmin:
+            _fail(o, "fmax", f"None or a number > fmin={self.fmin} (Hz)", self.fmax)
+        _positive(o, "power", self.power)
+        _positive(o, "top_db", self.top_db)
+        if self.feature == "mfcc" and self.n_mfcc > self.n_mels:
+            _fail(o, "n_mfcc", f"<= n_mels={self.n_mels}", self.n_mfcc, "Raise n_mels or lower n_mfcc.")
+        size = self.image_size
+        if isinstance(size, int):
+            size = (size, size)
+        size = tuple(size)
+        if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 8 for s in size):
+            _fail(o, "image_size", "an int or (height, width) of ints >= 8", self.image_size)
+        object.__setattr__(self, "image_size", size)
+        _choice(o, "channels", self.channels, ("replicate", "delta"))
+
+    @classmethod
+    def from_ms(cls, sample_rate: int, *, n_fft_ms: float, hop_ms: float, **kwargs: Any) -> "SpectrogramConfig":
+        """Build a config with the STFT given in milliseconds.
+
+        Examples
+        --------
+        The voice-pathology settings (44.1 kHz, n_fft 16 ms, hop 8 ms):
+
+        >>> cfg = SpectrogramConfig.from_ms(44100, n_fft_ms=16, hop_ms=8, feature="mfcc", n_mfcc=13)
+        >>> cfg.n_fft, cfg.hop_length
+        (706, 353)
+        """
+        return cls(n_fft=ms_to_samples(n_fft_ms, sample_rate), hop_length=ms_to_samples(hop_ms, sample_rate), **kwargs)
+
+
+@dataclass(frozen=True)
+class RenderConfig(_Config):
+    """Everything that decides the pixels of a cached image.
+
+    Its :meth:`hash` keys the image cache: a changed config never reuses stale
+    images.
+    """
+
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
+    spectrogram: SpectrogramConfig = field(default_factory=SpectrogramConfig)
+
+    def __post_init__(self) -> None:
+        for name, cls in (("audio", AudioConfig), ("segment", SegmentConfig), ("spectrogram", SpectrogramConfig)):
+            v = getattr(self, name)
+            if isinstance(v, Mapping):
+                object.__setattr__(self, name, cls.from_dict(v))
+            elif not isinstance(v, cls):
+                _fail("RenderConfig", name, f"a {cls.__name__}", v)
+        a, s = self.audio, self.segment
+        if a.duration is not None and a.pad_mode == "none" and a.duration < s.seconds:
+            _fail("RenderConfig", "audio.duration", f">= the window length segment.seconds={s.seconds}",
+                  a.duration, "Shorten the window or allow padding (pad_mode='tile').")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "RenderConfig":
+        data = dict(data)
+        data.pop("hash", None)
+        data.pop("version", None)
+        return super().from_dict(data)  # type: ignore[return-value]
+
+    @property
+    def min_samples(self) -> int:
+        """Files are padded up to this many samples (at least one window)."""
+        sec = self.audio.min_seconds if self.audio.min_seconds is not None else self.segment.seconds
+        sec = max(sec, self.segment.seconds) if self.audio.pad_mode != "none" else sec
+        return int(round(sec * self.audio.sample_rate))
+
+    def hash(self) -> str:
+        """A short stable digest of the config and the cache format version."""
+        payload = json.dumps({"version": CACHE_FORMAT_VERSION, **self.to_dict()}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _int_in(owner: str, name: str, value: Any, lo: int, hi: Optional[int] = None, *, allow_none: bool = False,
+            fix: str = "") -> None:
+    if value is None and allow_none:
+        return
+    if (isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi)):
+        rule = f"an int >= {lo}" if hi is None else f"an int in [{lo}, {hi}]"
+        _fail(owner, name, rule + (" or None" if allow_none else ""), value, fix)
+
+
+def _float_in(owner: str, name: str, value: Any, lo: float, hi: float, *, hi_open: bool = True,
+              allow_none: bool = False, fix: str = "") -> None:
+    if value is None and allow_none:
+        return
+    bad = isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+    if not bad:
+        bad = value < lo or (value >= hi if hi_open else value > hi)
+    if bad:
+        rule = f"a number in [{lo}, {hi})" if hi_open else f"a number in [{lo}, {hi}]"
+        _fail(owner, name, rule + (" or None" if allow_none else ""), value, fix)
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Config):
+    """How a backbone is fine-tuned on the cached images (one run of k folds).
+
+    The defaults are the voice-pathology recipe: SGD (lr 0.01, momentum 0.9,
+    weight decay 1e-4), one epoch of linear warm-up then a cosine decay,
+    cross-entropy weighted by the inverse class frequency, horizontal flip
+    with p=0.5 and the same flip as test-time augmentation.
+
+    Parameters
+    ----------
+    backbone : str
+        A timm model name or a name registered with
+        :func:`specimg.models.register_backbone`.
+    weights : str
+        Where the pretrained weights come from: ``'auto'``, ``'hub'``,
+        ``'offline'``, ``'none'`` (random init) or the path of a checkpoint
+        (see :func:`specimg.models.create_backbone`).
+    backbone_kwargs : dict
+        Extra keyword arguments for the model constructor (timm kwargs such
+        as ``drop_path_rate``); must be JSON-serialisable.
+    drop_rate : float or None
+        Dropout before the classifier; ``None`` keeps the backbone's default.
+    epochs : int
+        Maximum number of epochs per fold.
+    batch_size : int
+        Windows per training batch.
+    lr : float
+        Peak learning rate (reached at the end of the warm-up).
+    optimizer : {'sgd', 'adamw'}
+        SGD with (non-Nesterov) momentum, or AdamW.
+    momentum : float
+        SGD momentum (ignored by AdamW).
+    weight_decay : float
+        Weight decay (not applied to biases and normalisation weights).
+    warmup_epochs : float
+        Linear warm-up length in epochs, stepped per batch; ``0`` disables it.
+    schedule : {'cosine', 'step'}
+        After the warm-up: a cosine decay to 0 over the remaining steps, or a
+        step decay multiplying the rate by ``step_gamma`` every
+        ``step_size`` epochs.
+    step_size : int or None
+        Epochs between two decays of the step schedule; ``None`` is a third
+        of ``epochs`` (at least 1).
+    step_gamma : float
+        Decay factor of the step schedule.
+    class_weights : {'inverse', 'none'}
+        ``'inverse'`` weights the cross-entropy of each class by
+        ``n_windows / (n_classes * n_windows_of_class)`` over the training
+        windows of the fold; ``'none'`` is the plain loss.
+    label_smoothing : float
+        Label smoothing of the cross-entropy, in [0, 1).
+    metric : {'accuracy', 'uar'}
+        File-level metric that picks the best epoch: accuracy or
+        unweighted average recall (balanced accuracy), computed on the
+        validation fold after averaging window probabilities per file.
+    hflip : float
+        Probability of a horizontal (time) flip of a training image.
+    time_mask, freq_mask : float
+        SpecAugment-style masking: the largest width of one full-height
+        (time) or full-width (frequency) stripe, as a fraction of the image
+        width or height; ``0`` disables it. Stripes are set to 0 (silence).
+    n_masks : int
+        Up to this many stripes of each kind are drawn per image (when the
+        masking fires, with probability 0.5).
+    mixup : float
+        Mixup Beta(alpha, alpha) parameter applied to training batches;
+        ``0`` disables mixup.
+    image_size : int, (int, int) or None
+        (height, width) the backbone sees. ``None`` uses the cached images
+        as they are (the render stage already chose their size), except for
+        backbones that need a fixed input size (timm ``fixed_input_size``,
+        e.g. ViTs), which get their default size. Images of another size are
+        resized on the fly.
+    n_splits : int
+        Number of cross-validation folds.
+    group_column : str or None
+        Column of the input table whose values must never be split across
+        folds (a speaker, a patient); ``None`` groups by source file only.
+    patience : int or None
+        Early stopping: stop a fold after this many epochs without a better
+        validation metric; ``None`` disables it.
+    grad_clip : float or None
+        Clip the global gradient norm to this value; ``None`` disables it.
+    amp : {'auto', 'bf16', 'fp16', 'off'}
+        Mixed precision on CUDA (``'auto'``: bf16 where supported, else
+        fp16). Always off on the CPU.
+    channels_last : bool
+        Use the channels-last memory format on CUDA (faster convolutions).
+    device : str
+        ``'auto'`` (CUDA when available), ``'cpu'``, ``'cuda'`` or
+        ``'cuda:N'``.
+    num_workers : int or None
+        DataLoader worker processes; ``None`` picks 0 on the CPU (the
+        model uses every core) and ``min(8, n_cpus - 1)`` on CUDA.
+    seed : int
+        Seeds the folds, the initialisation, the shuffling and the
+        augmentation; runs on the CPU are reproducible bit for bit.
+    tta : {'flip', 'none'}
+        Test-time augmentation of the validation and out-of-fold
+        predictions: ``'flip'`` averages the probabilities of a window and of
+        its horizontal flip.
+
+    Examples
+    --------
+    >>> cfg = TrainConfig(backbone="resnet18", epochs=3, optimizer="adamw", lr=1e-3)
+    >>> TrainConfig.from_dict(cfg.to_dict()) == cfg
+    True
+    """
+
+    backbone: str = "tf_efficientnet_lite0"
+    weights: str = "auto"
+    backbone_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    drop_rate: Optional[float] = None
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 0.01
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    schedule: Literal["cosine", "step"] = "cosine"
+    step_size: Optional[int] = None
+    step_gamma: float = 0.1
+    class_weights: Literal["inverse", "none"] = "inverse"
+    label_smoothing: float = 0.0
+    metric: Literal["accuracy", "uar"] = "accuracy"
+    hflip: float = 0.5
+    time_mask: float = 0.0
+    freq_mask: float = 0.0
+    n_masks: int = 2
+    mixup: float = 0.0
+    image_size: Optional[Tuple[int, int]] = None
+    n_splits: int = 5
+    group_column: Optional[str] = None
+    patience: Optional[int] = None
+    grad_clip: Optional[float] = None
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    channels_last: bool = True
+    device: str = "auto"
+    num_workers: Optional[int] = None
+    seed: int = 0
+    tta: Literal["flip", "none"] = "flip"
+
+    #: Fields that change how fast a run goes but not its result; a run may be
+    #: resumed after changing them.
+    RUNTIME_FIELDS = ("device", "num_workers")
+
+    def __post_init__(self) -> None:
+        o = "TrainConfig"
+        if not isinstance(self.backbone, str) or not self.backbone.strip():
+            _fail(o, "backbone", "a timm model name or a registered backbone name", self.backbone,
+                  "For example backbone='tf_efficientnet_lite0' or 'resnet18'.")
+        if not isinstance(self.weights, str) or not self.weights.strip():
+            _fail(o, "weights", "'auto', 'hub', 'offline', 'none' or the path of a checkpoint", self.weights)
+        if not isinstance(self.backbone_kwargs, Mapping):
+            _fail(o, "backbone_kwargs", "a dict of keyword arguments for the model", self.backbone_kwargs)
+        try:
+            kwargs = json.loads(json.dumps(dict(self.backbone_kwargs), sort_keys=True))
+        except (TypeError, ValueError):
+            _fail(o, "backbone_kwargs", "JSON-serialisable (numbers, strings, lists, dicts)", self.backbone_kwargs,
+                  "Register a backbone factory with register_backbone for anything richer.")
+        object.__setattr__(self, "backbone_kwargs", kwargs)
+        _float_in(o, "drop_rate", self.drop_rate, 0.0, 1.0, allow_none=True)
+        _int_in(o, "epochs", self.epochs, 1)
+        _int_in(o, "batch_size", self.batch_size, 1)
+        _positive(o, "lr", self.lr)
+        _choice(o, "optimizer", self.optimizer, ("sgd", "adamw"))
+        _float_in(o, "momentum", self.momentum, 0.0, 1.0)
+        _float_in(o, "weight_decay", self.weight_decay, 0.0, math.inf)
+        _float_in(o, "warmup_epochs", self.warmup_epochs, 0.0, self.epochs, hi_open=False,
+                  fix=f"The warm-up must fit in the {self.epochs} epoch(s); lower warmup_epochs or raise epochs.")
+        _choice(o, "schedule", self.schedule, ("cosine", "step"))
+        _int_in(o, "step_size", self.step_size, 1, allow_none=True)
+        _float_in(o, "step_gamma", self.step_gamma, 0.0, 1.0, hi_open=False)
+        _choice(o, "class_weights", self.class_weights, ("inverse", "none"))
+        _float_in(o, "label_smoothing", self.label_smoothing, 0.0, 1.0)
+        _choice(o, "metric", self.metric, ("accuracy", "uar"))
+        _float_in(o, "hflip", self.hflip, 0.0, 1.0, hi_open=False)
+        _float_in(o, "time_mask", self.time_mask, 0.0, 1.0, fix="It is the largest stripe width as a fraction of "
+                  "the image width, e.g. 0.1.")
+        _float_in(o, "freq_mask", self.freq_mask, 0.0, 1.0, fix="It is the largest stripe height as a fraction of "
+                  "the image height, e.g. 0.1.")
+        _int_in(o, "n_masks", self.n_masks, 1)
+        _float_in(o, "mixup", self.mixup, 0.0, math.inf, fix="It is the Beta(alpha, alpha) parameter; 0 turns "
+                  "mixup off, 0.2-0.4 is usual.")
+        size = self.image_size
+        if size is not None:
+            if isinstance(size, int) and not isinstance(size, bool):
+                size = (size, size)
+            try:
+                size = tuple(size)
+            except TypeError:
+                size = (None,)
+            if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 8 for s in size):
+                _fail(o, "image_size", "None, an int or (height, width) of ints >= 8", self.image_size)
+            object.__setattr__(self, "image_size", size)
+        _int_in(o, "n_splits", self.n_splits, 2, fix="Cross-validation needs at least 2 folds.")
+        if self.group_column is not None and (not isinstance(self.group_column, str) or not self.group_column):
+            _fail(o, "group_column", "None or the name of a column of the input table", self.group_column)
+        _int_in(o, "patience", self.patience, 1, allow_none=True, fix="Use None to turn early stopping off.")
+        _positive(o, "grad_clip", self.grad_clip, allow_none=True)
+        _choice(o, "amp", self.amp, ("auto", "bf16", "fp16", "off"))
+        if not isinstance(self.channels_last, bool):
+            _fail(o, "channels_last", "a bool", self.channels_last)
+        dev = self.device
+        if not isinstance(dev, str) or not (dev in ("auto", "cpu", "cuda") or
+                                            (dev.startswith("cuda:") and dev[5:].isdigit())):
+            _fail(o, "device", "'auto', 'cpu', 'cuda' or 'cuda:N'", dev)
+        _int_in(o, "num_workers", self.num_workers, 0, allow_none=True)
+        _int_in(o, "seed", self.seed, 0)
+        _choice(o, "tta", self.tta, ("flip", "none"))
+
+    def result_dict(self) -> dict:
+        """:meth:`to_dict` less the fields that do not change the result."""
+        d = self.to_dict()
+        for name in self.RUNTIME_FIELDS:
+            d.pop(name, None)
+        return d
+
+
+__all__ += ["TrainConfig"]

@@ -1,0 +1,387 @@
+"""From segment probabilities to file probabilities, and file-level prediction tables.
+
+A file is cut into overlapping windows (segments); each window gets a
+probability vector. :func:`aggregate_segments` pools the windows of one file
+into one vector, :func:`flip_tta_average` averages a prediction with its
+test-time-augmented twin, and :func:`predictions_frame` / :func:`read_predictions`
+write and read the file-level prediction table that training, prediction and
+stacking exchange::
+
+    path, [label], [fold], prediction, prob_<class 0>, prob_<class 1>, ...
+
+one row per file, the ``prob_`` columns in class order and summing to 1.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import pandas as pd
+
+from ..exceptions import DataError, ParameterError
+
+__all__ = [
+    "aggregate_segments",
+    "flip_tta_average",
+    "predictions_frame",
+    "read_predictions",
+    "PROB_PREFIX",
+]
+
+#: Prefix of the probability columns of a prediction table: ``prob_<class>``.
+PROB_PREFIX = "prob_"
+
+#: Tolerance on ``|sum(probabilities) - 1|`` for one row of a prediction table.
+_SUM_TOL = 1e-3
+
+AggregateMethod = Literal["mean", "max", "gmean"]
+
+
+def _check_probs(probs: Any, *, name: str, owner: str, ndim: int = 2) -> np.ndarray:
+    """Return ``probs`` as a finite, non-negative float64 array of ``ndim`` dimensions."""
+    try:
+        arr = np.asarray(probs, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DataError(
+            f"The {name!r} argument of {owner} must be an array of probabilities. "
+            f"It cannot be read as numbers: {exc}."
+        ) from None
+    if arr.ndim != ndim:
+        raise DataError(
+            f"The {name!r} argument of {owner} must have {ndim} dimensions. Got shape {arr.shape}."
+        )
+    if arr.size and not np.all(np.isfinite(arr)):
+        bad = int(np.sum(~np.isfinite(arr)))
+        raise DataError(
+            f"The {name!r} argument of {owner} must be finite. Got {bad} NaN/inf values; "
+            "check the model outputs for overflow."
+        )
+    if arr.size and arr.min() < 0:
+        raise DataError(
+            f"The {name!r} argument of {owner} must hold probabilities >= 0. Got a minimum of "
+            f"{arr.min():.4g}; pass softmax outputs, not logits."
+        )
+    return arr
+
+
+def aggregate_segments(
+    probs: Any,
+    file_index: Any,
+    *,
+    method: AggregateMethod = "mean",
+    eps: float = 1e-7,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Pool segment (window) probabilities into one probability vector per file.
+
+    Parameters
+    ----------
+    probs : np.ndarray [shape=(n_segments, n_classes)]
+        Probabilities of each segment; each row sums to 1.
+    file_index : np.ndarray [shape=(n_segments,)]
+        The file each segment belongs to (ints such as ``file_id`` or strings
+        such as paths).
+    method : {"mean", "max", "gmean"}
+        ``"mean"``: average of the window probabilities.
+        ``"max"``: per-class maximum over windows, renormalised to sum to 1.
+        ``"gmean"``: geometric mean ``exp(mean(log(p + eps)))``, renormalised.
+    eps : float > 0
+        Floor added before the logarithm of ``"gmean"``.
+
+    Returns
+    -------
+    file_ids : np.ndarray [shape=(n_files,)]
+        The distinct values of ``file_index``, sorted (as :func:`numpy.unique`).
+    file_probs : np.ndarray [shape=(n_files, n_classes), dtype=float64]
+        Row ``i`` pools the segments of ``file_ids[i]``; rows sum to 1.
+
+    Raises
+    ------
+    ParameterError
+        ``method`` is unknown or ``eps`` is not > 0.
+    DataError
+        ``probs`` is not a 2-D array of non-negative finite numbers, or
+        ``file_index`` does not have one entry per segment.
+
+    Examples
+    --------
+    >>> p = np.array([[0.8, 0.2], [0.4, 0.6], [0.1, 0.9]])
+    >>> ids, fp = aggregate_segments(p, [7, 7, 3])
+    >>> ids.tolist(), fp.round(2).tolist()
+    ([3, 7], [[0.1, 0.9], [0.6, 0.4]])
+    """
+    if method not in ("mean", "max", "gmean"):
+        raise ParameterError(
+            "The 'method' parameter of aggregate_segments must be one of 'mean', 'max', 'gmean'. "
+            f"Got {method!r}."
+        )
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+        raise ParameterError(f"The 'eps' parameter of aggregate_segments must be a number > 0. Got {eps!r}.")
+    p = _check_probs(probs, name="probs", owner="aggregate_segments")
+    index = np.asarray(file_index)
+    if index.ndim != 1 or index.shape[0] != p.shape[0]:
+        raise DataError(
+            "The 'file_index' argument of aggregate_segments must have one entry per segment: "
+            f"shape ({p.shape[0]},). Got shape {index.shape}."
+        )
+    if p.shape[0] == 0:
+        return index[:0], np.zeros((0, p.shape[1]), dtype=np.float64)
+
+    file_ids, inverse = np.unique(index, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    n_files, n_classes = len(file_ids), p.shape[1]
+    counts = np.bincount(inverse, minlength=n_files).astype(np.float64)[:, None]  # (n_files, 1)
+
+    if method == "mean":
+        out = np.zeros((n_files, n_classes))
+        np.add.at(out, inverse, p)
+        out /= counts
+    elif method == "max":
+        out = np.zeros((n_files, n_classes))  # probabilities are >= 0, so 0 is a safe start
+        np.maximum.at(out, inverse, p)
+    else:  # gmean
+        logs = np.zeros((n_files, n_classes))
+        np.add.at(logs, inverse, np.log(p + eps))
+        out = np.exp(logs / counts)
+    total = out.sum(axis=1, keepdims=True)
+    # A file whose windows are all-zero rows gets a uniform vector instead of 0/0.
+    zero = total[:, 0] <= 0
+    if np.any(zero):
+        out[zero] = 1.0 / n_classes
+        total[zero] = 1.0
+    return file_ids, out / total
+
+
+def flip_tta_average(p: Any, p_flipped: Any) -> np.ndarray:
+    """Average the probabilities of images and of their flipped copies (test-time augmentation).
+
+    Parameters
+    ----------
+    p : np.ndarray [shape=(n, n_classes)]
+        Probabilities of the original images.
+    p_flipped : np.ndarray [shape=(n, n_classes)]
+        Probabilities of the same images flipped (e.g. in time), same row order.
+
+    Returns
+    -------
+    np.ndarray [shape=(n, n_classes), dtype=float64]
+        ``(p + p_flipped) / 2``.
+
+    Examples
+    --------
+    >>> flip_tta_average([[0.2, 0.8]], [[0.6, 0.4]]).tolist()
+    [[0.4, 0.6]]
+    """
+    a = _check_probs(p, name="p", owner="flip_tta_average")
+    b = _check_probs(p_flipped, name="p_flipped", owner="flip_tta_average")
+    if a.shape != b.shape:
+        raise DataError(
+            "The 'p' and 'p_flipped' arguments of flip_tta_average must have the same shape "
+            f"(the same images in the same order). Got {a.shape} and {b.shape}."
+        )
+    return (a + b) / 2.0
+
+
+def _class_names(classes: Sequence[Any], *, owner: str) -> list:
+    names = [str(c) for c in classes]
+    if len(names) == 0:
+        raise DataError(f"The 'classes' argument of {owner} must name at least one class. Got an empty list.")
+    if len(set(names)) != len(names):
+        dup = sorted({c for c in names if names.count(c) > 1})
+        raise DataError(f"The 'classes' argument of {owner} must not repeat a class. Repeated: {dup}.")
+    return names
+
+
+def predictions_frame(
+    paths: Sequence[Any],
+    probs: Any,
+    classes: Sequence[Any],
+    labels: Optional[Sequence[Any]] = None,
+    folds: Optional[Sequence[Any]] = None,
+) -> pd.DataFrame:
+    """Build the file-level prediction table from arrays.
+
+    Parameters
+    ----------
+    paths : sequence of str [shape=(n_files,)]
+        The file of each row (as written in the input table).
+    probs : np.ndarray [shape=(n_files, n_classes)]
+        Probabilities; each row sums to 1.
+    classes : sequence of str [shape=(n_classes,)]
+        Class names in the column order of ``probs``.
+    labels : sequence of str [shape=(n_files,)], optional
+        True labels; written as a ``label`` column.
+    folds : sequence of int [shape=(n_files,)], optional
+        Out-of-fold fold index of each file; written as a ``fold`` column.
+
+    Returns
+    -------
+    pd.DataFrame
+        Columns ``path``, [``label``], [``fold``], ``prediction``, then
+        ``prob_<class>`` for each class in ``classes`` order.
+
+    Examples
+    --------
+    >>> predictions_frame(["a.wav"], [[0.3, 0.7]], ["cat", "dog"]).columns.tolist()
+    ['path', 'prediction', 'prob_cat', 'prob_dog']
+    """
+    owner = "predictions_frame"
+    names = _class_names(classes, owner=owner)
+    p = _check_probs(probs, name="probs", owner=owner)
+    n = p.shape[0]
+    if p.shape[1] != len(names):
+        raise DataError(
+            f"The 'probs' argument of {owner} must have one column per class ({len(names)} classes). "
+            f"Got shape {p.shape}."
+        )
+    sums = p.sum(axis=1)
+    if n and np.max(np.abs(sums - 1.0)) > _SUM_TOL:
+        row = int(np.argmax(np.abs(sums - 1.0)))
+        raise DataError(
+            f"The rows of 'probs' given to {owner} must sum to 1 (+/- {_SUM_TOL}). Row {row} sums to "
+            f"{sums[row]:.6g}; apply a softmax or renormalise."
+        )
+    path_list = [str(x) for x in paths]
+    if len(path_list) != n:
+        raise DataError(f"The 'paths' argument of {owner} must have {n} entries (one per row of probs). Got {len(path_list)}.")
+    frame = pd.DataFrame({"path": path_list})
+    if labels is not None:
+        lab = list(labels)
+        if len(lab) != n:
+            raise DataError(f"The 'labels' argument of {owner} must have {n} entries. Got {len(lab)}.")
+        frame["label"] = [None if _is_missing(v) else str(v) for v in lab]
+    if folds is not None:
+        fold_arr = np.asarray(folds)
+        if fold_arr.shape != (n,):
+            raise DataError(f"The 'folds' argument of {owner} must have shape ({n},). Got {fold_arr.shape}.")
+        frame["fold"] = _as_int_folds(fold_arr, where=f"the 'folds' argument of {owner}")
+    frame["prediction"] = [names[i] for i in np.argmax(p, axis=1)] if n else []
+    for j, name in enumerate(names):
+        frame[PROB_PREFIX + name] = p[:, j]
+    return frame
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def _as_int_folds(values: np.ndarray, *, where: str) -> np.ndarray:
+    try:
+        as_float = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"The fold values in {where} must be integers. Got values such as {values[:3].tolist()}.") from None
+    bad = ~np.isfinite(as_float) | (as_float != np.round(as_float))
+    if np.any(bad):
+        i = int(np.argmax(bad))
+        raise DataError(
+            f"The fold values in {where} must be whole numbers for every row. Row {i} has {values[i]!r}."
+        )
+    return as_float.astype(np.int64)
+
+
+def read_predictions(
+    path_or_df: Union[str, "os.PathLike[str]", pd.DataFrame],
+) -> Tuple[pd.DataFrame, list, np.ndarray]:
+    """Read and validate a file-level prediction table.
+
+    Parameters
+    ----------
+    path_or_df : str, path-like or pd.DataFrame
+        A CSV written by :func:`predictions_frame` (e.g. ``RUN/oof_files.csv``),
+        or the frame itself.
+
+    Returns
+    -------
+    frame : pd.DataFrame
+        A validated copy: ``path`` and ``label`` as strings (missing labels as
+        None), ``fold`` as int when present, ``prediction`` filled from the
+        probabilities when the column is absent.
+    classes : list of str
+        Class names, in the order of the ``prob_`` columns.
+    probs : np.ndarray [shape=(n_files, n_classes), dtype=float64]
+
+    Raises
+    ------
+    DataError
+        The file is missing or unreadable, a column is missing or malformed,
+        a path is repeated, or a row of probabilities is invalid. The message
+        names the source, the column or row, and the fix.
+    """
+    if isinstance(path_or_df, pd.DataFrame):
+        source = "the prediction frame"
+        frame = path_or_df.copy()
+        if "path" in frame.columns:
+            frame["path"] = frame["path"].astype(str)
+    else:
+        source = str(path_or_df)
+        if not Path(source).is_file():
+            raise DataError(f"Prediction file {source!r} does not exist. Pass the path of a CSV such as RUN/oof_files.csv.")
+        try:
+            frame = pd.read_csv(
+                source,
+                dtype={"path": str, "label": str, "prediction": str},
+                keep_default_na=False,
+                na_values={"label": [""], "prediction": [""], "fold": ["", "nan", "NaN"]},
+            )
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise DataError(f"Prediction file {source!r} cannot be read as CSV: {exc}.") from None
+    frame = frame.reset_index(drop=True)
+
+    if "path" not in frame.columns:
+        raise DataError(
+            f"{source} has no 'path' column. A prediction table needs the columns path, [label], [fold], "
+            f"prediction, prob_<class>...; found {list(frame.columns)}."
+        )
+    prob_cols = [c for c in frame.columns if str(c).startswith(PROB_PREFIX)]
+    if not prob_cols:
+        raise DataError(
+            f"{source} has no '{PROB_PREFIX}<class>' columns. A prediction table needs one probability column "
+            f"per class; found {list(frame.columns)}."
+        )
+    classes = [str(c)[len(PROB_PREFIX):] for c in prob_cols]
+    if any(c == "" for c in classes):
+        raise DataError(f"{source} has a probability column named just {PROB_PREFIX!r}; name it prob_<class>.")
+
+    dup = frame["path"].duplicated(keep=False)
+    if dup.any():
+        repeated = frame.loc[dup, "path"].unique().tolist()
+        raise DataError(
+            f"{source} must have one row per file, but path {repeated[0]!r} is repeated"
+            + (f" (and {len(repeated) - 1} more)" if len(repeated) > 1 else "")
+            + "; aggregate segment predictions to files first."
+        )
+
+    try:
+        probs = frame[prob_cols].to_numpy(dtype=np.float64)
+    except (TypeError, ValueError):
+        for c in prob_cols:
+            if pd.to_numeric(frame[c], errors="coerce").isna().any():
+                raise DataError(f"Column {c!r} of {source} must hold numbers; it has non-numeric values.") from None
+        raise
+    bad = ~np.isfinite(probs).all(axis=1) | (probs < 0).any(axis=1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(
+            f"{source}: the probabilities of file {frame['path'].iloc[i]!r} must be finite and >= 0. "
+            f"Got {probs[i].tolist()}."
+        )
+    sums = probs.sum(axis=1)
+    off = np.abs(sums - 1.0) > _SUM_TOL
+    if off.any():
+        i = int(np.argmax(off))
+        raise DataError(
+            f"{source}: the probabilities of file {frame['path'].iloc[i]!r} must sum to 1 (+/- {_SUM_TOL}). "
+            f"They sum to {sums[i]:.6g}."
+        )
+
+    if "label" in frame.columns:
+        frame["label"] = [None if _is_missing(v) else str(v) for v in frame["label"].tolist()]
+    if "fold" in frame.columns:
+        frame["fold"] = _as_int_folds(frame["fold"].to_numpy(), where=f"column 'fold' of {source}")
+    if "prediction" not in frame.columns:
+        frame["prediction"] = [classes[i] for i in np.argmax(probs, axis=1)] if len(frame) else []
+    else:
+        frame["prediction"] = frame["prediction"].astype(str)
+    return frame, classes, probs

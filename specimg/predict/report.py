@@ -1,0 +1,446 @@
+"""A self-contained evaluation report folder: metrics, tables, plots and example images.
+
+:func:`write_report` writes, into one folder::
+
+    metrics.json        classification_metrics(...) plus the title and any `extra`
+    per_class.csv       precision, recall, f1, support per class
+    confusion.csv       confusion matrix (rows = true class, columns = predicted)
+    confusion.png       the same, as an annotated heat map
+    recall.png          per-class recall bar plot (the mean is the UAR)
+    predictions.csv     file-level predictions (when `paths` is given)
+    examples/*.png      spectrogram images of correct and wrong files (when `images` is given)
+    report.md | report.html
+
+Every file is written atomically (temporary file, then :func:`os.replace`), so a
+crash never leaves a half-written report. Plots use matplotlib's Agg canvas
+directly: no global backend is changed.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Literal, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+
+from ..exceptions import DataError, ParameterError
+from .aggregate import predictions_frame
+from .metrics import classification_metrics
+
+__all__ = ["write_report", "plot_confusion", "plot_recall"]
+
+ImageSource = Union[Mapping[str, np.ndarray], Callable[[str], np.ndarray]]
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then move it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _write_text(path: Path, text: str) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+
+    _atomic_write(path, write)
+
+
+def _new_figure(width: float, height: float) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save_figure(fig: Any, path: Path) -> None:
+    _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"))
+
+
+def plot_confusion(
+    confusion: Any,
+    classes: Sequence[str],
+    path: Union[str, "os.PathLike[str]"],
+    *,
+    normalize: bool = False,
+    title: Optional[str] = None,
+) -> Path:
+    """Save a confusion matrix as an annotated heat map (PNG).
+
+    Parameters
+    ----------
+    confusion : np.ndarray [shape=(n_classes, n_classes)]
+        Counts; rows are true classes, columns predicted classes.
+    classes : sequence of str [shape=(n_classes,)]
+    path : str or path-like
+        Output PNG.
+    normalize : bool
+        If True, colour and annotate each cell by its share of the row (the
+        recall of that true class), with the count underneath; otherwise
+        colour and annotate by counts.
+    title : str, optional
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    cm = np.asarray(confusion, dtype=np.float64)
+    k = len(classes)
+    if cm.shape != (k, k):
+        raise DataError(f"The 'confusion' argument of plot_confusion must have shape ({k}, {k}). Got {cm.shape}.")
+    rows = cm.sum(axis=1, keepdims=True)
+    shown = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0) if normalize else cm
+    size = max(4.0, 0.55 * k + 2.0)
+    fig = _new_figure(size + 1.0, size)
+    ax = fig.add_subplot(1, 1, 1)
+    im = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1.0 if normalize else max(1.0, float(cm.max())))
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_xticks(range(k))
+    ax.set_yticks(range(k))
+    ax.set_xticklabels(classes, rotation=45 if k > 6 else 0, ha="right" if k > 6 else "center")
+    ax.set_yticklabels(classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if title:
+        ax.set_title(title)
+    if k <= 30:
+        threshold = (1.0 if normalize else max(1.0, float(cm.max()))) / 2.0
+        fontsize = 9 if k <= 12 else 6
+        for i in range(k):
+            for j in range(k):
+                text = f"{shown[i, j]:.2f}\n({int(cm[i, j])})" if normalize else str(int(cm[i, j]))
+                ax.text(
+                    j, i, text, ha="center", va="center", fontsize=fontsize,
+                    color="white" if shown[i, j] > threshold else "black",
+                )
+    out = Path(path)
+    _save_figure(fig, out)
+    return out
+
+
+def plot_recall(
+    recall: Sequence[float],
+    classes: Sequence[str],
+    path: Union[str, "os.PathLike[str]"],
+    *,
+    title: Optional[str] = None,
+) -> Path:
+    """Save a bar plot of the per-class recall, with the UAR (their mean) as a dashed line.
+
+    Parameters
+    ----------
+    recall : sequence of float [shape=(n_classes,)]
+    classes : sequence of str [shape=(n_classes,)]
+    path : str or path-like
+        Output PNG.
+    title : str, optional
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    r = np.asarray(recall, dtype=np.float64)
+    if r.shape != (len(classes),):
+        raise DataError(f"The 'recall' argument of plot_recall must have shape ({len(classes)},). Got {r.shape}.")
+    fig = _new_figure(max(4.0, 0.45 * len(classes) + 2.0), 3.5)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.bar(range(len(classes)), r, color="tab:blue")
+    if len(r):
+        ax.axhline(float(r.mean()), color="tab:red", linestyle="--", label=f"UAR {r.mean():.3f}")
+        ax.legend(loc="lower right")
+    ax.set_xticks(range(len(classes)))
+    ax.set_xticklabels(classes, rotation=45 if len(classes) > 6 else 0, ha="right" if len(classes) > 6 else "center")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("recall")
+    if title:
+        ax.set_title(title)
+    out = Path(path)
+    _save_figure(fig, out)
+    return out
+
+
+def _get_image(images: ImageSource, path: str) -> Optional[np.ndarray]:
+    if callable(images):
+        img = images(path)
+    else:
+        if path not in images:
+            return None
+        img = images[path]
+    arr = np.asarray(img)
+    if arr.dtype != np.uint8 or not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)):
+        raise DataError(
+            f"The image given for {path!r} in 'images' of write_report must be a uint8 array of shape (H, W, 3) "
+            f"or (H, W). Got dtype {arr.dtype} and shape {arr.shape}."
+        )
+    return arr
+
+
+def _safe_name(text: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")
+    return name[-80:] or "file"
+
+
+def _write_examples(
+    out_dir: Path,
+    images: ImageSource,
+    paths: List[str],
+    labels: np.ndarray,
+    pred: np.ndarray,
+    confidence: np.ndarray,
+    n_examples: int,
+) -> List[Dict[str, Any]]:
+    from PIL import Image
+
+    examples: List[Dict[str, Any]] = []
+    correct = labels == pred
+    for kind, mask in (("correct", correct), ("wrong", ~correct)):
+        idx = np.flatnonzero(mask)
+        # Most confident first: confident mistakes are the most instructive; ties keep file order.
+        idx = idx[np.argsort(-confidence[idx], kind="stable")]
+        taken = 0
+        for i in idx:
+            if taken >= n_examples:
+                break
+            img = _get_image(images, paths[i])
+            if img is None:
+                continue
+            rel = Path("examples") / f"{kind}_{taken}_{_safe_name(paths[i])}.png"
+            pil = Image.fromarray(np.ascontiguousarray(img))
+            _atomic_write(out_dir / rel, lambda tmp, pil=pil: pil.save(tmp, format="PNG"))
+            examples.append(
+                {
+                    "kind": kind,
+                    "path": paths[i],
+                    "label": str(labels[i]),
+                    "prediction": str(pred[i]),
+                    "confidence": float(confidence[i]),
+                    "image": rel.as_posix(),
+                }
+            )
+            taken += 1
+    return examples
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4f}"
+
+
+def _markdown(title: str, metrics: Dict[str, Any], per_class: pd.DataFrame, examples: List[Dict[str, Any]],
+              extra: Optional[Mapping[str, Any]]) -> str:
+    lines = [f"# {title}", ""]
+    lines += ["| metric | value |", "| --- | --- |"]
+    lines += [f"| files | {metrics['n_files']} |"]
+    for key in ("accuracy", "uar", "macro_f1", "log_loss"):
+        lines.append(f"| {key} | {_fmt(metrics[key])} |")
+    if extra:
+        for key, value in extra.items():
+            lines.append(f"| {key} | {value} |")
+    lines += ["", "## Per class", "", "| class | precision | recall | f1 | support |", "| --- | --- | --- | --- | --- |"]
+    for row in per_class.itertuples(index=False):
+        lines.append(f"| {row.cls} | {_fmt(row.precision)} | {_fmt(row.recall)} | {_fmt(row.f1)} | {row.support} |")
+    lines += ["", "![per-class recall](recall.png)", "", "## Confusion matrix", "", "![confusion matrix](confusion.png)", ""]
+    if examples:
+        lines += ["## Examples", ""]
+        for ex in examples:
+            lines.append(
+                f"**{ex['kind']}** `{ex['path']}`: true {ex['label']}, predicted {ex['prediction']} "
+                f"({ex['confidence']:.2f})  "
+            )
+            lines += [f"![{ex['kind']} {ex['path']}]({ex['image']})", ""]
+    return "\n".join(lines) + "\n"
+
+
+def _html(title: str, metrics: Dict[str, Any], per_class: pd.DataFrame, examples: List[Dict[str, Any]],
+          extra: Optional[Mapping[str, Any]]) -> str:
+    e = html.escape
+    rows = [f"<tr><td>files</td><td>{metrics['n_files']}</td></tr>"]
+    rows += [f"<tr><td>{k}</td><td>{_fmt(metrics[k])}</td></tr>" for k in ("accuracy", "uar", "macro_f1", "log_loss")]
+    if extra:
+        rows += [f"<tr><td>{e(str(k))}</td><td>{e(str(v))}</td></tr>" for k, v in extra.items()]
+    cls_rows = [
+        f"<tr><td>{e(str(r.cls))}</td><td>{_fmt(r.precision)}</td><td>{_fmt(r.recall)}</td>"
+        f"<td>{_fmt(r.f1)}</td><td>{r.support}</td></tr>"
+        for r in per_class.itertuples(index=False)
+    ]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html><head><meta charset="utf-8">',
+        f"<title>{e(title)}</title>",
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}figure{display:inline-block;margin:4px}</style>",
+        "</head><body>",
+        f"<h1>{e(title)}</h1>",
+        "<table><tr><th>metric</th><th>value</th></tr>" + "".join(rows) + "</table>",
+        "<h2>Per class</h2>",
+        "<table><tr><th>class</th><th>precision</th><th>recall</th><th>f1</th><th>support</th></tr>"
+        + "".join(cls_rows) + "</table>",
+        '<p><img src="recall.png" alt="per-class recall"></p>',
+        "<h2>Confusion matrix</h2>",
+        '<p><img src="confusion.png" alt="confusion matrix"></p>',
+    ]
+    if examples:
+        parts.append("<h2>Examples</h2>")
+        for ex in examples:
+            caption = (f"{e(ex['kind'])}: {e(ex['path'])}<br>true {e(ex['label'])}, predicted "
+                       f"{e(ex['prediction'])} ({ex['confidence']:.2f})")
+            parts.append(f'<figure><img src="{e(ex["image"])}" alt="{e(ex["path"])}"><figcaption>{caption}</figcaption></figure>')
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def write_report(
+    out_dir: Union[str, "os.PathLike[str]"],
+    y_true: Sequence[Any],
+    probs: Any,
+    classes: Sequence[Any],
+    *,
+    paths: Optional[Sequence[Any]] = None,
+    title: str = "specimg evaluation report",
+    images: Optional[ImageSource] = None,
+    format: Literal["markdown", "html"] = "markdown",
+    extra: Optional[Mapping[str, Any]] = None,
+    normalize: bool = False,
+    n_examples: int = 4,
+) -> Path:
+    """Write an evaluation report folder for file-level predictions.
+
+    Parameters
+    ----------
+    out_dir : str or path-like
+        Folder to write into (created if needed; existing report files are replaced).
+    y_true : sequence of str [shape=(n_files,)]
+        True labels, each one of ``classes``.
+    probs : np.ndarray [shape=(n_files, n_classes)]
+        Probabilities in ``classes`` column order.
+    classes : sequence of str [shape=(n_classes,)]
+    paths : sequence of str [shape=(n_files,)], optional
+        The files; needed for ``predictions.csv`` and for example images.
+    title : str
+        Heading of the report.
+    images : mapping or callable, optional
+        ``path -> np.ndarray [shape=(H, W, 3), dtype=uint8]`` (a dict or a
+        function), the spectrogram image of a file. When given (with
+        ``paths``), up to ``n_examples`` correct and ``n_examples`` wrong
+        files, most confident first, are saved under ``examples/`` and shown.
+    format : {"markdown", "html"}
+        Writes ``report.md`` or ``report.html``; plots are linked by relative path.
+    extra : mapping, optional
+        More facts to record (backbone, run folder, ...): stored under
+        ``"extra"`` in ``metrics.json`` and listed in the report's table.
+    normalize : bool
+        Colour ``confusion.png`` by row-normalised share (recall) instead of counts.
+    n_examples : int >= 0
+        Example images per kind (correct, wrong).
+
+    Returns
+    -------
+    Path
+        The report file (``out_dir/report.md`` or ``out_dir/report.html``).
+
+    Raises
+    ------
+    ParameterError
+        ``format`` or ``n_examples`` is invalid.
+    DataError
+        A label is not in ``classes``, shapes disagree, ``images`` is given
+        without ``paths``, or an image is not a uint8 array.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> out = write_report(tempfile.mkdtemp(), ["a", "b"], [[0.9, 0.1], [0.6, 0.4]], ["a", "b"])
+    >>> out.name
+    'report.md'
+    """
+    if format not in ("markdown", "html"):
+        raise ParameterError(f"The 'format' parameter of write_report must be 'markdown' or 'html'. Got {format!r}.")
+    if isinstance(n_examples, bool) or not isinstance(n_examples, int) or n_examples < 0:
+        raise ParameterError(f"The 'n_examples' parameter of write_report must be an int >= 0. Got {n_examples!r}.")
+    if images is not None and paths is None:
+        raise DataError("write_report was given 'images' but no 'paths'; pass paths=... so images can be looked up by file.")
+
+    metrics = classification_metrics(y_true, probs, classes)
+    names: List[str] = metrics["classes"]
+    labels = np.asarray([str(v) for v in y_true])
+    p = np.asarray(probs, dtype=np.float64)
+    pred = np.asarray(names)[np.argmax(p, axis=1)]
+    confidence = p.max(axis=1)
+    path_list: Optional[List[str]] = None
+    if paths is not None:
+        path_list = [str(x) for x in paths]
+        if len(path_list) != len(labels):
+            raise DataError(f"The 'paths' argument of write_report must have {len(labels)} entries. Got {len(path_list)}.")
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    per_class = pd.DataFrame(
+        {
+            "cls": names,
+            "precision": [metrics["per_class"][c]["precision"] for c in names],
+            "recall": [metrics["per_class"][c]["recall"] for c in names],
+            "f1": [metrics["per_class"][c]["f1"] for c in names],
+            "support": [metrics["per_class"][c]["support"] for c in names],
+        }
+    )
+    _write_text(out / "per_class.csv", per_class.rename(columns={"cls": "class"}).to_csv(index=False))
+    confusion = pd.DataFrame(metrics["confusion"], index=pd.Index(names, name="true"), columns=names)
+    _write_text(out / "confusion.csv", confusion.to_csv())
+    if path_list is not None:
+        _write_text(out / "predictions.csv", predictions_frame(path_list, p, names, labels=labels.tolist()).to_csv(index=False))
+
+    plot_confusion(metrics["confusion"], names, out / "confusion.png", normalize=normalize, title="confusion matrix")
+    plot_recall(per_class["recall"].to_numpy(), names, out / "recall.png", title="per-class recall")
+
+    examples: List[Dict[str, Any]] = []
+    if images is not None and path_list is not None and n_examples > 0:
+        examples = _write_examples(out, images, path_list, labels, pred, confidence, n_examples)
+
+    record = dict(metrics)
+    record["title"] = title
+    record["examples"] = examples
+    if extra:
+        record["extra"] = _jsonable(dict(extra))
+    _write_text(out / "metrics.json", json.dumps(record, indent=2) + "\n")
+
+    if format == "markdown":
+        report = out / "report.md"
+        _write_text(report, _markdown(title, metrics, per_class, examples, extra))
+    else:
+        report = out / "report.html"
+        _write_text(report, _html(title, metrics, per_class, examples, extra))
+    return report

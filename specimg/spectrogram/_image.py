@@ -1,0 +1,165 @@
+"""A file's spectrogram, computed once, sliced into window images."""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+
+from ..audio import load_audio, pad_audio, segment_bounds
+from ..config import RenderConfig, SpectrogramConfig
+from ..exceptions import AudioError
+
+__all__ = ["feature_matrix", "to_images", "render_file", "render_signal"]
+
+
+def feature_matrix(y: np.ndarray, *, sr: int, config: SpectrogramConfig) -> np.ndarray:
+    """The whole signal's feature matrix, scaled to [0, 1].
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(n,)]
+    sr : int
+    config : SpectrogramConfig
+
+    Returns
+    -------
+    F : np.ndarray [shape=(n_bins, n_frames), dtype=float32]
+        For ``feature='mel'``: dB relative to the file's loudest bin,
+        clipped to ``top_db`` below it and mapped to [0, 1], so the same sound
+        always gets the same pixel value within a file. For ``'mfcc'``:
+        the raw coefficients (scaled per window later, as MFCCs have no fixed
+        range). Row 0 is the lowest frequency / coefficient.
+    """
+    import librosa
+
+    mel = librosa.feature.melspectrogram(
+        y=y, sr=sr, n_fft=config.n_fft, hop_length=config.hop_length, win_length=config.win_length,
+        n_mels=config.n_mels, fmin=config.fmin, fmax=config.fmax, power=config.power,
+    )
+    # power_to_db expects a power spectrogram; bring any exponent to power 2.
+    power = mel if config.power == 2.0 else mel ** (2.0 / config.power)
+    db = librosa.power_to_db(power, ref=np.max, top_db=config.top_db)
+    if config.feature == "mfcc":
+        return librosa.feature.mfcc(S=db, n_mfcc=config.n_mfcc).astype(np.float32)
+    return ((db + config.top_db) / config.top_db).astype(np.float32)
+
+
+def _minmax(x: np.ndarray) -> np.ndarray:
+    lo, hi = float(x.min()), float(x.max())
+    return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+
+
+def _resize(plane: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """[0, 1] float plane (low rows = low frequencies) → uint8 image, low frequencies at the bottom."""
+    from PIL import Image
+
+    u8 = np.clip(np.rint(plane[::-1] * 255.0), 0, 255).astype(np.uint8)
+    h, w = size
+    if u8.shape == (h, w):
+        return u8
+    return np.asarray(Image.fromarray(u8).resize((w, h), Image.BILINEAR))
+
+
+def to_images(F: np.ndarray, frames: np.ndarray, *, config: SpectrogramConfig) -> np.ndarray:
+    """Slice window images out of a feature matrix.
+
+    Parameters
+    ----------
+    F : np.ndarray [shape=(n_bins, n_frames)]
+        From :func:`feature_matrix`.
+    frames : np.ndarray [shape=(n_windows, 2)]
+        ``[first, last)`` frame of each window.
+    config : SpectrogramConfig
+
+    Returns
+    -------
+    images : np.ndarray [shape=(n_windows, H, W, 3), dtype=uint8]
+    """
+    import librosa
+
+    h, w = config.image_size
+    out = np.empty((len(frames), h, w, 3), dtype=np.uint8)
+    if config.channels == "delta":
+        width = min(9, F.shape[1] if F.shape[1] % 2 else F.shape[1] - 1)
+        if width >= 3:
+            d1 = librosa.feature.delta(F, width=width, order=1, mode="nearest")
+            d2 = librosa.feature.delta(F, width=width, order=2, mode="nearest")
+        else:
+            d1 = d2 = np.zeros_like(F)
+    for i, (a, b) in enumerate(frames):
+        win = F[:, a:b]
+        base = _minmax(win) if config.feature == "mfcc" else win
+        out[i, :, :, 0] = _resize(base, (h, w))
+        if config.channels == "replicate":
+            out[i, :, :, 1] = out[i, :, :, 0]
+            out[i, :, :, 2] = out[i, :, :, 0]
+        else:
+            out[i, :, :, 1] = _resize(_minmax(d1[:, a:b]), (h, w))
+            out[i, :, :, 2] = _resize(_minmax(d2[:, a:b]), (h, w))
+    return out
+
+
+def render_signal(
+    y: np.ndarray, *, config: RenderConfig, label: Optional[str] = None, path: str = "<array>"
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Render a loaded signal into its window images.
+
+    The signal is padded (``config.audio.pad_mode``) to
+    ``config.min_samples``, its feature matrix is computed once, and each
+    window's frames are sliced from it (so overlapping windows share the
+    work).
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(n,)]
+        Audio at ``config.audio.sample_rate``.
+    config : RenderConfig
+    label : str or None
+        Chooses the hop (``config.segment.class_hop``); ``None`` uses the
+        default hop.
+    path : str
+        For error messages.
+
+    Returns
+    -------
+    images : np.ndarray [shape=(n_windows, H, W, 3), dtype=uint8]
+    bounds : np.ndarray [shape=(n_windows, 2), dtype=float64]
+        ``[start, end)`` of each window in seconds, on the padded signal.
+    """
+    sr = config.audio.sample_rate
+    seg, spec = config.segment, config.spectrogram
+    y = pad_audio(y, length=config.min_samples, mode=config.audio.pad_mode)
+    win = int(round(seg.seconds * sr))
+    if len(y) < win:
+        raise AudioError(path, f"lasts {len(y) / sr:.3f} s, shorter than one {seg.seconds} s window, and padding is "
+                               "off. Use pad_mode 'tile' or 'zero', or a shorter window.")
+    bounds = segment_bounds(len(y), sr=sr, seconds=seg.seconds, hop=seg.hop_for(label), last=seg.last)
+    F = feature_matrix(y, sr=sr, config=spec)
+    n_win_frames = max(1, int(round(win / spec.hop_length)))
+    first = np.round(bounds[:, 0] / spec.hop_length).astype(np.int64)
+    first = np.clip(first, 0, max(F.shape[1] - n_win_frames, 0))
+    frames = np.stack([first, first + n_win_frames], axis=1)
+    return to_images(F, frames, config=spec), bounds / float(sr)
+
+
+def render_file(path: str, *, config: RenderConfig, label: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray, float]:
+    """Load and render one audio file.
+
+    Returns
+    -------
+    images : np.ndarray [shape=(n_windows, H, W, 3), dtype=uint8]
+    bounds : np.ndarray [shape=(n_windows, 2)]
+        Window ``[start, end)`` in seconds.
+    duration : float
+        The file's duration in seconds (after ``offset``/``duration``, before padding).
+
+    Raises
+    ------
+    AudioError
+        When the file cannot be used; the message names it.
+    """
+    a = config.audio
+    y = load_audio(path, sr=a.sample_rate, offset=a.offset, duration=a.duration)
+    images, bounds = render_signal(y, config=config, label=label, path=path)
+    return images, bounds, len(y) / float(a.sample_rate)

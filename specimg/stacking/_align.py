@@ -1,0 +1,385 @@
+"""Out-of-fold alignment: from several runs' prediction tables to one stack input.
+
+A stacker learns from the out-of-fold (OOF) predictions of several base models
+(runs). :func:`align_runs` reads their file-level prediction tables and checks
+they describe the same files, classes, labels and folds; the result ``X`` has
+shape ``(n_files, n_models, n_classes)``. :func:`cross_val_stack` scores a
+stacker honestly with an inner cross-validation over those OOF predictions.
+The shared checks and the estimator base of the stackers live here too.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+
+from ..exceptions import DataError, NotFittedError, ParameterError
+from ..predict.aggregate import read_predictions
+
+__all__ = ["align_runs", "cross_val_stack", "check_stack_input"]
+
+RunSource = Union[str, "os.PathLike[str]", pd.DataFrame]
+
+
+def natural_sorted(labels: Any) -> List[str]:
+    """Sort labels as strings, numbers by value: ``"2" < "10"``, ``"c2" < "c10"``."""
+
+    def key(s: str) -> Tuple[Any, ...]:
+        parts = re.split(r"(\d+)", s)
+        return tuple((int(t) if i % 2 else t.lower()) for i, t in enumerate(parts)) + (s,)
+
+    return sorted({str(x) for x in labels}, key=key)
+
+
+def check_stack_input(X: Any, *, owner: str, name: str = "X") -> np.ndarray:
+    """Return stacker input as float64 ``(n_files, n_models, n_classes)``.
+
+    Accepts a 3-D array, or a list of ``n_models`` arrays of shape
+    ``(n_files, n_classes)`` (stacked on axis 1).
+
+    Raises
+    ------
+    DataError
+        Wrong shape, non-finite or negative values.
+    """
+    if isinstance(X, (list, tuple)) and len(X) and np.ndim(X[0]) == 2:
+        shapes = {np.shape(m) for m in X}
+        if len(shapes) != 1:
+            raise DataError(
+                f"The {name!r} argument of {owner} was given as a list of probability matrices of different "
+                f"shapes {sorted(shapes)}; each must be (n_files, n_classes) for the same files and classes."
+            )
+        X = np.stack([np.asarray(m, dtype=np.float64) for m in X], axis=1)
+    try:
+        arr = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"The {name!r} argument of {owner} must be a numeric array of probabilities.") from None
+    if arr.ndim != 3 or 0 in arr.shape:
+        raise DataError(
+            f"The {name!r} argument of {owner} must have shape (n_files, n_models, n_classes) with no empty axis "
+            f"(use align_runs to build it; for one model use X[:, None, :]). Got shape {arr.shape}."
+        )
+    if not np.all(np.isfinite(arr)):
+        raise DataError(f"The {name!r} argument of {owner} must be finite. Got {int(np.sum(~np.isfinite(arr)))} NaN/inf values.")
+    if arr.min() < 0:
+        raise DataError(
+            f"The {name!r} argument of {owner} must hold probabilities >= 0. Got a minimum of {arr.min():.4g}; "
+            "pass softmax outputs, not logits."
+        )
+    return arr
+
+
+def _check_y(y: Any, n_files: int, *, owner: str) -> np.ndarray:
+    arr = np.asarray(y, dtype=object)
+    if arr.ndim != 1 or arr.shape[0] != n_files:
+        raise DataError(f"The 'y' argument of {owner} must have shape ({n_files},) (one label per file). Got {arr.shape}.")
+    missing = [i for i, v in enumerate(arr) if v is None or (isinstance(v, float) and np.isnan(v))]
+    if missing:
+        raise DataError(
+            f"The 'y' argument of {owner} has {len(missing)} missing labels (first at row {missing[0]}). "
+            "Stackers train on labelled out-of-fold predictions only."
+        )
+    return arr.astype(str)
+
+
+class _StackerBase(ClassifierMixin, BaseEstimator):
+    """Shared plumbing of the stackers: labels, classes, fitted checks.
+
+    Subclasses have a ``classes`` parameter (labels in the order of the last
+    axis of ``X``; None = the numeric-aware sorted labels of ``y``) and
+    implement ``_fit(X, codes)`` and ``_predict_proba(X)``.
+    """
+
+    def _setup_fit(self, X: Any, y: Any) -> Tuple[np.ndarray, np.ndarray]:
+        owner = f"{type(self).__name__}.fit"
+        arr = check_stack_input(X, owner=owner)
+        labels = _check_y(y, arr.shape[0], owner=owner)
+        classes = getattr(self, "classes", None)
+        if classes is None:
+            names = natural_sorted(labels)
+            if len(names) != arr.shape[2]:
+                raise DataError(
+                    f"{owner}: 'y' has {len(names)} distinct labels but X has {arr.shape[2]} classes on its last axis. "
+                    "Pass classes=[...] (the labels in the order of X's last axis, e.g. from align_runs)."
+                )
+        else:
+            names = [str(c) for c in classes]
+            if len(set(names)) != len(names):
+                raise ParameterError(f"The 'classes' parameter of {type(self).__name__} must not repeat a label. Got {names}.")
+            if len(names) != arr.shape[2]:
+                raise DataError(
+                    f"{owner}: the 'classes' parameter names {len(names)} classes but X has {arr.shape[2]} on its last axis."
+                )
+            unknown = sorted(set(labels.tolist()) - set(names))
+            if unknown:
+                raise DataError(f"{owner}: 'y' has labels that are not in 'classes': {unknown}. Known: {names}.")
+        index = {c: i for i, c in enumerate(names)}
+        codes = np.fromiter((index[v] for v in labels), dtype=np.int64, count=len(labels))
+        self.classes_ = np.asarray(names, dtype=object)
+        self.n_models_ = int(arr.shape[1])
+        return arr, codes
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "classes_")
+
+    def _check_predict_input(self, X: Any, *, method: str) -> np.ndarray:
+        name = type(self).__name__
+        if not self.__sklearn_is_fitted__():
+            raise NotFittedError(
+                f"This {name} instance is not fitted yet. Call 'fit' with out-of-fold predictions before '{method}'."
+            )
+        arr = check_stack_input(X, owner=f"{name}.{method}")
+        expected = (self.n_models_, len(self.classes_))
+        if arr.shape[1:] != expected:
+            raise DataError(
+                f"{name}.{method}: X must have shape (n_files, {expected[0]}, {expected[1]}) like the data it was "
+                f"fitted on (models, classes). Got {arr.shape}."
+            )
+        return arr
+
+    def predict(self, X: Any, **kwargs: Any) -> np.ndarray:
+        """Predicted labels: the argmax of :meth:`predict_proba`.
+
+        Returns
+        -------
+        np.ndarray [shape=(n_files,), dtype=object]
+        """
+        proba = self.predict_proba(X, **kwargs)
+        return self.classes_[np.argmax(proba, axis=1)]
+
+
+def _run_name(source: RunSource, i: int) -> str:
+    if isinstance(source, pd.DataFrame):
+        return f"run {i}"
+    return f"run {i} ({source})"
+
+
+def _read_run(source: RunSource) -> Tuple[pd.DataFrame, List[str], np.ndarray]:
+    if not isinstance(source, pd.DataFrame) and Path(source).is_dir():
+        source = Path(source) / "oof_files.csv"
+    return read_predictions(source)
+
+
+def align_runs(
+    frames_or_paths: Sequence[RunSource],
+    *,
+    require_folds: bool = True,
+) -> Tuple[List[str], np.ndarray, Optional[np.ndarray], List[str], Optional[np.ndarray]]:
+    """Read several runs' file-level predictions into one stack input.
+
+    Parameters
+    ----------
+    frames_or_paths : sequence of (str, path-like or pd.DataFrame)
+        One entry per run: a prediction CSV (e.g. ``RUN/oof_files.csv`` or a
+        ``predict`` output), a run folder (its ``oof_files.csv`` is read), or
+        a frame in that format.
+    require_folds : bool
+        If True (out-of-fold predictions for training a stacker), every run
+        must have labels and a ``fold`` column, and they must agree. Set False
+        for test predictions, which may have neither.
+
+    Returns
+    -------
+    paths : list of str [shape=(n_files,)]
+        File order of the first run.
+    X : np.ndarray [shape=(n_files, n_models, n_classes), dtype=float64]
+        ``X[i, m]`` is run ``m``'s probability vector for ``paths[i]``.
+    y : np.ndarray [shape=(n_files,), dtype=object] or None
+        Labels, when the runs have them.
+    classes : list of str [shape=(n_classes,)]
+        Class order of the last axis of ``X`` (the first run's column order;
+        other runs' columns are reordered to it).
+    folds : np.ndarray [shape=(n_files,), dtype=int64] or None
+        Out-of-fold index, when the runs have it.
+
+    Raises
+    ------
+    DataError
+        A run lacks a file the first run has (or has one more), the class
+        sets differ, labels or folds disagree, or folds/labels are missing
+        while ``require_folds`` is True. The message names the file or class
+        and the run.
+    """
+    sources = list(frames_or_paths) if not isinstance(frames_or_paths, (str, os.PathLike, pd.DataFrame)) else [frames_or_paths]
+    if not sources:
+        raise DataError("align_runs needs at least one run. Got an empty list.")
+    runs = [_read_run(s) for s in sources]
+    names = [_run_name(s, i) for i, s in enumerate(sources)]
+
+    ref_frame, ref_classes, _ = runs[0]
+    paths = ref_frame["path"].tolist()
+    ref_paths = set(paths)
+    ref_set = set(ref_classes)
+    X = np.empty((len(paths), len(runs), len(ref_classes)), dtype=np.float64)
+    y: Optional[np.ndarray] = None
+    y_from = ""
+    folds: Optional[np.ndarray] = None
+    folds_from = ""
+
+    for m, ((frame, classes, probs), name) in enumerate(zip(runs, names)):
+        if set(classes) != ref_set:
+            missing = sorted(ref_set - set(classes))
+            added = sorted(set(classes) - ref_set)
+            detail = "; ".join(
+                part for part in (
+                    f"it lacks class {', '.join(map(repr, missing))}" if missing else "",
+                    f"it has extra class {', '.join(map(repr, added))}" if added else "",
+                ) if part
+            )
+            raise DataError(
+                f"The classes of {name} differ from those of {names[0]}: {detail}. "
+                "Stack only runs trained on the same label set."
+            )
+        these = set(frame["path"])
+        if these != ref_paths:
+            lacking = [p for p in paths if p not in these]
+            extra = sorted(these - ref_paths)
+            if lacking:
+                raise DataError(
+                    f"File {lacking[0]!r} is in {names[0]} but missing from {name}"
+                    + (f" ({len(lacking)} files missing in all)" if len(lacking) > 1 else "")
+                    + ". All runs must predict the same files; re-run prediction or drop the file everywhere."
+                )
+            raise DataError(
+                f"File {extra[0]!r} is in {name} but not in {names[0]}"
+                + (f" ({len(extra)} extra files in all)" if len(extra) > 1 else "")
+                + ". All runs must predict the same files."
+            )
+        row = pd.Series(np.arange(len(frame)), index=frame["path"]).loc[paths].to_numpy()
+        col = [classes.index(c) for c in ref_classes]
+        X[:, m, :] = probs[row][:, col]
+        aligned = frame.iloc[row].reset_index(drop=True)
+
+        has_labels = "label" in aligned.columns and aligned["label"].notna().all()
+        if require_folds and not has_labels:
+            raise DataError(
+                f"{name} has no labels for every file (column 'label'), but require_folds=True expects labelled "
+                "out-of-fold predictions. Pass require_folds=False for test predictions."
+            )
+        if has_labels:
+            labels = aligned["label"].astype(str).to_numpy(dtype=object)
+            if y is None:
+                y, y_from = labels, name
+            else:
+                diff = np.flatnonzero(labels != y)
+                if diff.size:
+                    i = int(diff[0])
+                    raise DataError(
+                        f"File {paths[i]!r} has label {labels[i]!r} in {name} but {y[i]!r} in {y_from}. "
+                        "The runs must be trained on the same labels."
+                    )
+        has_folds = "fold" in aligned.columns
+        if require_folds and not has_folds:
+            raise DataError(
+                f"{name} has no 'fold' column, but require_folds=True expects out-of-fold predictions "
+                "(RUN/oof_files.csv). Pass require_folds=False for test predictions."
+            )
+        if has_folds:
+            f = aligned["fold"].to_numpy(dtype=np.int64)
+            if folds is None:
+                folds, folds_from = f, name
+            else:
+                diff = np.flatnonzero(f != folds)
+                if diff.size:
+                    i = int(diff[0])
+                    raise DataError(
+                        f"File {paths[i]!r} is in fold {int(f[i])} in {name} but in fold {int(folds[i])} in {folds_from}. "
+                        "Stack only runs that share one fold split, or the stacker learns from leaked predictions."
+                    )
+    return paths, X, y, list(ref_classes), folds
+
+
+def cross_val_stack(
+    estimator: Any,
+    X: Any,
+    y: Any,
+    *,
+    groups: Optional[Any] = None,
+    n_splits: int = 5,
+    seed: int = 0,
+    extra: Optional[Any] = None,
+) -> np.ndarray:
+    """Out-of-fold probabilities of a stacker (inner cross-validation).
+
+    The stacker is trained on OOF predictions of the base models; scoring it
+    on those same files needs a second, inner cross-validation. Each split
+    fits a :func:`sklearn.base.clone` of ``estimator`` and predicts the
+    held-out files.
+
+    Parameters
+    ----------
+    estimator : stacker
+        ``CNNStacker``, ``LGBMStacker``, ``WeightedBlend`` or any estimator with
+        ``fit(X, y)``/``predict_proba(X)`` on 3-D input.
+    X : np.ndarray [shape=(n_files, n_models, n_classes)]
+    y : sequence of str [shape=(n_files,)]
+    groups : sequence [shape=(n_files,)], optional
+        Group of each file (speaker, patient, source recording): splits are
+        :class:`~sklearn.model_selection.StratifiedGroupKFold` so no group is
+        on both sides; without groups :class:`~sklearn.model_selection.StratifiedKFold`.
+    n_splits : int >= 2
+    seed : int
+        Shuffling seed of the splitter.
+    extra : np.ndarray or pd.DataFrame [shape=(n_files, n_extra)], optional
+        Per-file features passed as ``extra=`` to ``fit`` and ``predict_proba``
+        (for :class:`LGBMStacker`).
+
+    Returns
+    -------
+    np.ndarray [shape=(n_files, n_classes), dtype=float64]
+        Held-out probabilities, columns in the estimator's class order (the
+        ``classes`` parameter, or the numeric-aware sorted labels of ``y``).
+    """
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    owner = "cross_val_stack"
+    if isinstance(n_splits, bool) or not isinstance(n_splits, (int, np.integer)) or n_splits < 2:
+        raise ParameterError(f"The 'n_splits' parameter of {owner} must be an int >= 2. Got {n_splits!r}.")
+    arr = check_stack_input(X, owner=owner)
+    labels = _check_y(y, arr.shape[0], owner=owner)
+    params = estimator.get_params(deep=False)
+    classes = params.get("classes")
+    names = natural_sorted(labels) if classes is None else [str(c) for c in classes]
+    counts = pd.Series(labels).value_counts()
+    if groups is None:
+        if counts.min() < n_splits:
+            raise DataError(
+                f"{owner}: class {counts.idxmin()!r} has {int(counts.min())} files, fewer than n_splits={n_splits}. "
+                "Lower n_splits."
+            )
+        splitter: Any = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        splits = splitter.split(np.zeros(len(labels)), labels)
+    else:
+        g = np.asarray(groups)
+        if g.shape != (arr.shape[0],):
+            raise DataError(f"The 'groups' argument of {owner} must have shape ({arr.shape[0]},). Got {g.shape}.")
+        n_groups = len(np.unique(g))
+        if n_groups < n_splits:
+            raise DataError(f"{owner}: there are {n_groups} groups, fewer than n_splits={n_splits}. Lower n_splits.")
+        splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        splits = splitter.split(np.zeros(len(labels)), labels, g)
+
+    oof = np.full((arr.shape[0], len(names)), np.nan)
+    for train, test in splits:
+        est = clone(estimator)
+        if "classes" in params and classes is None:
+            est.set_params(classes=names)  # same columns in every split even if a class is absent from one
+        kw_fit = {} if extra is None else {"extra": _take(extra, train)}
+        kw_pred = {} if extra is None else {"extra": _take(extra, test)}
+        est.fit(arr[train], labels[train], **kw_fit)
+        proba = est.predict_proba(arr[test], **kw_pred)
+        fitted = [str(c) for c in est.classes_]
+        oof[test] = proba[:, [fitted.index(c) for c in names]]
+    return oof
+
+
+def _take(extra: Any, idx: np.ndarray) -> Any:
+    if isinstance(extra, pd.DataFrame):
+        return extra.iloc[idx]
+    return np.asarray(extra)[idx]
