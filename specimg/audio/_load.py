@@ -15,20 +15,6 @@ __all__ = ["load_audio", "check_audio", "pad_audio", "audio_duration"]
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def _sniff_format(path: Path) -> Optional[str]:
-    """Guess a container from the first bytes, for files whose name lies.
-
-    libsndfile picks the decoder from the header for most formats, but MP3
-    has no RIFF-style header, so an MP3 stream saved under a ``.wav`` name
-    must be opened with an explicit ``format='MP3'``.
-    """
-    with open(path, "rb") as fh:
-        head = fh.read(4)
-    if head[:3] == b"ID3" or (len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0):
-        return "MP3"
-    return None
-
-
 def audio_duration(path: PathLike) -> float:
     """Duration of an audio file in seconds, read from its header.
 
@@ -41,9 +27,8 @@ def audio_duration(path: PathLike) -> float:
 
     path = Path(path)
     _check_file(path)
-    fmt = _sniff_format(path)
     try:
-        with sf.SoundFile(str(path), format=fmt) if fmt else sf.SoundFile(str(path)) as f:
+        with sf.SoundFile(str(path)) as f:
             frames, sr = f.frames, f.samplerate
     except Exception as exc:  # soundfile raises RuntimeError / LibsndfileError / TypeError
         raise AudioError(path, f"cannot be read as audio ({_clean(exc)}). "
@@ -73,9 +58,8 @@ def _read(path: Path, offset: float = 0.0, duration: Optional[float] = None):
     """Decode ``[offset, offset + duration)`` seconds; returns (data (n, ch) float32, native sr)."""
     import soundfile as sf
 
-    fmt = _sniff_format(path)
     try:
-        with sf.SoundFile(str(path), format=fmt) if fmt else sf.SoundFile(str(path)) as f:
+        with sf.SoundFile(str(path)) as f:
             sr = f.samplerate
             start = int(round(offset * sr))
             if start and f.seekable():
@@ -140,8 +124,8 @@ def load_audio(
     """Load an audio file as mono float32 at a fixed sample rate.
 
     Reads anything libsndfile reads (PCM 8/16/24/32-bit, float, A-law,
-    mu-law, FLAC, OGG/Vorbis, MP3, also an MP3 stream inside a ``.wav``
-    name); multi-channel audio is averaged to mono and resampled to ``sr``
+    mu-law, FLAC, OGG/Vorbis, MP3; libsndfile picks the decoder from the
+    content, so an MP3 stream inside a ``.wav`` name loads too); multi-channel audio is averaged to mono and resampled to ``sr``
     with librosa (soxr).
 
     Parameters
