@@ -412,6 +412,8 @@ def render_dataset(
                 _collect(res, errors, strict)
                 bar.update(1)
         else:
+            import librosa  # noqa: F401  imported once here, inherited by forked workers instead of once each
+
             with ProcessPoolExecutor(max_workers=workers) as pool:
                 futures = [pool.submit(_render_job, a, p, l, cfg_dict, str(shard_dir), png_dir) for a, p, l in todo]
                 try:

@@ -1,0 +1,22 @@
+"""Backbones: build by name (timm or registered) or from a module, with pretrained weights.
+
+``create_backbone`` is the one entry point; ``register_backbone`` adds user
+networks; ``backbone_data_config`` tells the data stage the input size and
+normalisation a backbone expects.
+"""
+
+from ._factory import backbone_data_config as backbone_data_config
+from ._factory import create_backbone as create_backbone
+from ._registry import list_backbones as list_backbones
+from ._registry import register_backbone as register_backbone
+from ._weights import load_checkpoint as load_checkpoint
+from ._weights import offline_weights_available as offline_weights_available
+
+__all__ = [
+    "create_backbone",
+    "register_backbone",
+    "list_backbones",
+    "backbone_data_config",
+    "offline_weights_available",
+    "load_checkpoint",
+]
