@@ -171,8 +171,8 @@ def flip_tta_average(p: Any, p_flipped: Any) -> np.ndarray:
 
     Examples
     --------
-    >>> flip_tta_average([[0.2, 0.8]], [[0.6, 0.4]]).tolist()
-    [[0.4, 0.6]]
+    >>> flip_tta_average([[0.25, 0.75]], [[0.75, 0.25]]).tolist()
+    [[0.5, 0.5]]
     """
     a = _check_probs(p, name="p", owner="flip_tta_average")
     b = _check_probs(p_flipped, name="p_flipped", owner="flip_tta_average")
@@ -245,7 +245,9 @@ def predictions_frame(
         )
     path_list = [str(x) for x in paths]
     if len(path_list) != n:
-        raise DataError(f"The 'paths' argument of {owner} must have {n} entries (one per row of probs). Got {len(path_list)}.")
+        raise DataError(
+            f"The 'paths' argument of {owner} must have {n} entries (one per row of probs). Got {len(path_list)}."
+        )
     frame = pd.DataFrame({"path": path_list})
     if labels is not None:
         lab = list(labels)
@@ -271,7 +273,9 @@ def _as_int_folds(values: np.ndarray, *, where: str) -> np.ndarray:
     try:
         as_float = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError):
-        raise DataError(f"The fold values in {where} must be integers. Got values such as {values[:3].tolist()}.") from None
+        raise DataError(
+            f"The fold values in {where} must be integers. Got values such as {values[:3].tolist()}."
+        ) from None
     bad = ~np.isfinite(as_float) | (as_float != np.round(as_float))
     if np.any(bad):
         i = int(np.argmax(bad))
@@ -317,7 +321,9 @@ def read_predictions(
     else:
         source = str(path_or_df)
         if not Path(source).is_file():
-            raise DataError(f"Prediction file {source!r} does not exist. Pass the path of a CSV such as RUN/oof_files.csv.")
+            raise DataError(
+                f"Prediction file {source!r} does not exist. Pass the path of a CSV such as RUN/oof_files.csv."
+            )
         try:
             frame = pd.read_csv(
                 source,

@@ -40,7 +40,9 @@ def _as_labels(values: Any, *, name: str, owner: str) -> np.ndarray:
     return arr.astype(str)
 
 
-def check_labels(y: Any, classes: Sequence[Any], *, name: str = "y_true", owner: str = "classification_metrics") -> np.ndarray:
+def check_labels(
+    y: Any, classes: Sequence[Any], *, name: str = "y_true", owner: str = "classification_metrics"
+) -> np.ndarray:
     """Return ``y`` as an array of str labels, each one of ``classes``.
 
     Parameters

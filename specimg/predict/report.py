@@ -243,6 +243,11 @@ def _fmt(x: float) -> str:
     return f"{x:.4f}"
 
 
+def _md(text: Any) -> str:
+    """Escape a value for a Markdown table cell."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
 def _markdown(title: str, metrics: Dict[str, Any], per_class: pd.DataFrame, examples: List[Dict[str, Any]],
               extra: Optional[Mapping[str, Any]]) -> str:
     lines = [f"# {title}", ""]
@@ -252,11 +257,14 @@ def _markdown(title: str, metrics: Dict[str, Any], per_class: pd.DataFrame, exam
         lines.append(f"| {key} | {_fmt(metrics[key])} |")
     if extra:
         for key, value in extra.items():
-            lines.append(f"| {key} | {value} |")
-    lines += ["", "## Per class", "", "| class | precision | recall | f1 | support |", "| --- | --- | --- | --- | --- |"]
+            lines.append(f"| {_md(key)} | {_md(value)} |")
+    lines += ["", "## Per class", ""]
+    lines += ["| class | precision | recall | f1 | support |", "| --- | --- | --- | --- | --- |"]
     for row in per_class.itertuples(index=False):
-        lines.append(f"| {row.cls} | {_fmt(row.precision)} | {_fmt(row.recall)} | {_fmt(row.f1)} | {row.support} |")
-    lines += ["", "![per-class recall](recall.png)", "", "## Confusion matrix", "", "![confusion matrix](confusion.png)", ""]
+        cells = [_md(row.cls), _fmt(row.precision), _fmt(row.recall), _fmt(row.f1), str(row.support)]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "![per-class recall](recall.png)", ""]
+    lines += ["## Confusion matrix", "", "![confusion matrix](confusion.png)", ""]
     if examples:
         lines += ["## Examples", ""]
         for ex in examples:
@@ -301,7 +309,8 @@ def _html(title: str, metrics: Dict[str, Any], per_class: pd.DataFrame, examples
         for ex in examples:
             caption = (f"{e(ex['kind'])}: {e(ex['path'])}<br>true {e(ex['label'])}, predicted "
                        f"{e(ex['prediction'])} ({ex['confidence']:.2f})")
-            parts.append(f'<figure><img src="{e(ex["image"])}" alt="{e(ex["path"])}"><figcaption>{caption}</figcaption></figure>')
+            img = f'<img src="{e(ex["image"])}" alt="{e(ex["path"])}">'
+            parts.append(f"<figure>{img}<figcaption>{caption}</figcaption></figure>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
@@ -391,7 +400,9 @@ def write_report(
     if isinstance(n_examples, bool) or not isinstance(n_examples, int) or n_examples < 0:
         raise ParameterError(f"The 'n_examples' parameter of write_report must be an int >= 0. Got {n_examples!r}.")
     if images is not None and paths is None:
-        raise DataError("write_report was given 'images' but no 'paths'; pass paths=... so images can be looked up by file.")
+        raise DataError(
+            "write_report was given 'images' but no 'paths'; pass paths=... so images can be looked up by file."
+        )
 
     metrics = classification_metrics(y_true, probs, classes)
     names: List[str] = metrics["classes"]
@@ -403,7 +414,9 @@ def write_report(
     if paths is not None:
         path_list = [str(x) for x in paths]
         if len(path_list) != len(labels):
-            raise DataError(f"The 'paths' argument of write_report must have {len(labels)} entries. Got {len(path_list)}.")
+            raise DataError(
+                f"The 'paths' argument of write_report must have {len(labels)} entries. Got {len(path_list)}."
+            )
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -421,7 +434,8 @@ def write_report(
     confusion = pd.DataFrame(metrics["confusion"], index=pd.Index(names, name="true"), columns=names)
     _write_text(out / "confusion.csv", confusion.to_csv())
     if path_list is not None:
-        _write_text(out / "predictions.csv", predictions_frame(path_list, p, names, labels=labels.tolist()).to_csv(index=False))
+        table = predictions_frame(path_list, p, names, labels=labels.tolist())
+        _write_text(out / "predictions.csv", table.to_csv(index=False))
 
     plot_confusion(metrics["confusion"], names, out / "confusion.png", normalize=normalize, title="confusion matrix")
     plot_recall(per_class["recall"].to_numpy(), names, out / "recall.png", title="per-class recall")

@@ -66,7 +66,9 @@ def check_stack_input(X: Any, *, owner: str, name: str = "X") -> np.ndarray:
             f"(use align_runs to build it; for one model use X[:, None, :]). Got shape {arr.shape}."
         )
     if not np.all(np.isfinite(arr)):
-        raise DataError(f"The {name!r} argument of {owner} must be finite. Got {int(np.sum(~np.isfinite(arr)))} NaN/inf values.")
+        raise DataError(
+            f"The {name!r} argument of {owner} must be finite. Got {int(np.sum(~np.isfinite(arr)))} NaN/inf values."
+        )
     if arr.min() < 0:
         raise DataError(
             f"The {name!r} argument of {owner} must hold probabilities >= 0. Got a minimum of {arr.min():.4g}; "
@@ -78,7 +80,9 @@ def check_stack_input(X: Any, *, owner: str, name: str = "X") -> np.ndarray:
 def _check_y(y: Any, n_files: int, *, owner: str) -> np.ndarray:
     arr = np.asarray(y, dtype=object)
     if arr.ndim != 1 or arr.shape[0] != n_files:
-        raise DataError(f"The 'y' argument of {owner} must have shape ({n_files},) (one label per file). Got {arr.shape}.")
+        raise DataError(
+            f"The 'y' argument of {owner} must have shape ({n_files},) (one label per file). Got {arr.shape}."
+        )
     missing = [i for i, v in enumerate(arr) if v is None or (isinstance(v, float) and np.isnan(v))]
     if missing:
         raise DataError(
@@ -93,10 +97,12 @@ class _StackerBase(ClassifierMixin, BaseEstimator):
 
     Subclasses have a ``classes`` parameter (labels in the order of the last
     axis of ``X``; None = the numeric-aware sorted labels of ``y``) and
-    implement ``_fit(X, codes)`` and ``_predict_proba(X)``.
+    call :meth:`_setup_fit` at the start of ``fit`` and :meth:`_finish_fit`
+    once training succeeded, so a failed ``fit`` leaves no half-fitted state.
     """
 
-    def _setup_fit(self, X: Any, y: Any) -> Tuple[np.ndarray, np.ndarray]:
+    def _setup_fit(self, X: Any, y: Any) -> Tuple[np.ndarray, np.ndarray, List[str]]:
+        """Check ``X`` and ``y``; return X as float64, y as class codes, and the class names."""
         owner = f"{type(self).__name__}.fit"
         arr = check_stack_input(X, owner=owner)
         labels = _check_y(y, arr.shape[0], owner=owner)
@@ -111,19 +117,24 @@ class _StackerBase(ClassifierMixin, BaseEstimator):
         else:
             names = [str(c) for c in classes]
             if len(set(names)) != len(names):
-                raise ParameterError(f"The 'classes' parameter of {type(self).__name__} must not repeat a label. Got {names}.")
+                raise ParameterError(
+                    f"The 'classes' parameter of {type(self).__name__} must not repeat a label. Got {names}."
+                )
             if len(names) != arr.shape[2]:
                 raise DataError(
-                    f"{owner}: the 'classes' parameter names {len(names)} classes but X has {arr.shape[2]} on its last axis."
+                    f"{owner}: the 'classes' parameter names {len(names)} classes "
+                    f"but X has {arr.shape[2]} on its last axis."
                 )
             unknown = sorted(set(labels.tolist()) - set(names))
             if unknown:
                 raise DataError(f"{owner}: 'y' has labels that are not in 'classes': {unknown}. Known: {names}.")
         index = {c: i for i, c in enumerate(names)}
         codes = np.fromiter((index[v] for v in labels), dtype=np.int64, count=len(labels))
+        return arr, codes, names
+
+    def _finish_fit(self, names: List[str], n_models: int) -> None:
         self.classes_ = np.asarray(names, dtype=object)
-        self.n_models_ = int(arr.shape[1])
-        return arr, codes
+        self.n_models_ = int(n_models)
 
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "classes_")
@@ -206,7 +217,10 @@ def align_runs(
         while ``require_folds`` is True. The message names the file or class
         and the run.
     """
-    sources = list(frames_or_paths) if not isinstance(frames_or_paths, (str, os.PathLike, pd.DataFrame)) else [frames_or_paths]
+    if isinstance(frames_or_paths, (str, os.PathLike, pd.DataFrame)):
+        sources: List[RunSource] = [frames_or_paths]
+    else:
+        sources = list(frames_or_paths)
     if not sources:
         raise DataError("align_runs needs at least one run. Got an empty list.")
     runs = [_read_run(s) for s in sources]
@@ -289,7 +303,8 @@ def align_runs(
                 if diff.size:
                     i = int(diff[0])
                     raise DataError(
-                        f"File {paths[i]!r} is in fold {int(f[i])} in {name} but in fold {int(folds[i])} in {folds_from}. "
+                        f"File {paths[i]!r} is in fold {int(f[i])} in {name} "
+                        f"but in fold {int(folds[i])} in {folds_from}. "
                         "Stack only runs that share one fold split, or the stacker learns from leaked predictions."
                     )
     return paths, X, y, list(ref_classes), folds
@@ -374,8 +389,12 @@ def cross_val_stack(
         kw_pred = {} if extra is None else {"extra": _take(extra, test)}
         est.fit(arr[train], labels[train], **kw_fit)
         proba = est.predict_proba(arr[test], **kw_pred)
-        fitted = [str(c) for c in est.classes_]
-        oof[test] = proba[:, [fitted.index(c) for c in names]]
+        fitted = {str(c): j for j, c in enumerate(est.classes_)}
+        block = np.zeros((len(test), len(names)))
+        for k, c in enumerate(names):
+            if c in fitted:  # a class absent from this training split keeps probability 0
+                block[:, k] = proba[:, fitted[c]]
+        oof[test] = block
     return oof
 
 

@@ -1,0 +1,364 @@
+"""Stacking: run alignment, the three stackers as scikit-learn estimators, inner CV, pseudo-labels."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.base import clone
+
+from specimg.exceptions import DataError, NotFittedError, ParameterError
+from specimg.predict.aggregate import predictions_frame
+from specimg.stacking import (
+    CNNStacker,
+    LGBMStacker,
+    WeightedBlend,
+    align_runs,
+    cross_val_stack,
+    pseudo_training_table,
+    select_pseudo_labels,
+)
+
+CLASSES = ["0", "1", "2", "3"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _synthetic(n, seed, n_models=3):
+    """Model 0 is informative but unsure; the others are confident noise."""
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, len(CLASSES), n)
+    X = np.empty((n, n_models, len(CLASSES)))
+    X[:, 0] = _softmax(1.0 * np.eye(len(CLASSES))[codes] + 0.5 * rng.standard_normal((n, len(CLASSES))))
+    for m in range(1, n_models):
+        X[:, m] = _softmax(3.0 * rng.standard_normal((n, len(CLASSES))))
+    return X, np.asarray(CLASSES)[codes]
+
+
+@pytest.fixture(scope="module")
+def data():
+    X_train, y_train = _synthetic(400, seed=0)
+    X_test, y_test = _synthetic(400, seed=1)
+    return X_train, y_train, X_test, y_test
+
+
+def _accuracy(probs, y):
+    return float(np.mean(np.asarray(CLASSES)[np.argmax(probs, axis=1)] == y))
+
+
+FACTORIES = {
+    "cnn": lambda: CNNStacker(hidden=8, epochs=15, batch_size=64, seed=3),
+    "cnn_skip": lambda: CNNStacker(hidden=8, epochs=15, batch_size=64, seed=3, skip=True),
+    "lgbm": lambda: LGBMStacker(n_estimators=20, num_leaves=7, min_child_samples=5, n_jobs=1),
+    "blend": lambda: WeightedBlend(fit_weights=True),
+}
+
+
+# ---------------------------------------------------------------- estimator contract
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+def test_sklearn_contract(name, data):
+    X, y, X_test, _ = data
+    est = FACTORIES[name]()
+    params = est.get_params()
+    state_before = set(vars(est))
+
+    # clone / get_params / set_params round-trip
+    twin = clone(est)
+    assert twin is not est and twin.get_params() == params
+    assert est.set_params(**params) is est
+
+    # not fitted yet
+    with pytest.raises(NotFittedError, match="not fitted"):
+        est.predict_proba(X_test)
+    with pytest.raises(AttributeError):  # NotFittedError is also an AttributeError, like scikit-learn's
+        est.predict(X_test)
+
+    assert est.fit(X, y) is est
+    learned = set(vars(est)) - state_before
+    assert learned and all(a.endswith("_") and not a.startswith("_") for a in learned), learned
+    assert est.classes_.tolist() == CLASSES
+    assert est.get_params() == params  # fit does not touch the parameters
+
+    proba = est.predict_proba(X_test)
+    assert proba.shape == (len(X_test), len(CLASSES))
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
+    assert np.all(proba >= 0)
+    assert set(est.predict(X_test)) <= set(CLASSES)
+
+    # deterministic with the seed; survives pickling
+    again = clone(est).fit(X, y).predict_proba(X_test)
+    np.testing.assert_array_equal(again, proba)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(est)).predict_proba(X_test), proba)
+
+
+def test_lgbm_extra_params_survive_clone():
+    est = LGBMStacker(n_estimators=7, min_child_samples=3, subsample=0.5)
+    assert est.get_params()["min_child_samples"] == 3
+    twin = clone(est)
+    assert twin.get_params()["subsample"] == 0.5
+    twin.set_params(reg_lambda=2.0, n_estimators=9)
+    assert twin.get_params()["reg_lambda"] == 2.0 and twin.n_estimators == 9
+    assert "reg_lambda" not in est.get_params()
+
+
+def test_stackers_beat_the_mean_of_models(data):
+    X, y, X_test, y_test = data
+    mean_acc = _accuracy(X_test.mean(axis=1), y_test)  # confident noise drowns the informative model
+    informative_acc = _accuracy(X_test[:, 0], y_test)
+    assert mean_acc < 0.45 and informative_acc > 0.75  # the data is what the test means it to be
+    cnn = CNNStacker(hidden=8, epochs=40, seed=0).fit(X, y)
+    lgbm = LGBMStacker(n_estimators=60, num_leaves=7, n_jobs=1).fit(X, y)
+    for est in (cnn, lgbm):
+        acc = _accuracy(est.predict_proba(X_test), y_test)
+        assert acc > mean_acc + 0.25, (type(est).__name__, acc, mean_acc)
+
+
+def test_fitted_blend_weights_the_informative_member(data):
+    X, y, X_test, y_test = data
+    blend = WeightedBlend(fit_weights=True).fit(X, y)
+    assert blend.weights_.shape == (3,)
+    assert blend.weights_.sum() == pytest.approx(1.0) and np.all(blend.weights_ >= 0)
+    assert blend.weights_[0] > 0.9
+    assert _accuracy(blend.predict_proba(X_test), y_test) > _accuracy(X_test.mean(axis=1), y_test) + 0.25
+
+
+def test_fixed_blend_weights_exact():
+    a = np.array([[1.0, 0.0], [0.5, 0.5]])
+    b = np.array([[0.0, 1.0], [0.5, 0.5]])
+    c = np.array([[0.5, 0.5], [1.0, 0.0]])
+    blend = WeightedBlend(weights=(0.45, 0.45, 0.1), classes=["x", "y"]).fit([a, b, c], ["x", "y"])
+    np.testing.assert_allclose(blend.predict_proba([a, b, c]), [[0.5, 0.5], [0.55, 0.45]])
+    np.testing.assert_allclose(WeightedBlend(weights=[2, 2, 0]).fit([a, b, c], ["x", "y"]).weights_, [0.5, 0.5, 0])
+    np.testing.assert_allclose(WeightedBlend().fit([a, b, c], ["x", "y"]).weights_, [1 / 3] * 3)
+
+
+def test_cnn_skip_changes_the_network(data):
+    X, y, X_test, _ = data
+    plain = CNNStacker(hidden=4, epochs=2, seed=0).fit(X, y).predict_proba(X_test)
+    skip = CNNStacker(hidden=4, epochs=2, seed=0, skip=True).fit(X, y).predict_proba(X_test)
+    assert not np.allclose(plain, skip)
+    other_seed = CNNStacker(hidden=4, epochs=2, seed=1).fit(X, y).predict_proba(X_test)
+    assert not np.allclose(plain, other_seed)
+
+
+def test_lgbm_extra_features():
+    rng = np.random.default_rng(0)
+    n = 300
+    codes = rng.integers(0, 3, n)
+    y = np.asarray(["a", "b", "c"])[codes]
+    X = rng.dirichlet(np.ones(3), size=(n, 2))  # the models know nothing
+    extra = pd.DataFrame({"duration": codes + 0.1 * rng.standard_normal(n), "junk": rng.standard_normal(n)})
+    est = LGBMStacker(n_estimators=30, num_leaves=7, extra_features=["duration"], n_jobs=1)
+    est.fit(X[:200], y[:200], extra=extra.iloc[:200])
+    assert est.feature_names_[-1] == "duration" and est.n_extra_ == 1
+    acc = np.mean(est.predict(X[200:], extra=extra.iloc[200:]) == y[200:])
+    without = LGBMStacker(n_estimators=30, num_leaves=7, n_jobs=1).fit(X[:200], y[:200])
+    acc_without = np.mean(without.predict(X[200:]) == y[200:])
+    assert acc > 0.9 and acc > acc_without + 0.3
+    with pytest.raises(DataError, match="extra"):
+        est.predict_proba(X[200:])
+    with pytest.raises(DataError, match="duration"):
+        est.predict_proba(X[200:], extra=extra[["junk"]].iloc[200:])
+
+
+@pytest.mark.parametrize(
+    "make, X, y, exc, match",
+    [
+        (lambda: CNNStacker(), np.ones((4, 4)) / 4, ["0"] * 4, DataError, "n_files, n_models, n_classes"),
+        (lambda: CNNStacker(epochs=0), np.full((4, 1, 2), 0.5), ["0", "1"] * 2, ParameterError, "epochs"),
+        (lambda: CNNStacker(lr=-1.0), np.full((4, 1, 2), 0.5), ["0", "1"] * 2, ParameterError, "'lr'"),
+        (lambda: LGBMStacker(num_leaves=1), np.full((4, 1, 2), 0.5), ["0", "1"] * 2, ParameterError, "num_leaves"),
+        (lambda: WeightedBlend(weights=[1, 1]), np.full((4, 3, 2), 0.5), ["0", "1"] * 2, DataError, "3 members"),
+        (lambda: WeightedBlend(weights=[1, -1]), np.full((4, 2, 2), 0.5), ["0", "1"] * 2, ParameterError, ">= 0"),
+        (lambda: WeightedBlend(), np.full((4, 2, 3), 1 / 3), ["0", "1"] * 2, DataError, "classes="),
+        (lambda: WeightedBlend(classes=["0", "1"]), np.full((4, 2, 2), 0.5), ["0", "9"] * 2, DataError, "'9'"),
+        (lambda: WeightedBlend(), -np.full((4, 2, 2), 0.5), ["0", "1"] * 2, DataError, "logits"),
+        (lambda: WeightedBlend(), np.full((4, 2, 2), 0.5), ["0", "1", None, "1"], DataError, "missing labels"),
+    ],
+)
+def test_bad_fit_input(make, X, y, exc, match):
+    with pytest.raises(exc, match=match):
+        make().fit(X, y)
+
+
+def test_predict_input_must_match_fit(data):
+    X, y, X_test, _ = data
+    blend = WeightedBlend().fit(X, y)
+    with pytest.raises(DataError, match=r"\(n_files, 3, 4\)"):
+        blend.predict_proba(X_test[:, :2])
+
+
+# ---------------------------------------------------------------- inner cross-validation
+def test_cross_val_stack_out_of_fold(data):
+    X, y, _, _ = data
+    oof = cross_val_stack(WeightedBlend(fit_weights=True), X, y, n_splits=4, seed=0)
+    assert oof.shape == (len(X), len(CLASSES)) and not np.isnan(oof).any()
+    assert _accuracy(oof, y) > _accuracy(X.mean(axis=1), y) + 0.25
+    np.testing.assert_array_equal(oof, cross_val_stack(WeightedBlend(fit_weights=True), X, y, n_splits=4, seed=0))
+
+
+class _Recorder(WeightedBlend):
+    """Records which groups each clone was trained on."""
+
+    seen: list = []
+
+    def fit(self, X, y):
+        _Recorder.seen.append(X[:, 0, 0].copy())
+        return super().fit(X, y)
+
+
+def test_cross_val_stack_keeps_groups_apart(data):
+    X, y, _, _ = data
+    groups = np.arange(len(X)) % 8
+    Xg = X.copy()
+    Xg[:, 0, 0] = groups  # smuggle the group id into a cell so the recorder can see it
+    _Recorder.seen = []
+    oof = cross_val_stack(_Recorder(classes=CLASSES), Xg, y, groups=groups, n_splits=4)
+    assert len(_Recorder.seen) == 4 and not np.isnan(oof).any()
+    held_out = [set(range(8)) - set(np.unique(seen).astype(int)) for seen in _Recorder.seen]
+    assert all(len(h) == 2 for h in held_out)  # 8 groups, 4 splits: each split holds 2 whole groups out
+    assert set().union(*held_out) == set(range(8))
+    with pytest.raises(DataError, match="groups"):
+        cross_val_stack(WeightedBlend(), X, y, groups=groups % 2, n_splits=4)
+
+
+# ---------------------------------------------------------------- align_runs
+def _run(paths, probs, classes, labels=None, folds=None):
+    return predictions_frame(paths, probs, classes, labels=labels, folds=folds)
+
+
+PATHS = ["a.wav", "b.wav", "c.wav"]
+LABELS = ["cat", "dog", "cat"]
+FOLDS = [0, 1, 2]
+P1 = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+
+
+def test_align_runs_reorders_files_and_classes(tmp_path):
+    first = _run(PATHS, P1, ["cat", "dog"], LABELS, FOLDS)
+    # the second run lists files in another order and classes the other way round
+    order = [2, 0, 1]
+    P2 = np.array([[0.7, 0.3], [0.5, 0.5], [0.1, 0.9]])  # per PATHS, (cat, dog)
+    second = _run([PATHS[i] for i in order], P2[order][:, ::-1], ["dog", "cat"],
+                  [LABELS[i] for i in order], [FOLDS[i] for i in order])
+    run_dir = tmp_path / "run2"
+    run_dir.mkdir()
+    second.to_csv(run_dir / "oof_files.csv", index=False)
+    first.to_csv(tmp_path / "run1.csv", index=False)
+
+    paths, X, y, classes, folds = align_runs([tmp_path / "run1.csv", run_dir])
+    assert paths == PATHS and classes == ["cat", "dog"]
+    assert X.shape == (3, 2, 2)
+    np.testing.assert_allclose(X[:, 0], P1)
+    np.testing.assert_allclose(X[:, 1], P2)
+    assert y.tolist() == LABELS and folds.tolist() == FOLDS
+
+
+def test_align_runs_test_predictions_without_labels():
+    runs = [_run(PATHS, P1, ["cat", "dog"]), _run(PATHS, P1[:, ::-1], ["dog", "cat"])]
+    paths, X, y, classes, folds = align_runs(runs, require_folds=False)
+    assert y is None and folds is None
+    np.testing.assert_allclose(X[:, 1], P1)
+    with pytest.raises(DataError, match="require_folds=False"):
+        align_runs(runs)
+
+
+@pytest.mark.parametrize(
+    "second, match",
+    [
+        (
+            _run(PATHS[:2], P1[:2], ["cat", "dog"], LABELS[:2], FOLDS[:2]),
+            r"'c\.wav' is in run 0 but missing from run 1",
+        ),
+        (_run(PATHS[:2] + ["z.wav"], P1, ["cat", "dog"], LABELS, FOLDS), r"'c\.wav'"),
+        (_run(PATHS, P1, ["cat", "cow"], LABELS, FOLDS), r"run 1.*lacks class 'dog'.*extra class 'cow'"),
+        (_run(PATHS, P1, ["cat", "dog"], LABELS, [0, 2, 1]), r"'b\.wav' is in fold 2 in run 1 but in fold 1"),
+        (_run(PATHS, P1, ["cat", "dog"], ["cat", "dog", "dog"], FOLDS), r"'c\.wav' has label 'dog' in run 1"),
+        (_run(PATHS, P1, ["cat", "dog"], LABELS), r"run 1 has no 'fold' column"),
+    ],
+)
+def test_align_runs_names_the_difference(second, match):
+    first = _run(PATHS, P1, ["cat", "dog"], LABELS, FOLDS)
+    with pytest.raises(DataError, match=match):
+        align_runs([first, second])
+
+
+def test_align_runs_feeds_a_stacker():
+    rng = np.random.default_rng(0)
+    n = 40
+    labels = np.asarray(["2", "10"])[rng.integers(0, 2, n)]
+    paths = [f"f{i}.wav" for i in range(n)]
+    runs = [_run(paths, rng.dirichlet([1, 1], n), ["2", "10"], labels, np.arange(n) % 4) for _ in range(2)]
+    _, X, y, classes, folds = align_runs(runs)
+    blend = WeightedBlend(classes=classes).fit(X, y)
+    assert blend.classes_.tolist() == ["2", "10"]
+    np.testing.assert_allclose(blend.predict_proba(X), X.mean(axis=1))
+
+
+# ---------------------------------------------------------------- pseudo-labels
+PROBS = np.array(
+    [
+        [0.85, 0.15],  # exactly at the threshold: selected
+        [0.84, 0.16],  # just below: not selected
+        [0.05, 0.95],
+        [0.99, 0.01],
+        [0.90, 0.10],
+        [0.50, 0.50],
+    ]
+)
+TEST_PATHS = [f"t{i}.wav" for i in range(6)]
+
+
+def test_select_pseudo_labels_threshold_is_exact():
+    picked = select_pseudo_labels(TEST_PATHS, PROBS, ["a", "b"], threshold=0.85)
+    assert picked.columns.tolist() == ["path", "label", "confidence", "pseudo"]
+    assert picked["path"].tolist() == ["t0.wav", "t2.wav", "t3.wav", "t4.wav"]
+    assert picked["label"].tolist() == ["a", "b", "a", "a"]
+    np.testing.assert_allclose(picked["confidence"], [0.85, 0.95, 0.99, 0.90])
+    assert picked["pseudo"].all()
+
+
+def test_select_pseudo_labels_per_class_cap():
+    picked = select_pseudo_labels(TEST_PATHS, PROBS, ["a", "b"], threshold=0.85, max_per_class=2)
+    # class a keeps its two most confident (t3 0.99, t4 0.90), in file order; class b keeps t2
+    assert picked["path"].tolist() == ["t2.wav", "t3.wav", "t4.wav"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"threshold": 0.0}, "threshold"), ({"threshold": 1.5}, r"\(0, 1\]"), ({"max_per_class": 0}, "max_per_class")],
+)
+def test_select_pseudo_labels_bad_options(kwargs, match):
+    with pytest.raises(ParameterError, match=match):
+        select_pseudo_labels(TEST_PATHS, PROBS, ["a", "b"], **kwargs)
+
+
+def test_pseudo_training_table_flags_rows():
+    train = pd.DataFrame(
+        {"path": ["x.wav", "y.wav"], "label": ["a", "b"], "group": ["s1", "s2"], "speaker": ["s1", "s2"]}
+    )
+    picked = select_pseudo_labels(TEST_PATHS, PROBS, ["a", "b"], threshold=0.9)
+    table = pseudo_training_table(train, picked)
+    assert table["pseudo"].dtype == bool
+    assert table["pseudo"].tolist() == [False, False, True, True, True]
+    assert table["path"].tolist() == ["x.wav", "y.wav", "t2.wav", "t3.wav", "t4.wav"]
+    assert table["group"].tolist()[2:] == ["t2.wav", "t3.wav", "t4.wav"]  # each pseudo file is its own group
+    assert table["speaker"].iloc[2:].isna().all()
+    assert table["confidence"].tolist()[:2] == [1.0, 1.0]
+    with pytest.raises(DataError, match="'x.wav' is both"):
+        pseudo_training_table(train, pd.DataFrame({"path": ["x.wav"], "label": ["a"]}))
+    with pytest.raises(DataError, match="'label'"):
+        pseudo_training_table(train.drop(columns="label"), picked)
