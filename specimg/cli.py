@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 #: (module, function adding a subparser) for the later stages.
 _HOOKS = [
     ("specimg.training._cli", "add_train_parser"),
+    ("specimg.predict._cli", "add_predict_parsers"),
 ]
 
 

@@ -11,7 +11,6 @@ The shared checks and the estimator base of the stackers live here too.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
@@ -19,22 +18,13 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
+from ..audio import sort_labels
 from ..exceptions import DataError, NotFittedError, ParameterError
 from ..predict.aggregate import read_predictions
 
 __all__ = ["align_runs", "cross_val_stack", "check_stack_input"]
 
 RunSource = Union[str, "os.PathLike[str]", pd.DataFrame]
-
-
-def natural_sorted(labels: Any) -> List[str]:
-    """Sort labels as strings, numbers by value: ``"2" < "10"``, ``"c2" < "c10"``."""
-
-    def key(s: str) -> Tuple[Any, ...]:
-        parts = re.split(r"(\d+)", s)
-        return tuple((int(t) if i % 2 else t.lower()) for i, t in enumerate(parts)) + (s,)
-
-    return sorted({str(x) for x in labels}, key=key)
 
 
 def check_stack_input(X: Any, *, owner: str, name: str = "X") -> np.ndarray:
@@ -108,7 +98,7 @@ class _StackerBase(ClassifierMixin, BaseEstimator):
         labels = _check_y(y, arr.shape[0], owner=owner)
         classes = getattr(self, "classes", None)
         if classes is None:
-            names = natural_sorted(labels)
+            names = sort_labels(labels)
             if len(names) != arr.shape[2]:
                 raise DataError(
                     f"{owner}: 'y' has {len(names)} distinct labels but X has {arr.shape[2]} classes on its last axis. "
@@ -360,7 +350,7 @@ def cross_val_stack(
     labels = _check_y(y, arr.shape[0], owner=owner)
     params = estimator.get_params(deep=False)
     classes = params.get("classes")
-    names = natural_sorted(labels) if classes is None else [str(c) for c in classes]
+    names = sort_labels(labels) if classes is None else [str(c) for c in classes]
     counts = pd.Series(labels).value_counts()
     if groups is None:
         if counts.min() < n_splits:

@@ -1,0 +1,41 @@
+"""Predictions: fold ensembles with flip TTA, window -> file aggregation, metrics, reports, export."""
+
+from ._evaluate import evaluate_predictions as evaluate_predictions
+from ._evaluate import report_run as report_run
+from ._export import ExportedEnsemble as ExportedEnsemble
+from ._export import export_run as export_run
+from ._predictor import PredictionResult as PredictionResult
+from ._predictor import Predictor as Predictor
+from ._predictor import load_run_models as load_run_models
+from .aggregate import PROB_PREFIX as PROB_PREFIX
+from .aggregate import aggregate_segments as aggregate_segments
+from .aggregate import flip_tta_average as flip_tta_average
+from .aggregate import predictions_frame as predictions_frame
+from .aggregate import read_predictions as read_predictions
+from .metrics import check_labels as check_labels
+from .metrics import classification_metrics as classification_metrics
+from .metrics import uar as uar
+from .report import plot_confusion as plot_confusion
+from .report import plot_recall as plot_recall
+from .report import write_report as write_report
+
+__all__ = [
+    "Predictor",
+    "PredictionResult",
+    "load_run_models",
+    "evaluate_predictions",
+    "report_run",
+    "export_run",
+    "ExportedEnsemble",
+    "aggregate_segments",
+    "flip_tta_average",
+    "predictions_frame",
+    "read_predictions",
+    "PROB_PREFIX",
+    "uar",
+    "classification_metrics",
+    "check_labels",
+    "write_report",
+    "plot_confusion",
+    "plot_recall",
+]

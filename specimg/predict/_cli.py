@@ -1,0 +1,108 @@
+"""``specimg predict``, ``specimg evaluate`` and ``specimg export``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+__all__ = ["add_predict_parsers"]
+
+
+def _folds(text: str):
+    return "all" if text == "all" else [int(x) for x in text.split(",")]
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from ..spectrogram._cache import _atomic_csv
+    from ._predictor import Predictor
+
+    pred = Predictor.from_run(args.run, folds=_folds(args.folds), device=args.device, tta=args.tta,
+                              aggregate=args.aggregate, batch_size=args.batch_size)
+    res = pred.predict(args.input, segments=args.segments, workers=args.workers, progress=not args.quiet,
+                       strict=args.strict)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_csv(res.files, out)
+    if args.segments and res.segments is not None:
+        _atomic_csv(res.segments, out.with_name(out.stem + "_segments.csv"))
+    if len(res.errors):
+        _atomic_csv(res.errors, out.with_name(out.stem + "_errors.csv"))
+    msg = f"predicted {len(res.files)} file(s) with {len(pred.models)} fold model(s), tta={args.tta} -> {out}"
+    if "label" in res.files.columns and res.files["label"].notna().all():
+        acc = float((res.files["label"].astype(str) == res.files["prediction"]).mean())
+        msg += f"; accuracy {acc:.4f}"
+    if len(res.errors):
+        msg += f"; {len(res.errors)} file(s) failed (see {out.with_name(out.stem + '_errors.csv')})"
+    print(msg)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from ._evaluate import evaluate_predictions
+
+    images = None
+    if args.run:
+        from ..audio import read_table
+        from ..config import RenderConfig
+        from ..spectrogram import render_file
+
+        cfg = RenderConfig.from_dict(json.loads((Path(args.run) / "config.json").read_text())["render"])
+        src = read_table(args.labels) if args.labels else None
+        abspath = dict(zip(src["path"], src["abspath"])) if src is not None else {}
+
+        def images(path: str):
+            return render_file(abspath.get(path, path), config=cfg)[0][0]
+
+    m = evaluate_predictions(args.preds, labels=args.labels, report=args.report, format=args.format, images=images)
+    print(f"{m['n_files']} files: accuracy "
+          f"{m['accuracy']:.4f}  UAR {m['uar']:.4f}  macro-F1 {m['macro_f1']:.4f}  log-loss {m['log_loss']:.4f}"
+          + (f"  report: {args.report}" if args.report else ""))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from ._export import export_run
+
+    paths = export_run(args.run, args.out, format=args.format, folds=_folds(args.folds), per_fold=args.per_fold,
+                       tta=not args.no_tta)
+    for p in paths:
+        print(f"wrote {p} (+ {p.name}.json)")
+    return 0
+
+
+def add_predict_parsers(sub: "argparse._SubParsersAction") -> None:
+    p = sub.add_parser("predict", help="predict audio files with a trained run (flip TTA, per-file answers)",
+                       description="Render INPUT with the run's own config, average the fold models and the "
+                                   "flip TTA, pool windows per file and write one row per file.")
+    p.add_argument("run", help="run folder written by `specimg train`")
+    p.add_argument("input", help="CSV, class-folder tree, plain folder of audio, or an image cache")
+    p.add_argument("--out", required=True, help="predictions CSV")
+    p.add_argument("--tta", choices=("flip", "none"), default="flip", help="horizontal-flip TTA (default: flip)")
+    p.add_argument("--aggregate", choices=("mean", "max", "gmean"), default="mean",
+                   help="how window probabilities pool into the file's (default: mean)")
+    p.add_argument("--folds", default="all", help="'all' (default) or fold indices, e.g. 0,2")
+    p.add_argument("--segments", action="store_true", help="also write per-window probabilities")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto", help="auto|cpu|cuda")
+    p.add_argument("--workers", type=int, default=1, help="processes rendering audio")
+    p.add_argument("--strict", action="store_true", help="stop at the first bad file")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_predict)
+
+    e = sub.add_parser("evaluate", help="score predictions: accuracy, UAR, macro-F1, confusion matrix, report")
+    e.add_argument("preds", help="predictions CSV (specimg predict output or a run's oof_files.csv)")
+    e.add_argument("--labels", help="CSV or class-folder tree with the true labels (default: the CSV's label column)")
+    e.add_argument("--report", help="folder for the report (plots, tables, report.md/html)")
+    e.add_argument("--format", choices=("markdown", "html"), default="markdown")
+    e.add_argument("--run", help="run folder: render example spectrograms into the report with its config")
+    e.set_defaults(func=_cmd_evaluate)
+
+    x = sub.add_parser("export", help="export fold models to ONNX or TorchScript")
+    x.add_argument("run", help="run folder")
+    x.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    x.add_argument("--out", required=True, help="artifact file (.onnx / .pt)")
+    x.add_argument("--folds", default="all")
+    x.add_argument("--per-fold", action="store_true", help="one artifact per fold instead of the ensemble")
+    x.add_argument("--no-tta", action="store_true", help="leave the flip TTA out of the graph")
+    x.set_defaults(func=_cmd_export)

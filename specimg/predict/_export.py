@@ -1,0 +1,112 @@
+"""Export a run's fold models (or their ensemble) to ONNX or TorchScript."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import List, Literal, Sequence, Union
+
+import torch
+from torch import nn
+
+from ..exceptions import ParameterError
+from ._predictor import load_run_models
+
+__all__ = ["ExportedEnsemble", "export_run"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class ExportedEnsemble(nn.Module):
+    """Fold models behind one forward: pixels in, class probabilities out.
+
+    Input: ``float32 [shape=(batch, 3, H, W)]`` raw pixel values in
+    [0, 255] (a cached image, channels first) at the models' input size.
+    Normalisation, the softmax, optional flip TTA and the average over
+    folds happen inside, so the artifact needs nothing but the image.
+    Output: ``float32 [shape=(batch, n_classes)]`` probabilities.
+    """
+
+    def __init__(self, models: Sequence[nn.Module], mean: Sequence[float], std: Sequence[float],
+                 tta: bool = True) -> None:
+        super().__init__()
+        self.models = nn.ModuleList(models)
+        mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(1, 3, 1, 1)
+        std_t = torch.as_tensor(std, dtype=torch.float32).reshape(1, 3, 1, 1)
+        self.register_buffer("scale", 1.0 / (255.0 * std_t))
+        self.register_buffer("bias", -mean_t / std_t)
+        self.tta = bool(tta)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images * self.scale + self.bias  # (B, 3, H, W)
+        n = x.shape[0]
+        if self.tta:
+            x = torch.cat([x, x.flip(3)], dim=0)  # (2B, 3, H, W)
+        p = None
+        for m in self.models:
+            q = m(x).softmax(dim=1)  # (B or 2B, C)
+            if self.tta:
+                q = 0.5 * (q[:n] + q[n:])  # (B, C)
+            p = q if p is None else p + q
+        return p / len(self.models)
+
+
+def export_run(run: PathLike, out: PathLike, *, format: Literal["onnx", "torchscript"] = "onnx",
+               folds: Union[str, int, Sequence[int]] = "all", per_fold: bool = False, tta: bool = True,
+               opset: int = 17) -> List[Path]:
+    """Write a run's models as deployable artifacts.
+
+    Parameters
+    ----------
+    run : path
+        A run folder.
+    out : path
+        Artifact file (``.onnx`` or ``.pt``); with ``per_fold=True``,
+        ``<stem>_fold<k><suffix>`` files beside it.
+    format : {'onnx', 'torchscript'}
+    folds : 'all', int or sequence of int
+    per_fold : bool
+        One artifact per fold model instead of the fold ensemble.
+    tta : bool
+        Include the horizontal-flip TTA in the graph.
+    opset : int
+        ONNX opset.
+
+    Returns
+    -------
+    paths : list of Path
+        The artifacts; each has a ``.json`` sidecar with the classes, input
+        size and render config.
+    """
+    if format not in ("onnx", "torchscript"):
+        raise ParameterError(f"The 'format' option must be 'onnx' or 'torchscript'. Got {format!r}.")
+    models, meta = load_run_models(run, folds=folds, device="cpu")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    groups = [([m], [k]) for m, k in zip(models, meta["folds"])] if per_fold else [(models, meta["folds"])]
+    c, h, w = meta["input_size"]
+    example = torch.rand(2, 3, h, w) * 255
+    written = []
+    for ms, ks in groups:
+        target = out.with_name(f"{out.stem}_fold{ks[0]}{out.suffix}") if per_fold else out
+        module = ExportedEnsemble(ms, meta["mean"], meta["std"], tta=tta).eval()
+        tmp = target.with_name(f".{target.name}.tmp")
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if format == "onnx":
+                torch.onnx.export(module, (example,), str(tmp), dynamo=False, opset_version=opset,
+                                  input_names=["images"], output_names=["probs"],
+                                  dynamic_axes={"images": {0: "batch"}, "probs": {0: "batch"}})
+            else:
+                torch.jit.save(torch.jit.trace(module, example), str(tmp))
+        os.replace(tmp, target)
+        sidecar = {"format": format, "classes": meta["classes"], "folds": ks, "tta": tta,
+                   "input": {"name": "images", "shape": ["batch", 3, h, w], "dtype": "float32",
+                             "range": [0, 255], "layout": "NCHW, low frequencies at the bottom row"},
+                   "render": meta["render"], "backbone": meta.get("backbone")}
+        target.with_suffix(target.suffix + ".json").write_text(json.dumps(sidecar, indent=2))
+        written.append(target)
+    return written
+
