@@ -1,0 +1,39 @@
+"""The package surface: every public name resolves, nothing heavy at import, the CLI entry points."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import specimg
+
+
+@pytest.mark.parametrize("name", [n for n in specimg.__all__ if n != "__version__"])
+def test_every_public_name_resolves(name):
+    obj = getattr(specimg, name)
+    assert obj is not None and getattr(obj, "__name__", name) == name
+
+
+def test_unknown_name():
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        specimg.nope  # noqa: B018
+
+
+def test_import_is_light():
+    code = "import sys, specimg, specimg.cli; print(sorted(m for m in ('torch', 'timm', 'lightgbm', 'librosa') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_python_dash_m_and_version():
+    out = subprocess.run([sys.executable, "-m", "specimg", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and specimg.__version__ in out.stdout
+
+
+def test_exception_tree():
+    assert issubclass(specimg.ParameterError, ValueError) and issubclass(specimg.ParameterError, specimg.SpecimgError)
+    assert issubclass(specimg.NotFittedError, AttributeError)
+    err = specimg.AudioError("a.wav", "is silent")
+    assert str(err) == "a.wav: is silent" and err.path == "a.wav"
