@@ -43,6 +43,7 @@ _EXPORTS: Dict[str, str] = {
     "render_signal": "spectrogram",
     "render_dataset": "spectrogram",
     "ImageCache": "spectrogram",
+    "SpectrogramFrontend": "spectrogram",
     # data
     "SegmentDataset": "data",
     "file_folds": "data",
@@ -103,7 +104,7 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the real names
                          register_backbone)
     from .predict import (Predictor, aggregate_segments, classification_metrics, evaluate_predictions, export_run,
                           predictions_frame, read_predictions, uar, write_report)
-    from .spectrogram import ImageCache, render_dataset, render_file, render_signal
+    from .spectrogram import ImageCache, SpectrogramFrontend, render_dataset, render_file, render_signal
     from .stacking import (CNNStacker, LGBMStacker, WeightedBlend, align_runs, cross_val_stack,
                            pseudo_training_table, select_pseudo_labels)
     from .training import Callback, Trainer, load_trained, train_cv

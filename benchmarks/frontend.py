@@ -1,0 +1,170 @@
+"""Images per second: the on-device front end vs the image cache vs the CPU render path.
+
+Workloads (issue "Scale and hardening", part 2):
+
+- ``fsdd-1s``: real FSDD recordings at 8 kHz tiled to 1 s windows, n_fft 256, hop 64,
+  64 mels, 128x128x3 images (the demo settings);
+- ``long-20s``: 20 s windows at 22.05 kHz of real FSDD speech (recordings resampled
+  and concatenated), n_fft 2048, hop 512, 128 mels, 512x512x3 images (the seed's settings).
+
+Methods, each timed per batch (32 and 64 windows) as the median of ``--repeats`` runs after
+one warm-up, in the same process:
+
+- ``frontend``: waveform batch (an in-memory float32 array) → tensor → device →
+  :class:`SpectrogramFrontend` → float images in [0, 1] on the device;
+- ``cache``: a random batch of rows of an :class:`ImageCache` (uint8 memmap, already in the
+  page cache: warm reads, the best case for the cache) → float tensor / 255 → device;
+- ``render``: :func:`render_signal` (librosa + PIL) on each window of the batch, one process
+  (CPU only; the rendering of a dataset runs it in worker processes).
+
+The figures are for the CPU with ``--threads`` torch threads (default 1, like the single
+process render path); with a CUDA GPU the same script also prints the ``frontend`` and
+``cache`` rows on ``cuda`` (synchronised before the clock stops).
+
+Run: ``.venv/bin/python benchmarks/frontend.py`` (``--quick`` for a smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import numpy as np
+import pandas as pd
+import torch
+
+from specimg.audio import load_audio, pad_audio
+from specimg.config import AudioConfig, RenderConfig, SegmentConfig, SpectrogramConfig
+from specimg.spectrogram import ImageCache, render_signal
+from specimg.spectrogram._frontend import SpectrogramFrontend
+
+ROOT = Path(__file__).resolve().parents[1]
+FSDD = ROOT.parent / "shared" / "datasets" / "fsdd"
+
+
+def fsdd_windows(n: int, seed: int = 0) -> np.ndarray:
+    """``n`` FSDD recordings at 8 kHz, each tiled to one 1 s window: (n, 8000) float32."""
+    table = pd.read_csv(FSDD / "labels.csv").sample(n, random_state=seed, replace=n > 3000)
+    return np.stack([pad_audio(load_audio(FSDD / p, sr=8000), length=8000)[:8000] for p in table["path"]])
+
+
+def long_windows(n: int, seconds: float = 20.0, sr: int = 22050, seed: int = 0) -> np.ndarray:
+    """``n`` windows of real speech: random FSDD recordings at ``sr`` concatenated: (n, seconds * sr) float32."""
+    rng = np.random.default_rng(seed)
+    table = pd.read_csv(FSDD / "labels.csv").sample(200, random_state=seed)
+    clips = [load_audio(FSDD / p, sr=sr) for p in table["path"]]
+    length = int(round(seconds * sr))
+    out = np.empty((n, length), dtype=np.float32)
+    for i in range(n):
+        parts: List[np.ndarray] = []
+        total = 0
+        while total < length:
+            parts.append(clips[rng.integers(len(clips))])
+            total += len(parts[-1])
+        out[i] = np.concatenate(parts)[:length]
+    return out
+
+
+def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
+    """Median seconds of ``fn()`` over ``repeats`` runs after one warm-up."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def bench_workload(name: str, cfg: RenderConfig, windows: np.ndarray, batch_sizes: List[int], repeats: int,
+                   render_windows: int, tmp: Path, devices: List[torch.device]) -> List[Dict[str, object]]:
+    rng = np.random.default_rng(0)
+    n = len(windows)
+    frontend_u8 = SpectrogramFrontend(cfg, output="uint8")
+    with torch.no_grad():  # the cache holds the images of these windows (the content does not change the speed)
+        images = torch.cat([frontend_u8(torch.from_numpy(windows[i:i + 32])) for i in range(0, n, 32)])
+    images = images.permute(0, 2, 3, 1).contiguous().numpy()  # (n, H, W, 3) uint8
+    cache = ImageCache.from_arrays(tmp / name, images, pd.DataFrame({"file_id": np.arange(n), "segment": 0}),
+                                   pd.DataFrame({"file_id": np.arange(n), "path": [f"w{i}" for i in range(n)]}),
+                                   config=cfg)
+    memmap = cache.images
+    np.asarray(memmap).sum()  # warm the page cache
+
+    rows: List[Dict[str, object]] = []
+    # render path: per window, CPU, independent of the batch size
+    sub = windows[:render_windows]
+    t = timed(lambda: [render_signal(y, config=cfg) for y in sub], repeats, torch.device("cpu"))
+    render_rate = len(sub) / t
+    for device in devices:
+        frontend = SpectrogramFrontend(cfg).to(device)
+        for bs in batch_sizes:
+            starts = rng.integers(0, n - bs + 1, size=repeats + 1)
+            it = iter(np.tile(starts, 4))
+            idx = [np.sort(rng.choice(n, size=bs, replace=False)) for _ in range(repeats + 1)]
+            it_idx = iter(idx * 4)
+
+            def run_frontend() -> torch.Tensor:
+                s = next(it)
+                x = torch.from_numpy(windows[s:s + bs]).to(device, non_blocking=True)  # (bs, n_samples)
+                with torch.no_grad():
+                    return frontend(x)  # (bs, 3, H, W)
+
+            def run_cache() -> torch.Tensor:
+                batch = torch.from_numpy(memmap[next(it_idx)])  # (bs, H, W, 3) uint8, fancy-indexed copy
+                return batch.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)  # (bs, 3, H, W)
+
+            t_front = timed(run_frontend, repeats, device)
+            t_cache = timed(run_cache, repeats, device)
+            rows.append(dict(workload=name, device=str(device), batch=bs, frontend=bs / t_front, cache=bs / t_cache,
+                             render=render_rate if device.type == "cpu" else float("nan")))
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=5, help="timed runs per setting; the median is quoted")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--quick", action="store_true", help="3 repeats, fewer windows: a smoke run")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    n_short, n_long, render_short, render_long = 512, 160, 64, 8
+    if args.quick:
+        args.repeats, n_short, n_long, render_short, render_long = 3, 256, 96, 32, 4
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    print(f"torch {torch.__version__}, {args.threads} CPU thread(s), {platform.processor() or platform.machine()}"
+          + (f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"))
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"medians of {args.repeats} runs after a warm-up; images/s; cache = warm memmap reads; "
+          f"{os.cpu_count()} CPU cores, load average {load:.1f} at the start (other work skews CPU figures)")
+
+    fsdd_cfg = RenderConfig(audio=AudioConfig(sample_rate=8000), segment=SegmentConfig(seconds=1.0, hop=0.5),
+                            spectrogram=SpectrogramConfig(n_fft=256, hop_length=64, n_mels=64, image_size=(128, 128)))
+    long_cfg = RenderConfig(audio=AudioConfig(sample_rate=22050), segment=SegmentConfig(seconds=20.0, hop=10.0),
+                            spectrogram=SpectrogramConfig(image_size=(512, 512)))
+    rows: List[Dict[str, object]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        rows += bench_workload("fsdd-1s 128x128", fsdd_cfg, fsdd_windows(n_short), [32, 64], args.repeats,
+                               render_short, Path(tmp), devices)
+        rows += bench_workload("long-20s 512x512", long_cfg, long_windows(n_long), [32, 64], args.repeats,
+                               render_long, Path(tmp), devices)
+    print(f"{'workload':<18} {'device':<6} {'batch':>5} {'frontend':>10} {'cache':>10} {'render':>9} "
+          f"{'frontend/cache':>15} {'frontend/render':>16}")
+    for r in rows:
+        render = r["render"]
+        render_s = f"{render:>9.1f}" if render == render else f"{'-':>9}"
+        ratio_r = f"{r['frontend'] / render:>15.2f}x" if render == render else f"{'-':>16}"
+        print(f"{r['workload']:<18} {r['device']:<6} {r['batch']:>5} {r['frontend']:>10.1f} {r['cache']:>10.1f} "
+              f"{render_s} {r['frontend'] / r['cache']:>14.3f}x {ratio_r}")
+
+
+if __name__ == "__main__":
+    main()
