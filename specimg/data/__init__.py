@@ -1,0 +1,19 @@
+"""Batches and folds: datasets over the image cache, augmentation, file-grouped folds."""
+
+from ._dataset import IMAGENET_MEAN as IMAGENET_MEAN
+from ._dataset import IMAGENET_STD as IMAGENET_STD
+from ._dataset import SegmentDataset as SegmentDataset
+from ._dataset import cache_targets as cache_targets
+from ._folds import file_folds as file_folds
+from ._folds import pseudo_mask as pseudo_mask
+from ._transforms import spectrogram_transforms as spectrogram_transforms
+
+__all__ = [
+    "SegmentDataset",
+    "cache_targets",
+    "file_folds",
+    "pseudo_mask",
+    "spectrogram_transforms",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+]

@@ -1,0 +1,213 @@
+"""A torch Dataset over the rows of an image cache."""
+
+from __future__ import annotations
+
+import mmap
+import os
+import random
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..exceptions import DataError, ParameterError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..spectrogram import ImageCache
+
+__all__ = ["SegmentDataset", "IMAGENET_MEAN", "IMAGENET_STD"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class SegmentDataset(Dataset):
+    """Windows of an image cache as normalised CHW float tensors.
+
+    The image array may be a ``np.memmap`` (the image cache): it is then
+    re-opened lazily in each process that reads it, so DataLoader workers
+    started by ``fork`` or ``spawn`` each map the file themselves instead of
+    receiving a pickled copy.
+
+    Augmentation is seeded per item from ``(seed, epoch, row)``: the images of
+    an epoch do not depend on the number of workers nor on the order in
+    which they are read, which makes training reproducible and resumable.
+    Call :meth:`set_epoch` before each epoch.
+
+    Parameters
+    ----------
+    images : np.ndarray [shape=(n_images, H, W, 3), dtype=uint8]
+        All the images (HWC, low frequencies at the bottom row).
+    targets : np.ndarray [shape=(n_images,), dtype=int] or None
+        Class index of every image row; ``None`` (or ``-1``) for unlabelled.
+    rows : np.ndarray [shape=(n,), dtype=int] or None
+        The image rows this dataset serves (a fold); ``None`` is all of them.
+    file_ids : np.ndarray [shape=(n_images,), dtype=int] or None
+        Source file of every image row, used to aggregate window predictions
+        per file.
+    transform : callable or None
+        An albumentations pipeline applied to the uint8 HWC image (see
+        :func:`spectrogram_transforms`).
+    mean, std : (float, float, float)
+        Normalisation of the backbone (``backbone_data_config``), on the
+        0-1 scale.
+    seed : int
+        Seed of the augmentation.
+    num_classes : int or None
+        Number of classes (kept for the trainer).
+
+    Examples
+    --------
+    >>> images = np.zeros((4, 32, 32, 3), dtype=np.uint8)
+    >>> ds = SegmentDataset(images, np.array([0, 1, 0, 1]), rows=np.array([1, 3]))
+    >>> x, y = ds[0]
+    >>> tuple(x.shape), y
+    ((3, 32, 32), 1)
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        targets: Optional[np.ndarray] = None,
+        *,
+        rows: Optional[np.ndarray] = None,
+        file_ids: Optional[np.ndarray] = None,
+        transform: Optional[Callable[..., Any]] = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        seed: int = 0,
+        num_classes: Optional[int] = None,
+    ) -> None:
+        if getattr(images, "ndim", None) != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise DataError(f"SegmentDataset expects images of shape (n, H, W, 3) and dtype uint8; got shape "
+                            f"{getattr(images, 'shape', None)} and dtype {getattr(images, 'dtype', None)}.")
+        n = len(images)
+        self.rows = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+        if self.rows.size and (self.rows.min() < 0 or self.rows.max() >= n):
+            raise DataError(f"SegmentDataset rows must lie in [0, {n}); got {self.rows.min()}..{self.rows.max()}.")
+        if targets is None:
+            targets = np.full(n, -1, dtype=np.int64)
+        targets = np.asarray(targets, dtype=np.int64)
+        if targets.shape != (n,):
+            raise DataError(f"SegmentDataset targets must have one entry per image ({n}); got shape {targets.shape}.")
+        self._all_targets = targets
+        self._all_file_ids = None if file_ids is None else np.asarray(file_ids, dtype=np.int64)
+        if self._all_file_ids is not None and self._all_file_ids.shape != (n,):
+            raise DataError(f"SegmentDataset file_ids must have one entry per image ({n}); got shape "
+                            f"{self._all_file_ids.shape}.")
+        mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(3, 1, 1)
+        std_t = torch.as_tensor(std, dtype=torch.float32).reshape(3, 1, 1)
+        if (std_t <= 0).any():
+            raise ParameterError(f"The 'std' parameter of SegmentDataset must be > 0; got {tuple(std)}.")
+        # x = (img / 255 - mean) / std  ==  img * scale + bias
+        self._scale = 1.0 / (255.0 * std_t)
+        self._bias = -mean_t / std_t
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+        self.transform = transform
+        self.seed = int(seed)
+        self.epoch = 0
+        self.num_classes = num_classes
+        self.image_shape: Tuple[int, int] = (int(images.shape[1]), int(images.shape[2]))
+        self._source = _memmap_source(images)
+        self._images: Optional[np.ndarray] = images
+        self._pid = os.getpid()
+
+    @classmethod
+    def from_cache(
+        cls,
+        cache: "ImageCache",
+        rows: Optional[np.ndarray] = None,
+        *,
+        transform: Optional[Callable[..., Any]] = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        seed: int = 0,
+    ) -> "SegmentDataset":
+        """Dataset over (some rows of) an :class:`~specimg.spectrogram.ImageCache`.
+
+        Targets are the index of each window's file label in
+        ``cache.classes`` (``-1`` when unlabelled).
+        """
+        file_ids, targets = cache_targets(cache)
+        return cls(cache.images, targets, rows=rows, file_ids=file_ids, transform=transform, mean=mean, std=std,
+                   seed=seed, num_classes=len(cache.classes))
+
+    # -- properties over the selected rows ---------------------------------
+    @property
+    def targets(self) -> np.ndarray:
+        """Class index of each item (``-1`` when unlabelled), shape (n,)."""
+        return self._all_targets[self.rows]
+
+    @property
+    def file_ids(self) -> Optional[np.ndarray]:
+        """Source file of each item, shape (n,), or None."""
+        return None if self._all_file_ids is None else self._all_file_ids[self.rows]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation draws of this epoch."""
+        self.epoch = int(epoch)
+
+    # -- lazy memmap --------------------------------------------------------
+    def _array(self) -> np.ndarray:
+        if self._images is None or self._pid != os.getpid():
+            if self._source is None:  # pragma: no cover - an in-memory array always travels with the object
+                raise DataError("SegmentDataset lost its images.")
+            filename, dtype, shape, offset, order = self._source
+            self._images = np.memmap(filename, dtype=dtype, mode="r", offset=offset, shape=shape, order=order)
+            self._pid = os.getpid()
+        return self._images
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        if self._source is not None:
+            state["_images"] = None  # re-mapped in the receiving process
+        return state
+
+    def __len__(self) -> int:
+        return int(self.rows.size)
+
+    def __getitem__(self, index: int) -> Tuple[torch.Tensor, int]:
+        row = int(self.rows[index])
+        image = np.asarray(self._array()[row])  # (H, W, 3) uint8
+        if self.transform is not None:
+            rng = np.random.default_rng((self.seed, self.epoch, row))
+            set_state = getattr(self.transform, "set_random_state", None)
+            if set_state is not None:
+                set_state(rng, random.Random(int(rng.integers(2**63))))
+            image = self.transform(image=image)["image"]
+        if not image.flags.writeable or not image.flags.c_contiguous:  # a read-only memmap row
+            image = np.array(image, order="C")
+        x = torch.from_numpy(image).permute(2, 0, 1).float()  # (3, H, W)
+        x.mul_(self._scale).add_(self._bias)
+        return x, int(self._all_targets[row])
+
+
+def _memmap_source(images: np.ndarray) -> Optional[tuple]:
+    """How to re-open ``images`` in another process, when it maps a whole file region."""
+    if isinstance(images, np.memmap) and getattr(images, "filename", None) and isinstance(images.base, mmap.mmap):
+        order = "F" if images.flags.f_contiguous and not images.flags.c_contiguous else "C"
+        return (str(images.filename), images.dtype.str, tuple(images.shape), int(images.offset), order)
+    return None
+
+
+def cache_targets(cache: "ImageCache") -> Tuple[np.ndarray, np.ndarray]:
+    """File id and class index (``-1`` when unlabelled) of every cached window.
+
+    Returns
+    -------
+    file_ids : np.ndarray [shape=(n_images,), dtype=int64]
+    targets : np.ndarray [shape=(n_images,), dtype=int64]
+    """
+    index = {c: i for i, c in enumerate(cache.classes)}
+    files = cache.files
+    label_of = {}
+    for fid, lab in zip(files["file_id"].to_numpy(), files["label"].to_numpy()):
+        label_of[int(fid)] = index.get(str(lab), -1) if _present(lab) else -1
+    file_ids = cache.segments["file_id"].to_numpy(dtype=np.int64)
+    targets = np.array([label_of.get(int(f), -1) for f in file_ids], dtype=np.int64)
+    return file_ids, targets
+
+
+def _present(v: Any) -> bool:
+    return v is not None and not (isinstance(v, float) and np.isnan(v)) and str(v) != ""

@@ -1,0 +1,35 @@
+"""Training: the Trainer of one split, callbacks, schedules, losses and k-fold cross-validation."""
+
+from ._callbacks import Callback as Callback
+from ._checkpoint import atomic_save as atomic_save
+from ._checkpoint import load_trained as load_trained
+from ._checkpoint import read_checkpoint as read_checkpoint
+from ._cv import CVResult as CVResult
+from ._cv import train_cv as train_cv
+from ._losses import aggregate_files as aggregate_files
+from ._losses import class_weights as class_weights
+from ._losses import file_scores as file_scores
+from ._schedule import WarmupSchedule as WarmupSchedule
+from ._schedule import build_optimizer as build_optimizer
+from ._schedule import build_scheduler as build_scheduler
+from ._trainer import FitResult as FitResult
+from ._trainer import Trainer as Trainer
+from ._trainer import resolve_device as resolve_device
+
+__all__ = [
+    "Trainer",
+    "FitResult",
+    "Callback",
+    "train_cv",
+    "CVResult",
+    "load_trained",
+    "read_checkpoint",
+    "atomic_save",
+    "build_optimizer",
+    "build_scheduler",
+    "WarmupSchedule",
+    "class_weights",
+    "aggregate_files",
+    "file_scores",
+    "resolve_device",
+]

@@ -1,0 +1,471 @@
+"""The training loop of one split: warm-up + cosine, AMP, checkpoints, early stopping, resume."""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, RandomSampler
+
+from ..config import TrainConfig
+from ..data import SegmentDataset
+from ..exceptions import DataError, ParameterError
+from ._callbacks import Callback, _CallbackList
+from ._checkpoint import CHECKPOINT_FORMAT, atomic_save
+from ._losses import aggregate_files, class_weights, file_scores
+from ._schedule import build_optimizer, build_scheduler
+
+__all__ = ["Trainer", "FitResult", "resolve_device"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``'auto'`` -> CUDA when available, else the CPU; checks that CUDA exists when asked for."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ParameterError(f"device={device!r} was asked for but torch sees no CUDA GPU. Use device='cpu' or "
+                             "'auto' (--device cpu).")
+    return torch.device(device)
+
+
+def _amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
+    if device.type != "cuda" or amp == "off":
+        if device.type != "cuda" and amp in ("bf16", "fp16"):
+            warnings.warn(f"amp={amp!r} is used on CUDA only; training in float32 on the {device.type}.",
+                          UserWarning, stacklevel=3)
+        return None
+    if amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _rng_state() -> Dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)), int(np_state[2]),
+                  int(np_state[3]), float(np_state[4])],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), n[2], n[3], n[4]))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class FitResult:
+    """What :meth:`Trainer.fit` returns.
+
+    Attributes
+    ----------
+    best_epoch : int or None
+        Epoch (from 1) of the kept weights.
+    best_score : float or None
+        Its validation metric (file level); ``None`` without validation data.
+    metric : str
+        ``'accuracy'`` or ``'uar'``.
+    history : list of dict
+        One row of ``log.csv`` per epoch.
+    epochs_run : int
+        Epochs trained (fewer than ``epochs`` after early stopping).
+    stopped_early : bool
+    checkpoint : Path or None
+        ``best.pt`` when the trainer has an ``out_dir``.
+    """
+
+    best_epoch: Optional[int]
+    best_score: Optional[float]
+    metric: str
+    history: List[Dict[str, Any]] = field(default_factory=list)
+    epochs_run: int = 0
+    stopped_early: bool = False
+    checkpoint: Optional[Path] = None
+
+
+class Trainer:
+    """Fine-tune a classifier on one training / validation split.
+
+    One epoch of linear warm-up (per step), then a cosine (or step) decay;
+    SGD with momentum or AdamW; cross-entropy weighted by inverse class
+    frequency, with label smoothing and optional mixup; AMP on CUDA;
+    channels-last batches; gradient clipping; the best epoch chosen by a
+    file-level metric (window probabilities averaged per file) with early
+    stopping. With an ``out_dir`` every epoch writes ``last.pt`` (model,
+    optimizer, scheduler, scaler, epoch, RNG states, best score) and
+    ``log.csv``, and each better epoch writes ``best.pt``, all atomically;
+    ``fit`` called again after a crash continues from ``last.pt`` and ends
+    with the same weights as an uninterrupted run (bit for bit on the CPU).
+
+    Parameters
+    ----------
+    config : TrainConfig
+    out_dir : path or None
+        Folder of the checkpoints and the log; ``None`` keeps the best
+        weights in memory only.
+    callbacks : iterable of Callback
+    resume : bool
+        Continue from ``out_dir/last.pt`` when it exists (else start over).
+    progress : bool
+        Show a tqdm bar per epoch and a line per finished epoch.
+    desc : str
+        Prefix of the progress bar.
+
+    Examples
+    --------
+    >>> trainer = Trainer(TrainConfig(epochs=2, device="cpu"), out_dir="run/fold_0")  # doctest: +SKIP
+    >>> result = trainer.fit(model, train_ds, val_ds)  # doctest: +SKIP
+    >>> probs = trainer.predict(model, val_ds)  # (n_windows, n_classes)  # doctest: +SKIP
+    """
+
+    def __init__(self, config: TrainConfig, *, out_dir: Optional[PathLike] = None,
+                 callbacks: Iterable[Callback] = (), resume: bool = True, progress: bool = True,
+                 desc: str = "train") -> None:
+        if not isinstance(config, TrainConfig):
+            raise ParameterError(f"Trainer needs a TrainConfig; got {type(config).__name__}.")
+        callbacks = list(callbacks)
+        for cb in callbacks:
+            if not isinstance(cb, Callback):
+                raise ParameterError(f"Every callback must subclass specimg.training.Callback; got "
+                                     f"{type(cb).__name__}.")
+        self.config = config
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.callbacks = callbacks
+        self.resume = bool(resume)
+        self.progress = bool(progress)
+        self.desc = desc
+        self.device = resolve_device(config.device)
+        self.amp_dtype = _amp_dtype(config.amp, self.device)
+        self.channels_last = bool(config.channels_last)
+        if config.num_workers is not None:
+            self.num_workers = config.num_workers
+        elif self.device.type == "cuda":
+            self.num_workers = max(0, min(8, (os.cpu_count() or 1) - 1))
+        else:
+            self.num_workers = 0
+        # state visible to callbacks
+        self.model: Optional[nn.Module] = None
+        self.optimizer: Optional[torch.optim.Optimizer] = None
+        self.scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None
+        self.epoch = 0
+        self.global_step = 0
+        self.history: List[Dict[str, Any]] = []
+        self.best_score: Optional[float] = None
+        self.best_epoch: Optional[int] = None
+        self.stop_training = False
+
+    # ------------------------------------------------------------------ loaders
+    def _loader(self, data: SegmentDataset, *, train: bool, order: Optional[torch.Generator] = None,
+                workers: Optional[torch.Generator] = None) -> DataLoader:
+        """``order`` shuffles the training items; ``workers`` seeds the worker processes (torch draws
+        their base seed only when there are workers, so the two must not share a generator)."""
+        bs = self.config.batch_size if train else max(1, self.config.batch_size * 2)
+        kw: Dict[str, Any] = dict(batch_size=bs, num_workers=self.num_workers,
+                                  pin_memory=self.device.type == "cuda")
+        if self.num_workers > 0:
+            kw["prefetch_factor"] = 4
+        if train:
+            kw.update(sampler=RandomSampler(data, generator=order), generator=workers,
+                      drop_last=len(data) > bs)
+        return DataLoader(data, shuffle=False, **kw)
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    # ------------------------------------------------------------------ predict
+    @torch.no_grad()
+    def predict(self, model: nn.Module, data: SegmentDataset, *, tta: Optional[str] = None) -> np.ndarray:
+        """Window probabilities of ``data``.
+
+        Parameters
+        ----------
+        model : nn.Module
+        data : SegmentDataset
+        tta : {'flip', 'none'} or None
+            ``'flip'`` averages the probabilities of each image and of its
+            horizontal flip; ``None`` uses ``config.tta``.
+
+        Returns
+        -------
+        probs : np.ndarray [shape=(len(data), n_classes), dtype=float32]
+        """
+        tta = self.config.tta if tta is None else tta
+        if tta not in ("flip", "none"):
+            raise ParameterError(f"The 'tta' parameter of Trainer.predict must be 'flip' or 'none'. Got {tta!r}.")
+        model.to(self.device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        was_training = model.training
+        model.eval()
+        out = []
+        for x, _ in self._loader(data, train=False):
+            x = self._to_device(x)  # (B, 3, H, W)
+            if tta == "flip":
+                x = torch.cat([x, x.flip(3)])  # (2B, 3, H, W)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                enabled=self.amp_dtype is not None):
+                logits = model(x)  # (B or 2B, n_classes)
+            p = logits.float().softmax(1)
+            if tta == "flip":
+                p = 0.5 * (p[: len(p) // 2] + p[len(p) // 2:])  # (B, n_classes)
+            out.append(p.cpu())
+        model.train(was_training)
+        if not out:
+            return np.zeros((0, 0), dtype=np.float32)
+        return torch.cat(out).numpy().astype(np.float32)
+
+    def evaluate(self, model: nn.Module, data: SegmentDataset) -> Dict[str, float]:
+        """Validation loss (window level) and file-level accuracy and UAR (with ``config.tta``)."""
+        probs = self.predict(model, data)
+        targets = data.targets
+        loss = float(-np.log(np.clip(probs[np.arange(len(targets)), targets], 1e-12, None)).mean())
+        fids = data.file_ids if data.file_ids is not None else np.arange(len(data))
+        ids, fprobs = aggregate_files(probs, fids)
+        first = {}
+        for f, t in zip(fids, targets):
+            first.setdefault(int(f), int(t))
+        ftargets = np.array([first[int(f)] for f in ids])
+        scores = file_scores(fprobs, ftargets)
+        return {"val_loss": loss, "val_accuracy": scores["accuracy"], "val_uar": scores["uar"]}
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, model: nn.Module, train_data: SegmentDataset, val_data: Optional[SegmentDataset] = None, *,
+            num_classes: Optional[int] = None, meta: Optional[Mapping[str, Any]] = None) -> FitResult:
+        """Train ``model`` in place; it ends holding the best epoch's weights.
+
+        Parameters
+        ----------
+        model : nn.Module
+            Maps (B, 3, H, W) float images to (B, num_classes) logits.
+        train_data : SegmentDataset
+            Labelled training windows (with the training transform).
+        val_data : SegmentDataset or None
+            Labelled validation windows with ``file_ids`` (the evaluation
+            transform); ``None`` keeps the last epoch.
+        num_classes : int or None
+            Defaults to ``train_data.num_classes``, then ``model.num_classes``.
+        meta : mapping or None
+            Extra entries stored in ``best.pt`` / ``last.pt`` (classes,
+            backbone name, normalisation...), JSON-like values only.
+
+        Returns
+        -------
+        result : FitResult
+
+        Raises
+        ------
+        DataError
+            Empty or unlabelled training / validation data.
+        ParameterError
+            ``last.pt`` written with another config while ``resume=True``.
+        """
+        cfg = self.config
+        if len(train_data) == 0:
+            raise DataError("The training split is empty: every file is in the validation fold. Use more files or "
+                            "fewer folds.")
+        if (train_data.targets < 0).any():
+            raise DataError(f"{int((train_data.targets < 0).sum())} training window(s) have no label. Train on "
+                            "labelled files only.")
+        if val_data is not None and (len(val_data) == 0 or (val_data.targets < 0).any()):
+            raise DataError("The validation split is empty or has unlabelled windows.")
+        num_classes = num_classes or train_data.num_classes or getattr(model, "num_classes", None)
+        if not num_classes:
+            num_classes = int(train_data.targets.max()) + 1
+        num_classes = int(num_classes)
+        if int(train_data.targets.max()) >= num_classes:
+            raise DataError(f"Training targets go up to {int(train_data.targets.max())} but num_classes is "
+                            f"{num_classes}.")
+
+        device = self.device
+        model.to(device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        order_gen, worker_gen = torch.Generator(), torch.Generator()
+        loader = self._loader(train_data, train=True, order=order_gen, workers=worker_gen)
+        steps = len(loader)
+        optimizer = build_optimizer(model, cfg)
+        scheduler = build_scheduler(optimizer, steps_per_epoch=steps, epochs=cfg.epochs,
+                                    warmup_epochs=cfg.warmup_epochs, schedule=cfg.schedule,
+                                    step_size=cfg.step_size, step_gamma=cfg.step_gamma)
+        scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        weight = class_weights(train_data.targets, num_classes, mode=cfg.class_weights)
+        criterion = nn.CrossEntropyLoss(weight=None if weight is None else weight.to(device),
+                                        label_smoothing=cfg.label_smoothing)
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.epoch, self.global_step, self.history = 0, 0, []
+        self.best_score, self.best_epoch, self.stop_training = None, None, False
+        since_best, best_state, stopped_early, best_loss = 0, None, False, float("inf")
+        meta = dict(meta or {})
+        base_meta = {"format": CHECKPOINT_FORMAT, "version": 1, "num_classes": num_classes,
+                     "train_config": cfg.to_dict(), "metric": cfg.metric, **meta}
+
+        last_path = best_path = None
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            last_path, best_path = self.out_dir / "last.pt", self.out_dir / "best.pt"
+            if self.resume and last_path.exists():
+                state = torch.load(last_path, map_location="cpu", weights_only=True)
+                self._check_resumable(state, last_path, steps)
+                model.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+                scheduler.load_state_dict(state["scheduler"])
+                if scaler.is_enabled() and state["scaler"]:  # empty when saved without fp16 (e.g. on the CPU)
+                    scaler.load_state_dict(state["scaler"])
+                self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
+                self.history = list(state["history"])
+                self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
+                since_best, stopped_early = int(state["since_best"]), bool(state["stopped_early"])
+                best_loss = float(state["best_loss"])
+                _set_rng_state(state["rng"])
+            elif not self.resume:
+                for p in (last_path, best_path, self.out_dir / "log.csv"):
+                    p.unlink(missing_ok=True)
+
+        cbs = _CallbackList(self.callbacks)
+        cbs("on_train_start", self)
+        from tqdm.auto import tqdm
+
+        mixup = cfg.mixup > 0
+        while self.epoch < cfg.epochs and not stopped_early and not self.stop_training:
+            e = self.epoch  # 0-based index of the epoch being trained
+            train_data.set_epoch(e)
+            order_gen.manual_seed(_epoch_seed(cfg.seed, e, 0))
+            worker_gen.manual_seed(_epoch_seed(cfg.seed, e, 3))
+            mix_rng = np.random.default_rng(_epoch_seed(cfg.seed, e, 1))
+            mix_gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, e, 2))
+            cbs("on_epoch_start", self, e + 1)
+            t0 = time.perf_counter()
+            model.train()
+            loss_sum = torch.zeros((), device=device)
+            seen = 0
+            # the bar does not wrap the loader: tqdm would start (and drop) an extra loader iterator,
+            # whose worker prefetch draws one more shuffle from the epoch's generator
+            bar = tqdm(total=steps, desc=f"{self.desc} epoch {e + 1}/{cfg.epochs}", leave=False, file=sys.stderr,
+                       disable=not self.progress, dynamic_ncols=True)
+            for i, (x, y) in enumerate(loader):
+                x, y = self._to_device(x), y.to(device, non_blocking=True)  # (B, 3, H, W), (B,)
+                if mixup:
+                    lam = float(mix_rng.beta(cfg.mixup, cfg.mixup))
+                    perm = torch.randperm(len(x), generator=mix_gen).to(device)
+                    x = lam * x + (1.0 - lam) * x[perm]
+                with torch.autocast(device.type, dtype=self.amp_dtype or torch.float32,
+                                    enabled=self.amp_dtype is not None):
+                    logits = model(x)  # (B, n_classes)
+                logits = logits.float()
+                if mixup:
+                    loss = lam * criterion(logits, y) + (1.0 - lam) * criterion(logits, y[perm])
+                else:
+                    loss = criterion(logits, y)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg.grad_clip is not None:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                self.global_step += 1
+                loss = loss.detach()
+                loss_sum += loss * len(x)
+                seen += len(x)
+                if self.progress and (i % 10 == 0 or i == steps - 1):
+                    bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}",
+                                    lr=f"{optimizer.param_groups[0]['lr']:.2e}", refresh=False)
+                bar.update(1)
+                cbs("on_batch_end", self, i, loss)
+            bar.close()
+            logs: Dict[str, Any] = {"epoch": e + 1, "lr": float(optimizer.param_groups[0]["lr"]),
+                                    "train_loss": float(loss_sum) / max(seen, 1)}
+            if val_data is not None:
+                logs.update(self.evaluate(model, val_data))
+                score = logs[f"val_{cfg.metric}"]
+                # ties on the (coarse) file-level metric go to the lower validation loss
+                improved = (self.best_score is None or score > self.best_score
+                            or (score == self.best_score and logs["val_loss"] < best_loss))
+            else:
+                score, improved = None, True
+            logs["best"] = bool(improved)
+            logs["seconds"] = round(time.perf_counter() - t0, 3)
+            if improved:
+                self.best_score, self.best_epoch, since_best = score, e + 1, 0
+                best_loss = logs.get("val_loss", float("inf"))
+                if best_path is not None:
+                    atomic_save({**base_meta, "model": model.state_dict(), "epoch": e + 1, "score": score},
+                                best_path)
+                elif val_data is not None:  # without validation the last epoch is the best: nothing to keep
+                    best_state = copy.deepcopy(model.state_dict())
+            else:
+                since_best += 1
+            self.history.append(logs)
+            self.epoch = e + 1
+            if cfg.patience is not None and since_best >= cfg.patience:
+                stopped_early = True
+            if self.out_dir is not None:
+                pd.DataFrame(self.history).to_csv(self.out_dir / ".log.csv.tmp", index=False)
+                os.replace(self.out_dir / ".log.csv.tmp", self.out_dir / "log.csv")
+                atomic_save({**base_meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                             "epoch": self.epoch, "global_step": self.global_step, "history": self.history,
+                             "best_score": self.best_score, "best_epoch": self.best_epoch, "since_best": since_best,
+                             "best_loss": best_loss,
+                             "stopped_early": stopped_early, "steps_per_epoch": steps, "rng": _rng_state()},
+                            last_path)
+            if self.progress:
+                msg = f"{self.desc} epoch {e + 1}/{cfg.epochs}: train_loss {logs['train_loss']:.4f}"
+                if val_data is not None:
+                    msg += (f"  val_loss {logs['val_loss']:.4f}  val_{cfg.metric} {score:.4f}"
+                            + ("  *" if improved else ""))
+                tqdm.write(msg, file=sys.stderr)
+            cbs("on_epoch_end", self, e + 1, logs)
+
+        # the best weights end up in the model
+        if best_path is not None and best_path.exists():
+            model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True)["model"])
+        elif best_state is not None:
+            model.load_state_dict(best_state)
+        result = FitResult(best_epoch=self.best_epoch, best_score=self.best_score, metric=cfg.metric,
+                           history=list(self.history), epochs_run=self.epoch, stopped_early=stopped_early,
+                           checkpoint=best_path)
+        cbs("on_train_end", self, result)
+        return result
+
+    def _check_resumable(self, state: Mapping[str, Any], path: Path, steps: int) -> None:
+        old = TrainConfig.from_dict(state["train_config"]).result_dict()
+        new = self.config.result_dict()
+        diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                if old.get(k) != new.get(k)]
+        if diff:
+            raise ParameterError(f"{str(path)!r} was written with another config ({'; '.join(diff[:6])}). Pass "
+                                 "resume=False (--no-resume) to start this fold over, or write to another folder.")
+        if int(state.get("steps_per_epoch", steps)) != steps:
+            raise ParameterError(f"{str(path)!r} was trained with {state['steps_per_epoch']} batches per epoch, now "
+                                 f"{steps}: the data changed. Pass resume=False (--no-resume) to start over.")
