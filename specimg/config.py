@@ -381,6 +381,12 @@ class TrainConfig(_Config):
         SpecAugment-style masking: the largest width of one full-height
         (time) or full-width (frequency) stripe, as a fraction of the image
         width or height; ``0`` disables it. Stripes are set to 0 (silence).
+    freq_stretch, time_stretch : float
+        Random rescaling of the image along frequency / time by up to this
+        fraction (e.g. ``0.15`` draws a factor in [0.85, 1.15]), anchored at
+        the lowest frequency: an image-space stand-in for vocal-tract-length
+        and tempo perturbation, which helps models generalise to unseen
+        speakers. ``0`` disables it.
     n_masks : int
         Up to this many stripes of each kind are drawn per image (when the
         masking fires, with probability 0.5).
@@ -454,6 +460,8 @@ class TrainConfig(_Config):
     time_mask: float = 0.0
     freq_mask: float = 0.0
     n_masks: int = 2
+    freq_stretch: float = 0.0
+    time_stretch: float = 0.0
     mixup: float = 0.0
     image_size: Optional[Tuple[int, int]] = None
     n_splits: int = 5
@@ -507,6 +515,8 @@ class TrainConfig(_Config):
         _float_in(o, "freq_mask", self.freq_mask, 0.0, 1.0, fix="It is the largest stripe height as a fraction of "
                   "the image height, e.g. 0.1.")
         _int_in(o, "n_masks", self.n_masks, 1)
+        _float_in(o, "freq_stretch", self.freq_stretch, 0.0, 0.5)
+        _float_in(o, "time_stretch", self.time_stretch, 0.0, 0.5)
         _float_in(o, "mixup", self.mixup, 0.0, math.inf, fix="It is the Beta(alpha, alpha) parameter; 0 turns "
                   "mixup off, 0.2-0.4 is usual.")
         size = self.image_size

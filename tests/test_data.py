@@ -144,3 +144,20 @@ def test_dataset_rejects_bad_images():
         SegmentDataset(np.zeros((2, 8, 8), dtype=np.uint8))
     with pytest.raises(ParameterError, match="hflip"):
         spectrogram_transforms(train=True, hflip=2.0)
+
+
+def test_spectrogram_stretch_is_anchored_at_the_lowest_frequency():
+    from specimg.data._transforms import SpectrogramStretch
+
+    img = np.zeros((40, 30, 3), np.uint8)
+    img[-1] = 255  # 0 Hz: the bottom row
+    img[-11] = 100  # a partial 10 rows above it
+    t = SpectrogramStretch(freq=0.5, time=0.0)
+    up = t.apply(img, fy=1.5)
+    assert up.shape == img.shape and up[-1, 0, 0] > 200  # 0 Hz stays at the bottom
+    rows = np.flatnonzero(up[:, 0, 0] >= 60)
+    assert abs((39 - rows[rows < 35]).mean() - 15) <= 1.0  # the partial moved up by 1.5x
+    down = t.apply(img, fy=0.5)
+    assert down[:20].max() == 0  # the top is filled with silence
+    wide = SpectrogramStretch(freq=0.0, time=0.5).apply(img, fx=0.5)
+    assert wide[:, 15:].max() == 0 and wide[-1, :15].min() > 200

@@ -62,6 +62,9 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     tr.add_argument("--hflip", type=float, metavar="P", help="horizontal flip probability (default 0.5)")
     tr.add_argument("--time-mask", type=float, metavar="FRAC", help="max time-mask width, fraction of the width")
     tr.add_argument("--freq-mask", type=float, metavar="FRAC", help="max frequency-mask height, fraction")
+    tr.add_argument("--freq-stretch", type=float, metavar="FRAC",
+                    help="random frequency rescaling by up to FRAC (VTLP-like; e.g. 0.15)")
+    tr.add_argument("--time-stretch", type=float, metavar="FRAC", help="random time rescaling by up to FRAC")
     tr.add_argument("--mixup", type=float, metavar="ALPHA", help="mixup Beta(alpha, alpha); 0 = off")
     tr.add_argument("--tta", choices=("flip", "none"), help="test-time augmentation of the OOF predictions")
     tr.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"))
@@ -86,7 +89,8 @@ def build_configs(args: argparse.Namespace, *, audio_input: bool) -> Tuple[Train
         "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "optimizer": "optimizer",
         "warmup_epochs": "warmup_epochs", "schedule": "schedule", "class_weights": "class_weights",
         "label_smoothing": "label_smoothing", "metric": "metric", "patience": "patience", "drop_rate": "drop_rate",
-        "hflip": "hflip", "time_mask": "time_mask", "freq_mask": "freq_mask", "mixup": "mixup", "tta": "tta",
+        "hflip": "hflip", "time_mask": "time_mask", "freq_mask": "freq_mask", "freq_stretch": "freq_stretch",
+        "time_stretch": "time_stretch", "mixup": "mixup", "tta": "tta",
         "amp": "amp", "device": "device", "seed": "seed", "workers": "num_workers",
     })
     defaults = _render_defaults()

@@ -333,7 +333,8 @@ def train_cv(
     window_fold = fold_of_file[window_file_row]
     mean, std = data_cfg["mean"], data_cfg["std"]
     train_tf = spectrogram_transforms(train=True, image_size=image_size, cache_size=cache_hw, hflip=config.hflip,
-                                      time_mask=config.time_mask, freq_mask=config.freq_mask, n_masks=config.n_masks)
+                                      time_mask=config.time_mask, freq_mask=config.freq_mask, n_masks=config.n_masks,
+                                      freq_stretch=config.freq_stretch, time_stretch=config.time_stretch)
     eval_tf = spectrogram_transforms(train=False, image_size=image_size, cache_size=cache_hw)
     prob_cols = [f"prob_{c}" for c in classes]
     meta = {"backbone": config.backbone, "weights": config.weights, "classes": classes,
