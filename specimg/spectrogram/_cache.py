@@ -491,22 +491,21 @@ def _consolidate(root: Path, table: pd.DataFrame, config: RenderConfig, shard_di
                         f"{next(iter(errors.items())) if errors else 'the input is empty'}.")
     n_total = sum(len(m["bounds"]) for _, _, m in plan)
     tmp = _tmp_beside(root / "images.npy", ".npy")
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n_total, h, w, 3))
     seg_rows, file_rows = [], []
-    pos = 0
     try:
-        for file_id, (i, (kind, src), meta) in enumerate(plan):
-            block = np.asarray(previous.images[src]) if kind == "prev" else np.load(src)
-            n = len(block)
-            out[pos:pos + n] = block
-            pos += n
-            for s, (a, b) in enumerate(meta["bounds"]):
-                seg_rows.append((file_id, s, round(float(a), 6), round(float(b), 6)))
-            row = table.iloc[i].to_dict()
-            row.update(file_id=file_id, n_segments=n, duration=round(float(meta["duration"]), 6))
-            file_rows.append(row)
-        out.flush()
-        del out
+        # Plain appends rather than a memmap: the process never holds more than one file's images, so its
+        # memory does not grow with the dataset.
+        with open(tmp, "wb") as fh:
+            np.lib.format.write_array_header_1_0(
+                fh, {"descr": np.dtype(np.uint8).str, "fortran_order": False, "shape": (n_total, h, w, 3)})
+            for file_id, (i, (kind, src), meta) in enumerate(plan):
+                block = np.asarray(previous.images[src]) if kind == "prev" else np.load(src)
+                fh.write(np.ascontiguousarray(block, dtype=np.uint8).tobytes())
+                for s, (a, b) in enumerate(meta["bounds"]):
+                    seg_rows.append((file_id, s, round(float(a), 6), round(float(b), 6)))
+                row = table.iloc[i].to_dict()
+                row.update(file_id=file_id, n_segments=len(block), duration=round(float(meta["duration"]), 6))
+                file_rows.append(row)
         os.replace(tmp, root / "images.npy")
     finally:
         tmp.unlink(missing_ok=True)
