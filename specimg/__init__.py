@@ -77,6 +77,10 @@ _EXPORTS: Dict[str, str] = {
     "WeightedBlend": "stacking",
     "select_pseudo_labels": "stacking",
     "pseudo_training_table": "stacking",
+    # experiment
+    "load_recipe": "experiment",
+    "run_experiment": "experiment",
+    "stack_runs": "experiment",
 }
 
 __all__: List[str] = ["__version__", *_EXPORTS]
@@ -107,4 +111,5 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the real names
     from .spectrogram import ImageCache, SpectrogramFrontend, render_dataset, render_file, render_signal
     from .stacking import (CNNStacker, LGBMStacker, WeightedBlend, align_runs, cross_val_stack,
                            pseudo_training_table, select_pseudo_labels)
+    from .experiment import load_recipe, run_experiment, stack_runs
     from .training import Callback, Trainer, load_trained, train_cv

@@ -1,13 +1,13 @@
 """The ``specimg`` command: a thin layer over the library.
 
-Subcommands: ``render`` (audio -> cached images) and, when their stages are
-installed, ``train``, ``predict``, ``evaluate``, ``export``, ``stack``,
-``pseudo-label`` and ``experiment``.
+Subcommands: ``render`` (audio -> cached images), ``train``, ``predict``,
+``evaluate``, ``export``, ``stack``, ``pseudo-label`` and ``experiment``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from typing import List, Optional
 
@@ -54,18 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_render)
 
     for module, hook in _HOOKS:
-        try:
-            mod = __import__(module, fromlist=[hook])
-        except ImportError:  # a stage not installed in this build
-            continue
-        getattr(mod, hook)(sub)
+        getattr(importlib.import_module(module), hook)(sub)
     return parser
 
 
-#: (module, function adding a subparser) for the later stages.
+#: (module, function adding its subparsers): each stage owns its command-line options.
 _HOOKS = [
     ("specimg.training._cli", "add_train_parser"),
     ("specimg.predict._cli", "add_predict_parsers"),
+    ("specimg.stacking._cli", "add_stack_parsers"),
+    ("specimg.experiment._cli", "add_experiment_parser"),
 ]
 
 

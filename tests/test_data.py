@@ -161,3 +161,23 @@ def test_spectrogram_stretch_is_anchored_at_the_lowest_frequency():
     assert down[:20].max() == 0  # the top is filled with silence
     wide = SpectrogramStretch(freq=0.0, time=0.5).apply(img, fx=0.5)
     assert wide[:, 15:].max() == 0 and wide[-1, :15].min() > 200
+
+
+def test_pseudo_rows_of_a_validation_speaker_stay_out_of_its_training_split():
+    from specimg.data import file_folds, pseudo_leaks
+
+    files = pd.DataFrame({
+        "path": [f"f{i}.wav" for i in range(16)],
+        "label": ["a", "b"] * 8,
+        "speaker": ["s0", "s0", "s1", "s1", "s2", "s2", "s3", "s3"] * 2,
+        "pseudo": [False] * 12 + [True] * 4,
+    })
+    folds = file_folds(files, n_splits=2, group_column="speaker", seed=0)
+    assert (folds[12:] == -1).all()
+    for k in range(2):
+        leaks = pseudo_leaks(files, folds, k, "speaker")
+        val_speakers = set(files["speaker"][folds == k])
+        expected = files["pseudo"].to_numpy() & files["speaker"].isin(val_speakers).to_numpy()
+        np.testing.assert_array_equal(leaks, expected)
+        assert leaks.any() and not leaks[:12].any()
+    assert not pseudo_leaks(files, folds, 0, None).any()  # grouped by file: a pseudo file is never validated

@@ -5,6 +5,7 @@ from ._dataset import IMAGENET_STD as IMAGENET_STD
 from ._dataset import SegmentDataset as SegmentDataset
 from ._dataset import cache_targets as cache_targets
 from ._folds import file_folds as file_folds
+from ._folds import pseudo_leaks as pseudo_leaks
 from ._folds import pseudo_mask as pseudo_mask
 from ._transforms import spectrogram_transforms as spectrogram_transforms
 
@@ -13,6 +14,7 @@ __all__ = [
     "cache_targets",
     "file_folds",
     "pseudo_mask",
+    "pseudo_leaks",
     "spectrogram_transforms",
     "IMAGENET_MEAN",
     "IMAGENET_STD",

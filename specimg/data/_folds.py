@@ -11,7 +11,7 @@ from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
 from ..exceptions import DataError, ParameterError
 
-__all__ = ["file_folds", "pseudo_mask"]
+__all__ = ["file_folds", "pseudo_mask", "pseudo_leaks"]
 
 
 def pseudo_mask(files: pd.DataFrame) -> np.ndarray:
@@ -145,3 +145,32 @@ def file_folds(
     folds = np.full(len(files), -1, dtype=np.int64)
     folds[real] = out_real
     return folds
+
+
+def pseudo_leaks(files: pd.DataFrame, folds: np.ndarray, fold: int, group_column: Optional[str]) -> np.ndarray:
+    """Pseudo-labelled files that must stay out of ``fold``'s training split.
+
+    Pseudo-labelled files (fold ``-1``) train every fold, except one that
+    validates their group: with a group column (speaker, patient), training on
+    a pseudo-labelled recording of a validation speaker would leak that voice
+    into the fold's score.
+
+    Parameters
+    ----------
+    files : pd.DataFrame
+        The file table (with a ``pseudo`` column when there are pseudo labels).
+    folds : np.ndarray [shape=(n_files,)]
+        From :func:`file_folds`.
+    fold : int
+        The validation fold.
+    group_column : str or None
+
+    Returns
+    -------
+    leaks : np.ndarray [shape=(n_files,), dtype=bool]
+    """
+    is_pseudo = pseudo_mask(files)
+    if not group_column or not is_pseudo.any():
+        return np.zeros(len(files), dtype=bool)
+    groups = files[group_column].astype(str).to_numpy()
+    return is_pseudo & np.isin(groups, groups[np.asarray(folds) == fold])

@@ -173,7 +173,7 @@ class LGBMStacker(_StackerBase):
             )
         ext, extra_names = self._extra_matrix(extra, arr.shape[0], method="fit")
         features = np.concatenate([arr.reshape(arr.shape[0], -1), ext], axis=1)  # (n, M*C + n_extra)
-        params = {"verbose": -1}
+        params = {"verbose": -1, "n_jobs": 1}  # tiny tables: threads cost more than they save
         params.update(self._other_params)
         model = LGBMClassifier(
             n_estimators=int(self.n_estimators),

@@ -19,7 +19,7 @@ from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 
 from ..config import RenderConfig, TrainConfig
-from ..data import SegmentDataset, cache_targets, file_folds, spectrogram_transforms
+from ..data import SegmentDataset, pseudo_leaks, cache_targets, file_folds, spectrogram_transforms
 from ..exceptions import DataError, ParameterError
 from ._callbacks import Callback
 from ._losses import aggregate_files
@@ -331,6 +331,10 @@ def train_cv(
     fid_to_row = {int(f): i for i, f in enumerate(files["file_id"].to_numpy())}
     window_file_row = np.array([fid_to_row[int(f)] for f in file_ids_all], dtype=np.int64)
     window_fold = fold_of_file[window_file_row]
+    # A pseudo-labelled file (fold -1) trains every fold, except a fold that validates its group: with a group
+    # column (speaker, patient), training on a pseudo-labelled recording of a validation speaker would leak
+    # that voice into the fold's score.
+    window_leaks = {k: pseudo_leaks(files, fold_of_file, k, config.group_column)[window_file_row] for k in todo}
     mean, std = data_cfg["mean"], data_cfg["std"]
     train_tf = spectrogram_transforms(train=True, image_size=image_size, cache_size=cache_hw, hflip=config.hflip,
                                       time_mask=config.time_mask, freq_mask=config.freq_mask, n_masks=config.n_masks,
@@ -350,7 +354,7 @@ def train_cv(
                 print(f"fold {k}: already finished, skipped ({fold_dir})", file=sys.stderr)
             continue
         (fold_dir / "fold.json").unlink(missing_ok=True)
-        train_rows = np.flatnonzero(window_fold != k)
+        train_rows = np.flatnonzero((window_fold != k) & ~window_leaks[k])
         val_rows = np.flatnonzero(window_fold == k)
         train_ds = SegmentDataset(cache.images, targets_all, rows=train_rows, file_ids=file_ids_all,
                                   transform=train_tf, mean=mean, std=std, seed=config.seed, num_classes=len(classes))

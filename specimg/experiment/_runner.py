@@ -1,0 +1,651 @@
+"""Run a recipe end to end: render, cross-validate every model, predict the test set, stack, blend,
+pseudo-label, retrain, report. Every step is skipped when its inputs did not change.
+
+Layout of an experiment folder::
+
+    recipe.json                    the resolved recipe
+    data/train.csv, data/test.csv  the tables used, when the recipe derives them (filter, subsample)
+    caches/<hash>/train|test/      one image cache per distinct render config
+    models/<name>/                 a train_cv run folder, plus test_files.csv
+    stack/<method>/                oof_files.csv, metrics.json, test_files.csv of each stacker
+    stack/blend/                   the final blend
+    round2/...                     pseudo-label round: train.csv, pseudo_labels.csv, caches/, models/, stack/
+    report.md, report.csv          every model, their mean, every stacker and the blend
+    report/                        write_report plots of the final blend (out-of-fold, and test when labelled)
+    steps/<step>.json              fingerprints of each finished step
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import pandas as pd
+
+from ..config import RenderConfig, TrainConfig
+from ..exceptions import DataError, ParameterError
+from ._recipe import Recipe, load_recipe
+from ._stack import stack_runs
+from ._steps import Steps, atomic_csv, atomic_text, file_digest, file_stat, fingerprint, table_digest
+
+__all__ = ["run_experiment", "ExperimentResult"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+@dataclass
+class ExperimentResult:
+    """What :func:`run_experiment` returns (everything is also written under ``out_dir``).
+
+    Attributes
+    ----------
+    out_dir : Path
+    table : pd.DataFrame
+        One row per result: ``round, kind ('model', 'mean', 'stacker',
+        'blend'), name, n_files, oof_accuracy, oof_uar`` and, with a labelled
+        test set, ``test_accuracy, test_uar`` (also ``OUT/report.csv``).
+    report : Path
+        ``OUT/report.md``.
+    steps : dict[str, str]
+        ``step -> 'ran' | 'skipped'``, in order.
+    final : str
+        The result the report's plots show (``'round1/blend'``, ...).
+    """
+
+    out_dir: Path
+    table: pd.DataFrame
+    report: Path
+    steps: Dict[str, str] = field(default_factory=dict)
+    final: str = ""
+
+
+# --------------------------------------------------------------------------- data
+@dataclass
+class _Data:
+    train_source: Union[str, Path]   # what render_dataset reads
+    train_table: pd.DataFrame        # read_table output of train_source
+    test_table: Optional[pd.DataFrame]  # path (as in outputs), abspath, label (or None)
+
+
+def _table_csv(table: pd.DataFrame) -> pd.DataFrame:
+    """A read_table output as a CSV with absolute paths (so it works from any folder)."""
+    out = table.drop(columns=["abspath"]).copy()
+    out["path"] = [str(Path(a).resolve()) for a in table["abspath"]]
+    if (table["group"] == table["path"]).all():
+        out = out.drop(columns=["group"])
+    return out
+
+
+def _write_if_changed(frame: pd.DataFrame, path: Path) -> None:
+    text = frame.to_csv(index=False)
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        atomic_text(path, text)
+
+
+def _prepare_data(recipe: Recipe, out: Path) -> _Data:
+    from ..audio import read_table
+
+    spec = recipe.data
+    table = read_table(spec.train)
+    derived = False
+    test: Optional[pd.DataFrame] = None
+    if spec.test_filter:
+        mask = np.ones(len(table), dtype=bool)
+        for col, pattern in spec.test_filter.items():
+            if col not in table.columns:
+                cols = [c for c in table.columns if c != "abspath"]
+                raise ParameterError(f"data.test_filter names the column {col!r}, which the training input "
+                                     f"{spec.train!r} does not have. Its columns: {cols}.")
+            mask &= table[col].astype(str).str.contains(pattern, regex=True).to_numpy()
+        if not mask.any() or mask.all():
+            raise ParameterError(f"data.test_filter {dict(spec.test_filter)} moves {int(mask.sum())} of {len(table)} "
+                                 "files to the test set; it must leave some files on each side. Fix the pattern.")
+        test, table, derived = table[mask].reset_index(drop=True), table[~mask].reset_index(drop=True), True
+    if spec.max_files_per_class is not None:
+        if table["label"].isna().any():
+            raise DataError(f"The training input {spec.train!r} has unlabelled files; every training file needs a "
+                            "label.")
+        shuffled = table.sample(frac=1.0, random_state=recipe.seed)
+        keep = shuffled.groupby("label", sort=False).head(spec.max_files_per_class).index
+        if len(keep) < len(table):
+            table, derived = table.loc[sorted(keep)].reset_index(drop=True), True
+    if spec.group_column is not None and spec.group_column not in table.columns:
+        cols = [c for c in table.columns if c != "abspath"]
+        raise ParameterError(f"data.group_column {spec.group_column!r} is not a column of the training input "
+                             f"{spec.train!r}. Its columns: {cols}.")
+    data_dir = out / "data"
+    if derived:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        train_csv = data_dir / "train.csv"
+        _write_if_changed(_table_csv(table), train_csv)
+        train_source: Union[str, Path] = train_csv
+        table = read_table(train_csv)
+        if test is not None:
+            test = test.assign(path=[str(Path(a).resolve()) for a in test["abspath"]])
+            _write_if_changed(_table_csv(test), data_dir / "test.csv")
+    else:
+        train_source = spec.train
+    if spec.test is not None:
+        test = read_table(spec.test)
+    if test is not None:
+        train_abs = {str(Path(a).resolve()) for a in table["abspath"]}
+        both = [p for p, a in zip(test["path"], test["abspath"]) if str(Path(a).resolve()) in train_abs]
+        if both:
+            raise DataError(f"{len(both)} file(s) are in both the training and the test input, e.g. {both[0]!r}. "
+                            "A test file must not be trained on; remove it from one of them.")
+        test = test.reset_index(drop=True)
+    return _Data(train_source=train_source, train_table=table, test_table=test)
+
+
+def _cache_id(cache: Any) -> Dict[str, Any]:
+    return {"hash": cache.config.hash(), "files": file_digest(cache.root / "files.csv"),
+            "segments": file_digest(cache.root / "segments.csv"), "shape": list(cache.images.shape)}
+
+
+# --------------------------------------------------------------------------- one experiment
+class _Runner:
+    def __init__(self, recipe: Recipe, out: Path, *, resume: bool, verbose: bool, workers: int) -> None:
+        self.recipe = recipe
+        self.out = out
+        self.steps = Steps(out, resume=resume, verbose=verbose)
+        self.verbose = verbose
+        self.workers = workers
+        self.render_cfg: Dict[str, RenderConfig] = {m.name: recipe.render_config(m) for m in recipe.models}
+        self.train_cfg: Dict[str, TrainConfig] = {m.name: recipe.train_config(m) for m in recipe.models}
+
+    # ---------------------------------------------------------------- render
+    def render(self, data: _Data) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+        from ..spectrogram import ImageCache, render_dataset
+
+        train_caches: Dict[str, Any] = {}
+        test_caches: Dict[str, Any] = {}
+        for cfg in {c.hash(): c for c in self.render_cfg.values()}.values():
+            h = cfg.hash()
+            root = self.out / "caches" / h
+            step = f"render/{h}/train"
+            fp = fingerprint({"render": cfg.to_dict(), "table": table_digest(data.train_table)})
+            done = self.steps.is_done(step, fp, [root / "train" / "config.json"])
+            if done and ImageCache.is_complete(root / "train"):
+                train_caches[h] = ImageCache.open(root / "train")
+            else:
+                self.steps.start(step)
+                cache = render_dataset(data.train_source, root / "train", cfg, workers=self.workers,
+                                       overwrite=True, progress=self.verbose)
+                train_caches[h] = cache
+                self.steps.mark(step, fp, [root / "train" / "config.json"], n_files=len(cache.files),
+                                n_errors=len(cache.errors))
+            if data.test_table is None:
+                continue
+            step = f"render/{h}/test"
+            fp = fingerprint({"render": cfg.to_dict(), "table": table_digest(data.test_table)})
+            if self.steps.is_done(step, fp, [root / "test" / "config.json"]) and ImageCache.is_complete(root / "test"):
+                test_caches[h] = ImageCache.open(root / "test")
+            else:
+                self.steps.start(step)
+                # Test files are rendered unlabelled, as at inference time (a per-class hop must not see their
+                # labels), under their absolute path; outputs map them back to the test table's paths.
+                unlabelled = pd.DataFrame({"path": data.test_table["abspath"].astype(str), "label": None})
+                gc = self.recipe.data.group_column
+                if gc is not None and gc in data.test_table.columns:  # carried to pseudo-labelled rows
+                    unlabelled[gc] = data.test_table[gc].to_numpy()
+                cache = render_dataset(unlabelled, root / "test", cfg, workers=self.workers, overwrite=True,
+                                       progress=self.verbose)
+                test_caches[h] = cache
+                self.steps.mark(step, fp, [root / "test" / "config.json"], n_files=len(cache.files),
+                                n_errors=len(cache.errors))
+        return train_caches, test_caches
+
+    # ---------------------------------------------------------------- one round
+    def run_round(self, rnd: int, root: Path, train_caches: Mapping[str, Any], test_caches: Mapping[str, Any],
+                  data: _Data) -> Dict[str, Any]:
+        from ..training import train_cv
+
+        prefix = f"round{rnd}"
+        model_fp: Dict[str, str] = {}
+        for m in self.recipe.models:
+            cfg, rcfg = self.train_cfg[m.name], self.render_cfg[m.name]
+            cache = train_caches[rcfg.hash()]
+            run = root / "models" / m.name
+            step = f"{prefix}/train/{m.name}"
+            fp = fingerprint({"train": cfg.result_dict(), "cache": _cache_id(cache)})
+            model_fp[m.name] = fp
+            outputs = [run / "oof_files.csv", run / "metrics.json", run / "config.json"]
+            if not self.steps.is_done(step, fp, outputs):
+                self.steps.start(step)
+                rec = self.steps.record(step)
+                changed = rec is not None and rec.get("fingerprint") != fp
+                # a changed model config discards the old run; an interrupted one resumes its folds
+                train_cv(cache, run, cfg, resume=self.steps.resume and not changed, verbose=self.verbose)
+                _check_pseudo_guard(cache, run)
+                self.steps.mark(step, fp, outputs)
+
+        if data.test_table is not None:
+            for m in self.recipe.models:
+                self._predict(prefix, root / "models" / m.name, m.name, model_fp[m.name],
+                              test_caches[self.render_cfg[m.name].hash()], data.test_table)
+
+        names = [m.name for m in self.recipe.models]
+        member_dirs = {n: root / "models" / n for n in names}
+        st = self.recipe.stacking
+        has_test = data.test_table is not None
+        for method in st.methods:
+            params = dict(st.cnn) if method.startswith("cnn") else dict(st.lgbm) if method == "lgbm" else {}
+            self._stack(f"{prefix}/stack/{method}", root / "stack" / method, method, names,
+                        [member_dirs[n] for n in names], has_test, params=params)
+            member_dirs[method] = root / "stack" / method
+        blend = st.blend_members()
+        if blend is not None:
+            members, weights = blend
+            self._stack(f"{prefix}/stack/blend", root / "stack" / "blend", "blend", members,
+                        [member_dirs[n] for n in members], has_test, weights=weights)
+            member_dirs["blend"] = root / "stack" / "blend"
+        return member_dirs
+
+    def _predict(self, prefix: str, run: Path, name: str, model_fp: str, test_cache: Any,
+                 test_table: pd.DataFrame) -> None:
+        from ..predict import Predictor
+        from ..predict.aggregate import predictions_frame
+
+        cfg = self.train_cfg[name]
+        step = f"{prefix}/predict/{name}"
+        ckpts = sorted(run.glob("fold_*/best.pt"))
+        fp = fingerprint({"model": model_fp, "checkpoints": [[str(c.relative_to(run)), *file_stat(c)] for c in ckpts],
+                          "test": _cache_id(test_cache), "tta": cfg.tta, "paths": table_digest(test_table)})
+        out = run / "test_files.csv"
+        if self.steps.is_done(step, fp, [out]):
+            return
+        self.steps.start(step)
+        pred = Predictor.from_run(run, device=cfg.device, tta=cfg.tta)
+        res = pred.predict(test_cache, progress=self.verbose)
+        to_path = dict(zip(test_table["abspath"].astype(str), test_table["path"]))
+        label_of = dict(zip(test_table["path"], test_table["label"]))
+        paths = [to_path[p] for p in res.files["path"]]
+        probs = res.files[[f"prob_{c}" for c in res.classes]].to_numpy(dtype=np.float64)
+        probs /= probs.sum(axis=1, keepdims=True)
+        labels = [label_of[p] for p in paths]
+        labelled = all(v is not None for v in labels)
+        frame = predictions_frame(paths, probs, res.classes, labels=labels if labelled else None)
+        atomic_csv(frame, out)
+        self.steps.mark(step, fp, [out], n_files=len(frame), n_errors=len(res.errors))
+
+    def _stack(self, step: str, out: Path, method: str, names: Sequence[str], dirs: Sequence[Path],
+               has_test: bool, *, weights: Optional[Sequence[float]] = None,
+               params: Optional[Mapping[str, Any]] = None) -> None:
+        st = self.recipe.stacking
+        oof = [d / "oof_files.csv" for d in dirs]
+        test = [d / "test_files.csv" for d in dirs] if has_test else None
+        fp = fingerprint({"method": method, "names": list(names), "weights": weights, "params": dict(params or {}),
+                          "inner_folds": st.folds, "seed": self.recipe.seed,
+                          "oof": [file_digest(p) for p in oof], "test": [file_digest(p) for p in test or []]})
+        outputs = [out / "oof_files.csv", out / "metrics.json"] + ([out / "test_files.csv"] if has_test else [])
+        if self.steps.is_done(step, fp, outputs):
+            return
+        self.steps.start(step)
+        res = stack_runs(oof, method=method, names=names, test=test, weights=weights, inner_folds=st.folds,
+                         params=params, seed=self.recipe.seed)
+        res.write(out)
+        self.steps.mark(step, fp, outputs)
+
+    # ---------------------------------------------------------------- pseudo-labels
+    def pseudo_round(self, rnd: int, previous: Mapping[str, Path], train_caches: Mapping[str, Any],
+                     test_caches: Mapping[str, Any], data: _Data) -> Optional[Dict[str, Any]]:
+        """Select pseudo-labels from the previous round and build the merged caches of round ``rnd``.
+
+        Returns None when no test file reaches the threshold (the round is not run).
+        """
+        from ..predict.aggregate import read_predictions
+        from ..stacking import pseudo_training_table, select_pseudo_labels
+
+        ps = self.recipe.pseudo
+        root = self.out / f"round{rnd}"
+        src = previous[ps.source] / "test_files.csv"
+        step = f"round{rnd}/pseudo-labels"
+        fp = fingerprint({"source": file_digest(src), "threshold": ps.threshold, "max_per_class": ps.max_per_class,
+                          "train": table_digest(data.train_table)})
+        picked_csv, table_csv = root / "pseudo_labels.csv", root / "train.csv"
+        if not self.steps.is_done(step, fp, [picked_csv, table_csv]):
+            self.steps.start(step)
+            frame, classes, probs = read_predictions(src)
+            picked = select_pseudo_labels(frame["path"].tolist(), probs, classes, threshold=ps.threshold,
+                                          max_per_class=ps.max_per_class)
+            abspath = dict(zip(data.test_table["path"], data.test_table["abspath"].astype(str)))
+            truth = dict(zip(data.test_table["path"], data.test_table["label"]))
+            picked["abspath"] = [abspath[p] for p in picked["path"]]
+            if all(truth.get(p) is not None for p in picked["path"]):
+                picked["true_label"] = [truth[p] for p in picked["path"]]
+            atomic_csv(picked, picked_csv)
+            base = _table_csv(data.train_table)
+            extra = picked[["abspath", "label", "confidence"]].rename(columns={"abspath": "path"})
+            extra["path"] = [str(Path(a).resolve()) for a in extra["path"]]
+            gc = self.recipe.data.group_column
+            if gc is not None and gc in data.test_table.columns:
+                group_of = dict(zip(data.test_table["path"], data.test_table[gc]))
+                extra[gc] = [group_of[p] for p in picked["path"]]
+            atomic_csv(pseudo_training_table(base, extra), table_csv)
+            self.steps.mark(step, fp, [picked_csv, table_csv], n_pseudo=len(picked))
+        picked = pd.read_csv(picked_csv, dtype={"path": str, "label": str, "abspath": str, "true_label": str},
+                             keep_default_na=False)
+        if picked.empty:  # nothing confident enough: this round would repeat the previous one
+            return None
+        merged: Dict[str, Any] = {}
+        for h, cache in train_caches.items():
+            merged[h] = self._merged_cache(rnd, h, cache, test_caches[h], picked)
+        return merged
+
+    def _merged_cache(self, rnd: int, h: str, train: Any, test: Any, picked: pd.DataFrame) -> Any:
+        """The training cache plus the pseudo-labelled test files' images (no re-rendering)."""
+        from ..spectrogram import ImageCache
+
+        root = self.out / f"round{rnd}" / "caches" / h / "train"
+        step = f"round{rnd}/merge/{h}"
+        fp = fingerprint({"train": _cache_id(train), "test": _cache_id(test),
+                          "picked": picked[["abspath", "label"]].to_csv(index=False)})
+        if self.steps.is_done(step, fp, [root / "config.json"]) and ImageCache.is_complete(root):
+            return ImageCache.open(root)
+        self.steps.start(step)
+        label_of = dict(zip(picked["abspath"], picked["label"]))
+        tfiles = test.files[test.files["path"].isin(label_of)].copy()
+        tseg = test.segments
+        rows_train = np.arange(len(train.images))
+        fid_t = tseg["file_id"].to_numpy()
+        rows_test = np.flatnonzero(np.isin(fid_t, tfiles["file_id"].to_numpy()))
+        n = len(rows_train) + len(rows_test)
+        root.mkdir(parents=True, exist_ok=True)
+        for name in ("config.json", "images.npy", "segments.csv", "files.csv"):  # an older merge is stale
+            (root / name).unlink(missing_ok=True)
+        tmp = root / ".merge.npy"
+        images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, *train.images.shape[1:]))
+        try:
+            step_rows = 512
+            n_train = len(rows_train)
+            for s in range(0, n_train, step_rows):
+                e = min(s + step_rows, n_train)
+                images[s:e] = train.images[s:e]
+            for j in range(0, len(rows_test), step_rows):
+                chunk = rows_test[j:j + step_rows]
+                images[n_train + j:n_train + j + len(chunk)] = test.images[chunk]
+            images.flush()
+            offset = int(train.files["file_id"].max()) + 1
+            base_files = train.files.copy()
+            base_files["pseudo"] = False
+            tfiles = tfiles.assign(label=[label_of[p] for p in tfiles["path"]], pseudo=True,
+                                   group=tfiles["path"], file_id=tfiles["file_id"].to_numpy() + offset)
+            files = pd.concat([base_files, tfiles.drop(columns=["n_segments"], errors="ignore")],
+                              ignore_index=True)
+            files = files.drop(columns=["n_segments"])
+            segs = pd.concat([train.segments, tseg.iloc[rows_test].assign(file_id=fid_t[rows_test] + offset)],
+                             ignore_index=True)
+            cache = ImageCache.from_arrays(root, images, segs, files, config=train.config)
+        finally:
+            del images
+            tmp.unlink(missing_ok=True)
+        self.steps.mark(step, fp, [root / "config.json"], n_files=len(cache.files), n_pseudo=int(len(tfiles)))
+        return cache
+
+
+def _shared_groups(recipe: Recipe, data: _Data) -> List[str]:
+    """The group values (speakers, patients) found in both the training and the test table."""
+    gc = recipe.data.group_column
+    if gc is None or data.test_table is None or gc not in data.test_table.columns:
+        return []
+    train = set(data.train_table[gc].dropna().astype(str))
+    return sorted(train & set(data.test_table[gc].dropna().astype(str)))
+
+
+def _check_pseudo_guard(cache: Any, run: Path) -> None:
+    """Pseudo-labelled files must never be validated on: fold -1 in folds.csv and absent from the OOF."""
+    from ..data import pseudo_mask
+
+    mask = pseudo_mask(cache.files)
+    if not mask.any():
+        return
+    pseudo_paths = set(cache.files["path"][mask])
+    oof = pd.read_csv(run / "oof_files.csv", dtype={"path": str}, usecols=["path"])
+    leaked = sorted(pseudo_paths & set(oof["path"]))
+    folds_csv = run / "folds.csv"
+    if folds_csv.is_file():
+        folds = pd.read_csv(folds_csv, dtype={"path": str})
+        bad = folds[folds["path"].isin(pseudo_paths) & (folds["fold"] != -1)]
+        leaked += sorted(set(bad["path"]) - set(leaked))
+    if leaked:
+        raise DataError(f"{len(leaked)} pseudo-labelled file(s) were put in a validation fold of {str(run)!r}, e.g. "
+                        f"{leaked[0]!r}; their out-of-fold scores would be meaningless. This is a bug in training's "
+                        "handling of the 'pseudo' column.")
+
+
+# --------------------------------------------------------------------------- the report
+def _scores_of(csv: Path) -> Optional[Dict[str, float]]:
+    from ..predict.aggregate import read_predictions
+    from ..predict.metrics import uar
+
+    if not csv.is_file():
+        return None
+    frame, classes, probs = read_predictions(csv)
+    if "label" not in frame.columns or any(v is None for v in frame["label"]):
+        return None
+    y = frame["label"].astype(str).to_numpy()
+    pred = np.asarray(classes, dtype=object)[probs.argmax(1)].astype(str)
+    return {"accuracy": float(np.mean(pred == y)), "uar": float(uar(y, pred)), "n_files": int(len(y))}
+
+
+def _mean_scores(dirs: Sequence[Path], name: str) -> Optional[Dict[str, float]]:
+    from ..predict.metrics import uar
+    from ..stacking import align_runs
+
+    files = [d / name for d in dirs]
+    if not all(f.is_file() for f in files):
+        return None
+    paths, X, y, classes, _ = align_runs(files, require_folds=False)
+    if y is None:
+        return None
+    pred = np.asarray(classes, dtype=object)[X.mean(axis=1).argmax(1)].astype(str)
+    return {"accuracy": float(np.mean(pred == y)), "uar": float(uar(y, pred)), "n_files": int(len(y))}
+
+
+def _round_rows(rnd: int, recipe: Recipe, dirs: Mapping[str, Path]) -> List[Dict[str, Any]]:
+    rows = []
+    models = [m.name for m in recipe.models]
+    entries: List[Tuple[str, str, Optional[Path]]] = [("model", n, dirs[n]) for n in models]
+    entries.append(("mean", "mean of models", None))
+    entries += [("stacker", m, dirs[m]) for m in recipe.stacking.methods if m != "mean"]
+    if "blend" in dirs:
+        entries.append(("blend", "blend", dirs["blend"]))
+    for kind, name, d in entries:
+        if d is None:
+            oof = _mean_scores([dirs[n] for n in models], "oof_files.csv")
+            test = _mean_scores([dirs[n] for n in models], "test_files.csv")
+        else:
+            oof = _scores_of(d / "oof_files.csv")
+            test = _scores_of(d / "test_files.csv")
+        row: Dict[str, Any] = {"round": rnd, "kind": kind, "name": name,
+                               "n_files": oof["n_files"] if oof else None,
+                               "oof_accuracy": oof["accuracy"] if oof else None,
+                               "oof_uar": oof["uar"] if oof else None}
+        if test is not None:
+            row.update(test_accuracy=test["accuracy"], test_uar=test["uar"])
+        rows.append(row)
+    return rows
+
+
+def _fmt(v: Any) -> str:
+    return "" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.4f}"
+
+
+def _markdown(recipe: Recipe, table: pd.DataFrame, data: _Data, classes: List[str], pseudo_info: List[str],
+              final: str) -> str:
+    has_test = "test_accuracy" in table.columns
+    n_test = 0 if data.test_table is None else len(data.test_table)
+    lines = [f"# Experiment report: {recipe.name}", ""]
+    if recipe.source:
+        lines += [f"Recipe: `{recipe.source}`", ""]
+    group = f"grouped by `{recipe.data.group_column}`" if recipe.data.group_column else "grouped by file"
+    lines += [f"- training files: {len(data.train_table)}; classes ({len(classes)}): {', '.join(classes)}",
+              f"- cross-validation: {recipe.folds} folds {group}; stackers scored by an inner cross-validation "
+              "grouped by the outer folds",
+              f"- test files: {n_test}" + ("" if n_test else " (no test set)"),
+              "- models: " + ", ".join(f"`{m.name}` ({m.backbone})" for m in recipe.models), ""]
+    for rnd, part in table.groupby("round", sort=True):
+        title = "Round 1" if rnd == 1 else f"Round {rnd} (with pseudo-labels)"
+        lines += [f"## {title}", ""]
+        head = "| kind | name | OOF accuracy | OOF UAR |" + (" test accuracy | test UAR |" if has_test else "")
+        lines += [head, "|" + "---|" * (head.count("|") - 1)]
+        for _, r in part.iterrows():
+            cells = [r["kind"], r["name"], _fmt(r["oof_accuracy"]), _fmt(r["oof_uar"])]
+            if has_test:
+                cells += [_fmt(r.get("test_accuracy")), _fmt(r.get("test_uar"))]
+            lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+        lines.append("")
+    if pseudo_info:
+        lines += ["## Pseudo-labels", ""] + [f"- {s}" for s in pseudo_info] + [
+            "",
+            "Pseudo-labelled files are never in a validation fold, so the out-of-fold scores of later rounds are "
+            "computed on the same labelled files as round 1. They are still slightly optimistic: the pseudo-labels "
+            "came from models that had seen every labelled file. The test scores are the fair comparison.", ""]
+    lines += [f"Plots of the final result (`{final}`): [out-of-fold](report/report.md)"
+              + (" and [test](report/test/report.md)" if has_test else "") + ".", ""]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- entry point
+def run_experiment(
+    recipe: Union[Recipe, PathLike, Mapping[str, Any]],
+    out_dir: PathLike,
+    *,
+    resume: bool = True,
+    verbose: bool = True,
+    workers: int = 1,
+) -> ExperimentResult:
+    """Run a recipe: render, train every model, predict, stack, blend, pseudo-label, report.
+
+    Each distinct render config is rendered once (``OUT/caches/<hash>/``);
+    each model is cross-validated with :func:`specimg.training.train_cv`
+    into ``OUT/models/<name>/`` and predicts the test set with its fold
+    ensemble and flip TTA; the stackers are scored by an inner
+    cross-validation grouped by the outer folds and blended; with
+    pseudo-labelling, confident test predictions join the training set of a
+    new round (``OUT/round2/``), never as validation files. Every step
+    records the fingerprint of its inputs and is skipped when they did not
+    change, so running the same recipe again after a crash or an edit redoes
+    only what is needed.
+
+    Parameters
+    ----------
+    recipe : Recipe, path or mapping
+        See :func:`load_recipe`.
+    out_dir : path
+        The experiment folder.
+    resume : bool
+        False reruns every step (models are retrained from scratch; complete
+        image caches of the same config are kept, their images are
+        deterministic).
+    verbose : bool
+        Progress bars and one line per step.
+    workers : int
+        Processes rendering audio.
+
+    Returns
+    -------
+    result : ExperimentResult
+
+    Examples
+    --------
+    >>> res = run_experiment("examples/recipes/music_genre_quick.yaml", "runs/quick")  # doctest: +SKIP
+    >>> print(res.table.to_string())  # doctest: +SKIP
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ParameterError(f"The 'workers' parameter of run_experiment must be an int >= 1. Got {workers!r}.")
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    runner = _Runner(recipe, out, resume=resume, verbose=verbose, workers=workers)
+    recipe_json = json.dumps(recipe.to_dict(), indent=2, default=str)
+    if not (out / "recipe.json").is_file() or (out / "recipe.json").read_text(encoding="utf-8") != recipe_json:
+        atomic_text(out / "recipe.json", recipe_json)
+
+    data = _prepare_data(recipe, out)
+    train_caches, test_caches = runner.render(data)
+    classes = list(next(iter(train_caches.values())).classes)
+    rounds: List[Tuple[int, Dict[str, Path]]] = [(1, runner.run_round(1, out, train_caches, test_caches, data))]
+    pseudo_info: List[str] = []
+    if recipe.pseudo.enabled:
+        for rnd in range(2, recipe.pseudo.rounds + 2):
+            merged = runner.pseudo_round(rnd, rounds[-1][1], train_caches, test_caches, data)
+            picked = pd.read_csv(out / f"round{rnd}" / "pseudo_labels.csv", dtype=str, keep_default_na=False)
+            msg = (f"round {rnd}: {len(picked)} of {len(data.test_table)} test files reached confidence >= "
+                   f"{recipe.pseudo.threshold} in `{recipe.pseudo.source}` of round {rnd - 1}")
+            if len(picked) and "true_label" in picked.columns:
+                msg += f"; {np.mean(picked['label'] == picked['true_label']):.4f} of these pseudo-labels are correct"
+            if merged is None:
+                pseudo_info.append(msg + f"; round {rnd} was not run (lower pseudo.threshold to pseudo-label some)")
+                break
+            pseudo_info.append(msg)
+            shared = _shared_groups(recipe, data)
+            if shared:
+                pseudo_info.append(
+                    f"**Caveat**: the test set shares {len(shared)} `{recipe.data.group_column}` value(s) with the "
+                    f"training set (e.g. {', '.join(map(str, shared[:3]))}). Pseudo-labelled files join every "
+                    "training split, so in round "
+                    f"{rnd} a validation {recipe.data.group_column} is also trained on through its pseudo-labelled "
+                    f"test files: the out-of-fold scores of round {rnd} are optimistic and not comparable with "
+                    "round 1. Compare the rounds on the test scores.")
+            rounds.append((rnd, runner.run_round(rnd, out / f"round{rnd}", merged, test_caches, data)))
+
+    rows = [r for rnd, dirs in rounds for r in _round_rows(rnd, recipe, dirs)]
+    table = pd.DataFrame(rows)
+    last_rnd, last = rounds[-1]
+    final_key = "blend" if "blend" in last else (
+        [m for m in recipe.stacking.methods if m in last][-1] if recipe.stacking.methods else None)
+    final = f"round{last_rnd}/{final_key or 'mean of models'}"
+    step = "report"
+    inputs = sorted(out.glob("**/oof_files.csv")) + sorted(out.glob("**/test_files.csv"))
+    inputs = [p for p in inputs if "fold_" not in p.parent.name]
+    fp = fingerprint({"table": table.to_csv(index=False), "inputs": [file_digest(p) for p in inputs],
+                      "final": final})
+    outputs = [out / "report.md", out / "report.csv", out / "report" / "report.md"]
+    if not runner.steps.is_done(step, fp, outputs):
+        runner.steps.start(step)
+        _write_final_report(out, recipe, last, final_key, final)
+        atomic_csv(table, out / "report.csv")
+        atomic_text(out / "report.md", _markdown(recipe, table, data, classes, pseudo_info, final))
+        runner.steps.mark(step, fp, outputs)
+    if verbose:
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"), file=sys.stderr)
+        print(f"report: {out / 'report.md'}", file=sys.stderr)
+    return ExperimentResult(out_dir=out, table=table, report=out / "report.md", steps=dict(runner.steps.log),
+                            final=final)
+
+
+def _write_final_report(out: Path, recipe: Recipe, dirs: Mapping[str, Path], key: Optional[str], final: str) -> None:
+    from ..predict import write_report
+    from ..predict.aggregate import read_predictions
+    from ..stacking import align_runs
+
+    def load(name: str) -> Optional[Tuple[List[str], np.ndarray, np.ndarray, List[str]]]:
+        if key is not None:
+            csv = dirs[key] / name
+            if not csv.is_file():
+                return None
+            frame, classes, probs = read_predictions(csv)
+            if "label" not in frame.columns or any(v is None for v in frame["label"]):
+                return None
+            return frame["path"].tolist(), frame["label"].astype(str).to_numpy(), probs, classes
+        files = [dirs[m.name] / name for m in recipe.models]
+        if not all(f.is_file() for f in files):
+            return None
+        paths, X, y, classes, _ = align_runs(files, require_folds=False)
+        return (paths, y, X.mean(axis=1), classes) if y is not None else None
+
+    oof = load("oof_files.csv")
+    if oof is not None:
+        write_report(out / "report", oof[1], oof[2], oof[3], paths=oof[0],
+                     title=f"{recipe.name}: out-of-fold predictions of {final}", extra={"result": final})
+    test = load("test_files.csv")
+    if test is not None:
+        write_report(out / "report" / "test", test[1], test[2], test[3], paths=test[0],
+                     title=f"{recipe.name}: test predictions of {final}", extra={"result": final})

@@ -1,0 +1,156 @@
+"""Resumable steps: atomic writes, fingerprints of inputs, and a record of what ran or was skipped.
+
+Every step of an experiment writes its outputs atomically and then a small
+``OUT/steps/<step>.json`` holding the fingerprint of its inputs (configs,
+digests of the files it read). A step whose record matches the fingerprint of
+its current inputs, and whose outputs all exist, is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Union
+
+import pandas as pd
+
+__all__ = ["Steps", "fingerprint", "file_digest", "atomic_text", "atomic_csv", "table_digest"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def _tmp_beside(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    return Path(tmp)
+
+
+def atomic_text(path: PathLike, text: str) -> None:
+    """Write a text file atomically (temporary file beside it, then rename)."""
+    path = Path(path)
+    tmp = _tmp_beside(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_csv(frame: pd.DataFrame, path: PathLike) -> None:
+    """Write a DataFrame as CSV (no index) atomically."""
+    path = Path(path)
+    tmp = _tmp_beside(path)
+    try:
+        frame.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def fingerprint(obj: Any) -> str:
+    """A short stable digest of a JSON-serialisable object (keys sorted)."""
+    payload = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha1(payload.encode("utf-8")).hexdigest()[:16]
+
+
+def file_digest(path: PathLike) -> str:
+    """SHA-1 of a (small) file's bytes; ``'missing'`` when it does not exist."""
+    p = Path(path)
+    if not p.is_file():
+        return "missing"
+    h = hashlib.sha1()
+    with open(p, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def file_stat(path: PathLike) -> List[int]:
+    """``[size, mtime_ns]`` of a (large) file, a cheap stand-in for its content."""
+    st = Path(path).stat()
+    return [int(st.st_size), int(st.st_mtime_ns)]
+
+
+def table_digest(table: pd.DataFrame) -> str:
+    """Digest of an input table and of the size and modification time of every audio file it lists."""
+    h = hashlib.sha1()
+    h.update(table.drop(columns=["abspath"], errors="ignore").to_csv(index=False).encode("utf-8"))
+    if "abspath" in table.columns:
+        for p in table["abspath"]:
+            try:
+                st = os.stat(p)
+                h.update(f"{p}\t{st.st_size}\t{st.st_mtime_ns}\n".encode("utf-8"))
+            except OSError:
+                h.update(f"{p}\tmissing\n".encode("utf-8"))
+    return h.hexdigest()[:16]
+
+
+class Steps:
+    """The step records of one experiment folder.
+
+    Parameters
+    ----------
+    root : path
+        The experiment folder; records live in ``root/steps/``.
+    resume : bool
+        If False, every step runs again whatever its record says.
+    verbose : bool
+        Print one line per step (ran / skipped) to stderr.
+
+    Attributes
+    ----------
+    log : dict[str, str]
+        ``step id -> 'ran' | 'skipped'`` in the order the steps were met.
+    """
+
+    def __init__(self, root: PathLike, *, resume: bool = True, verbose: bool = True) -> None:
+        self.root = Path(root)
+        self.dir = self.root / "steps"
+        self.resume = resume
+        self.verbose = verbose
+        self.log: Dict[str, str] = {}
+
+    def _path(self, step: str) -> Path:
+        return self.dir / (step.replace("/", "__") + ".json")
+
+    def record(self, step: str) -> Optional[Dict[str, Any]]:
+        """The stored record of a step, or None."""
+        p = self._path(step)
+        if not p.is_file():
+            return None
+        try:
+            return json.loads(p.read_text(encoding="utf-8"))
+        except ValueError:
+            return None
+
+    def is_done(self, step: str, fp: str, outputs: Iterable[PathLike] = ()) -> bool:
+        """True (and logged as skipped) when the record matches ``fp`` and every output exists."""
+        if not self.resume:
+            return False
+        rec = self.record(step)
+        if rec is None or rec.get("fingerprint") != fp:
+            return False
+        if not all(Path(o).exists() for o in outputs):
+            return False
+        self.log[step] = "skipped"
+        if self.verbose:
+            print(f"[skip] {step} (inputs unchanged)", file=sys.stderr)
+        return True
+
+    def start(self, step: str) -> None:
+        """Announce a step that is about to run."""
+        if self.verbose:
+            print(f"[run ] {step}", file=sys.stderr)
+
+    def mark(self, step: str, fp: str, outputs: Iterable[PathLike] = (), **info: Any) -> None:
+        """Record a finished step (written last, atomically)."""
+        rec = {"step": step, "fingerprint": fp, "outputs": [str(o) for o in outputs],
+               "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
+        atomic_text(self._path(step), json.dumps(rec, indent=2, default=str))
+        self.log[step] = "ran"
