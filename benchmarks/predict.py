@@ -72,24 +72,33 @@ def files_per_second(pred, source, repeats: int) -> float:
     return float(np.median(rates))
 
 
-def oof_by_speaker(run: Path, tta: str, aggregate: str) -> pd.Series:
-    """Each fold model predicts its own held-out files (from the run's cache)."""
-    from specimg.predict import Predictor
+def oof_by_speaker(run: Path, tta: str) -> dict:
+    """Each fold model predicts only the files of the speaker it never saw; returns accuracy per aggregation."""
+    from specimg.predict import Predictor, aggregate_segments
     from specimg.spectrogram import ImageCache
 
     meta = json.loads((run / "config.json").read_text())
     cache = ImageCache.open(meta["cache"])
     folds = pd.read_csv(run / "folds.csv", dtype={"path": str, "label": str})
-    parts = []
-    for k in sorted(folds["fold"].unique()):
-        pred = Predictor.from_run(run, folds=[int(k)], tta=tta, aggregate=aggregate, device="cpu")
-        res = pred.predict(cache, progress=False).files
-        held = set(folds.loc[folds["fold"] == k, "path"])
-        parts.append(res[res["path"].isin(held)])
-    res = pd.concat(parts)
-    speaker = res["path"].map(dict(zip(cache.files["path"], cache.files["speaker"])))
-    correct = (res["label"].astype(str) == res["prediction"].astype(str))
-    return correct.groupby(speaker).mean()
+    fold_of = dict(zip(folds["path"], folds["fold"]))
+    files = cache.files.assign(fold=cache.files["path"].map(fold_of))
+    segs = []
+    for k in sorted(int(p.parent.name[5:]) for p in run.glob("fold_*/best.pt")):
+        held = files[files["fold"] == k]
+        table = pd.DataFrame({"path": held["abspath"], "label": held["label"]})
+        res = Predictor.from_run(run, folds=[k], tta=tta, device="cpu").predict(table, segments=True, progress=False)
+        segs.append(res.segments)
+    seg = pd.concat(segs, ignore_index=True)
+    cols = [c for c in seg.columns if c.startswith("prob_")]
+    classes = np.array([c[5:] for c in cols], dtype=object)
+    truth = dict(zip(files["abspath"], files["label"]))
+    speaker = dict(zip(files["abspath"], files["speaker"]))
+    out = {}
+    for agg in ("mean", "max", "gmean"):
+        paths, probs = aggregate_segments(seg[cols].to_numpy(), seg["path"].to_numpy(), method=agg)
+        correct = pd.Series(classes[probs.argmax(1)] == np.array([truth[p] for p in paths]))
+        out[agg] = correct.groupby(np.array([speaker[p] for p in paths])).mean()
+    return out
 
 
 MEM_CHILD = r"""
@@ -133,8 +142,8 @@ def main() -> None:
         # 2. quality: TTA and aggregation, per held-out speaker
         table = {}
         for tta in ("none", "flip"):
-            for agg in ("mean", "max", "gmean"):
-                table[f"tta={tta} {agg}"] = oof_by_speaker(run, tta, agg)
+            for agg, acc in oof_by_speaker(run, tta).items():
+                table[f"tta={tta} {agg}"] = acc
         df = pd.DataFrame(table).T
         df["mean"] = df.mean(axis=1)
         print("\nout-of-fold file accuracy per held-out speaker")
