@@ -12,45 +12,18 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Union
 
 import pandas as pd
 
+from .._io import atomic_write_csv as atomic_csv
+from .._io import atomic_write_text as atomic_text
+
 __all__ = ["Steps", "fingerprint", "file_digest", "atomic_text", "atomic_csv", "table_digest"]
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-
-def _tmp_beside(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    return Path(tmp)
-
-
-def atomic_text(path: PathLike, text: str) -> None:
-    """Write a text file atomically (temporary file beside it, then rename)."""
-    path = Path(path)
-    tmp = _tmp_beside(path)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_csv(frame: pd.DataFrame, path: PathLike) -> None:
-    """Write a DataFrame as CSV (no index) atomically."""
-    path = Path(path)
-    tmp = _tmp_beside(path)
-    try:
-        frame.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def fingerprint(obj: Any) -> str:

@@ -21,14 +21,18 @@ import json
 import os
 import shutil
 import sys
-import tempfile
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
 
+from .._io import atomic_save_npy as _atomic_npy
+from .._io import atomic_write_csv as _atomic_csv
+from .._io import atomic_write_text
+from .._io import config_diff as _config_diff
+from .._io import tmp_beside as _tmp_beside
 from ..audio import audio_duration, read_table, sort_labels
 from ..config import CACHE_FORMAT_VERSION, RenderConfig
 from ..exceptions import AudioError, DataError, ParameterError, SpecimgError
@@ -37,43 +41,6 @@ from ._image import render_file
 __all__ = ["ImageCache", "render_dataset", "atomic_write_text"]
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-
-# --------------------------------------------------------------------------- atomic writes
-def _tmp_beside(path: Path, suffix: str = "") -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix + ".tmp")
-    os.close(fd)
-    return Path(tmp)
-
-
-def atomic_write_text(path: PathLike, text: str) -> None:
-    """Write a text file atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    tmp = _tmp_beside(path)
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
-    tmp = _tmp_beside(path)
-    try:
-        df.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _atomic_npy(arr: np.ndarray, path: Path) -> None:
-    tmp = _tmp_beside(path, ".npy")
-    try:
-        with open(tmp, "wb") as fh:
-            np.save(fh, arr)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- the cache
@@ -263,17 +230,6 @@ def _render_job(abspath: str, path: str, label: Optional[str], config_dict: Dict
     meta = {"path": path, "label": label, "duration": duration, "bounds": bounds.tolist()}
     atomic_write_text(shard / f"{key}.json", json.dumps(meta))  # written last: marks the shard complete
     return {"ok": True, "path": path}
-
-
-def _config_diff(old: Dict[str, Any], new: Dict[str, Any], prefix: str = "") -> List[str]:
-    out = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _config_diff(a, b, f"{prefix}{k}.")
-        elif a != b:
-            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
-    return out
 
 
 def _validate_against_data(table: pd.DataFrame, config: RenderConfig) -> None:

@@ -19,8 +19,11 @@ from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 
 from ..config import RenderConfig, TrainConfig
+from .._io import atomic_write_csv as _atomic_csv
+from .._io import atomic_write_text as _atomic_text
+from .._io import config_diff
 from ..data import SegmentDataset, pseudo_leaks, cache_targets, file_folds, spectrogram_transforms
-from ..exceptions import DataError, ParameterError
+from ..exceptions import ParameterError
 from ._callbacks import Callback
 from ._losses import aggregate_files
 from ._trainer import FitResult, Trainer
@@ -87,18 +90,6 @@ def _fold_seed(seed: int, fold: int) -> int:
     return int(np.random.SeedSequence([seed, 1000 + fold]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-
-
 def _check_backbone(config: TrainConfig) -> nn.Module:
     """Build the backbone once (2 classes) so that a bad name, weights source or option fails before any work."""
     from ..models import create_backbone
@@ -141,17 +132,6 @@ def _data_hash(files: pd.DataFrame, folds: np.ndarray, group_column: Optional[st
     for p, lab, g, n, f in zip(files["path"], files["label"], groups, files["n_segments"], folds):
         h.update(f"{p}\t{lab}\t{g}\t{n}\t{f}\n".encode())
     return h.hexdigest()[:16]
-
-
-def _diff(old: Dict[str, Any], new: Dict[str, Any], prefix: str = "") -> List[str]:
-    out = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _diff(a, b, f"{prefix}{k}.")
-        elif a != b:
-            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
-    return out
 
 
 def _fold_done(fold_dir: Path, fingerprint: str) -> bool:
@@ -294,7 +274,7 @@ def train_cv(
             old_ident = {"train": TrainConfig.from_dict(old["train"]).result_dict() if "train" in old else {},
                          "render": old.get("render", {}), "classes": old.get("classes"),
                          "data_hash": old.get("data_hash")}
-            diff = _diff(old_ident, ident) or ["unreadable config.json"]
+            diff = config_diff(old_ident, ident) or ["unreadable config.json"]
             if resume:
                 raise ParameterError(
                     f"{str(run)!r} holds a run with another config or data ({'; '.join(diff[:6])}). Write to "
