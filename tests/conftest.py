@@ -15,6 +15,17 @@ FSDD = Path(os.environ.get("SPECIMG_FSDD", Path(__file__).resolve().parents[2] /
 
 
 @pytest.fixture
+def one_thread():
+    """Run a test with one torch thread (tiny models are faster so on 2 shared cores)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(0)
 

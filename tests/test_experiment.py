@@ -44,12 +44,7 @@ with warnings.catch_warnings():
     register_backbone(NET, TinyNet)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small models: one thread is faster on 2 cores
 
 
 @pytest.fixture(scope="module")

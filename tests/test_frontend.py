@@ -29,12 +29,7 @@ from specimg.spectrogram._frontend import SpectrogramFrontend
 SR = 8000
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small models: one thread is faster on 2 cores
 
 
 def render_config(seconds=1.0, **spec) -> RenderConfig:

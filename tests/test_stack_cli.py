@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from specimg.audio import read_table
 from specimg.data import file_folds, pseudo_mask
@@ -22,12 +21,7 @@ N_FILES = 90
 NOISE = (0.7, 1.4, 2.5)  # model 0 is the best, model 2 the worst
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small models: one thread is faster on 2 cores
 
 
 def _softmax(z):

@@ -7,7 +7,6 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from sklearn.base import clone
 
 from specimg.exceptions import DataError, NotFittedError, ParameterError
@@ -25,12 +24,7 @@ from specimg.stacking import (
 CLASSES = ["0", "1", "2", "3"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small models: one thread is faster on 2 cores
 
 
 def _softmax(z):
