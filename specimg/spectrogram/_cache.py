@@ -407,10 +407,10 @@ def _collect(res: Dict[str, Any], errors: Dict[str, str], strict: bool) -> None:
 def _write_reused_pngs(cache: ImageCache, reuse: Dict[str, int]) -> None:
     from PIL import Image
 
-    seg = cache.segments
+    rows_of = cache.segments.groupby("file_id").indices  # file_id -> image rows, one pass
     for _, row in cache.files.iterrows():
         folder = cache.root / "png" / (row["label"] if row["label"] is not None else "unlabelled")
-        rows = np.flatnonzero(seg["file_id"].to_numpy() == row["file_id"])
+        rows = rows_of.get(row["file_id"], [])
         for i, r in enumerate(rows):
             target = folder / _png_name(row["path"], i)
             if not target.exists():
@@ -424,7 +424,7 @@ def _consolidate(root: Path, table: pd.DataFrame, config: RenderConfig, shard_di
     h, w = config.spectrogram.image_size
     plan = []  # (table row, source, meta)
     if previous is not None:
-        prev_rows = {fid: np.flatnonzero(previous.segments["file_id"].to_numpy() == fid) for fid in reuse.values()}
+        prev_rows = previous.segments.groupby("file_id").indices  # file_id -> image rows, one pass
         prev_files = previous.files.set_index("path")
     for i, path in enumerate(table["path"]):
         if path in errors:
