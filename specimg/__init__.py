@@ -41,6 +41,7 @@ _EXPORTS: Dict[str, str] = {
     # spectrogram
     "render_file": "spectrogram",
     "render_signal": "spectrogram",
+    "signal_windows": "spectrogram",
     "render_dataset": "spectrogram",
     "ImageCache": "spectrogram",
     "SpectrogramFrontend": "spectrogram",

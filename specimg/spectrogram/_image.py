@@ -11,7 +11,7 @@ from ..audio import load_audio, pad_audio, segment_bounds
 from ..config import RenderConfig, SpectrogramConfig
 from ..exceptions import AudioError
 
-__all__ = ["feature_matrix", "to_images", "render_file", "render_signal"]
+__all__ = ["feature_matrix", "to_images", "render_file", "render_signal", "signal_windows"]
 
 
 def feature_matrix(y: np.ndarray, *, sr: int, config: SpectrogramConfig) -> np.ndarray:
@@ -141,6 +141,14 @@ def render_signal(
     bounds : np.ndarray [shape=(n_windows, 2), dtype=float64]
         ``[start, end)`` of each window in seconds, on the padded signal.
     """
+    y, bounds, frames = _window_plan(y, config=config, label=label, path=path)
+    F = feature_matrix(y, sr=config.audio.sample_rate, config=config.spectrogram)
+    return to_images(F, frames, config=config.spectrogram), bounds / float(config.audio.sample_rate)
+
+
+def _window_plan(y: np.ndarray, *, config: RenderConfig, label: Optional[str], path: str
+                 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pad a signal and plan its windows: (padded y, [start, end) samples, [first, last) STFT frames)."""
     sr = config.audio.sample_rate
     seg, spec = config.segment, config.spectrogram
     y = pad_audio(y, length=config.min_samples, mode=config.audio.pad_mode)
@@ -149,12 +157,61 @@ def render_signal(
         raise AudioError(path, f"lasts {len(y) / sr:.3f} s, shorter than one {seg.seconds} s window, and padding is "
                                "off. Use pad_mode 'tile' or 'zero', or a shorter window.")
     bounds = segment_bounds(len(y), sr=sr, seconds=seg.seconds, hop=seg.hop_for(label), last=seg.last)
-    F = feature_matrix(y, sr=sr, config=spec)
+    n_frames = 1 + len(y) // spec.hop_length  # librosa.stft with center=True
     n_win_frames = max(1, int(round(win / spec.hop_length)))
     first = np.round(bounds[:, 0] / spec.hop_length).astype(np.int64)
-    first = np.clip(first, 0, max(F.shape[1] - n_win_frames, 0))
-    frames = np.stack([first, first + n_win_frames], axis=1)
-    return to_images(F, frames, config=spec), bounds / float(sr)
+    first = np.clip(first, 0, max(n_frames - n_win_frames, 0))
+    return y, bounds, np.stack([first, first + n_win_frames], axis=1)
+
+
+def signal_windows(
+    y: np.ndarray, *, config: RenderConfig, label: Optional[str] = None, path: str = "<array>"
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cut a loaded signal into the waveform windows whose images :func:`render_signal` draws.
+
+    The input of :class:`~specimg.spectrogram.SpectrogramFrontend`: the signal
+    is padded like :func:`render_signal` does, and each window starts on the
+    STFT frame the cached path slices for it (a window start rounded to a
+    whole ``hop_length``), so that the front end's images of these windows,
+    with the padded signal's :meth:`~specimg.spectrogram.SpectrogramFrontend.reference`,
+    match the cached images except in the few columns at each window edge.
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(n,)]
+        Audio at ``config.audio.sample_rate``.
+    config : RenderConfig
+    label : str or None
+        Chooses the hop (``config.segment.class_hop``).
+    path : str
+        For error messages.
+
+    Returns
+    -------
+    windows : np.ndarray [shape=(n_windows, round(seconds * sample_rate)), dtype=float32]
+        Zero-padded at the end when the last window passes the signal's end
+        by a fraction of a hop.
+    bounds : np.ndarray [shape=(n_windows, 2), dtype=float64]
+        ``[start, end)`` of each window in seconds (as :func:`render_signal`).
+    padded : np.ndarray [shape=(m,), dtype=float32]
+        The padded signal (for the dB reference).
+
+    Examples
+    --------
+    >>> from specimg.config import AudioConfig, RenderConfig, SegmentConfig
+    >>> cfg = RenderConfig(audio=AudioConfig(sample_rate=8000), segment=SegmentConfig(seconds=1.0, hop=0.5))
+    >>> windows, bounds, padded = signal_windows(np.zeros(20000, np.float32), config=cfg)
+    >>> windows.shape, bounds[:, 0].tolist()
+    ((4, 8000), [0.0, 0.5, 1.0, 1.5])
+    """
+    sr = config.audio.sample_rate
+    y, bounds, frames = _window_plan(np.asarray(y, dtype=np.float32), config=config, label=label, path=path)
+    win = int(round(config.segment.seconds * sr))
+    starts = frames[:, 0] * config.spectrogram.hop_length  # (n_windows,) samples
+    need = int(starts.max()) + win if len(starts) else win
+    padded = y if need <= len(y) else np.concatenate([y, np.zeros(need - len(y), dtype=y.dtype)])
+    idx = starts[:, None] + np.arange(win)[None, :]  # (n_windows, win)
+    return np.ascontiguousarray(padded[idx], dtype=np.float32), bounds / float(sr), y
 
 
 def render_file(path: str, *, config: RenderConfig, label: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray, float]:
