@@ -431,6 +431,14 @@ class TrainConfig(_Config):
         Test-time augmentation of the validation and out-of-fold
         predictions: ``'flip'`` averages the probabilities of a window and of
         its horizontal flip.
+    frontend : {'cpu', 'gpu'}
+        Where audio becomes images. ``'cpu'``: rendered once on the CPU
+        into an image cache (:func:`~specimg.spectrogram.render_dataset`)
+        that every epoch reads. ``'gpu'``: no image files; each batch of
+        waveform windows is turned into images on the training device by
+        :class:`~specimg.spectrogram.SpectrogramFrontend` (the same images
+        to +-1 pixel level), then augmented there. On a machine without a
+        GPU, ``'gpu'`` runs the same front end on the CPU.
 
     Examples
     --------
@@ -474,6 +482,7 @@ class TrainConfig(_Config):
     num_workers: Optional[int] = None
     seed: int = 0
     tta: Literal["flip", "none"] = "flip"
+    frontend: Literal["cpu", "gpu"] = "cpu"
 
     #: Fields that change how fast a run goes but not its result; a run may be
     #: resumed after changing them.
@@ -545,6 +554,7 @@ class TrainConfig(_Config):
         _int_in(o, "num_workers", self.num_workers, 0, allow_none=True)
         _int_in(o, "seed", self.seed, 0)
         _choice(o, "tta", self.tta, ("flip", "none"))
+        _choice(o, "frontend", self.frontend, ("cpu", "gpu"))
 
     def result_dict(self) -> dict:
         """:meth:`to_dict` less the fields that do not change the result."""

@@ -4,12 +4,16 @@ from ._dataset import IMAGENET_MEAN as IMAGENET_MEAN
 from ._dataset import IMAGENET_STD as IMAGENET_STD
 from ._dataset import SegmentDataset as SegmentDataset
 from ._dataset import cache_targets as cache_targets
+from ._device import DeviceAugment as DeviceAugment
+from ._device import FrontendPipeline as FrontendPipeline
 from ._folds import file_folds as file_folds
 from ._folds import pseudo_leaks as pseudo_leaks
 from ._folds import pseudo_mask as pseudo_mask
 from ._transforms import spectrogram_transforms as spectrogram_transforms
 
 __all__ = [
+    "DeviceAugment",
+    "FrontendPipeline",
     "SegmentDataset",
     "cache_targets",
     "file_folds",
