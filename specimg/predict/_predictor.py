@@ -1,4 +1,4 @@
-"""Predict files with a trained run: render, fold ensemble, flip TTA, per-file aggregation."""
+"""Predict files with a trained run: CPU render or device front end, fold ensemble, flip TTA, file pooling."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from typing import Any, Dict, Iterator, List, Literal, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as nnf
 from torch import nn
 
-from ..audio import read_table
+from ..audio import load_audio, read_table
 from ..config import RenderConfig
 from ..exceptions import AudioError, DataError, ParameterError, SpecimgError
-from ..spectrogram import ImageCache, render_file, render_signal
+from ..spectrogram import ImageCache, render_file, render_signal, signal_windows
 from .aggregate import aggregate_segments
 
 __all__ = ["Predictor", "PredictionResult", "load_run_models"]
@@ -26,6 +27,7 @@ __all__ = ["Predictor", "PredictionResult", "load_run_models"]
 PathLike = Union[str, "os.PathLike[str]"]
 TTA = Literal["flip", "none"]
 Aggregate = Literal["mean", "max", "gmean"]
+Frontend = Literal["cpu", "gpu"]
 
 
 def _resolve_device(device: str) -> torch.device:
@@ -146,6 +148,32 @@ class Predictor:
     tta : {'flip', 'none'}
     aggregate : {'mean', 'max', 'gmean'}
     batch_size : int
+        Windows per forward pass.
+    frontend : {'cpu', 'gpu'}
+        How audio becomes model input. ``'cpu'``: images rendered with
+        librosa and PIL (:func:`~specimg.spectrogram.render_file`), resized
+        to ``input_size`` like the cached training path. ``'gpu'``: waveform
+        windows (:func:`~specimg.spectrogram.signal_windows`, each with its
+        file's dB reference) go through
+        :class:`~specimg.data.FrontendPipeline` on ``device`` (a CUDA GPU or
+        the CPU), exactly the input of a run trained with
+        ``TrainConfig(frontend='gpu')``; no image is rendered on the CPU.
+
+    Notes
+    -----
+    The two front ends give the same files, windows and bounds. Their images
+    agree to +-1 in a few pixels on one-window files; on longer files the
+    device front end sees each window alone, so the 2-3 image columns at
+    each window edge differ from the cached ones (see
+    :class:`~specimg.spectrogram.SpectrogramFrontend`), and a resize to
+    ``input_size`` is bilinear on floats instead of albumentations' on uint8.
+    Predict with the front end the run was trained with
+    (``Predictor.from_run(..., frontend='auto')``).
+
+    An :class:`~specimg.spectrogram.ImageCache` input already holds its
+    images, so no front end runs for it; with ``frontend='gpu'`` they are
+    resized and normalised as :class:`~specimg.data.FrontendPipeline` does
+    (see :meth:`predict_images`).
 
     Examples
     --------
@@ -156,7 +184,12 @@ class Predictor:
 
     def __init__(self, models: Sequence[nn.Module], *, classes: Sequence[str], render_config: RenderConfig,
                  mean: Sequence[float], std: Sequence[float], input_size: Sequence[int], device: str = "auto",
-                 tta: TTA = "flip", aggregate: Aggregate = "mean", batch_size: int = 64) -> None:
+                 tta: TTA = "flip", aggregate: Aggregate = "mean", batch_size: int = 64,
+                 frontend: Frontend = "cpu") -> None:
+        if frontend not in ("cpu", "gpu"):
+            raise ParameterError(f"The 'frontend' parameter of Predictor must be 'cpu' (render images with librosa "
+                                 f"and PIL) or 'gpu' (the torch front end on the predictor's device). Got "
+                                 f"{frontend!r}.")
         if tta not in ("flip", "none"):
             raise ParameterError(f"The 'tta' option must be 'flip' or 'none'. Got {tta!r}.")
         if aggregate not in ("mean", "max", "gmean"):
@@ -182,23 +215,87 @@ class Predictor:
         self._resize = spectrogram_transforms(train=False, image_size=self.input_hw,
                                               cache_size=tuple(render_config.spectrogram.image_size))
         self.amp_dtype = torch.bfloat16 if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+        self.frontend = frontend
+        self.pipeline = None
+        if frontend == "gpu":
+            from ..data import FrontendPipeline
+
+            self.pipeline = FrontendPipeline(render_config, image_size=self.input_hw, mean=mean,
+                                             std=std).to(self.device).eval()
 
     @classmethod
     def from_run(cls, run: PathLike, *, folds: Union[str, int, Sequence[int]] = "all", device: str = "auto",
-                 tta: TTA = "flip", aggregate: Aggregate = "mean", batch_size: int = 64) -> "Predictor":
-        """Load a run folder's fold models (see :func:`load_run_models`)."""
+                 tta: TTA = "flip", aggregate: Aggregate = "mean", batch_size: int = 64,
+                 frontend: Literal["auto", "cpu", "gpu"] = "auto") -> "Predictor":
+        """Load a run folder's fold models (see :func:`load_run_models`).
+
+        Parameters
+        ----------
+        run : path
+            A folder written by :func:`specimg.training.train_cv`.
+        folds, device, tta, aggregate, batch_size
+            As for :class:`Predictor` and :func:`load_run_models`.
+        frontend : {'auto', 'cpu', 'gpu'}
+            ``'auto'``: the front end the run was trained with (its
+            ``config.json["train"]["frontend"]``; ``'cpu'`` for runs from
+            before the option existed).
+
+        Returns
+        -------
+        predictor : Predictor
+            With ``run_meta``, the run's config plus the loaded folds.
+        """
+        if frontend not in ("auto", "cpu", "gpu"):
+            raise ParameterError(f"The 'frontend' parameter of Predictor.from_run must be 'auto' (the run's own), "
+                                 f"'cpu' or 'gpu'. Got {frontend!r}.")
         dev = _resolve_device(device)
         models, meta = load_run_models(run, folds=folds, device=dev)
+        chosen = meta["train"].get("frontend", "cpu") if frontend == "auto" else frontend
         pred = cls(models, classes=meta["classes"], render_config=RenderConfig.from_dict(meta["render"]),
                    mean=meta["mean"], std=meta["std"], input_size=meta["input_size"], device=str(dev), tta=tta,
-                   aggregate=aggregate, batch_size=batch_size)
+                   aggregate=aggregate, batch_size=batch_size, frontend=chosen)
         pred.run_meta = meta
         return pred
 
     # ------------------------------------------------------------------ arrays
     @torch.no_grad()
+    def _ensemble(self, x: torch.Tensor) -> torch.Tensor:
+        """Probabilities of normalised model input, averaged over flips and fold models.
+
+        Parameters
+        ----------
+        x : torch.Tensor [shape=(B, 3, H, W), dtype=float32]
+            On ``self.device``.
+
+        Returns
+        -------
+        probs : torch.Tensor [shape=(B, n_classes), dtype=float32]
+            On ``self.device``.
+        """
+        n = len(x)
+        if self.tta == "flip":
+            x = torch.cat([x, x.flip(3)])  # (2B, 3, H, W)
+        p = torch.zeros(n, len(self.classes), device=self.device)
+        for model in self.models:
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                enabled=self.amp_dtype is not None):
+                logits = model(x)  # (B or 2B, n_classes)
+            q = logits.float().softmax(1)
+            if self.tta == "flip":
+                q = 0.5 * (q[:n] + q[n:])  # (B, n_classes)
+            p += q
+        return p / len(self.models)
+
+    @torch.no_grad()
     def predict_images(self, images: np.ndarray) -> np.ndarray:
         """Window probabilities of cached-style images.
+
+        With ``frontend='cpu'`` the images are resized to ``input_size`` by
+        the albumentations evaluation pipeline (as the cached training path
+        does); with ``frontend='gpu'`` as :class:`~specimg.data.FrontendPipeline`
+        resizes its own images (bilinear with anti-aliasing on floats in
+        [0, 1]), so a run trained on the device front end sees the resize it
+        was trained with.
 
         Parameters
         ----------
@@ -216,49 +313,107 @@ class Predictor:
         out = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start:start + self.batch_size]
-            if self._resize is not None:
-                chunk = np.stack([self._resize(image=im)["image"] for im in chunk])
-            x = torch.from_numpy(np.array(chunk, copy=True, order="C")).to(self.device).permute(0, 3, 1, 2).float()
-            x = x * self._scale + self._bias  # (B, 3, H, W)
-            if self.tta == "flip":
-                x = torch.cat([x, x.flip(3)])  # (2B, 3, H, W)
-            p = torch.zeros(len(chunk), len(self.classes), device=self.device)
-            for model in self.models:
-                with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                                    enabled=self.amp_dtype is not None):
-                    logits = model(x)  # (B or 2B, n_classes)
-                q = logits.float().softmax(1)
-                if self.tta == "flip":
-                    q = 0.5 * (q[: len(chunk)] + q[len(chunk):])  # (B, n_classes)
-                p += q
-            out.append((p / len(self.models)).cpu())
+            if self.pipeline is not None:
+                x = torch.from_numpy(np.array(chunk, copy=True, order="C")).to(self.device)
+                x = x.permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, h, w) in [0, 1]
+                if tuple(x.shape[-2:]) != self.pipeline.image_size:  # FrontendPipeline.images' resize
+                    x = nnf.interpolate(x, size=self.pipeline.image_size, mode="bilinear", align_corners=False,
+                                        antialias=True).clamp_(0.0, 1.0)  # (B, 3, H, W)
+                x = (x - self.pipeline.mean) / self.pipeline.std  # (B, 3, H, W)
+            else:
+                if self._resize is not None:
+                    chunk = np.stack([self._resize(image=im)["image"] for im in chunk])
+                x = torch.from_numpy(np.array(chunk, copy=True, order="C")).to(self.device).permute(0, 3, 1, 2)
+                x = x.float() * self._scale + self._bias  # (B, 3, H, W)
+            out.append(self._ensemble(x))
         if not out:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
-        return torch.cat(out).numpy().astype(np.float32)
+        return torch.cat(out).cpu().numpy().astype(np.float32)
+
+    @torch.no_grad()
+    def _frontend_probs(self, items: Sequence[Tuple[np.ndarray, np.ndarray]]) -> List[np.ndarray]:
+        """Window probabilities of several files through the device front end, batched across files.
+
+        Parameters
+        ----------
+        items : sequence of (windows, padded)
+            Per file, :func:`~specimg.spectrogram.signal_windows`' windows
+            [shape=(n_windows, n_samples), float32] and padded signal
+            [shape=(m,)].
+
+        Returns
+        -------
+        probs : list of np.ndarray [shape=(n_windows, n_classes), dtype=float32]
+            One per file, in order.
+        """
+        if self.pipeline is None:
+            raise ParameterError("Waveform windows need Predictor(frontend='gpu'); this predictor renders images "
+                                 "on the CPU (frontend='cpu').")
+        if not items:
+            return []
+        # The dB reference of each file (the maximum of its padded signal's mel power, as the cached path and
+        # training use): files of equal length are stacked into one call (short clips padded to one window are).
+        refs = torch.empty(len(items), dtype=torch.float32, device=self.device)
+        by_length: Dict[int, List[int]] = {}
+        for k, (_, padded) in enumerate(items):
+            by_length.setdefault(len(padded), []).append(k)
+        for ks in by_length.values():
+            signals = torch.from_numpy(np.stack([items[k][1] for k in ks])).to(self.device)  # (n, m)
+            refs[torch.as_tensor(ks, device=self.device)] = self.pipeline.frontend.reference(signals)  # (n,)
+        counts = [len(w) for w, _ in items]
+        ref_w = torch.repeat_interleave(refs, torch.as_tensor(counts, device=self.device))  # (n_windows,)
+        windows = items[0][0] if len(items) == 1 else np.concatenate([w for w, _ in items])  # (n_windows, n)
+        out = []
+        for start in range(0, len(windows), self.batch_size):
+            x = torch.from_numpy(windows[start:start + self.batch_size]).to(self.device)  # (B, n_samples)
+            out.append(self._ensemble(self.pipeline(x, ref_w[start:start + self.batch_size])))  # (B, n_classes)
+        wp = torch.cat(out).cpu().numpy().astype(np.float32)  # (n_windows, n_classes), one copy back
+        return np.split(wp, np.cumsum(counts)[:-1])
 
     def _pool(self, window_probs: np.ndarray) -> np.ndarray:
         _, p = aggregate_segments(window_probs, np.zeros(len(window_probs), dtype=np.int64), method=self.aggregate)
         return p[0]
 
     def predict_signal(self, y: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """Predict a signal at ``render_config.audio.sample_rate``.
+        """Predict a signal at ``render_config.audio.sample_rate`` (with the predictor's ``frontend``).
+
+        Parameters
+        ----------
+        y : np.ndarray [shape=(n,)]
 
         Returns
         -------
         file_probs : np.ndarray [shape=(n_classes,)]
         window_probs : np.ndarray [shape=(n_windows, n_classes)]
         """
-        images, _ = render_signal(np.asarray(y, dtype=np.float32), config=self.render_config)
-        wp = self.predict_images(images)
+        y = np.asarray(y, dtype=np.float32)
+        if self.pipeline is not None:
+            windows, _, padded = signal_windows(y, config=self.render_config)
+            wp = self._frontend_probs([(windows, padded)])[0]
+        else:
+            images, _ = render_signal(y, config=self.render_config)
+            wp = self.predict_images(images)
         return self._pool(wp), wp
 
     def predict_file(self, path: PathLike) -> np.ndarray:
-        """Probabilities of one audio file (any sample rate or length).
+        """Probabilities of one audio file (any sample rate or length), with the predictor's ``frontend``.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
 
         Returns
         -------
         probs : np.ndarray [shape=(n_classes,)]
+
+        Raises
+        ------
+        AudioError
+            A file that cannot be used; the message names it.
         """
+        if self.pipeline is not None:
+            windows, _, padded = _load_windows(str(path), self.render_config)
+            return self._pool(self._frontend_probs([(windows, padded)])[0])
         images, _, _ = render_file(str(path), config=self.render_config)
         return self._pool(self.predict_images(images))
 
@@ -267,11 +422,17 @@ class Predictor:
                 workers: int = 1, progress: bool = True, strict: bool = False) -> PredictionResult:
         """Predict every file of a CSV, class-folder tree, plain folder or image cache.
 
-        Files are rendered with the run's config (resampled to its rate,
+        Files are loaded with the run's config (resampled to its rate,
         looped up to one window, covered to their end) without writing an
         image cache, and streamed: memory does not grow with the number of
-        files. Unreadable files are reported in ``errors``; the rest are
-        predicted.
+        files. With ``frontend='cpu'`` the worker processes render each
+        file's images; with ``frontend='gpu'`` they only decode and resample
+        it into waveform windows, and the windows of several files are
+        rendered and predicted together on the device. Unreadable files are
+        reported in ``errors``; the rest are predicted.
+
+        An image cache is predicted from its images (no front end runs; see
+        :meth:`predict_images` for how each ``frontend`` resizes them).
 
         Parameters
         ----------
@@ -279,7 +440,8 @@ class Predictor:
         segments : bool
             Also return per-window probabilities.
         workers : int
-            Processes rendering audio in parallel.
+            Processes loading (``frontend='gpu'``) or rendering (``'cpu'``)
+            audio in parallel.
         progress : bool
         strict : bool
             Stop at the first bad file.
@@ -300,18 +462,20 @@ class Predictor:
         rows: List[Dict[str, Any]] = []
         seg_rows: List[Dict[str, Any]] = []
         errors: Dict[str, str] = {}
-        pending: List[Tuple[int, np.ndarray, np.ndarray]] = []
+        # (table row, images or waveform windows, bounds, padded signal or None)
+        pending: List[Tuple[int, np.ndarray, np.ndarray, Optional[np.ndarray]]] = []
         n_pending = 0
 
         def flush() -> None:
             nonlocal pending, n_pending
             if not pending:
                 return
-            wp = self.predict_images(np.concatenate([im for _, im, _ in pending]))
-            pos = 0
-            for i, im, bounds in pending:
-                p = wp[pos:pos + len(im)]
-                pos += len(im)
+            if self.pipeline is not None:
+                probs = self._frontend_probs([(w, padded) for _, w, _, padded in pending])
+            else:
+                wp = self.predict_images(np.concatenate([im for _, im, _, _ in pending]))
+                probs = np.split(wp, np.cumsum([len(im) for _, im, _, _ in pending])[:-1])
+            for (i, _, bounds, _), p in zip(pending, probs):
                 rec = {"path": table["path"].iat[i]}
                 if has_labels:
                     rec["label"] = table["label"].iat[i]
@@ -328,14 +492,15 @@ class Predictor:
 
         bar = tqdm(total=len(table), desc="predict", unit="file", disable=not progress, file=sys.stderr)
         try:
-            for i, res in _render_stream(table["abspath"].tolist(), self.render_config, workers):
+            for i, res in _prepare_stream(table["abspath"].tolist(), self.render_config, workers,
+                                          frontend=self.frontend):
                 bar.update(1)
                 if isinstance(res, str):
                     errors[table["path"].iat[i]] = res
                     if strict:
                         raise AudioError(table["path"].iat[i], res + " (stopped by --strict)")
                     continue
-                pending.append((i, res[0], res[1]))
+                pending.append((i, res[0], res[1], res[2] if len(res) > 2 else None))
                 n_pending += len(res[0])
                 if n_pending >= self.batch_size:
                     flush()
@@ -379,9 +544,32 @@ class Predictor:
         return PredictionResult(files=out, segments=seg_df, errors=cache.errors.copy(), classes=list(self.classes))
 
 
-def _render_one(abspath: str, config_dict: Dict[str, Any]) -> Union[str, Tuple[np.ndarray, np.ndarray]]:
+def _load_windows(path: str, config: RenderConfig) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Load a file with the run's audio settings and cut it like the cached path: (windows, bounds, padded)."""
+    a = config.audio
+    y = load_audio(path, sr=a.sample_rate, offset=a.offset, duration=a.duration)
+    windows, bounds, padded = signal_windows(y, config=config, path=path)
+    return windows, bounds, padded
+
+
+Prepared = Union[str, Tuple[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def _prepare_one(abspath: str, config_dict: Dict[str, Any], frontend: str = "cpu") -> Prepared:
+    """One file's model input, or the reason it cannot be predicted.
+
+    Returns
+    -------
+    prepared : (images, bounds), (windows, bounds, padded) or str
+        ``frontend='cpu'``: rendered images [shape=(n_windows, H, W, 3)];
+        ``'gpu'``: waveform windows [shape=(n_windows, n_samples)] and the
+        padded signal; a str: why the file failed.
+    """
     try:
-        images, bounds, _ = render_file(abspath, config=RenderConfig.from_dict(config_dict))
+        config = RenderConfig.from_dict(config_dict)
+        if frontend == "gpu":
+            return _load_windows(abspath, config)
+        images, bounds, _ = render_file(abspath, config=config)
     except AudioError as exc:
         return exc.reason
     except SpecimgError as exc:
@@ -391,13 +579,13 @@ def _render_one(abspath: str, config_dict: Dict[str, Any]) -> Union[str, Tuple[n
     return images, bounds
 
 
-def _render_stream(paths: List[str], config: RenderConfig, workers: int
-                   ) -> Iterator[Tuple[int, Union[str, Tuple[np.ndarray, np.ndarray]]]]:
-    """Render files in order, at most ``2 * workers`` in flight (bounded memory)."""
+def _prepare_stream(paths: List[str], config: RenderConfig, workers: int, *, frontend: str = "cpu"
+                    ) -> Iterator[Tuple[int, Prepared]]:
+    """Prepare files in order (:func:`_prepare_one`), at most ``2 * workers`` in flight (bounded memory)."""
     cfg = config.to_dict()
     if workers == 1:
         for i, p in enumerate(paths):
-            yield i, _render_one(p, cfg)
+            yield i, _prepare_one(p, cfg, frontend)
         return
     import librosa  # noqa: F401  imported once, inherited by forked workers
 
@@ -406,7 +594,7 @@ def _render_stream(paths: List[str], config: RenderConfig, workers: int
         nxt = 0
         while nxt < len(paths) or inflight:
             while nxt < len(paths) and len(inflight) < 2 * workers:
-                inflight.append((nxt, pool.submit(_render_one, paths[nxt], cfg)))
+                inflight.append((nxt, pool.submit(_prepare_one, paths[nxt], cfg, frontend)))
                 nxt += 1
             i, fut = inflight.pop(0)
             yield i, fut.result()
