@@ -65,7 +65,7 @@ def read_table(source: Union[str, "os.PathLike[str]", pd.DataFrame]) -> pd.DataF
         no audio.
     """
     if isinstance(source, pd.DataFrame):
-        df, base = source.copy(), Path.cwd()
+        df, base, where = source.copy(), Path.cwd(), "The input table"
         for col in ("path", "label", "group"):
             if col in df.columns:
                 df[col] = df[col].map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
@@ -73,6 +73,7 @@ def read_table(source: Union[str, "os.PathLike[str]", pd.DataFrame]) -> pd.DataF
         src = Path(source)
         if not src.exists():
             raise DataError(f"Input {str(src)!r} does not exist. Give a CSV (path,label[,group]) or a folder of audio.")
+        where = f"The input {str(src)!r}"
         if src.is_dir():
             df, base = _read_folder(src), src
         else:
@@ -83,14 +84,16 @@ def read_table(source: Union[str, "os.PathLike[str]", pd.DataFrame]) -> pd.DataF
                 raise DataError(f"Cannot read {str(src)!r} as a CSV: {exc}") from None
             base = src.parent
     if "path" not in df.columns:
-        raise DataError(f"The input table has no 'path' column (columns: {list(df.columns)}). "
+        raise DataError(f"{where} has no 'path' column (columns: {list(df.columns)}). "
                         "The CSV header must start with path,label[,group].")
     df = df[df["path"].notna()].reset_index(drop=True)
     if df.empty:
-        raise DataError("The input table lists no files.")
+        raise DataError(f"{where} lists no files (it has a header but no rows). Add one row per audio file: "
+                        "path,label[,group].")
     dup = df["path"][df["path"].duplicated()]
     if len(dup):
-        raise DataError(f"The input lists {len(dup)} path(s) twice, e.g. {dup.iloc[0]!r}. Each file must appear once.")
+        raise DataError(f"{where} lists {len(dup)} path(s) twice, e.g. {dup.iloc[0]!r}. Each file must appear once: "
+                        "drop the repeated rows.")
     df["path"] = df["path"].astype(str)
     df["abspath"] = [str(p if os.path.isabs(p) else (base / p)) for p in df["path"]]
     if "label" not in df.columns:

@@ -460,6 +460,9 @@ def _load_stacking(raw: Any, models: Sequence[ModelSpec], folds: int, rf: Option
                                  + f"Choose from {', '.join(STACKERS)}.")
     if len(set(methods)) != len(methods):
         raise ParameterError(f"stacking.methods{_where(rf)} repeats a method: {list(methods)}.")
+    if "mean" in methods and len(models) < 2:
+        raise ParameterError(f"stacking.methods{_where(rf)} lists 'mean', which averages the models, but the recipe "
+                             f"has one model ({models[0].name}). Drop 'mean', or add a model.")
     inner = _int(s.get("folds"), "stacking.folds", rf, 2, allow_none=True)
     if inner is not None and inner > folds:
         raise ParameterError(f"stacking.folds{_where(rf)} must be <= the {folds} outer folds (the inner splits are "
@@ -471,9 +474,11 @@ def _load_stacking(raw: Any, models: Sequence[ModelSpec], folds: int, rf: Option
             if blend not in ("fit", "equal"):
                 raise ParameterError(f"stacking.blend{_where(rf)} must be a mapping member: weight, 'fit', 'equal' "
                                      f"or null. Got {blend!r}.")
-            if not methods:
-                raise ParameterError(f"stacking.blend: {blend}{_where(rf)} blends the stacking.methods, but none is "
-                                     "listed. List methods, or give the blend as a mapping member: weight.")
+            if len(methods) < 2:
+                raise ParameterError(f"stacking.blend: {blend}{_where(rf)} blends the stacking.methods, but "
+                                     + (f"only {methods[0]!r} is" if methods else "none is") + " listed. List two "
+                                     "or more methods, give the blend as a mapping member: weight, or set blend: "
+                                     "null.")
         else:
             bm = _mapping(blend, "stacking.blend", rf)
             if not bm:
@@ -489,6 +494,9 @@ def _load_stacking(raw: Any, models: Sequence[ModelSpec], folds: int, rf: Option
                         + ("Add it to stacking.methods." if member in STACKERS else ""))
                 if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
                     raise ParameterError(f"stacking.blend.{member}{_where(rf)} must be a weight >= 0. Got {w!r}.")
+            if len(bm) < 2:
+                raise ParameterError(f"stacking.blend{_where(rf)} has one member ({next(iter(bm))!r}); a blend "
+                                     "combines two or more. Add members, or set blend: null.")
             if sum(float(w) for w in bm.values()) <= 0:
                 raise ParameterError(f"stacking.blend{_where(rf)} weights must not all be 0. Got {bm}.")
             blend = {k: float(v) for k, v in bm.items()}

@@ -117,7 +117,9 @@ def _prepare_data(recipe: Recipe, out: Path) -> _Data:
     if spec.group_column is not None and spec.group_column not in table.columns:
         cols = [c for c in table.columns if c != "abspath"]
         raise ParameterError(f"data.group_column {spec.group_column!r} is not a column of the training input "
-                             f"{spec.train!r}. Its columns: {cols}.")
+                             f"{spec.train!r}. Its columns: {cols}. Fix data.group_column, or set it to null to "
+                             "keep each file in one fold.")
+    _check_folds(recipe, table)
     data_dir = out / "data"
     if derived:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -145,6 +147,47 @@ def _prepare_data(recipe: Recipe, out: Path) -> _Data:
 def _cache_id(cache: Any) -> Dict[str, Any]:
     return {"hash": cache.config.hash(), "files": file_digest(cache.root / "files.csv"),
             "segments": file_digest(cache.root / "segments.csv"), "shape": list(cache.images.shape)}
+
+
+def _check_before_work(recipe: Recipe) -> None:
+    """What can fail cheaply fails before any output is written: data paths and backbone names."""
+    from ..models._factory import _check_timm_name
+    from ..models._registry import _get_entry
+
+    where = f" ({recipe.source})" if recipe.source else ""
+    for key in ("train", "test"):
+        path = getattr(recipe.data, key)
+        if path is not None and not Path(path).exists():
+            raise ParameterError(f"data.{key}{where} names {path!r}, which does not exist. Fix the path (a relative "
+                                 "path is relative to the recipe's folder): it must name a CSV (path,label[,group]) "
+                                 "or a folder of audio.")
+    for i, m in enumerate(recipe.models):
+        if _get_entry(m.backbone) is None:
+            try:
+                _check_timm_name(m.backbone)
+            except ParameterError as exc:
+                raise ParameterError(f"models[{i}].backbone{where} of model {m.name!r}: {exc} Register a custom "
+                                     "network with specimg.models.register_backbone before running the recipe."
+                                     ) from None
+
+
+def _check_folds(recipe: Recipe, table: pd.DataFrame) -> None:
+    """The recipe's 'folds' against the training table: enough groups, and enough files in every class."""
+    where = f" ({recipe.source})" if recipe.source else ""
+    gc = recipe.data.group_column
+    groups = table[gc] if gc is not None else table["path"]
+    n_groups = int(groups.nunique())
+    if n_groups < recipe.folds:
+        what = f"values of data.group_column {gc!r}" if gc is not None else "training files"
+        raise ParameterError(f"The top-level 'folds'{where} is {recipe.folds}, but there are only {n_groups} {what} "
+                             f"to split. Set folds to at most {n_groups}, or add data.")
+    counts = table["label"].dropna().astype(str).value_counts()
+    small = counts[counts < recipe.folds]
+    if len(small):
+        listed = ", ".join(f"{c!r} ({int(n)} files)" for c, n in small.items())
+        raise ParameterError(f"The top-level 'folds'{where} is {recipe.folds}, but class(es) {listed} have fewer "
+                             f"files than folds. Set folds to at most {int(counts.min())}, or add files of these "
+                             "classes.")
 
 
 # --------------------------------------------------------------------------- one experiment
@@ -476,8 +519,22 @@ def _fmt(v: Any) -> str:
     return "" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.4f}"
 
 
+def _render_errors(out: Path, caches: Mapping[str, Any], kind: str) -> List[str]:
+    """One line per image cache with files that could not be rendered (they were left out of the experiment)."""
+    lines = []
+    for cache in caches.values():
+        if cache.errors is not None and len(cache.errors):
+            first = cache.errors.iloc[0]
+            listing = Path(cache.root) / "errors.csv"
+            if listing.is_relative_to(out):
+                listing = listing.relative_to(out)
+            lines.append(f"{len(cache.errors)} {kind} file(s) could not be rendered and were left out, e.g. "
+                         f"`{first['path']}`: {first['error']} (all listed in `{listing}`)")
+    return lines
+
+
 def _markdown(recipe: Recipe, table: pd.DataFrame, data: _Data, classes: List[str], pseudo_info: List[str],
-              final: str) -> str:
+              final: str, render_errors: Sequence[str] = ()) -> str:
     has_test = "test_accuracy" in table.columns
     n_test = 0 if data.test_table is None else len(data.test_table)
     lines = [f"# Experiment report: {recipe.name}", ""]
@@ -488,7 +545,8 @@ def _markdown(recipe: Recipe, table: pd.DataFrame, data: _Data, classes: List[st
               f"- cross-validation: {recipe.folds} folds {group}; stackers scored by an inner cross-validation "
               "grouped by the outer folds",
               f"- test files: {n_test}" + ("" if n_test else " (no test set)"),
-              "- models: " + ", ".join(f"`{m.name}` ({m.backbone})" for m in recipe.models), ""]
+              "- models: " + ", ".join(f"`{m.name}` ({m.backbone})" for m in recipe.models)]
+    lines += [f"- {line}" for line in render_errors] + [""]
     for rnd, part in table.groupby("round", sort=True):
         title = "Round 1" if rnd == 1 else f"Round {rnd} (with pseudo-labels)"
         lines += [f"## {title}", ""]
@@ -561,6 +619,7 @@ def run_experiment(
         raise ParameterError(f"The 'workers' parameter of run_experiment must be an int >= 1. Got {workers!r}.")
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
+    _check_before_work(recipe)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     runner = _Runner(recipe, out, resume=resume, verbose=verbose, workers=workers)
@@ -612,7 +671,8 @@ def run_experiment(
         runner.steps.start(step)
         _write_final_report(out, recipe, last, final_key, final)
         atomic_csv(table, out / "report.csv")
-        atomic_text(out / "report.md", _markdown(recipe, table, data, classes, pseudo_info, final))
+        render_errors = _render_errors(out, train_caches, "training") + _render_errors(out, test_caches, "test")
+        atomic_text(out / "report.md", _markdown(recipe, table, data, classes, pseudo_info, final, render_errors))
         runner.steps.mark(step, fp, outputs)
     if verbose:
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"), file=sys.stderr)

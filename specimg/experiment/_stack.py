@@ -133,6 +133,36 @@ def _source_name(source: RunSource, i: int) -> str:
     return p.parent.name if p.is_file() or p.suffix == ".csv" else p.name
 
 
+def _source_key(source: RunSource) -> Optional[str]:
+    """The file a run source reads (to find a run given twice); None for a frame."""
+    if isinstance(source, pd.DataFrame):
+        return None
+    p = Path(source)
+    return str((p / "oof_files.csv" if p.is_dir() else p).resolve())
+
+
+def _member_names(sources: Sequence[RunSource], names: Optional[Sequence[str]]) -> List[str]:
+    """The members' names: given, or the run folder names (qualified by their parent folder when they clash)."""
+    if names is not None:
+        out = [str(n) for n in names]
+        if len(out) != len(sources):
+            raise ParameterError(f"The 'names' parameter of stack_runs (--names) must name each of the "
+                                 f"{len(sources)} runs. Got {len(out)} names.")
+        dup = sorted({n for n in out if out.count(n) > 1})
+        if dup:
+            raise ParameterError(f"The 'names' parameter of stack_runs (--names) repeats {dup[0]!r}; every run "
+                                 f"needs its own name. Got {out}.")
+        return out
+    base = [_source_name(s, i) for i, s in enumerate(sources)]
+    out = list(base)
+    for i, s in enumerate(sources):
+        if base.count(base[i]) > 1 and not isinstance(s, pd.DataFrame):
+            p = Path(s)
+            run = p.parent if p.is_file() or p.suffix == ".csv" else p
+            out[i] = f"{run.parent.name}/{run.name}"
+    return [n if out.count(n) == 1 else f"{n}#{i}" for i, n in enumerate(out)]
+
+
 def stack_runs(
     oof: Sequence[RunSource],
     *,
@@ -186,7 +216,8 @@ def stack_runs(
         Runs that do not describe the same files, classes, labels or folds;
         test tables that do not match the runs.
     ParameterError
-        A bad method, weights, or inner fold count.
+        A bad method, weights, names or inner fold count; a run given twice;
+        one run for ``'blend'`` or ``'mean'``, which combine several.
 
     Examples
     --------
@@ -198,19 +229,27 @@ def stack_runs(
     sources = list(oof) if not isinstance(oof, (str, os.PathLike, pd.DataFrame)) else [oof]
     if not sources:
         raise ParameterError("stack_runs needs at least one run. Got none.")
-    member_names = [str(n) for n in names] if names is not None else [_source_name(s, i) for i, s in
-                                                                         enumerate(sources)]
-    if len(member_names) != len(sources):
-        raise ParameterError(f"The 'names' parameter of stack_runs must name each of the {len(sources)} runs. "
-                             f"Got {len(member_names)} names.")
+    keys = [_source_key(src) for src in sources]
+    for i, key in enumerate(keys):
+        if key is not None and keys.index(key) != i:
+            raise ParameterError(f"Run {i} ({sources[i]}) is the same as run {keys.index(key)} "
+                                 f"({sources[keys.index(key)]}): each run must be given once. Remove the repeat.")
+    if method in ("blend", "mean") and len(sources) < 2:
+        given = "a frame" if isinstance(sources[0], pd.DataFrame) else repr(str(sources[0]))
+        raise ParameterError(f"method={method!r} (--method) combines several runs, but only one was given "
+                             f"({given}). Give two or more runs, or use method 'lgbm' or 'cnn' to recalibrate "
+                             "one run.")
+    member_names = _member_names(sources, names)
     if weights is not None:
         try:
             w = [float(x) for x in weights]
         except (TypeError, ValueError):
-            raise ParameterError(f"The 'weights' parameter of stack_runs must be numbers. Got {weights!r}.") from None
+            raise ParameterError(f"The 'weights' parameter of stack_runs (--weights) must be numbers. "
+                                 f"Got {weights!r}.") from None
         if len(w) != len(sources):
-            raise ParameterError(f"The 'weights' parameter of stack_runs needs one weight per run: {len(sources)} "
-                                 f"run(s) but {len(w)} weight(s) ({w}).")
+            raise ParameterError(f"The 'weights' parameter of stack_runs (--weights) needs one weight per run: "
+                                 f"{len(sources)} run(s) but {len(w)} weight(s) ({w}). Give the weights in the "
+                                 "order of the runs.")
         weights = w
     paths, X, y, classes, folds = align_runs(sources, require_folds=True)
     if y is None or folds is None:  # align_runs(require_folds=True) guarantees both; keep the types honest

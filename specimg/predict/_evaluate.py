@@ -53,6 +53,10 @@ def evaluate_predictions(preds: Union[PathLike, pd.DataFrame], *, labels: Option
         predictions and labels that do not list the same files.
     """
     frame, classes, probs = read_predictions(preds)
+    source = "the prediction frame" if isinstance(preds, pd.DataFrame) else f"prediction file {str(preds)!r}"
+    if frame.empty:
+        raise DataError(f"{source[0].upper()}{source[1:]} has no rows: there is nothing to evaluate. Predict some "
+                        "files first (`specimg predict RUN INPUT --out PRED.csv`), or pass a run's oof_files.csv.")
     if labels is not None:
         truth = read_table(labels)
         truth_map = dict(zip(truth["path"], truth["label"]))
@@ -68,16 +72,23 @@ def evaluate_predictions(preds: Union[PathLike, pd.DataFrame], *, labels: Option
     elif "label" in frame.columns:
         y = frame["label"].to_numpy(dtype=object)
     else:
-        raise DataError("The predictions have no 'label' column; pass --labels INPUT with the true labels.")
+        raise DataError(f"{source[0].upper()}{source[1:]} has no 'label' column; pass --labels INPUT (labels=...) "
+                        "with the true labels.")
     unlabelled = [p for p, v in zip(frame["path"], y) if v is None or (isinstance(v, float) and np.isnan(v))
                   or v is pd.NA]
     if unlabelled:
-        raise DataError(f"{len(unlabelled)} file(s) have no true label, e.g. {unlabelled[0]!r}.")
+        raise DataError(f"{len(unlabelled)} file(s) of {source} have no true label, e.g. "
+                        f"{unlabelled[0]!r}. Fill in their label, drop their rows, or pass --labels INPUT "
+                        "(labels=...) with the true labels of every file.")
     y = np.array([str(v) for v in y], dtype=object)
     unseen = sorted(set(y) - set(classes))
     if unseen:
+        first = next(p for p, v in zip(frame["path"], y) if v in unseen)
+        n_unseen = int(sum(v in unseen for v in y))
         raise DataError(f"The labels include class(es) {unseen} that the model never saw (it knows "
-                        f"{', '.join(classes)}). Evaluate on the run's classes only.")
+                        f"{', '.join(classes)}), e.g. file {first!r}"
+                        + (f" ({n_unseen} such files)" if n_unseen > 1 else "")
+                        + ". Evaluate on the run's classes only: drop these files, or fix their labels.")
     metrics = classification_metrics(y, probs, classes)
     if report is not None:
         write_report(report, y, probs, classes, paths=frame["path"].tolist(), images=images, format=format,

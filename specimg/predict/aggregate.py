@@ -331,8 +331,12 @@ def read_predictions(
                 keep_default_na=False,
                 na_values={"label": [""], "prediction": [""], "fold": ["", "nan", "NaN"]},
             )
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise DataError(f"Prediction file {source!r} cannot be read as CSV: {exc}.") from None
+        except pd.errors.EmptyDataError:
+            raise DataError(f"Prediction file {source!r} is empty (no header, no rows). Pass a CSV written by "
+                            "`specimg predict` or a run's oof_files.csv.") from None
+        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise DataError(f"Prediction file {source!r} cannot be read as CSV: {exc}. Pass a CSV written by "
+                            "`specimg predict` or a run's oof_files.csv.") from None
     frame = frame.reset_index(drop=True)
 
     if "path" not in frame.columns:
@@ -363,15 +367,24 @@ def read_predictions(
         probs = frame[prob_cols].to_numpy(dtype=np.float64)
     except (TypeError, ValueError):
         for c in prob_cols:
-            if pd.to_numeric(frame[c], errors="coerce").isna().any():
-                raise DataError(f"Column {c!r} of {source} must hold numbers; it has non-numeric values.") from None
+            bad_rows = np.flatnonzero(pd.to_numeric(frame[c], errors="coerce").isna().to_numpy())
+            if bad_rows.size:
+                i = int(bad_rows[0])
+                raise DataError(
+                    f"Column {c!r} of {source} must hold a probability for every file, but file "
+                    f"{frame['path'].iloc[i]!r} has {frame[c].iloc[i]!r}"
+                    + (f" ({bad_rows.size} such rows in all)" if bad_rows.size > 1 else "")
+                    + ". Predict these files again, or drop their rows."
+                ) from None
         raise
     bad = ~np.isfinite(probs).all(axis=1) | (probs < 0).any(axis=1)
     if bad.any():
         i = int(np.argmax(bad))
         raise DataError(
             f"{source}: the probabilities of file {frame['path'].iloc[i]!r} must be finite and >= 0. "
-            f"Got {probs[i].tolist()}."
+            f"Got {probs[i].tolist()}"
+            + (f" ({int(bad.sum())} such rows in all)" if bad.sum() > 1 else "")
+            + ". Predict these files again, or drop their rows."
         )
     sums = probs.sum(axis=1)
     off = np.abs(sums - 1.0) > _SUM_TOL

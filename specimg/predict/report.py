@@ -383,7 +383,7 @@ def write_report(
     Raises
     ------
     ParameterError
-        ``format`` or ``n_examples`` is invalid.
+        ``format`` or ``n_examples`` is invalid, or ``out_dir`` is a file.
     DataError
         A label is not in ``classes``, shapes disagree, ``images`` is given
         without ``paths``, or an image is not a uint8 array.
@@ -402,6 +402,11 @@ def write_report(
     if images is not None and paths is None:
         raise DataError(
             "write_report was given 'images' but no 'paths'; pass paths=... so images can be looked up by file."
+        )
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise ParameterError(
+            f"The report folder {str(out_dir)!r} (out_dir, --report) is an existing file, not a folder. Give the path "
+            "of a folder to write the report into, e.g. --report report/."
         )
 
     metrics = classification_metrics(y_true, probs, classes)

@@ -163,7 +163,14 @@ def _run_name(source: RunSource, i: int) -> str:
 
 def _read_run(source: RunSource) -> Tuple[pd.DataFrame, List[str], np.ndarray]:
     if not isinstance(source, pd.DataFrame) and Path(source).is_dir():
-        source = Path(source) / "oof_files.csv"
+        folder = Path(source)
+        source = folder / "oof_files.csv"
+        if not source.is_file():
+            hint = ("its training has not finished a fold yet: run the same `specimg train` command again (it "
+                    "resumes)" if (folder / "config.json").is_file() else
+                    "it is not a run folder written by `specimg train`")
+            raise DataError(f"Run folder {str(folder)!r} has no oof_files.csv: {hint}. Or pass the path of an "
+                            "out-of-fold prediction CSV instead.")
     return read_predictions(source)
 
 
@@ -263,8 +270,9 @@ def align_runs(
         has_labels = "label" in aligned.columns and aligned["label"].notna().all()
         if require_folds and not has_labels:
             raise DataError(
-                f"{name} has no labels for every file (column 'label'), but require_folds=True expects labelled "
-                "out-of-fold predictions. Pass require_folds=False for test predictions."
+                f"{name} has no labels for every file (column 'label'), but stacking needs labelled out-of-fold "
+                "predictions (RUN/oof_files.csv written by `specimg train`; require_folds=True). Give test "
+                "predictions with --test (require_folds=False)."
             )
         if has_labels:
             labels = aligned["label"].astype(str).to_numpy(dtype=object)
@@ -281,8 +289,9 @@ def align_runs(
         has_folds = "fold" in aligned.columns
         if require_folds and not has_folds:
             raise DataError(
-                f"{name} has no 'fold' column, but require_folds=True expects out-of-fold predictions "
-                "(RUN/oof_files.csv). Pass require_folds=False for test predictions."
+                f"{name} has no 'fold' column, but stacking needs out-of-fold predictions (RUN/oof_files.csv "
+                "written by `specimg train`; require_folds=True). Give test predictions with --test "
+                "(require_folds=False)."
             )
         if has_folds:
             f = aligned["fold"].to_numpy(dtype=np.int64)
