@@ -17,9 +17,23 @@ one warm-up, in the same process:
 - ``render``: :func:`render_signal` (librosa + PIL) on each window of the batch, one process
   (CPU only; the rendering of a dataset runs it in worker processes).
 
-The figures are for the CPU with ``--threads`` torch threads (default 1, like the single
-process render path); with a CUDA GPU the same script also prints the ``frontend`` and
+The figures are for the CPU with ``--threads`` torch threads and as many BLAS threads
+(default 1, like the single process render path; a multi-threaded OpenBLAS on a loaded machine
+made librosa's small mel products 10-100x slower); with a CUDA GPU the same script also prints the ``frontend`` and
 ``cache`` rows on ``cuda`` (synchronised before the clock stops).
+
+End to end (issue 6): files per second of :meth:`Predictor.predict` on a CSV of audio files,
+``frontend='cpu'`` (decode, render images with librosa + PIL, resize, model) vs
+``frontend='gpu'`` (decode, waveform windows, :class:`FrontendPipeline` and model on the
+predictor's device), with the same small model (``--backbone``, random weights, flip TTA,
+one fold) and ``--workers`` loading processes; ``cache`` is the same predictor reading the
+already-rendered image cache of those files (the model's share of the time, no audio work).
+Per device, each path is warmed up once, then the paths are timed alternately (ABC, CBA, ...)
+and the median of ``--repeats`` runs is quoted:
+
+- ``fsdd``: real FSDD recordings (8 kHz, mostly one 1 s window), the fsdd-1s render settings;
+- ``long-60s``: 60 s files of real FSDD speech at 22.05 kHz, 20 s windows at a 10 s hop
+  (5 windows a file), the long-20s render settings.
 
 Run: ``.venv/bin/python benchmarks/frontend.py`` (``--quick`` for a smoke run).
 """
@@ -36,11 +50,15 @@ from typing import Callable, Dict, List
 
 import numpy as np
 import pandas as pd
+import soundfile as sf
 import torch
+from threadpoolctl import threadpool_limits
 
 from specimg.audio import load_audio, pad_audio
 from specimg.config import AudioConfig, RenderConfig, SegmentConfig, SpectrogramConfig
-from specimg.spectrogram import ImageCache, render_signal
+from specimg.models import create_backbone
+from specimg.predict import Predictor
+from specimg.spectrogram import ImageCache, render_dataset, render_signal
 from specimg.spectrogram._frontend import SpectrogramFrontend
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,16 +147,78 @@ def bench_workload(name: str, cfg: RenderConfig, windows: np.ndarray, batch_size
     return rows
 
 
+def fsdd_files(n: int, seed: int = 0) -> List[str]:
+    """Paths of ``n`` random FSDD recordings."""
+    table = pd.read_csv(FSDD / "labels.csv").sample(n, random_state=seed)
+    return [str(FSDD / p) for p in table["path"]]
+
+
+def long_files(n: int, folder: Path, seconds: float = 60.0, sr: int = 22050, seed: int = 0) -> List[str]:
+    """Write ``n`` files of ``seconds`` of real FSDD speech at ``sr`` (recordings back to back); their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, y in enumerate(long_windows(n, seconds=seconds, sr=sr, seed=seed)):
+        paths.append(str(folder / f"long_{i}.wav"))
+        sf.write(paths[-1], y, sr, subtype="PCM_16")
+    return paths
+
+
+def bench_predict(name: str, cfg: RenderConfig, paths: List[str], backbone: str, repeats: int, workers: int,
+                  tmp: Path, devices: List[torch.device]) -> List[Dict[str, object]]:
+    """Files/s of Predictor.predict on ``paths`` with each front end (and from the rendered cache), per device."""
+    csv = tmp / f"{name}.csv"
+    pd.DataFrame({"path": paths}).to_csv(csv, index=False)
+    cache = render_dataset(csv, tmp / f"{name}-cache", cfg, progress=False)
+    h, w = cfg.spectrogram.image_size
+    torch.manual_seed(0)
+    model = create_backbone(backbone, num_classes=10, weights="none").eval()
+    rows: List[Dict[str, object]] = []
+    for device in devices:
+        preds = {fe: Predictor([model], classes=[str(d) for d in range(10)], render_config=cfg,
+                               mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), input_size=(3, h, w),
+                               device=str(device), tta="flip", batch_size=64, frontend=fe)
+                 for fe in ("cpu", "gpu")}
+        runs: Dict[str, Callable[[], object]] = {
+            "cpu": lambda: preds["cpu"].predict(csv, workers=workers, progress=False),
+            "gpu": lambda: preds["gpu"].predict(csv, workers=workers, progress=False),
+            "cache": lambda: preds["cpu"].predict(cache, progress=False),
+        }
+        for fn in runs.values():  # warm-up: imports, librosa's and the front end's first calls, allocator
+            fn()
+        times: Dict[str, List[float]] = {k: [] for k in runs}
+        for r in range(repeats):
+            for k in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                t0 = time.perf_counter()
+                res = runs[k]()
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                times[k].append(time.perf_counter() - t0)
+                assert len(res.files) == len(paths) and res.errors.empty  # type: ignore[attr-defined]
+        rate = {k: len(paths) / float(np.median(v)) for k, v in times.items()}
+        rows.append(dict(workload=name, device=str(device), files=len(paths),
+                         windows=len(cache.segments), **rate))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5, help="timed runs per setting; the median is quoted")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--quick", action="store_true", help="3 repeats, fewer windows: a smoke run")
+    ap.add_argument("--backbone", default="test_efficientnet",
+                    help="model of the end-to-end prediction figure (random weights; default: timm's tiny "
+                         "test_efficientnet, so that the front end's share shows)")
+    ap.add_argument("--workers", type=int, default=1, help="Predictor.predict loading processes")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    threadpool_limits(limits=args.threads)  # numpy's BLAS (the render path's mel product) as many threads as torch
     n_short, n_long, render_short, render_long = 512, 160, 64, 8
+    n_files, n_long_files = 512, 24
     if args.quick:
         args.repeats, n_short, n_long, render_short, render_long = 3, 256, 96, 32, 4
+        n_files, n_long_files = 128, 6
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     print(f"torch {torch.__version__}, {args.threads} CPU thread(s), {platform.processor() or platform.machine()}"
           + (f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"))
@@ -151,11 +231,16 @@ def main() -> None:
     long_cfg = RenderConfig(audio=AudioConfig(sample_rate=22050), segment=SegmentConfig(seconds=20.0, hop=10.0),
                             spectrogram=SpectrogramConfig(image_size=(512, 512)))
     rows: List[Dict[str, object]] = []
+    pred_rows: List[Dict[str, object]] = []
     with tempfile.TemporaryDirectory() as tmp:
         rows += bench_workload("fsdd-1s 128x128", fsdd_cfg, fsdd_windows(n_short), [32, 64], args.repeats,
                                render_short, Path(tmp), devices)
         rows += bench_workload("long-20s 512x512", long_cfg, long_windows(n_long), [32, 64], args.repeats,
                                render_long, Path(tmp), devices)
+        pred_rows += bench_predict("fsdd 128x128", fsdd_cfg, fsdd_files(n_files), args.backbone, args.repeats,
+                                   args.workers, Path(tmp), devices)
+        pred_rows += bench_predict("long-60s 512x512", long_cfg, long_files(n_long_files, Path(tmp) / "long"),
+                                   args.backbone, args.repeats, args.workers, Path(tmp), devices)
     print(f"{'workload':<18} {'device':<6} {'batch':>5} {'frontend':>10} {'cache':>10} {'render':>9} "
           f"{'frontend/cache':>15} {'frontend/render':>16}")
     for r in rows:
@@ -164,6 +249,13 @@ def main() -> None:
         ratio_r = f"{r['frontend'] / render:>15.2f}x" if render == render else f"{'-':>16}"
         print(f"{r['workload']:<18} {r['device']:<6} {r['batch']:>5} {r['frontend']:>10.1f} {r['cache']:>10.1f} "
               f"{render_s} {r['frontend'] / r['cache']:>14.3f}x {ratio_r}")
+    print(f"\nend-to-end Predictor.predict, files/s (backbone {args.backbone}, random weights, flip TTA, 1 model, "
+          f"{args.workers} loading worker(s); medians of {args.repeats} alternated runs after a warm-up each):")
+    print(f"{'workload':<18} {'device':<6} {'files':>5} {'windows':>7} {'cpu':>9} {'gpu':>9} {'cache':>9} "
+          f"{'gpu/cpu':>8}")
+    for r in pred_rows:
+        print(f"{r['workload']:<18} {r['device']:<6} {r['files']:>5} {r['windows']:>7} {r['cpu']:>9.1f} "
+              f"{r['gpu']:>9.1f} {r['cache']:>9.1f} {r['gpu'] / r['cpu']:>7.2f}x")
 
 
 if __name__ == "__main__":
