@@ -3,7 +3,7 @@
 Real FSDD audio, run on the CPU (``'gpu'`` means the torch front end on the predictor's device).
 
 Measured (CPU, torch 2.14, librosa 0.11; two random-init fold models with logits x60, so that window
-probabilities spread to a mean top probability of about 0.3): on 60 one-window FSDD files the two front ends
+probabilities spread to a mean top probability of about 0.3): on 60 FSDD clips (62 windows) the two front ends
 give the same files, windows and bounds, and window probabilities differ by at most 6.3e-4 (2.6e-4 on 200
 other files; the images differ by 1 in rare pixels); the tests assert 2e-3. On a 3.4 s file (ten clips back
 to back, 6 windows) the front end's images before normalisation equal ``render_file``'s away from the 2 image
