@@ -10,6 +10,8 @@ from ._folds import file_folds as file_folds
 from ._folds import pseudo_leaks as pseudo_leaks
 from ._folds import pseudo_mask as pseudo_mask
 from ._transforms import spectrogram_transforms as spectrogram_transforms
+from ._waveform import WaveformDataset as WaveformDataset
+from ._waveform import WaveformSet as WaveformSet
 
 __all__ = [
     "DeviceAugment",
@@ -20,6 +22,8 @@ __all__ = [
     "pseudo_mask",
     "pseudo_leaks",
     "spectrogram_transforms",
+    "WaveformSet",
+    "WaveformDataset",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
 ]

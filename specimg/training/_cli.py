@@ -34,7 +34,10 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "class (both rendered first, with the rendering options below), or an image cache folder "
                     "from `specimg render`. --image-size sets the rendered size of audio input and resizes a "
                     "cache of another size on the fly. Re-running the same command skips finished folds and "
-                    "resumes an interrupted one.",
+                    "resumes an interrupted one. With --frontend gpu, audio is decoded into memory and each batch "
+                    "becomes images on the device (no image cache). Data-parallel on several GPUs or processes: "
+                    "`torchrun --nproc_per_node N -m specimg train ...` (rank 0 writes; --batch-size is per "
+                    "optimizer step, split over the processes).",
     )
     p.add_argument("input", metavar="INPUT", help="CSV, class-folder tree, or image cache folder")
     p.add_argument("--out", required=True, metavar="RUN", help="run folder to write")
@@ -67,6 +70,9 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     tr.add_argument("--time-stretch", type=float, metavar="FRAC", help="random time rescaling by up to FRAC")
     tr.add_argument("--mixup", type=float, metavar="ALPHA", help="mixup Beta(alpha, alpha); 0 = off")
     tr.add_argument("--tta", choices=("flip", "none"), help="test-time augmentation of the OOF predictions")
+    tr.add_argument("--frontend", choices=("cpu", "gpu"),
+                    help="cpu (default): render audio into an image cache first; gpu: no image files, each batch of "
+                         "waveforms becomes images on the training device (the CPU when there is no GPU)")
     tr.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"))
     tr.add_argument("--device", metavar="DEV", help="auto | cpu | cuda | cuda:N")
     tr.add_argument("--seed", type=int)
@@ -90,7 +96,7 @@ def build_configs(args: argparse.Namespace, *, audio_input: bool) -> Tuple[Train
         "warmup_epochs": "warmup_epochs", "schedule": "schedule", "class_weights": "class_weights",
         "label_smoothing": "label_smoothing", "metric": "metric", "patience": "patience", "drop_rate": "drop_rate",
         "hflip": "hflip", "time_mask": "time_mask", "freq_mask": "freq_mask", "freq_stretch": "freq_stretch",
-        "time_stretch": "time_stretch", "mixup": "mixup", "tta": "tta",
+        "time_stretch": "time_stretch", "mixup": "mixup", "tta": "tta", "frontend": "frontend",
         "amp": "amp", "device": "device", "seed": "seed", "workers": "num_workers",
     })
     defaults = _render_defaults()
@@ -106,6 +112,9 @@ def build_configs(args: argparse.Namespace, *, audio_input: bool) -> Tuple[Train
         if args.image_size is not None:  # resize the cached images on the fly
             train_kw["image_size"] = parse_image_size(args.image_size)
         return TrainConfig(**train_kw), None
+    if args.cache is not None and train_kw.get("frontend") == "gpu":
+        raise ParameterError("--cache is where --frontend cpu renders images; --frontend gpu writes none. Drop "
+                             "--cache, or train with --frontend cpu.")
     if args.image_size is None:
         args = argparse.Namespace(**{**vars(args), "image_size": defaults["image_size"]})
     return TrainConfig(**train_kw), render_config_from_args(args)

@@ -22,9 +22,11 @@ from ..config import RenderConfig, TrainConfig
 from .._io import atomic_write_csv as _atomic_csv
 from .._io import atomic_write_text as _atomic_text
 from .._io import config_diff
-from ..data import SegmentDataset, pseudo_leaks, cache_targets, file_folds, spectrogram_transforms
+from ..data import (SegmentDataset, WaveformDataset, cache_targets, file_folds, pseudo_leaks,
+                    spectrogram_transforms)
 from ..exceptions import ParameterError
 from ._callbacks import Callback
+from ._distributed import barrier, init_distributed, is_main_process
 from ._losses import aggregate_files
 from ._trainer import FitResult, Trainer
 
@@ -104,8 +106,27 @@ def _is_cache_dir(path: Path) -> bool:
 
 def _open_or_render(source: Any, out_dir: Path, config: TrainConfig, render_config: Optional[RenderConfig],
                     cache_dir: Optional[PathLike], verbose: bool) -> Tuple[Any, Optional[nn.Module]]:
+    from ..data import WaveformSet
     from ..spectrogram import ImageCache, render_dataset
 
+    workers = max(1, config.num_workers if config.num_workers else min(8, os.cpu_count() or 1))
+    if config.frontend == "gpu":
+        if isinstance(source, (ImageCache, WaveformSet)) or (
+                isinstance(source, (str, os.PathLike)) and _is_cache_dir(Path(source))):
+            if isinstance(source, WaveformSet):
+                if render_config is not None and render_config.hash() != source.config.hash():
+                    raise ParameterError("render_config differs from the config the WaveformSet was loaded with. "
+                                         "Drop render_config, or load the audio again.")
+                return source, _check_backbone(config)
+            raise ParameterError("frontend='gpu' makes the images on the device from audio, but the input is an "
+                                 "image cache whose images are already rendered. Give the audio CSV or folder as "
+                                 "input, or train with frontend='cpu' (--frontend cpu) on the cache.")
+        if not isinstance(source, (str, os.PathLike, pd.DataFrame)):
+            raise ParameterError(f"The first argument of train_cv must be a CSV, a folder of audio, a DataFrame or a "
+                                 f"WaveformSet with frontend='gpu'. Got {type(source).__name__}.")
+        probe = _check_backbone(config)  # fail fast, before decoding the audio
+        return WaveformSet.load(source, render_config or RenderConfig(), workers=workers,
+                                progress=verbose and is_main_process()), probe
     if isinstance(source, ImageCache):
         cache, probe = source, None
     elif isinstance(source, (str, os.PathLike)) and _is_cache_dir(Path(source)):
@@ -113,9 +134,12 @@ def _open_or_render(source: Any, out_dir: Path, config: TrainConfig, render_conf
     elif isinstance(source, (str, os.PathLike, pd.DataFrame)):
         probe = _check_backbone(config)  # fail fast, before a long render
         rcfg = render_config or RenderConfig()
-        workers = config.num_workers if config.num_workers else min(8, os.cpu_count() or 1)
-        cache = render_dataset(source, Path(cache_dir) if cache_dir is not None else out_dir / "cache", rcfg,
-                               workers=max(1, workers), progress=verbose)
+        target = Path(cache_dir) if cache_dir is not None else out_dir / "cache"
+        if is_main_process():  # under torchrun, rank 0 renders while the others wait, then all open the cache
+            cache = render_dataset(source, target, rcfg, workers=workers, progress=verbose)
+        barrier()
+        if not is_main_process():
+            cache = ImageCache.open(target)
         return cache, probe
     else:
         raise ParameterError(f"The first argument of train_cv must be an ImageCache, a cache folder, a CSV, a folder "
@@ -175,13 +199,22 @@ def train_cv(
     Calling it again with the same arguments skips the finished folds and
     continues an interrupted fold from its ``last.pt``.
 
+    Under ``torchrun --nproc_per_node N`` (or with the process group of
+    :func:`~specimg.training.init_distributed` set up), each fold trains
+    with :class:`~torch.nn.parallel.DistributedDataParallel` over the N
+    processes (see :class:`Trainer`); rank 0 alone renders, writes and
+    prints, and every process returns the same :class:`CVResult`.
+
     Parameters
     ----------
-    source : ImageCache, path or DataFrame
+    source : ImageCache, WaveformSet, path or DataFrame
         An image cache (object or folder), or audio to render first: a CSV,
         a class-folder tree or a table (see :func:`specimg.audio.read_table`),
         rendered with :func:`specimg.spectrogram.render_dataset` into
-        ``cache_dir`` (default ``out_dir/cache``).
+        ``cache_dir`` (default ``out_dir/cache``). With
+        ``config.frontend='gpu'`` the audio is decoded into memory
+        (:class:`~specimg.data.WaveformSet`) instead and every batch becomes
+        images on the training device: no image is written.
     out_dir : path
         The run folder.
     config : TrainConfig or None
@@ -239,6 +272,9 @@ def train_cv(
                                  f"{config.n_splits - 1}] (n_splits={config.n_splits}). Got {folds!r}.")
         todo = sorted({int(f) for f in todo})
     callbacks = list(callbacks)
+    init_distributed()  # under torchrun: join the process group (a no-op in a single process)
+    main = is_main_process()
+    verbose = verbose and main
     run = Path(out_dir)
     run.mkdir(parents=True, exist_ok=True)
 
@@ -250,7 +286,11 @@ def train_cv(
         probe = _check_backbone(config)
     from ..models import backbone_data_config, create_backbone
 
-    cache_hw = (int(cache.images.shape[1]), int(cache.images.shape[2]))
+    on_device = config.frontend == "gpu"
+    if on_device:
+        cache_hw = tuple(int(v) for v in cache.config.spectrogram.image_size)
+    else:
+        cache_hw = (int(cache.images.shape[1]), int(cache.images.shape[2]))
     if config.image_size is not None:
         image_size = tuple(config.image_size)
     elif (getattr(probe, "pretrained_cfg", None) or {}).get("fixed_input_size"):
@@ -279,32 +319,36 @@ def train_cv(
                 raise ParameterError(
                     f"{str(run)!r} holds a run with another config or data ({'; '.join(diff[:6])}). Write to "
                     "another --out folder, or pass resume=False (--no-resume) to discard it and start over.")
-            warnings.warn(f"Discarding the previous run in {str(run)!r} (changed: {'; '.join(diff[:6])}).",
-                          UserWarning, stacklevel=2)
-            for d in run.glob("fold_*"):
-                shutil.rmtree(d, ignore_errors=True)
-            for name in ("oof_segments.csv", "oof_files.csv", "metrics.json"):
-                (run / name).unlink(missing_ok=True)
+            if main:
+                warnings.warn(f"Discarding the previous run in {str(run)!r} (changed: {'; '.join(diff[:6])}).",
+                              UserWarning, stacklevel=2)
+                for d in run.glob("fold_*"):
+                    shutil.rmtree(d, ignore_errors=True)
+                for name in ("oof_segments.csv", "oof_files.csv", "metrics.json"):
+                    (run / name).unlink(missing_ok=True)
+    barrier()  # every process has checked the old config.json before rank 0 replaces it
     resolved = {
         "train": config.to_dict(),
         "render": cache.config.to_dict(),
         "classes": classes,
         "backbone": config.backbone,
         "weights": config.weights,
-        "cache": str(Path(cache.root).resolve()),
+        "cache": str(Path(cache.root).resolve()) if cache.root is not None else None,
+        "frontend": config.frontend,
         "image_size": list(image_size),
         "data": {"input_size": list(data_cfg["input_size"]), "mean": list(data_cfg["mean"]),
                  "std": list(data_cfg["std"])},
         "n_files": int(len(files)),
-        "n_images": int(len(cache.images)),
+        "n_images": int(len(cache.segments)),
         "data_hash": data_hash,
         "fingerprint": fingerprint,
     }
-    _atomic_text(cfg_path, json.dumps(resolved, indent=2))
     fold_table = pd.DataFrame({"path": files["path"], "label": files["label"], "fold": fold_of_file})
     if config.group_column:
         fold_table.insert(2, config.group_column, files[config.group_column].to_numpy())
-    _atomic_csv(fold_table, run / "folds.csv")
+    if main:
+        _atomic_text(cfg_path, json.dumps(resolved, indent=2))
+        _atomic_csv(fold_table, run / "folds.csv")
 
     # per-window arrays
     file_ids_all, targets_all = cache_targets(cache)
@@ -316,15 +360,26 @@ def train_cv(
     # that voice into the fold's score.
     window_leaks = {k: pseudo_leaks(files, fold_of_file, k, config.group_column)[window_file_row] for k in todo}
     mean, std = data_cfg["mean"], data_cfg["std"]
-    train_tf = spectrogram_transforms(train=True, image_size=image_size, cache_size=cache_hw, hflip=config.hflip,
-                                      time_mask=config.time_mask, freq_mask=config.freq_mask, n_masks=config.n_masks,
-                                      freq_stretch=config.freq_stretch, time_stretch=config.time_stretch)
-    eval_tf = spectrogram_transforms(train=False, image_size=image_size, cache_size=cache_hw)
+    pipeline = None
+    if on_device:
+        from ..data import DeviceAugment, FrontendPipeline
+
+        augment = DeviceAugment(hflip=config.hflip, time_mask=config.time_mask, freq_mask=config.freq_mask,
+                                n_masks=config.n_masks, freq_stretch=config.freq_stretch,
+                                time_stretch=config.time_stretch)
+        pipeline = FrontendPipeline(cache.config, image_size=image_size, mean=data_cfg["mean"], std=data_cfg["std"],
+                                    augment=augment)
+    else:
+        train_tf = spectrogram_transforms(train=True, image_size=image_size, cache_size=cache_hw,
+                                          hflip=config.hflip, time_mask=config.time_mask, freq_mask=config.freq_mask,
+                                          n_masks=config.n_masks, freq_stretch=config.freq_stretch,
+                                          time_stretch=config.time_stretch)
+        eval_tf = spectrogram_transforms(train=False, image_size=image_size, cache_size=cache_hw)
     prob_cols = [f"prob_{c}" for c in classes]
     meta = {"backbone": config.backbone, "weights": config.weights, "classes": classes,
             "drop_rate": config.drop_rate, "backbone_kwargs": dict(config.backbone_kwargs),
             "input_size": list(data_cfg["input_size"]), "mean": list(mean), "std": list(std),
-            "render_config": cache.config.to_dict(), "cache": resolved["cache"]}
+            "render_config": cache.config.to_dict(), "cache": resolved["cache"], "frontend": config.frontend}
 
     fit_results: Dict[int, FitResult] = {}
     for k in todo:
@@ -333,18 +388,26 @@ def train_cv(
             if verbose:
                 print(f"fold {k}: already finished, skipped ({fold_dir})", file=sys.stderr)
             continue
-        (fold_dir / "fold.json").unlink(missing_ok=True)
+        if main:
+            (fold_dir / "fold.json").unlink(missing_ok=True)
         train_rows = np.flatnonzero((window_fold != k) & ~window_leaks[k])
         val_rows = np.flatnonzero(window_fold == k)
-        train_ds = SegmentDataset(cache.images, targets_all, rows=train_rows, file_ids=file_ids_all,
-                                  transform=train_tf, mean=mean, std=std, seed=config.seed, num_classes=len(classes))
-        val_ds = SegmentDataset(cache.images, targets_all, rows=val_rows, file_ids=file_ids_all,
-                                transform=eval_tf, mean=mean, std=std, seed=config.seed, num_classes=len(classes))
+        if on_device:
+            train_ds = WaveformDataset(cache, targets_all, rows=train_rows, file_ids=file_ids_all,
+                                       num_classes=len(classes))
+            val_ds = WaveformDataset(cache, targets_all, rows=val_rows, file_ids=file_ids_all,
+                                     num_classes=len(classes))
+        else:
+            train_ds = SegmentDataset(cache.images, targets_all, rows=train_rows, file_ids=file_ids_all,
+                                      transform=train_tf, mean=mean, std=std, seed=config.seed,
+                                      num_classes=len(classes))
+            val_ds = SegmentDataset(cache.images, targets_all, rows=val_rows, file_ids=file_ids_all,
+                                    transform=eval_tf, mean=mean, std=std, seed=config.seed, num_classes=len(classes))
         torch.manual_seed(_fold_seed(config.seed, k))
         model = create_backbone(config.backbone, num_classes=len(classes), weights=config.weights,
                                 drop_rate=config.drop_rate, **config.backbone_kwargs)
         trainer = Trainer(config, out_dir=fold_dir, callbacks=callbacks, resume=resume, progress=verbose,
-                          desc=f"fold {k}")
+                          desc=f"fold {k}", batch_transform=pipeline)
         result = trainer.fit(model, train_ds, val_ds, num_classes=len(classes), meta={**meta, "fold": k})
         fit_results[k] = result
         probs = trainer.predict(model, val_ds)  # (n_val_windows, n_classes)
@@ -360,18 +423,25 @@ def train_cv(
         file_df = pd.DataFrame({"path": files["path"].to_numpy()[frows], "label": files["label"].to_numpy()[frows],
                                 "fold": k, "prediction": np.asarray(classes, dtype=object)[fprobs.argmax(1)]})
         file_df[prob_cols] = fprobs
-        _atomic_csv(seg_df, fold_dir / "oof_segments.csv")
-        _atomic_csv(file_df, fold_dir / "oof_files.csv")
-        info = {"fold": k, "fingerprint": fingerprint, **_scores(file_df), "n_files": int(len(file_df)),
-                "n_windows": int(len(seg_df)), "best_epoch": result.best_epoch, "best_score": result.best_score,
-                "epochs_run": result.epochs_run, "stopped_early": result.stopped_early}
-        _atomic_text(fold_dir / "fold.json", json.dumps(info, indent=2))
+        if main:
+            _atomic_csv(seg_df, fold_dir / "oof_segments.csv")
+            _atomic_csv(file_df, fold_dir / "oof_files.csv")
+            info = {"fold": k, "fingerprint": fingerprint, **_scores(file_df), "n_files": int(len(file_df)),
+                    "n_windows": int(len(seg_df)), "best_epoch": result.best_epoch, "best_score": result.best_score,
+                    "epochs_run": result.epochs_run, "stopped_early": result.stopped_early}
+            _atomic_text(fold_dir / "fold.json", json.dumps(info, indent=2))
+        barrier()  # the fold's files are written before any process looks at the next fold
 
-    return _collect(run, config, classes, files, fingerprint, fit_results, verbose)
+    if main:
+        result = _collect(run, config, classes, files, fingerprint, fit_results, verbose)
+    barrier()
+    if not main:  # the other processes read what rank 0 wrote
+        result = _collect(run, config, classes, files, fingerprint, fit_results, False, write=False)
+    return result
 
 
 def _collect(run: Path, config: TrainConfig, classes: List[str], files: pd.DataFrame, fingerprint: str,
-             fit_results: Dict[int, FitResult], verbose: bool) -> CVResult:
+             fit_results: Dict[int, FitResult], verbose: bool, *, write: bool = True) -> CVResult:
     done = [k for k in range(config.n_splits) if _fold_done(run / f"fold_{k}", fingerprint)]
     str_cols = {"path": str, "label": str, "prediction": str}
     seg_parts, file_parts, per_fold = [], [], {}
@@ -394,8 +464,9 @@ def _collect(run: Path, config: TrainConfig, classes: List[str], files: pd.DataF
     else:
         oof_files = pd.DataFrame(columns=["path", "label", "fold", "prediction", *prob_cols])
         oof_segments = pd.DataFrame(columns=["path", "segment", "start", "end", "fold", *prob_cols])
-    _atomic_csv(oof_segments, run / "oof_segments.csv")
-    _atomic_csv(oof_files, run / "oof_files.csv")
+    if write:
+        _atomic_csv(oof_segments, run / "oof_segments.csv")
+        _atomic_csv(oof_files, run / "oof_files.csv")
 
     metrics: Dict[str, Any] = {"metric": config.metric, "n_splits": config.n_splits, "folds_done": done,
                                "folds": per_fold, "group_column": config.group_column}
@@ -411,7 +482,8 @@ def _collect(run: Path, config: TrainConfig, classes: List[str], files: pd.DataF
             correct = (oof_files["label"] == oof_files["prediction"]).to_numpy()
             metrics["per_group"] = {str(name): {"accuracy": float(correct[idx].mean()), "n_files": int(len(idx))}
                                     for name, idx in sorted(g.groupby(g).indices.items(), key=lambda kv: kv[0])}
-    _atomic_text(run / "metrics.json", json.dumps(metrics, indent=2))
+    if write:
+        _atomic_text(run / "metrics.json", json.dumps(metrics, indent=2))
     result = CVResult(run_dir=run, folds=done, metrics=metrics, oof_files=oof_files, oof_segments=oof_segments,
                       classes=classes, config=config, fit_results=fit_results)
     if verbose:

@@ -16,13 +16,15 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader, RandomSampler, Subset
+from torch.utils.data.distributed import DistributedSampler
 
 from ..config import TrainConfig
 from ..data import SegmentDataset
 from ..exceptions import DataError, ParameterError
 from ._callbacks import Callback, _CallbackList
 from ._checkpoint import CHECKPOINT_FORMAT, atomic_save
+from ._distributed import all_gather_objects, all_sum, any_true, barrier, dist_info, shard_rows
 from ._losses import aggregate_files, class_weights, file_scores
 from ._schedule import build_optimizer, build_scheduler
 
@@ -32,12 +34,19 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """``'auto'`` -> CUDA when available, else the CPU; checks that CUDA exists when asked for."""
+    """``'auto'`` -> CUDA when available, else the CPU; checks that CUDA exists when asked for.
+
+    Under ``torchrun`` (a process group of several processes), ``'auto'`` and
+    ``'cuda'`` mean this process's GPU, ``cuda:LOCAL_RANK``.
+    """
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ParameterError(f"device={device!r} was asked for but torch sees no CUDA GPU. Use device='cpu' or "
                              "'auto' (--device cpu).")
+    _, local_rank, world = dist_info()
+    if device == "cuda" and world > 1:
+        return torch.device("cuda", local_rank)
     return torch.device(device)
 
 
@@ -136,6 +145,27 @@ class Trainer:
         Show a tqdm bar per epoch and a line per finished epoch.
     desc : str
         Prefix of the progress bar.
+    batch_transform : nn.Module or callable or None
+        Applied to every batch once it is on the device, as
+        ``batch_transform(x, train=..., generator=...)``, before the model;
+        ``generator`` draws the training augmentation (seeded per epoch).
+        :class:`~specimg.data.FrontendPipeline` turns waveform batches into
+        augmented, normalised images this way (``frontend='gpu'``).
+
+    Notes
+    -----
+    **Several processes** (``torchrun --nproc_per_node N``, after
+    :func:`~specimg.training.init_distributed`): the model is wrapped in
+    :class:`~torch.nn.parallel.DistributedDataParallel`, each process trains
+    on its share of every epoch (a :class:`~torch.utils.data.distributed.DistributedSampler`)
+    with ``batch_size // N`` items, so that ``batch_size`` stays the number
+    of items per optimizer step and a config means the same on 1 or N
+    processes. Validation is split over the processes and the window
+    probabilities gathered, so every process computes the same file-level
+    metrics and takes the same best-epoch and early-stopping decisions. Only
+    rank 0 writes ``last.pt``, ``best.pt`` and ``log.csv`` (each process's
+    RNG state goes into ``last.pt``), and the progress output. Resuming
+    needs the same number of processes to be bit-exact.
 
     Examples
     --------
@@ -146,7 +176,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, *, out_dir: Optional[PathLike] = None,
                  callbacks: Iterable[Callback] = (), resume: bool = True, progress: bool = True,
-                 desc: str = "train") -> None:
+                 desc: str = "train", batch_transform: Optional[Any] = None) -> None:
         if not isinstance(config, TrainConfig):
             raise ParameterError(f"Trainer needs a TrainConfig; got {type(config).__name__}.")
         callbacks = list(callbacks)
@@ -160,7 +190,17 @@ class Trainer:
         self.resume = bool(resume)
         self.progress = bool(progress)
         self.desc = desc
+        if batch_transform is not None and not callable(batch_transform):
+            raise ParameterError(f"The 'batch_transform' parameter of Trainer must be callable. Got "
+                                 f"{type(batch_transform).__name__}.")
+        self.batch_transform = batch_transform
+        self.rank, self.local_rank, self.world_size = dist_info()
+        self.is_main = self.rank == 0
+        self.progress = self.progress and self.is_main
         self.device = resolve_device(config.device)
+        if isinstance(batch_transform, nn.Module):
+            batch_transform.to(self.device)
+        self._aug_gen = torch.Generator()
         self.amp_dtype = _amp_dtype(config.amp, self.device)
         self.channels_last = bool(config.channels_last)
         if config.num_workers is not None:
@@ -185,18 +225,42 @@ class Trainer:
                 workers: Optional[torch.Generator] = None) -> DataLoader:
         """``order`` shuffles the training items; ``workers`` seeds the worker processes (torch draws
         their base seed only when there are workers, so the two must not share a generator)."""
-        bs = self.config.batch_size if train else max(1, self.config.batch_size * 2)
+        bs = self._per_process_batch() if train else max(1, self.config.batch_size * 2)
         kw: Dict[str, Any] = dict(batch_size=bs, num_workers=self.num_workers,
                                   pin_memory=self.device.type == "cuda")
         if self.num_workers > 0:
             kw["prefetch_factor"] = 4
-        if train:
+        if train and self.world_size > 1:
+            # every process draws the same permutation (seed + epoch) and takes its own share of it
+            sampler = DistributedSampler(data, num_replicas=self.world_size, rank=self.rank, shuffle=True,
+                                         seed=self.config.seed)
+            per_process = len(sampler)
+            kw.update(sampler=sampler, generator=workers, drop_last=per_process > bs)
+        elif train:
             kw.update(sampler=RandomSampler(data, generator=order), generator=workers,
                       drop_last=len(data) > bs)
         return DataLoader(data, shuffle=False, **kw)
 
-    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device, non_blocking=True)
+    def _per_process_batch(self) -> int:
+        bs, world = self.config.batch_size, self.world_size
+        if world == 1:
+            return bs
+        if bs < world:
+            raise ParameterError(f"batch_size={bs} cannot be split over {world} processes: batch_size is the number "
+                                 f"of items per optimizer step, shared by the processes. Use --batch-size {world} "
+                                 "or more (a multiple of the process count).")
+        if bs % world:
+            warnings.warn(f"batch_size={bs} is not a multiple of the {world} processes: each takes {bs // world}, "
+                          f"so an optimizer step sees {bs // world * world} items.", UserWarning, stacklevel=3)
+        return bs // world
+
+    def _to_device(self, x: Any, *, train: bool = False) -> torch.Tensor:
+        if isinstance(x, (tuple, list)):
+            x = type(x)(t.to(self.device, non_blocking=True) for t in x)
+        else:
+            x = x.to(self.device, non_blocking=True)
+        if self.batch_transform is not None:
+            x = self.batch_transform(x, train=train, generator=self._aug_gen if train else None)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
@@ -227,7 +291,8 @@ class Trainer:
         was_training = model.training
         model.eval()
         out = []
-        for x, _ in self._loader(data, train=False):
+        share = data if self.world_size == 1 else Subset(data, shard_rows(len(data)).tolist())
+        for x, _ in self._loader(share, train=False):
             x = self._to_device(x)  # (B, 3, H, W)
             if tta == "flip":
                 x = torch.cat([x, x.flip(3)])  # (2B, 3, H, W)
@@ -239,9 +304,13 @@ class Trainer:
                 p = 0.5 * (p[: len(p) // 2] + p[len(p) // 2:])  # (B, n_classes)
             out.append(p.cpu())
         model.train(was_training)
-        if not out:
+        probs = torch.cat(out).numpy().astype(np.float32) if out else None
+        if self.world_size > 1:  # every process gets every window, in order
+            parts = [p for p in all_gather_objects(probs) if p is not None]
+            probs = np.concatenate(parts) if parts else None
+        if probs is None:
             return np.zeros((0, 0), dtype=np.float32)
-        return torch.cat(out).numpy().astype(np.float32)
+        return probs
 
     def evaluate(self, model: nn.Module, data: SegmentDataset) -> Dict[str, float]:
         """Validation loss (window level) and file-level accuracy and UAR (with ``config.tta``)."""
@@ -341,14 +410,24 @@ class Trainer:
                 if scaler.is_enabled() and state["scaler"]:  # empty when saved without fp16 (e.g. on the CPU)
                     scaler.load_state_dict(state["scaler"])
                 self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
+                rng_ranks = state.get("rng_ranks") or [state["rng"]]
                 self.history = list(state["history"])
                 self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
                 since_best, stopped_early = int(state["since_best"]), bool(state["stopped_early"])
                 best_loss = float(state["best_loss"])
-                _set_rng_state(state["rng"])
-            elif not self.resume:
+                _set_rng_state(rng_ranks[self.rank] if len(rng_ranks) == self.world_size else state["rng"])
+            elif not self.resume and self.is_main:
                 for p in (last_path, best_path, self.out_dir / "log.csv"):
                     p.unlink(missing_ok=True)
+            barrier()  # nobody reads last.pt while rank 0 may still be removing it
+
+        net: nn.Module = model
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+            if self.epoch == 0:  # distinct dropout draws per process (the weights come from rank 0)
+                torch.manual_seed(_epoch_seed(cfg.seed, 0, 100 + self.rank))
 
         cbs = _CallbackList(self.callbacks)
         cbs("on_train_start", self)
@@ -359,7 +438,10 @@ class Trainer:
             e = self.epoch  # 0-based index of the epoch being trained
             train_data.set_epoch(e)
             order_gen.manual_seed(_epoch_seed(cfg.seed, e, 0))
-            worker_gen.manual_seed(_epoch_seed(cfg.seed, e, 3))
+            worker_gen.manual_seed(_epoch_seed(cfg.seed, e, 3 + 1000 * self.rank))
+            self._aug_gen.manual_seed(_epoch_seed(cfg.seed, e, 4 + 1000 * self.rank))
+            if isinstance(loader.sampler, DistributedSampler):
+                loader.sampler.set_epoch(e)
             mix_rng = np.random.default_rng(_epoch_seed(cfg.seed, e, 1))
             mix_gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, e, 2))
             cbs("on_epoch_start", self, e + 1)
@@ -372,14 +454,14 @@ class Trainer:
             bar = tqdm(total=steps, desc=f"{self.desc} epoch {e + 1}/{cfg.epochs}", leave=False, file=sys.stderr,
                        disable=not self.progress, dynamic_ncols=True)
             for i, (x, y) in enumerate(loader):
-                x, y = self._to_device(x), y.to(device, non_blocking=True)  # (B, 3, H, W), (B,)
+                x, y = self._to_device(x, train=True), y.to(device, non_blocking=True)  # (B, 3, H, W), (B,)
                 if mixup:
                     lam = float(mix_rng.beta(cfg.mixup, cfg.mixup))
                     perm = torch.randperm(len(x), generator=mix_gen).to(device)
                     x = lam * x + (1.0 - lam) * x[perm]
                 with torch.autocast(device.type, dtype=self.amp_dtype or torch.float32,
                                     enabled=self.amp_dtype is not None):
-                    logits = model(x)  # (B, n_classes)
+                    logits = net(x)  # (B, n_classes)
                 logits = logits.float()
                 if mixup:
                     loss = lam * criterion(logits, y) + (1.0 - lam) * criterion(logits, y[perm])
@@ -403,8 +485,12 @@ class Trainer:
                 bar.update(1)
                 cbs("on_batch_end", self, i, loss)
             bar.close()
+            totals = all_sum(torch.stack([loss_sum.float(), torch.tensor(float(seen), device=device)]))
             logs: Dict[str, Any] = {"epoch": e + 1, "lr": float(optimizer.param_groups[0]["lr"]),
-                                    "train_loss": float(loss_sum) / max(seen, 1)}
+                                    "train_loss": float(totals[0]) / max(float(totals[1]), 1.0)}
+            if self.world_size > 1:  # every process evaluates (and rank 0 saves) rank 0's BatchNorm statistics
+                for buf in model.buffers():
+                    torch.distributed.broadcast(buf, 0)
             if val_data is not None:
                 logs.update(self.evaluate(model, val_data))
                 score = logs[f"val_{cfg.metric}"]
@@ -419,8 +505,9 @@ class Trainer:
                 self.best_score, self.best_epoch, since_best = score, e + 1, 0
                 best_loss = logs.get("val_loss", float("inf"))
                 if best_path is not None:
-                    atomic_save({**base_meta, "model": model.state_dict(), "epoch": e + 1, "score": score},
-                                best_path)
+                    if self.is_main:
+                        atomic_save({**base_meta, "model": model.state_dict(), "epoch": e + 1, "score": score},
+                                    best_path)
                 elif val_data is not None:  # without validation the last epoch is the best: nothing to keep
                     best_state = copy.deepcopy(model.state_dict())
             else:
@@ -430,15 +517,19 @@ class Trainer:
             if cfg.patience is not None and since_best >= cfg.patience:
                 stopped_early = True
             if self.out_dir is not None:
-                pd.DataFrame(self.history).to_csv(self.out_dir / ".log.csv.tmp", index=False)
-                os.replace(self.out_dir / ".log.csv.tmp", self.out_dir / "log.csv")
-                atomic_save({**base_meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                             "epoch": self.epoch, "global_step": self.global_step, "history": self.history,
-                             "best_score": self.best_score, "best_epoch": self.best_epoch, "since_best": since_best,
-                             "best_loss": best_loss,
-                             "stopped_early": stopped_early, "steps_per_epoch": steps, "rng": _rng_state()},
-                            last_path)
+                rng_ranks = all_gather_objects(_rng_state())
+                if self.is_main:
+                    pd.DataFrame(self.history).to_csv(self.out_dir / ".log.csv.tmp", index=False)
+                    os.replace(self.out_dir / ".log.csv.tmp", self.out_dir / "log.csv")
+                    atomic_save({**base_meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                                 "epoch": self.epoch, "global_step": self.global_step, "history": self.history,
+                                 "best_score": self.best_score, "best_epoch": self.best_epoch,
+                                 "since_best": since_best, "best_loss": best_loss, "stopped_early": stopped_early,
+                                 "steps_per_epoch": steps, "world_size": self.world_size, "rng": rng_ranks[0],
+                                 "rng_ranks": rng_ranks},
+                                last_path)
+                barrier()
             if self.progress:
                 msg = f"{self.desc} epoch {e + 1}/{cfg.epochs}: train_loss {logs['train_loss']:.4f}"
                 if val_data is not None:
@@ -446,6 +537,7 @@ class Trainer:
                             + ("  *" if improved else ""))
                 tqdm.write(msg, file=sys.stderr)
             cbs("on_epoch_end", self, e + 1, logs)
+            self.stop_training = any_true(self.stop_training, device)  # a callback on any process stops them all
 
         # the best weights end up in the model
         if best_path is not None and best_path.exists():
@@ -466,6 +558,10 @@ class Trainer:
         if diff:
             raise ParameterError(f"{str(path)!r} was written with another config ({'; '.join(diff[:6])}). Pass "
                                  "resume=False (--no-resume) to start this fold over, or write to another folder.")
+        if int(state.get("world_size", 1)) != self.world_size:
+            raise ParameterError(f"{str(path)!r} was trained by {state.get('world_size', 1)} process(es), now "
+                                 f"{self.world_size}. Resume with the same number of processes (torchrun "
+                                 "--nproc_per_node), or pass resume=False (--no-resume) to start this fold over.")
         if int(state.get("steps_per_epoch", steps)) != steps:
             raise ParameterError(f"{str(path)!r} was trained with {state['steps_per_epoch']} batches per epoch, now "
                                  f"{steps}: the data changed. Pass resume=False (--no-resume) to start over.")
