@@ -86,6 +86,34 @@ class DeviceAugment(nn.Module):
         inside = (pos >= start[..., None]) & (pos < (start + length)[..., None]) & used[..., None]  # (n, k, size)
         return inside.any(1)  # (n, size)
 
+    @staticmethod
+    def stretch(x: torch.Tensor, fy: torch.Tensor, fx: torch.Tensor) -> torch.Tensor:
+        """Rescale each image's frequency axis by ``fy`` (bottom row fixed) and time axis by ``fx`` (left edge fixed).
+
+        The device version of :class:`SpectrogramStretch`: bilinear, emptied
+        rows / columns set to 0.
+
+        Parameters
+        ----------
+        x : torch.Tensor [shape=(B, C, H, W)]
+        fy, fx : torch.Tensor [shape=(B,)]
+            Factors; > 1 stretches (content moves up / right), < 1 squeezes.
+
+        Returns
+        -------
+        out : torch.Tensor [shape=(B, C, H, W)]
+        """
+        B = x.shape[0]
+        fy = torch.as_tensor(fy, dtype=torch.float32).reshape(B).cpu()
+        fx = torch.as_tensor(fx, dtype=torch.float32).reshape(B).cpu()
+        # output -> source coordinates (align_corners=False, [-1, 1]): the bottom edge (y = 1) and the left edge
+        # (x = -1) stay put; everything else scales away from them.
+        theta = torch.zeros(B, 2, 3)
+        theta[:, 0, 0], theta[:, 0, 2] = 1.0 / fx, 1.0 / fx - 1.0
+        theta[:, 1, 1], theta[:, 1, 2] = 1.0 / fy, 1.0 - 1.0 / fy
+        grid = nnf.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+        return nnf.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
     def forward(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Augment images (B, C, H, W), low frequencies at the bottom row; returns a new tensor."""
         B, _, H, W = x.shape
@@ -103,14 +131,7 @@ class DeviceAugment(nn.Module):
                 fx = torch.where(on, 1.0 + _uniform(B, -self.time_stretch, self.time_stretch, g), fx)
             moved = (fy != 1.0) | (fx != 1.0)
             if bool(moved.any()):
-                # output -> source coordinates (align_corners=False, [-1, 1]): the bottom edge (y = 1) and the
-                # left edge (x = -1) stay put; everything else scales away from them.
-                theta = torch.zeros(B, 2, 3)
-                theta[:, 0, 0], theta[:, 0, 2] = 1.0 / fx, 1.0 / fx - 1.0
-                theta[:, 1, 1], theta[:, 1, 2] = 1.0 / fy, 1.0 - 1.0 / fy
-                grid = nnf.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
-                warped = nnf.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-                x = torch.where(moved.to(x.device)[:, None, None, None], warped, x)
+                x = torch.where(moved.to(x.device)[:, None, None, None], self.stretch(x, fy, fx), x)
         if self.time_mask > 0 or self.freq_mask > 0:
             apply = torch.rand(B, generator=g) < 0.5  # XYMasking(p=0.5): one draw for both kinds
             keep = torch.ones(B, 1, H, W, dtype=torch.bool)
