@@ -35,6 +35,14 @@ and the median of ``--repeats`` runs is quoted:
 - ``long-60s``: 60 s files of real FSDD speech at 22.05 kHz, 20 s windows at a 10 s hop
   (5 windows a file), the long-20s render settings.
 
+Training (issue 6, ``--frontend gpu``): images/s of one :meth:`Trainer.fit` epoch on FSDD
+files (the fsdd-1s settings at 64x64, the preset's augmentation: flip, masks, stretches), fed
+``cache`` (:class:`SegmentDataset` over the rendered image cache, albumentations on the CPU) vs
+``frontend`` (:class:`WaveformDataset` over the decoded audio, :class:`FrontendPipeline`
+with :class:`DeviceAugment` on the training device); same model (``--backbone``), same batches,
+alternated, medians. The one-off set-up of each (render the cache vs decode the audio) is
+printed beside it.
+
 Run: ``.venv/bin/python benchmarks/frontend.py`` (``--quick`` for a smoke run).
 """
 
@@ -202,6 +210,62 @@ def bench_predict(name: str, cfg: RenderConfig, paths: List[str], backbone: str,
     return rows
 
 
+def bench_train(paths: List[str], backbone: str, repeats: int, tmp: Path, devices: List[torch.device]
+                ) -> List[Dict[str, object]]:
+    """Training images/s of one epoch fed from the image cache vs through the device front end, per device."""
+    from specimg.config import TrainConfig
+    from specimg.data import (DeviceAugment, FrontendPipeline, SegmentDataset, WaveformDataset, WaveformSet,
+                              cache_targets, spectrogram_transforms)
+    from specimg.training import Trainer
+
+    labels = [Path(p).name.split("_")[0] for p in paths]
+    csv = tmp / "train.csv"
+    pd.DataFrame({"path": paths, "label": labels}).to_csv(csv, index=False)
+    cfg = RenderConfig(audio=AudioConfig(sample_rate=8000), segment=SegmentConfig(seconds=1.0, hop=0.5),
+                       spectrogram=SpectrogramConfig(n_fft=256, hop_length=64, n_mels=64, image_size=(64, 64)))
+    aug = dict(hflip=0.5, time_mask=0.1, freq_mask=0.1, freq_stretch=0.15, time_stretch=0.15)
+    t0 = time.perf_counter()
+    cache = render_dataset(csv, tmp / "train-cache", cfg, progress=False)
+    t_render = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    waves = WaveformSet.load(csv, cfg, progress=False)
+    t_load = time.perf_counter() - t0
+    fids, targets = cache_targets(cache)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    rows: List[Dict[str, object]] = []
+    for device in devices:
+        config = TrainConfig(backbone=backbone, weights="none", epochs=1, warmup_epochs=0.0, batch_size=32,
+                             device=str(device), num_workers=0, **aug)
+        tf = spectrogram_transforms(train=True, cache_size=(64, 64), image_size=(64, 64), n_masks=2, **aug)
+        sets = {"cache": (SegmentDataset(cache.images, targets, file_ids=fids, transform=tf, mean=mean, std=std,
+                                         num_classes=10), None),
+                "frontend": (WaveformDataset(waves, num_classes=10),
+                             FrontendPipeline(cfg, mean=mean, std=std, augment=DeviceAugment(n_masks=2, **aug)))}
+
+        def run(kind: str) -> None:
+            data, pipe = sets[kind]
+            torch.manual_seed(0)
+            model = create_backbone(backbone, num_classes=10, weights="none")
+            Trainer(config, progress=False, batch_transform=pipe).fit(model, data, num_classes=10)
+
+        for kind in sets:  # warm-up
+            run(kind)
+        times: Dict[str, List[float]] = {k: [] for k in sets}
+        for r in range(repeats):
+            for k in (list(sets) if r % 2 == 0 else list(sets)[::-1]):
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                t0 = time.perf_counter()
+                run(k)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                times[k].append(time.perf_counter() - t0)
+        rate = {k: len(cache.segments) / float(np.median(v)) for k, v in times.items()}
+        rows.append(dict(device=str(device), files=len(paths), windows=len(cache.segments), render_s=t_render,
+                         load_s=t_load, **rate))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5, help="timed runs per setting; the median is quoted")
@@ -232,7 +296,9 @@ def main() -> None:
                             spectrogram=SpectrogramConfig(image_size=(512, 512)))
     rows: List[Dict[str, object]] = []
     pred_rows: List[Dict[str, object]] = []
+    train_rows: List[Dict[str, object]] = []
     with tempfile.TemporaryDirectory() as tmp:
+        train_rows += bench_train(fsdd_files(n_files), args.backbone, args.repeats, Path(tmp), devices)
         rows += bench_workload("fsdd-1s 128x128", fsdd_cfg, fsdd_windows(n_short), [32, 64], args.repeats,
                                render_short, Path(tmp), devices)
         rows += bench_workload("long-20s 512x512", long_cfg, long_windows(n_long), [32, 64], args.repeats,
@@ -256,6 +322,13 @@ def main() -> None:
     for r in pred_rows:
         print(f"{r['workload']:<18} {r['device']:<6} {r['files']:>5} {r['windows']:>7} {r['cpu']:>9.1f} "
               f"{r['gpu']:>9.1f} {r['cache']:>9.1f} {r['gpu'] / r['cpu']:>7.2f}x")
+    print(f"\ntraining, one epoch, images/s (backbone {args.backbone}, random weights, batch 32, flip + masks + "
+          f"stretches; medians of {args.repeats} alternated runs after a warm-up each):")
+    print(f"{'device':<6} {'files':>5} {'windows':>7} {'cache':>9} {'frontend':>9} {'frontend/cache':>15} "
+          f"{'render once (s)':>16} {'decode once (s)':>16}")
+    for r in train_rows:
+        print(f"{r['device']:<6} {r['files']:>5} {r['windows']:>7} {r['cache']:>9.1f} {r['frontend']:>9.1f} "
+              f"{r['frontend'] / r['cache']:>14.2f}x {r['render_s']:>16.2f} {r['load_s']:>16.2f}")
 
 
 if __name__ == "__main__":
