@@ -6,6 +6,7 @@ from ._checkpoint import load_trained as load_trained
 from ._checkpoint import read_checkpoint as read_checkpoint
 from ._cv import CVResult as CVResult
 from ._cv import train_cv as train_cv
+from ._distributed import init_distributed as init_distributed
 from ._losses import aggregate_files as aggregate_files
 from ._losses import class_weights as class_weights
 from ._losses import file_scores as file_scores
@@ -32,4 +33,5 @@ __all__ = [
     "aggregate_files",
     "file_scores",
     "resolve_device",
+    "init_distributed",
 ]
