@@ -272,7 +272,8 @@ def train_cv(
                                  f"{config.n_splits - 1}] (n_splits={config.n_splits}). Got {folds!r}.")
         todo = sorted({int(f) for f in todo})
     callbacks = list(callbacks)
-    init_distributed()  # under torchrun: join the process group (a no-op in a single process)
+    # under torchrun: join the process group (a no-op in a single process); gloo when training on the CPU
+    init_distributed("gloo" if config.device == "cpu" else None)
     main = is_main_process()
     verbose = verbose and main
     run = Path(out_dir)
