@@ -145,6 +145,20 @@ def test_reference_equals_librosa_file_max(fsdd_windows):
     np.testing.assert_allclose(float(ref[0]), float(mel.max()), rtol=1e-4)
 
 
+def test_reference_of_a_long_signal_is_computed_in_pieces_with_the_same_result(fsdd_windows, monkeypatch):
+    """An hour of audio would be a 1.3 GB STFT at once: the reference takes it a bounded piece at a time."""
+    import specimg.spectrogram._frontend as fe_mod
+
+    cfg = render_config()
+    y = torch.from_numpy(np.concatenate(fsdd_windows[:30]))[None]  # (1, 240000): 30 s of real speech
+    whole = SpectrogramFrontend(cfg).reference(y)
+    monkeypatch.setattr(fe_mod, "_REF_STFT_BYTES", 8 * 129 * 97)  # 97 frames per piece: 39 pieces
+    pieces = SpectrogramFrontend(cfg).reference(y)
+    assert torch.equal(whole, pieces)
+    mel = librosa.feature.melspectrogram(y=y[0].numpy(), sr=SR, n_fft=256, hop_length=64, n_mels=64)
+    np.testing.assert_allclose(float(pieces[0]), float(mel.max()), rtol=1e-4)
+
+
 @pytest.mark.parametrize("freq", [500.0, 1000.0, 2500.0])
 @pytest.mark.parametrize("spec", [dict(hop_length=125, n_mels=32, image_size=(32, 64)), dict()],
                          ids=["no-resize", "resized"])

@@ -29,6 +29,8 @@ _AMIN = 1e-10
 _DELTA_WIDTH = 9
 #: Largest complex STFT (bytes) transformed at once on the CPU.
 _CPU_STFT_BYTES = 4 * 2**20
+#: Largest complex STFT (bytes) :meth:`SpectrogramFrontend.reference` transforms at once, on any device.
+_REF_STFT_BYTES = 256 * 2**20
 
 
 def _delta_width(n_frames: int) -> int:
@@ -230,8 +232,11 @@ class SpectrogramFrontend(nn.Module):
         return buf if buf.device == device else buf.to(device)  # a one-off copy; call .to(device) once to avoid it
 
     # ------------------------------------------------------------------ maths
-    def _mel_power(self, x: torch.Tensor) -> torch.Tensor:
-        """(batch, n) float32 → mel power spectrogram (power 2) (batch, n_mels, 1 + n // hop_length)."""
+    def _mel_power(self, x: torch.Tensor, *, center: bool = True) -> torch.Tensor:
+        """(batch, n) float32 → mel power spectrogram (power 2) (batch, n_mels, 1 + n // hop_length).
+
+        ``center=False``: frames of ``x`` as it is, ``1 + (n - n_fft) // hop_length`` of them.
+        """
         c = self.config
         window = self._buffer("window", x.device)
         mel_basis = self._buffer("mel_basis", x.device)
@@ -244,7 +249,7 @@ class SpectrogramFrontend(nn.Module):
         mels = []
         for part in x.split(chunk):  # a single part on accelerators
             stft = torch.stft(part, n_fft=c.n_fft, hop_length=c.hop_length, win_length=window.shape[0],
-                              window=window, center=True, pad_mode="constant",
+                              window=window, center=center, pad_mode="constant",
                               return_complex=True)  # (b, n_fft // 2 + 1, T)
             if c.power == 2.0:
                 S = stft.real.square() + stft.imag.square()  # (b, n_freq, T)
@@ -273,7 +278,23 @@ class SpectrogramFrontend(nn.Module):
         ref : torch.Tensor [shape=(batch,), dtype=float32]
         """
         self._check_waveforms(waveforms, "waveforms", fixed_length=False)
-        return self._mel_power(waveforms.to(torch.float32)).amax(dim=(1, 2))
+        x = waveforms.to(torch.float32)  # (B, n)
+        c = self.config
+        n_frames = 1 + x.shape[1] // c.hop_length
+        chunk = max(1, _REF_STFT_BYTES // (8 * (c.n_fft // 2 + 1) * x.shape[0]))  # frames per piece
+        if n_frames <= chunk:
+            return self._mel_power(x).amax(dim=(1, 2))
+        # A long signal (an hour at 22.05 kHz is a 1.3 GB complex STFT): the same frames, a piece at a time.
+        # Frame t of the centred STFT covers padded[t * hop : t * hop + n_fft] of the zero-padded signal, so
+        # each piece is an uncentred STFT of exactly its frames' samples.
+        half = c.n_fft // 2
+        padded = nnf.pad(x, (half, half))  # (B, n + n_fft), pad_mode='constant'
+        ref = torch.zeros(x.shape[0], device=x.device)
+        for a in range(0, n_frames, chunk):
+            b = min(n_frames, a + chunk)
+            piece = padded[:, a * c.hop_length:(b - 1) * c.hop_length + c.n_fft]
+            ref = torch.maximum(ref, self._mel_power(piece, center=False).amax(dim=(1, 2)))
+        return ref
 
     @torch.no_grad()
     def forward(self, waveforms: torch.Tensor, ref: Optional[Union[torch.Tensor, float]] = None) -> torch.Tensor:
