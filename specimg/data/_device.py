@@ -206,11 +206,18 @@ class FrontendPipeline(nn.Module):
 
     def images(self, waveforms: torch.Tensor, ref: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Un-normalised images (B, 3, H, W) in [0, 1] at ``image_size``, before augmentation."""
-        x = self.frontend(waveforms, ref)  # (B, 3, h, w) in [0, 1]
+        return self.resize(self.frontend(waveforms, ref))
+
+    def resize(self, x: torch.Tensor) -> torch.Tensor:
+        """Float images (B, 3, h, w) in [0, 1] → ``image_size`` (bilinear, anti-aliased; unchanged when equal)."""
         if tuple(x.shape[-2:]) != self.image_size:
             x = nnf.interpolate(x, size=self.image_size, mode="bilinear", align_corners=False,
                                 antialias=True).clamp_(0.0, 1.0)  # (B, 3, H, W)
         return x
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] → the backbone's input, ``(x - mean) / std``."""
+        return (x - self.mean.to(x.device)) / self.std.to(x.device)
 
     @torch.no_grad()
     def forward(self, batch: Batch, ref: Optional[torch.Tensor] = None, *, train: bool = False,
@@ -241,6 +248,5 @@ class FrontendPipeline(nn.Module):
         x = self.images(waveforms, ref)
         if train and self.augment is not None:
             x = self.augment(x, generator=generator)
-        mean, std = self.mean.to(x.device), self.std.to(x.device)
-        return (x - mean) / std
+        return self.normalise(x)
 

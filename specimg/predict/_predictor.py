@@ -13,7 +13,6 @@ from typing import Any, Dict, Iterator, List, Literal, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as nnf
 from torch import nn
 
 from ..audio import load_audio, read_table
@@ -319,10 +318,7 @@ class Predictor:
             if self.pipeline is not None:
                 x = torch.from_numpy(np.array(chunk, copy=True, order="C")).to(self.device)
                 x = x.permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, h, w) in [0, 1]
-                if tuple(x.shape[-2:]) != self.pipeline.image_size:  # FrontendPipeline.images' resize
-                    x = nnf.interpolate(x, size=self.pipeline.image_size, mode="bilinear", align_corners=False,
-                                        antialias=True).clamp_(0.0, 1.0)  # (B, 3, H, W)
-                x = (x - self.pipeline.mean) / self.pipeline.std  # (B, 3, H, W)
+                x = self.pipeline.normalise(self.pipeline.resize(x))  # (B, 3, H, W): as in training
             else:
                 if self._resize is not None:
                     chunk = np.stack([self._resize(image=im)["image"] for im in chunk])
