@@ -113,9 +113,7 @@ def _labels(tmp_path, labels, paths=("a.wav", "b.wav", "c.wav", "d.wav")):
     ("labels_unknown_class", [r"class\(es\) \['8'\] that the model never saw .* e\.g\. file 'd\.wav'"]),
     ("report_is_a_file", [r"report folder '.*p\.csv' \(out_dir, --report\) is an existing file, not a folder",
                           r"Give the path of a folder"]),
-    pytest.param("run_missing", [r"norun", r"specimg train"], marks=pytest.mark.xfail(
-        strict=True, reason="evaluate --run with a missing run folder crashes with FileNotFoundError in "
-                            "specimg/predict/_cli.py _cmd_evaluate (fix proposed)")),
+    ("run_missing", [r"norun", r"specimg train"]),
 ])
 def test_evaluate_nonsense_options(tmp_path, capsys, case, patterns):
     preds = tmp_path / "p.csv"

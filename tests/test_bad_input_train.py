@@ -204,8 +204,6 @@ def test_predict_labels_the_run_never_saw_are_predicted(trained, bad_batch, tmp_
                         r"drop these files, or fix their labels"])
 
 
-@pytest.mark.xfail(strict=True, reason="specimg predict prints 'accuracy 0.0000' without saying that the labels "
-                                       "are not classes of the run (fix proposed for specimg/predict/_cli.py)")
 def test_predict_warns_about_labels_the_run_never_saw(trained, bad_batch, tmp_path, capsys):
     run, _ = trained
     t = _table(bad_batch, GOOD, labels="9")
@@ -224,9 +222,7 @@ def test_predict_warns_about_labels_the_run_never_saw(trained, bad_batch, tmp_pa
     (["--workers", "0"], [r"'workers' option must be an int >= 1\. Got 0"]),
     (["--device", "tpu"], [r"'device' option must be 'auto', 'cpu' or 'cuda'\. Got 'tpu'"]),
     (["--folds", "9"], [r"has no finished fold\(s\) \[9\]; finished folds: \[0, 1\]"]),
-    pytest.param(["--folds", "x"], [r"--folds 'x'", r"0,2"], marks=pytest.mark.xfail(
-        strict=True, reason="--folds x raises a bare ValueError from int() in specimg/predict/_cli.py _folds "
-                            "(fix proposed)")),
+    (["--folds", "x"], [r"--folds 'x'", r"0,2"]),
 ])
 def test_predict_nonsense_options(trained, bad_batch, tmp_path, capsys, args, patterns):
     run, _ = trained

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 __all__ = ["add_predict_parsers"]
 
 
 def _folds(text: str):
-    return "all" if text == "all" else [int(x) for x in text.split(",")]
+    from ..exceptions import ParameterError
+
+    if text == "all":
+        return "all"
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise ParameterError(f"--folds {text!r} must be 'all' or fold indices separated by commas, e.g. 0,2.") \
+            from None
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -33,6 +42,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if "label" in res.files.columns and res.files["label"].notna().all():
         acc = float((res.files["label"].astype(str) == res.files["prediction"]).mean())
         msg += f"; accuracy {acc:.4f}"
+        unknown = sorted(set(res.files["label"].astype(str)) - set(pred.classes))
+        if unknown:
+            print(f"specimg predict: label(s) {unknown} in {args.input} are not classes of the run (it knows "
+                  f"{', '.join(pred.classes)}); those files count as wrong in the accuracy.", file=sys.stderr)
     if len(res.errors):
         msg += f"; {len(res.errors)} file(s) failed (see {out.with_name(out.stem + '_errors.csv')})"
     print(msg)
@@ -46,9 +59,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.run:
         from ..audio import read_table
         from ..config import RenderConfig
+        from ..exceptions import DataError
         from ..spectrogram import render_file
 
-        cfg = RenderConfig.from_dict(json.loads((Path(args.run) / "config.json").read_text())["render"])
+        cfg_path = Path(args.run) / "config.json"
+        if not cfg_path.is_file():
+            raise DataError(f"--run {args.run!r} is not a specimg run folder (no config.json). Give the folder "
+                            "written by `specimg train`, or drop --run.")
+        cfg = RenderConfig.from_dict(json.loads(cfg_path.read_text())["render"])
         src = read_table(args.labels) if args.labels else None
         abspath = dict(zip(src["path"], src["abspath"])) if src is not None else {}
 
