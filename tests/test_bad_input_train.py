@@ -93,10 +93,10 @@ GOOD = ["ok.wav", "pcm8.wav", "alaw.wav", "stereo.wav", "rate44k.wav", "mp3insid
     ("one_class", [], [r"at least 2 classes.*all have the label '3'", r"Add files of another class"]),
     ("one_class_after_bad_files", [], [r"all have the label '3'", r"Add files of another class"]),
     ("more_folds_than_groups", ["--group-column", "speaker", "--folds", "3"],
-     [r"only 2 values of 'speaker'.*n_splits=3", r"Lower n_splits to at most 2"]),
+     [r"only 2 values of 'speaker'.*n_splits=3", r"Lower n_splits \(--folds\) to at most 2"]),
     ("more_folds_than_files", ["--folds", "5"],
      [r"Class\(es\) '3' \(4 files\), '7' \(3 files\) have fewer files than the 5 folds",
-      r"Lower n_splits to at most 3"]),
+      r"Lower n_splits \(--folds\) to at most 3"]),
     ("header_only", [], [r"header_only\.csv' lists no files", r"Add one row per audio file"]),
     ("no_path_column", [], [r"no_path_column\.csv' has no 'path' column", r"header must start with path,label"]),
     ("repeated_path", [], [r"repeated_path\.csv' lists 1 path\(s\) twice, e\.g\. '.*ok\.wav'",
@@ -143,9 +143,9 @@ def test_train_bad_tables(bad_batch, tiny_backbone, tmp_path, capsys, case, extr
     (["--optimizer", "adam"], [r"argument --optimizer: invalid choice: 'adam' \(choose from 'sgd', 'adamw'\)"],
      False),
     (["--epochs", "two"], [r"argument --epochs: invalid int value: 'two'"], False),
-    # the group column is checked against the rendered table; the render is kept and reused by the next run
+    # the fold plan (group column, folds vs groups) is checked on the input table, before any render
     (["--group-column", "missing"], [r"group column 'missing' \(group_column\) is not in the input table",
-                                     r"Add it to the input CSV or pick one of these"], True),
+                                     r"Add it to the input CSV or pick one of these"], False),
 ])
 def test_train_nonsense_options(bad_batch, tiny_backbone, tmp_path, capsys, args, patterns, renders):
     run = tmp_path / "run"

@@ -116,9 +116,9 @@ def file_folds(
     few = [(c, int(k)) for c, k in zip(classes, counts) if k < n_splits]
     if few:
         listed = ", ".join(f"{c!r} ({k} file{'s' if k != 1 else ''})" for c, k in few)
-        raise DataError(f"Class(es) {listed} have fewer files than the {n_splits} folds (n_splits), so some folds "
-                        f"would validate without them. Lower n_splits to at most {min(k for _, k in few)}, or add "
-                        "files of these classes.")
+        raise DataError(f"Class(es) {listed} have fewer files than the {n_splits} folds (n_splits, --folds), so "
+                        f"some folds would validate without them. Lower n_splits (--folds) to at most "
+                        f"{min(k for _, k in few)}, or add files of these classes.")
     if group_column is None:
         groups = np.arange(int(real.sum()))
     else:
@@ -131,7 +131,8 @@ def file_folds(
     if n_splits > n_groups:
         what = f"values of {group_column!r}" if group_column else "files"
         raise ParameterError(f"The 'n_splits' parameter must be <= the number of groups: there are only {n_groups} "
-                             f"{what} to split, got n_splits={n_splits}. Lower n_splits to at most {n_groups}.")
+                             f"{what} to split, got n_splits={n_splits}. Lower n_splits (--folds) to at most "
+                             f"{n_groups}.")
     if stratify:
         splitter: Any = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     else:

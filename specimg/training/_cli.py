@@ -78,6 +78,7 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int)
     tr.add_argument("--workers", type=int, metavar="N", help="data-loader / render worker processes")
     p.add_argument("--cache", metavar="DIR", help="where to render audio input (default RUN/cache)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines (the summary is kept)")
     add_render_options(p)  # the same options as `specimg render`; they apply to audio input only
     p.set_defaults(image_size=None)  # None: audio renders at 512; a cache keeps its own size
     p.set_defaults(func=run_train)
@@ -127,6 +128,12 @@ def run_train(args: argparse.Namespace) -> int:
     audio_input = not _is_cache_dir(Path(args.input))
     config, render = build_configs(args, audio_input=audio_input)
     folds: Optional[List[int]] = args.fold
-    train_cv(args.input, args.out, config, render_config=render, cache_dir=args.cache, folds=folds,
-             resume=not args.no_resume, verbose=True)
+    quiet = bool(getattr(args, "quiet", False))
+    result = train_cv(args.input, args.out, config, render_config=render, cache_dir=args.cache, folds=folds,
+                      resume=not args.no_resume, verbose=not quiet)
+    if quiet:
+        from ._distributed import is_main_process
+
+        if is_main_process():
+            print(result.summary())
     return 0

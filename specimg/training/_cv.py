@@ -110,6 +110,14 @@ def _open_or_render(source: Any, out_dir: Path, config: TrainConfig, render_conf
     from ..spectrogram import ImageCache, render_dataset
 
     workers = max(1, config.num_workers if config.num_workers else min(8, os.cpu_count() or 1))
+    if isinstance(source, (str, os.PathLike, pd.DataFrame)) and not (
+            isinstance(source, (str, os.PathLike)) and _is_cache_dir(Path(source))):
+        # the fold plan of the input table fails the same way before the render as after it (bad files only
+        # remove files): a missing group column or too many folds is reported before any audio work
+        from ..audio import read_table
+
+        file_folds(read_table(source), n_splits=config.n_splits, group_column=config.group_column,
+                   seed=config.seed)
     if config.frontend == "gpu":
         if isinstance(source, (ImageCache, WaveformSet)) or (
                 isinstance(source, (str, os.PathLike)) and _is_cache_dir(Path(source))):
