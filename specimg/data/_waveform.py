@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 from ..audio import load_audio, read_table, sort_labels
 from ..config import RenderConfig
 from ..exceptions import AudioError, DataError, ParameterError, SpecimgError
+from .._parallel import single_threaded_worker
 
 __all__ = ["WaveformSet", "WaveformDataset"]
 
@@ -119,7 +120,7 @@ class WaveformSet:
             else:
                 import librosa  # noqa: F401  imported once, inherited by forked workers
 
-                with ProcessPoolExecutor(max_workers=workers) as pool:
+                with ProcessPoolExecutor(max_workers=workers, initializer=single_threaded_worker) as pool:
                     chunk = max(1, min(64, len(jobs) // (8 * workers)))
                     it = pool.map(_load_job, [a for a, _ in jobs], [lab for _, lab in jobs], [cfg] * len(jobs),
                                   chunksize=chunk)
@@ -208,8 +209,6 @@ def _load_job(abspath: str, label: Optional[str], config_dict: Dict[str, Any]
         key = config.hash()
         frontend = _FRONTENDS.get(key)
         if frontend is None:
-            if _in_worker():  # a decoding process: one thread each, the pool is the parallelism
-                torch.set_num_threads(1)
             frontend = _FRONTENDS[key] = SpectrogramFrontend(config)
         ref = float(frontend.reference(torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))[None])[0])
         need = int(starts.max()) + win
@@ -222,13 +221,6 @@ def _load_job(abspath: str, label: Optional[str], config_dict: Dict[str, Any]
         return str(exc)
     except Exception as exc:  # one bad file never costs the batch its work
         return f"unexpected {type(exc).__name__}: {exc}"
-
-
-_MAIN_PID = os.getpid()
-
-
-def _in_worker() -> bool:
-    return os.getpid() != _MAIN_PID
 
 
 class WaveformDataset(Dataset):

@@ -19,6 +19,7 @@ from ..audio import load_audio, read_table
 from ..config import RenderConfig
 from ..exceptions import AudioError, DataError, ParameterError, SpecimgError
 from ..spectrogram import ImageCache, render_file, render_signal, signal_windows
+from .._parallel import single_threaded_worker
 from .aggregate import aggregate_segments
 
 __all__ = ["Predictor", "PredictionResult", "load_run_models"]
@@ -588,7 +589,7 @@ def _prepare_stream(paths: List[str], config: RenderConfig, workers: int, *, fro
         return
     import librosa  # noqa: F401  imported once, inherited by forked workers
 
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=single_threaded_worker) as pool:
         inflight: List[Tuple[int, Any]] = []
         nxt = 0
         while nxt < len(paths) or inflight:

@@ -36,6 +36,7 @@ from .._io import tmp_beside as _tmp_beside
 from ..audio import audio_duration, read_table, sort_labels
 from ..config import CACHE_FORMAT_VERSION, RenderConfig
 from ..exceptions import AudioError, DataError, ParameterError, SpecimgError
+from .._parallel import single_threaded_worker
 from ._image import render_file
 
 __all__ = ["ImageCache", "render_dataset", "atomic_write_text"]
@@ -370,7 +371,7 @@ def render_dataset(
         else:
             import librosa  # noqa: F401  imported once here, inherited by forked workers instead of once each
 
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            with ProcessPoolExecutor(max_workers=workers, initializer=single_threaded_worker) as pool:
                 futures = [pool.submit(_render_job, a, p, l, cfg_dict, str(shard_dir), png_dir) for a, p, l in todo]
                 try:
                     for fut in as_completed(futures):
