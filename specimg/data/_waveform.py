@@ -152,7 +152,7 @@ class WaveformSet:
         front = ["file_id", "path", "abspath", "label", "group", "n_segments", "duration"]
         files = files[front + [c for c in files.columns if c not in front]]
         segments = pd.DataFrame(seg_rows, columns=["file_id", "segment", "start", "end", "sample"])
-        if errors:
+        if errors and _is_rank_zero():  # under torchrun every process loads the audio; one of them reports
             print(f"specimg: {len(errors)} file(s) could not be loaded and are left out:", file=sys.stderr)
             for p, e in list(errors.items())[:20]:
                 print(f"  {p}: {e}", file=sys.stderr)
@@ -180,6 +180,12 @@ class WaveformSet:
         start = self.offsets[fid] + self.segments["sample"].to_numpy()[rows]  # (n,)
         idx = start[:, None] + np.arange(self.window_samples)[None, :]  # (n, win)
         return self.signal[idx], self.references[fid]
+
+
+def _is_rank_zero() -> bool:
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0)
 
 
 def _note(res: Any, path: str, errors: Dict[str, str], strict: bool) -> None:
