@@ -2,7 +2,8 @@
 
 Each ``specimg train`` here is a real ``torchrun --standalone --nproc_per_node 2 -m specimg train`` (the
 torch.distributed.run module), so the test covers the process-group set-up, the DistributedSampler, DDP,
-the gathered validation, rank-0 writes and the skip-on-rerun. Measured on 2 cores: one fold of 5 epochs,
+the gathered validation, rank-0 writes, the skip-on-rerun and a kill -9 of the launcher and its workers
+followed by the same command (bit-exact resume on the CPU). Measured on 2 cores: one fold of 5 epochs,
 about 9 s in one process and 15 s in two.
 """
 
@@ -10,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -44,13 +47,18 @@ def tones(tmp_path_factory) -> Path:
     return root / "labels.csv"
 
 
-def _train(csv: Path, out: Path, nproc: int, *extra: str, ok: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+
+def _command(csv: Path, out: Path, nproc: int, *extra: str) -> list:
     launcher = [sys.executable, "-m", "specimg"] if nproc == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), "-m",
         "specimg"]
-    proc = subprocess.run([*launcher, "train", str(csv), "--out", str(out), *ARGS, *extra], env=env,
-                          capture_output=True, text=True, timeout=300)
+    return [*launcher, "train", str(csv), "--out", str(out), *ARGS, *extra]
+
+
+def _train(csv: Path, out: Path, nproc: int, *extra: str, ok: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(_command(csv, out, nproc, *extra), env=ENV, capture_output=True, text=True, timeout=300)
     assert (proc.returncode == 0) == ok, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc
 
@@ -92,6 +100,27 @@ def test_two_processes_match_one_in_shape_and_quality(tones, tmp_path):
     assert "fold 0: already finished, skipped" in again.stderr
     assert (tmp_path / "two" / "fold_0" / "best.pt").stat().st_mtime_ns == before
 
+
+    # kill -9 the launcher and both workers once fold 0 has saved an epoch, run the same command again: it
+    # resumes from last.pt and ends bit for bit where the uninterrupted run did
+    killed_run = tmp_path / "killed"
+    proc = subprocess.Popen(_command(tones, killed_run, 2, "--frontend", frontend), env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    t0 = time.monotonic()
+    while proc.poll() is None and not (killed_run / "fold_0" / "last.pt").exists() and time.monotonic() - t0 < 240:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed_run / "fold_0" / "fold.json").exists()
+    saved = int(torch.load(killed_run / "fold_0" / "last.pt", map_location="cpu", weights_only=True)["epoch"])
+    assert saved < 5
+    _train(tones, killed_run, 2, "--frontend", frontend)
+    for name in ("best.pt", "last.pt"):
+        wa = torch.load(tmp_path / "two" / "fold_0" / name, map_location="cpu", weights_only=True)["model"]
+        wb = torch.load(killed_run / "fold_0" / name, map_location="cpu", weights_only=True)["model"]
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), name
+    assert (killed_run / "oof_files.csv").read_text() == (tmp_path / "two" / "oof_files.csv").read_text()
 
     # an interrupted fold (here: its result marker removed) does not silently continue under another process
     # count: its RNG states and steps per epoch belong to 2 processes
