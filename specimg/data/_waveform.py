@@ -18,6 +18,7 @@ from ..audio import load_audio, read_table, sort_labels
 from ..config import RenderConfig
 from ..exceptions import AudioError, DataError, ParameterError, SpecimgError
 from .._parallel import single_threaded_worker
+from .._progress import progress_bar
 
 __all__ = ["WaveformSet", "WaveformDataset"]
 
@@ -97,7 +98,6 @@ class WaveformSet:
         AudioError
             With ``strict=True``, the first bad file.
         """
-        from tqdm.auto import tqdm
 
         if not isinstance(config, RenderConfig):
             raise ParameterError(f"The 'config' parameter of WaveformSet.load must be a RenderConfig. Got "
@@ -109,7 +109,7 @@ class WaveformSet:
         jobs = [(a, lab if isinstance(lab, str) else None) for a, lab in zip(table["abspath"], table["label"])]
         results: List[Any] = [None] * len(jobs)
         errors: Dict[str, str] = {}
-        bar = tqdm(total=len(jobs), desc="load audio", unit="file", disable=not progress, file=sys.stderr)
+        bar = progress_bar(total=len(jobs), desc="load audio", unit="file", disable=not progress, file=sys.stderr)
         try:
             if workers == 1 or len(jobs) < 2:
                 it = ((i, _load_job(a, lab, cfg)) for i, (a, lab) in enumerate(jobs))

@@ -20,6 +20,7 @@ from ..config import RenderConfig
 from ..exceptions import AudioError, DataError, ParameterError, SpecimgError
 from ..spectrogram import ImageCache, render_file, render_signal, signal_windows
 from .._parallel import single_threaded_worker
+from .._progress import progress_bar
 from .aggregate import aggregate_segments
 
 __all__ = ["Predictor", "PredictionResult", "load_run_models"]
@@ -450,7 +451,6 @@ class Predictor:
         -------
         result : PredictionResult
         """
-        from tqdm.auto import tqdm
 
         if isinstance(source, ImageCache) or (not isinstance(source, pd.DataFrame) and ImageCache.is_complete(source)):
             return self._predict_cache(source if isinstance(source, ImageCache) else ImageCache.open(source),
@@ -490,7 +490,7 @@ class Predictor:
                         seg_rows.append(seg)
             pending, n_pending = [], 0
 
-        bar = tqdm(total=len(table), desc="predict", unit="file", disable=not progress, file=sys.stderr)
+        bar = progress_bar(total=len(table), desc="predict", unit="file", disable=not progress, file=sys.stderr)
         try:
             for i, res in _prepare_stream(table["abspath"].tolist(), self.render_config, workers,
                                           frontend=self.frontend):
@@ -520,11 +520,10 @@ class Predictor:
         return PredictionResult(files=files, segments=seg_df, errors=err, classes=list(self.classes))
 
     def _predict_cache(self, cache: ImageCache, *, segments: bool, progress: bool) -> PredictionResult:
-        from tqdm.auto import tqdm
 
         fids = cache.segments["file_id"].to_numpy()
         wp = np.concatenate([self.predict_images(np.asarray(cache.images[s:s + 4 * self.batch_size]))
-                             for s in tqdm(range(0, len(cache.images), 4 * self.batch_size), desc="predict",
+                             for s in progress_bar(range(0, len(cache.images), 4 * self.batch_size), desc="predict",
                                            unit="batch", disable=not progress, file=sys.stderr)]
                             or [np.zeros((0, len(self.classes)), np.float32)])
         ids, fp = aggregate_segments(wp, fids, method=self.aggregate)

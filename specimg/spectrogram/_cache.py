@@ -37,6 +37,7 @@ from ..audio import audio_duration, read_table, sort_labels
 from ..config import CACHE_FORMAT_VERSION, RenderConfig
 from ..exceptions import AudioError, DataError, ParameterError, SpecimgError
 from .._parallel import single_threaded_worker
+from .._progress import progress_bar
 from ._image import render_file
 
 __all__ = ["ImageCache", "render_dataset", "atomic_write_text"]
@@ -314,7 +315,6 @@ def render_dataset(
     ...                    spectrogram=SpectrogramConfig(n_fft=256, hop_length=64, n_mels=64, image_size=(128, 128)))
     >>> cache = render_dataset("fsdd/labels.csv", "cache/fsdd", cfg, workers=2)  # doctest: +SKIP
     """
-    from tqdm.auto import tqdm
 
     config = config or RenderConfig()
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -361,7 +361,7 @@ def render_dataset(
     png_dir = str(root / "png") if png else None
     cfg_dict = config.to_dict()
     errors: Dict[str, str] = {}
-    bar = tqdm(total=len(todo), desc="render", unit="file", disable=not progress or not todo, file=sys.stderr)
+    bar = progress_bar(total=len(todo), desc="render", unit="file", disable=not progress or not todo, file=sys.stderr)
     try:
         if workers == 1 or len(todo) <= 1:
             for a, p, l in todo:

@@ -22,6 +22,7 @@ from torch.utils.data.distributed import DistributedSampler
 from ..config import TrainConfig
 from ..data import SegmentDataset
 from ..exceptions import DataError, ParameterError
+from .._progress import progress_bar
 from ._callbacks import Callback, _CallbackList
 from ._checkpoint import CHECKPOINT_FORMAT, atomic_save
 from ._distributed import all_gather_objects, all_sum, any_true, barrier, dist_info, shard_rows
@@ -431,7 +432,6 @@ class Trainer:
 
         cbs = _CallbackList(self.callbacks)
         cbs("on_train_start", self)
-        from tqdm.auto import tqdm
 
         mixup = cfg.mixup > 0
         while self.epoch < cfg.epochs and not stopped_early and not self.stop_training:
@@ -451,7 +451,7 @@ class Trainer:
             seen = 0
             # the bar does not wrap the loader: tqdm would start (and drop) an extra loader iterator,
             # whose worker prefetch draws one more shuffle from the epoch's generator
-            bar = tqdm(total=steps, desc=f"{self.desc} epoch {e + 1}/{cfg.epochs}", leave=False, file=sys.stderr,
+            bar = progress_bar(total=steps, desc=f"{self.desc} epoch {e + 1}/{cfg.epochs}", leave=False, file=sys.stderr,
                        disable=not self.progress, dynamic_ncols=True)
             for i, (x, y) in enumerate(loader):
                 x, y = self._to_device(x, train=True), y.to(device, non_blocking=True)  # (B, 3, H, W), (B,)
@@ -535,7 +535,7 @@ class Trainer:
                 if val_data is not None:
                     msg += (f"  val_loss {logs['val_loss']:.4f}  val_{cfg.metric} {score:.4f}"
                             + ("  *" if improved else ""))
-                tqdm.write(msg, file=sys.stderr)
+                bar.write(msg, file=sys.stderr)
             cbs("on_epoch_end", self, e + 1, logs)
             self.stop_training = any_true(self.stop_training, device)  # a callback on any process stops them all
 
