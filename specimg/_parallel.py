@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-__all__ = ["single_threaded_worker"]
+__all__ = ["single_threaded_worker", "failure_reason"]
 
 
 def single_threaded_worker() -> None:
@@ -22,3 +22,19 @@ def single_threaded_worker() -> None:
     torch = sys.modules.get("torch")  # only when the parent had imported it: no import cost otherwise
     if torch is not None:
         torch.set_num_threads(1)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """What a batch records for a file a worker could not use.
+
+    An :class:`~specimg.exceptions.AudioError` gives its reason (the batch
+    names the file beside it), another specimg error its message, anything
+    else its type and message: one bad file never costs the batch its work.
+    """
+    from .exceptions import AudioError, SpecimgError
+
+    if isinstance(exc, AudioError):
+        return exc.reason
+    if isinstance(exc, SpecimgError):
+        return str(exc)
+    return f"unexpected {type(exc).__name__}: {exc}"

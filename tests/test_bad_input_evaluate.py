@@ -9,18 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from specimg.cli import main
+from _cli import cli
 from specimg.exceptions import DataError
 from specimg.predict import evaluate_predictions
-
-
-def cli(argv, capsys):
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as exc:
-        rc = exc.code
-    captured = capsys.readouterr()
-    return rc, captured.out, captured.err
 
 
 def good_table():

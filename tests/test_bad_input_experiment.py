@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from specimg.cli import main
+from _cli import cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -66,15 +66,6 @@ def write_recipe(data_dir, name, rec):
     path = data_dir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(rec))
     return path
-
-
-def cli(argv, capsys):
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as exc:
-        rc = exc.code
-    captured = capsys.readouterr()
-    return rc, captured.out, captured.err
 
 
 def test_experiment_runs_past_bad_audio(data_dir, bad_batch, tiny_backbone, tmp_path, capsys):

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from specimg.cli import main
+from _cli import cli
 from specimg.exceptions import DataError, ParameterError
 from specimg.experiment import stack_runs
 from specimg.predict.aggregate import predictions_frame
@@ -34,15 +34,6 @@ def write_run(folder, *, seed, classes=("0", "1", "2"), paths=PATHS, labels=LABE
 @pytest.fixture
 def runs(tmp_path):
     return write_run(tmp_path / "a", seed=0), write_run(tmp_path / "b", seed=1)
-
-
-def cli(argv, capsys):
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as exc:
-        rc = exc.code
-    captured = capsys.readouterr()
-    return rc, captured.out, captured.err
 
 
 def make_other(tmp_path, case):

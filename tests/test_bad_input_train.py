@@ -14,6 +14,7 @@ import re
 import pandas as pd
 import pytest
 
+from _cli import cli as run_cli
 from specimg.cli import main
 from specimg.exceptions import AudioError
 
@@ -30,11 +31,8 @@ def train_opts(backbone):
 
 def cli(argv, capsys):
     """Run ``specimg ARGV`` in-process: (exit status, stderr). argparse errors exit with status 2."""
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as exc:
-        rc = exc.code
-    return rc, capsys.readouterr().err
+    rc, _, err = run_cli(argv, capsys)
+    return rc, err
 
 
 def check_message(err, patterns):

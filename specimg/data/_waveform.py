@@ -16,8 +16,8 @@ from torch.utils.data import Dataset
 
 from ..audio import load_audio, read_table, sort_labels
 from ..config import RenderConfig
-from ..exceptions import AudioError, DataError, ParameterError, SpecimgError
-from .._parallel import single_threaded_worker
+from ..exceptions import AudioError, DataError, ParameterError
+from .._parallel import failure_reason, single_threaded_worker
 from .._progress import progress_bar
 
 __all__ = ["WaveformSet", "WaveformDataset"]
@@ -221,12 +221,8 @@ def _load_job(abspath: str, label: Optional[str], config_dict: Dict[str, Any]
         if need > len(y):  # the last window may pass the end by a fraction of a hop: zeros, as the STFT pads
             y = np.concatenate([y, np.zeros(need - len(y), dtype=np.float32)])
         return np.asarray(y, dtype=np.float32), bounds / float(a.sample_rate), starts, ref, duration
-    except AudioError as exc:
-        return exc.reason
-    except SpecimgError as exc:
-        return str(exc)
     except Exception as exc:  # one bad file never costs the batch its work
-        return f"unexpected {type(exc).__name__}: {exc}"
+        return failure_reason(exc)
 
 
 class WaveformDataset(Dataset):

@@ -17,9 +17,9 @@ from torch import nn
 
 from ..audio import load_audio, read_table
 from ..config import RenderConfig
-from ..exceptions import AudioError, DataError, ParameterError, SpecimgError
+from ..exceptions import AudioError, DataError, ParameterError
 from ..spectrogram import ImageCache, render_file, render_signal, signal_windows
-from .._parallel import single_threaded_worker
+from .._parallel import failure_reason, single_threaded_worker
 from .._progress import progress_bar
 from .aggregate import aggregate_segments
 
@@ -569,12 +569,8 @@ def _prepare_one(abspath: str, config_dict: Dict[str, Any], frontend: str = "cpu
         if frontend == "gpu":
             return _load_windows(abspath, config)
         images, bounds, _ = render_file(abspath, config=config)
-    except AudioError as exc:
-        return exc.reason
-    except SpecimgError as exc:
-        return str(exc)
     except Exception as exc:  # one bad file never costs the batch its work
-        return f"unexpected {type(exc).__name__}: {exc}"
+        return failure_reason(exc)
     return images, bounds
 
 

@@ -35,8 +35,8 @@ from .._io import config_diff as _config_diff
 from .._io import tmp_beside as _tmp_beside
 from ..audio import audio_duration, read_table, sort_labels
 from ..config import CACHE_FORMAT_VERSION, RenderConfig
-from ..exceptions import AudioError, DataError, ParameterError, SpecimgError
-from .._parallel import single_threaded_worker
+from ..exceptions import AudioError, DataError, ParameterError
+from .._parallel import failure_reason, single_threaded_worker
 from .._progress import progress_bar
 from ._image import render_file
 
@@ -211,12 +211,8 @@ def _render_job(abspath: str, path: str, label: Optional[str], config_dict: Dict
     key = _key(path)
     try:
         images, bounds, duration = render_file(abspath, config=config, label=label)
-    except AudioError as exc:
-        return {"ok": False, "path": path, "error": exc.reason}
-    except SpecimgError as exc:
-        return {"ok": False, "path": path, "error": str(exc)}
     except Exception as exc:  # an unexpected decoder failure must not cost the batch its work
-        return {"ok": False, "path": path, "error": f"unexpected {type(exc).__name__}: {exc}"}
+        return {"ok": False, "path": path, "error": failure_reason(exc)}
     shard = Path(shard_dir)
     if png_dir is not None:
         from PIL import Image
