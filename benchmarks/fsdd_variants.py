@@ -8,7 +8,16 @@ variant, for:
 - ``adamw_noflip``: AdamW lr 1e-3, no horizontal flip, time/freq masks;
 - ``sgd_flip``: SGD lr 0.01, flip p=0.5, time/freq masks;
 - ``sgd_flip_stretch``: as ``sgd_flip`` plus frequency/time stretches of 15 %
-  (the preset, :func:`specimg.presets.fsdd_train_config`).
+  (the preset, :func:`specimg.presets.fsdd_train_config`);
+- ``noflip``: the preset without the horizontal flip (a digit played backwards is
+  another sound: does the flip help speech?);
+- ``zero_pad``: the preset's training on clips zero-padded to 1 s instead of looped;
+- ``img96``: on 96x96 images instead of 64x64.
+
+Every variant but ``zero_pad`` renders looped clips (the seed's ``pad_mode='tile'``),
+as when the first variants were measured; the preset now zero-pads
+(:func:`specimg.presets.fsdd_render_config`), so ``zero_pad`` is the preset and
+``sgd_flip_stretch`` is it with looping.
 
 Run: ``.venv/bin/python benchmarks/fsdd_variants.py [--fold 5] [--epochs 8]`` (about 5 min per variant on one core).
 """
@@ -33,7 +42,12 @@ VARIANTS = {
     "adamw_noflip": dict(optimizer="adamw", lr=1e-3, hflip=0.0, freq_stretch=0.0, time_stretch=0.0),
     "sgd_flip": dict(optimizer="sgd", lr=0.01, hflip=0.5, freq_stretch=0.0, time_stretch=0.0),
     "sgd_flip_stretch": dict(),  # the preset
+    "noflip": dict(hflip=0.0),
+    "zero_pad": dict(),
+    "img96": dict(),
 }
+#: Variants rendered differently from the preset: (image size, pad mode).
+RENDERS = {"zero_pad": (64, "zero"), "img96": (96, "tile")}
 
 
 def main() -> None:
@@ -45,9 +59,12 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
-    cache = render_dataset(FSDD / "labels.csv", out / "cache", fsdd_render_config(), workers=2, progress=False)
     rows = []
     for name in args.variants.split(","):
+        size, pad = RENDERS.get(name, (64, "tile"))
+        rcfg = fsdd_render_config(size)
+        rcfg = rcfg.replace(audio=rcfg.audio.replace(pad_mode=pad))
+        cache = render_dataset(FSDD / "labels.csv", out / f"cache_{size}_{pad}", rcfg, workers=2, progress=False)
         t0 = time.perf_counter()
         cfg = fsdd_train_config(epochs=args.epochs, device="cpu", **VARIANTS[name])
         res = train_cv(cache, out / name, cfg, folds=[args.fold], verbose=False)

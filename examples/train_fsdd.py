@@ -24,9 +24,10 @@ from specimg.training import train_cv
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# 8 kHz, 1 s windows (digits last 0.14-2.3 s; short ones are looped), 64-band mel, 64x64 images.
+# 8 kHz, 1 s windows (digits last 0.14-2.3 s; short ones are zero-padded), 64-band mel, 64x64 images
+# (specimg.presets.fsdd_render_config spelled out).
 FSDD_RENDER = RenderConfig(
-    audio=AudioConfig(sample_rate=8000),
+    audio=AudioConfig(sample_rate=8000, pad_mode="zero"),
     segment=SegmentConfig(seconds=1.0, hop=0.5),
     spectrogram=SpectrogramConfig(n_fft=256, hop_length=64, n_mels=64, image_size=(64, 64)),
 )
