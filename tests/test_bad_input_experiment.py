@@ -220,3 +220,11 @@ def test_experiment_bad_files_and_options(data_dir, tiny_backbone, tmp_path, cap
     for pattern in patterns:
         assert re.search(pattern, err), f"{pattern!r} not in {err!r}"
     assert not (tmp_path / "exp").exists()
+
+
+def test_experiment_refuses_torchrun(tmp_path, capsys, monkeypatch):
+    """Under torchrun every process would render, stack and report into the same folder."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    rc, _, err = cli(["experiment", tmp_path / "recipe.yaml"], capsys)
+    assert rc == 2
+    assert "runs in one process" in err and "torchrun --nproc_per_node N -m specimg train" in err

@@ -10,9 +10,16 @@ __all__ = ["add_experiment_parser"]
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
+    import os
+
+    from ..exceptions import ParameterError
     from ._recipe import load_recipe
     from ._runner import run_experiment
 
+    if os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
+        raise ParameterError("specimg experiment runs in one process (its render, stacking and report steps would "
+                             "race under torchrun). Run it with plain `specimg experiment`, or train its models one "
+                             "by one with `torchrun --nproc_per_node N -m specimg train`.")
     recipe = load_recipe(args.recipe)
     out = Path(args.out) if args.out else Path("runs") / recipe.name
     result = run_experiment(recipe, out, resume=args.resume, verbose=not args.quiet, workers=args.workers)
