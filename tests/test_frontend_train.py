@@ -190,10 +190,41 @@ def test_an_image_cache_cannot_train_the_device_front_end(fsdd_subset_csv, tmp_p
         train_cv(cache, tmp_path / "run", cfg(), verbose=False)
 
 
-def test_cli_rejects_a_cache_folder_with_the_device_front_end(fsdd_subset_csv, tmp_path, capsys):
-    from specimg.cli import main
+def test_waveform_cache_is_written_once_reused_and_mapped(fsdd_subset_csv, waves, tmp_path, monkeypatch):
+    import pickle
 
-    code = main(["train", str(fsdd_subset_csv), "--out", str(tmp_path / "r"), "--backbone", NET,
-                 "--frontend", "gpu", "--cache", str(tmp_path / "c")])
-    assert code == 2 and "--frontend gpu writes none" in capsys.readouterr().err
-    assert not (tmp_path / "c").exists()
+    import specimg.data._waveform as wmod
+
+    root = tmp_path / "audio"
+    first = WaveformSet.load(fsdd_subset_csv, CFG, progress=False, cache_dir=root)
+    assert isinstance(first.signal, np.memmap) and first.root == root
+    assert sorted(p.name for p in root.iterdir()) == ["config.json", "errors.csv", "files.csv", "segments.csv",
+                                                      "waveforms.f32"]
+    rows = np.arange(len(waves.segments))
+    for a, b in zip(first.windows(rows), waves.windows(rows)):  # the same data as the in-memory load
+        np.testing.assert_array_equal(a, b)
+    pd.testing.assert_frame_equal(first.segments, waves.segments)
+    assert first.files["path"].tolist() == waves.files["path"].tolist() and first.classes == waves.classes
+
+    # the same table and config again: opened, nothing decoded
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(wmod, "_load_job", no_decoding)
+    again = WaveformSet.load(fsdd_subset_csv, CFG, progress=False, cache_dir=root)
+    np.testing.assert_array_equal(again.windows(rows)[0], waves.windows(rows)[0])
+    # a DataLoader worker receives the path, not a copy of the audio
+    blob = pickle.dumps(WaveformDataset(again))
+    assert len(blob) < again.signal.nbytes / 10
+    np.testing.assert_array_equal(pickle.loads(blob).data.windows(rows[:5])[0], waves.windows(rows[:5])[0])
+    # another table is decoded again
+    monkeypatch.undo()
+    table = pd.read_csv(fsdd_subset_csv).iloc[:10]
+    fewer = WaveformSet.load(table, CFG, progress=False, cache_dir=root)
+    assert len(fewer.files) == 10
+
+
+def test_train_cv_keeps_the_decoded_audio_in_the_run(waves, fsdd_subset_csv, tmp_path):
+    res = train_cv(fsdd_subset_csv, tmp_path / "run", cfg(epochs=1), folds=[0], verbose=False)
+    assert WaveformSet.is_complete(tmp_path / "run" / "audio") and not (tmp_path / "run" / "cache").exists()
+    assert len(res.oof_files) == len(waves.files) // 3

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -17,6 +19,7 @@ from torch.utils.data import Dataset
 from ..audio import load_audio, read_table, sort_labels
 from ..config import RenderConfig
 from ..exceptions import AudioError, DataError, ParameterError
+from .._io import atomic_write_csv, atomic_write_text, tmp_beside
 from .._parallel import failure_reason, single_threaded_worker
 from .._progress import progress_bar
 
@@ -37,8 +40,10 @@ class WaveformSet:
     file starts at sample ``segments['sample']``, the STFT frame the cached
     path slices (:func:`~specimg.spectrogram.signal_windows`).
 
-    The audio is held in memory (float32): about ``4 * sample_rate`` bytes
-    per second of padded audio (FSDD at 8 kHz: 40 MB).
+    The audio is float32, about ``4 * sample_rate`` bytes per second of
+    padded audio (FSDD at 8 kHz: 40 MB; 1,000 two-minute songs at 22.05 kHz:
+    10 GB): in memory, or with ``cache_dir`` a file mapped from disk (see
+    :meth:`load`).
 
     Attributes
     ----------
@@ -57,7 +62,8 @@ class WaveformSet:
     errors : pd.DataFrame
         ``path, error`` of the files that could not be loaded.
     root : Path or None
-        The source (CSV or folder), for the run's records.
+        The waveform cache folder (``cache_dir`` of :meth:`load`), ``None``
+        when the audio is in memory only.
     """
 
     config: RenderConfig
@@ -72,7 +78,7 @@ class WaveformSet:
 
     @classmethod
     def load(cls, source: Union[PathLike, pd.DataFrame], config: RenderConfig, *, workers: int = 1,
-             progress: bool = True, strict: bool = False) -> "WaveformSet":
+             progress: bool = True, strict: bool = False, cache_dir: Optional[PathLike] = None) -> "WaveformSet":
         """Decode every file of a dataset, plan its windows and measure its dB reference.
 
         Parameters
@@ -86,6 +92,15 @@ class WaveformSet:
         progress : bool
         strict : bool
             Stop at the first bad file instead of listing it in ``errors``.
+        cache_dir : path or None
+            Keep the decoded audio on disk there (``waveforms.f32``, raw
+            float32, plus ``files.csv``, ``segments.csv``, ``errors.csv`` and
+            ``config.json``, written last) and map it instead of holding it
+            in memory: the audio is written as it is decoded, several
+            processes (``torchrun``) share one copy through the page cache,
+            and a later call with the same input table and config opens it
+            without decoding anything. A load killed midway starts over.
+            ``None``: in memory only.
 
         Returns
         -------
@@ -98,25 +113,33 @@ class WaveformSet:
         AudioError
             With ``strict=True``, the first bad file.
         """
-
         if not isinstance(config, RenderConfig):
             raise ParameterError(f"The 'config' parameter of WaveformSet.load must be a RenderConfig. Got "
                                  f"{type(config).__name__}.")
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ParameterError(f"The 'workers' parameter of WaveformSet.load must be an int >= 1. Got {workers!r}.")
         table = read_table(source)
+        digest = _table_digest(table)
+        root = Path(cache_dir) if cache_dir is not None else None
+        if root is not None and cls.is_complete(root, config, digest):
+            return cls.open(root)
         cfg = config.to_dict()
         jobs = [(a, lab if isinstance(lab, str) else None) for a, lab in zip(table["abspath"], table["label"])]
-        results: List[Any] = [None] * len(jobs)
         errors: Dict[str, str] = {}
+        kept: List[Tuple[int, Any]] = []  # (table row, (bounds, starts, ref, duration)) of the good files
+        sink = _Sink(root)
         bar = progress_bar(total=len(jobs), desc="load audio", unit="file", disable=not progress, file=sys.stderr)
         try:
+            def take(i: int, res: Any) -> None:
+                _note(res, table["path"].iat[i], errors, strict)
+                if not isinstance(res, str):
+                    sink.add(res[0])  # the signal goes to the sink (memory or disk); its plan stays here
+                    kept.append((i, res[1:]))
+                bar.update(1)
+
             if workers == 1 or len(jobs) < 2:
-                it = ((i, _load_job(a, lab, cfg)) for i, (a, lab) in enumerate(jobs))
-                for i, res in it:
-                    results[i] = res
-                    _note(res, table["path"].iat[i], errors, strict)
-                    bar.update(1)
+                for i, (a, lab) in enumerate(jobs):
+                    take(i, _load_job(a, lab, cfg))
             else:
                 import librosa  # noqa: F401  imported once, inherited by forked workers
 
@@ -125,23 +148,21 @@ class WaveformSet:
                     it = pool.map(_load_job, [a for a, _ in jobs], [lab for _, lab in jobs], [cfg] * len(jobs),
                                   chunksize=chunk)
                     for i, res in enumerate(it):
-                        results[i] = res
-                        _note(res, table["path"].iat[i], errors, strict)
-                        bar.update(1)
+                        take(i, res)
+        except BaseException:
+            sink.abort()
+            raise
         finally:
             bar.close()
-        keep = [i for i, r in enumerate(results) if not isinstance(r, str)]
-        if not keep:
+        if not kept:
+            sink.abort()
             first = next(iter(errors.items())) if errors else "the input is empty"
             raise DataError(f"No audio file could be loaded; first error: {first}.")
-        signals, refs, seg_rows, file_rows, offsets = [], [], [], [], [0]
-        for file_id, i in enumerate(keep):
-            y, bounds, starts, ref, duration = results[i]
-            signals.append(y)
-            offsets.append(offsets[-1] + len(y))
+        refs, seg_rows, file_rows = [], [], []
+        for file_id, (i, (bounds, starts, ref, duration)) in enumerate(kept):
             refs.append(ref)
-            for s, ((a, b), st) in enumerate(zip(bounds, starts)):
-                seg_rows.append((file_id, s, round(float(a), 6), round(float(b), 6), int(st)))
+            for s_, ((a, b), st) in enumerate(zip(bounds, starts)):
+                seg_rows.append((file_id, s_, round(float(a), 6), round(float(b), 6), int(st)))
             row = table.iloc[i].to_dict()
             row.update(file_id=file_id, n_segments=len(bounds), duration=round(float(duration), 6))
             file_rows.append(row)
@@ -156,11 +177,79 @@ class WaveformSet:
             print(f"specimg: {len(errors)} file(s) could not be loaded and are left out:", file=sys.stderr)
             for p, e in list(errors.items())[:20]:
                 print(f"  {p}: {e}", file=sys.stderr)
-        root = Path(source) if isinstance(source, (str, os.PathLike)) else None
-        return cls(config=config, signal=np.concatenate(signals).astype(np.float32, copy=False),
-                   offsets=np.asarray(offsets, dtype=np.int64), references=np.asarray(refs, dtype=np.float32),
-                   files=files, segments=segments, classes=sort_labels(l for l in files["label"] if l is not None),
-                   errors=pd.DataFrame({"path": list(errors), "error": list(errors.values())}), root=root)
+        data = cls(config=config, signal=sink.finish(), offsets=np.asarray(sink.offsets, dtype=np.int64),
+                   references=np.asarray(refs, dtype=np.float32), files=files, segments=segments,
+                   classes=sort_labels(l for l in files["label"] if l is not None),
+                   errors=pd.DataFrame({"path": list(errors), "error": list(errors.values())}, dtype=object),
+                   root=root)
+        if root is not None:
+            data._write_tables(root, digest)
+            return cls.open(root)
+        return data
+
+    # ------------------------------------------------------------------ on disk
+    def _write_tables(self, root: Path, digest: str) -> None:
+        files = self.files.assign(offset=self.offsets[:-1], n_samples=np.diff(self.offsets),
+                                  reference=self.references)
+        atomic_write_csv(files, root / "files.csv")
+        atomic_write_csv(self.segments, root / "segments.csv")
+        atomic_write_csv(self.errors, root / "errors.csv")
+        meta = {"format": _FORMAT, "version": _VERSION, "hash": self.config.hash(), "table": digest,
+                "render": self.config.to_dict(), "n_samples": int(self.offsets[-1]), "classes": self.classes,
+                "complete": True}
+        atomic_write_text(root / "config.json", json.dumps(meta, indent=2))  # last: marks the folder complete
+
+    @staticmethod
+    def is_complete(root: PathLike, config: Optional[RenderConfig] = None, digest: Optional[str] = None) -> bool:
+        """Whether ``root`` holds a finished waveform cache (of this config and input table, when given)."""
+        path = Path(root) / "config.json"
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return False
+        return (meta.get("format") == _FORMAT and meta.get("version") == _VERSION and bool(meta.get("complete"))
+                and (Path(root) / _SIGNAL).is_file()
+                and (config is None or meta.get("hash") == config.hash())
+                and (digest is None or meta.get("table") == digest))
+
+    @classmethod
+    def open(cls, root: PathLike) -> "WaveformSet":
+        """Map a waveform cache written by :meth:`load` (``cache_dir=``).
+
+        Raises
+        ------
+        DataError
+            When ``root`` holds no finished waveform cache.
+        """
+        root = Path(root)
+        if not cls.is_complete(root):
+            raise DataError(f"{str(root)!r} holds no finished waveform cache (no complete config.json). Run the "
+                            "command that writes it again (it starts over), or delete the folder.")
+        meta = json.loads((root / "config.json").read_text())
+        str_cols = {"path": str, "abspath": str, "label": str, "group": str}
+        files = pd.read_csv(root / "files.csv", dtype=str_cols, keep_default_na=False, na_values=[""])
+        files["label"] = files["label"].astype(object).where(files["label"].notna(), None)
+        offsets = np.concatenate([[0], np.cumsum(files.pop("n_samples").to_numpy(dtype=np.int64))])
+        files = files.drop(columns="offset")
+        references = files.pop("reference").to_numpy(dtype=np.float32)
+        segments = pd.read_csv(root / "segments.csv")
+        errors = pd.read_csv(root / "errors.csv", dtype=str)
+        signal = np.memmap(root / _SIGNAL, dtype=np.float32, mode="r", shape=(int(meta["n_samples"]),))
+        return cls(config=RenderConfig.from_dict(meta["render"]), signal=signal, offsets=offsets,
+                   references=references, files=files, segments=segments, classes=list(meta["classes"]),
+                   errors=errors, root=root)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        if isinstance(self.signal, np.memmap) and self.root is not None:
+            state["signal"] = None  # re-mapped by the receiving process (a DataLoader worker), not copied
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if self.signal is None:
+            n = int(self.offsets[-1])
+            self.signal = np.memmap(Path(self.root) / _SIGNAL, dtype=np.float32, mode="r", shape=(n,))
 
     @property
     def window_samples(self) -> int:
@@ -180,6 +269,55 @@ class WaveformSet:
         start = self.offsets[fid] + self.segments["sample"].to_numpy()[rows]  # (n,)
         idx = start[:, None] + np.arange(self.window_samples)[None, :]  # (n, win)
         return self.signal[idx], self.references[fid]
+
+
+_FORMAT = "specimg.waveforms"
+_VERSION = 1
+_SIGNAL = "waveforms.f32"
+
+
+def _table_digest(table: pd.DataFrame) -> str:
+    """Identity of an input table (every column, every row): a cache of another table is not reused."""
+    return hashlib.sha1(table.to_csv(index=False).encode()).hexdigest()[:16]
+
+
+class _Sink:
+    """Where decoded signals go: a list in memory, or appended to ``root/waveforms.f32`` (tmp until finished)."""
+
+    def __init__(self, root: Optional[Path]) -> None:
+        self.offsets = [0]
+        self.parts: List[np.ndarray] = []
+        self.root = root
+        self.tmp: Optional[Path] = None
+        self.fh: Any = None
+        if root is not None:
+            root.mkdir(parents=True, exist_ok=True)
+            (root / "config.json").unlink(missing_ok=True)  # incomplete from here on
+            self.tmp = tmp_beside(root / _SIGNAL, ".f32")
+            self.fh = open(self.tmp, "wb")
+
+    def add(self, y: np.ndarray) -> None:
+        y = np.ascontiguousarray(y, dtype=np.float32)
+        if self.fh is not None:
+            self.fh.write(y.tobytes())
+        else:
+            self.parts.append(y)
+        self.offsets.append(self.offsets[-1] + len(y))
+
+    def finish(self) -> np.ndarray:
+        if self.fh is None:
+            return np.concatenate(self.parts) if self.parts else np.zeros(0, np.float32)
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self.fh.close()
+        os.replace(self.tmp, self.root / _SIGNAL)  # type: ignore[arg-type, operator]
+        return np.memmap(self.root / _SIGNAL, dtype=np.float32, mode="r", shape=(self.offsets[-1],))  # type: ignore
+
+    def abort(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+            self.fh = None
+            Path(self.tmp).unlink(missing_ok=True)  # type: ignore[arg-type]
 
 
 def _is_rank_zero() -> bool:

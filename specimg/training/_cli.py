@@ -34,8 +34,8 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "class (both rendered first, with the rendering options below), or an image cache folder "
                     "from `specimg render`. --image-size sets the rendered size of audio input and resizes a "
                     "cache of another size on the fly. Re-running the same command skips finished folds and "
-                    "resumes an interrupted one. With --frontend gpu, audio is decoded into memory and each batch "
-                    "becomes images on the device (no image cache). Data-parallel on several GPUs or processes: "
+                    "resumes an interrupted one. With --frontend gpu, audio is decoded once into RUN/audio and each "
+                    "batch becomes images on the device (no image is written). Data-parallel on several GPUs or processes: "
                     "`torchrun --nproc_per_node N -m specimg train ...` (rank 0 writes; --batch-size is per "
                     "optimizer step, split over the processes).",
     )
@@ -77,7 +77,9 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     tr.add_argument("--device", metavar="DEV", help="auto | cpu | cuda | cuda:N")
     tr.add_argument("--seed", type=int)
     tr.add_argument("--workers", type=int, metavar="N", help="data-loader / render worker processes")
-    p.add_argument("--cache", metavar="DIR", help="where to render audio input (default RUN/cache)")
+    p.add_argument("--cache", metavar="DIR",
+                   help="where to render audio input (default RUN/cache); with --frontend gpu, where to keep the "
+                        "decoded audio (default RUN/audio)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines (the summary is kept)")
     add_render_options(p)  # the same options as `specimg render`; they apply to audio input only
     p.set_defaults(image_size=None)  # None: audio renders at 512; a cache keeps its own size
@@ -113,9 +115,6 @@ def build_configs(args: argparse.Namespace, *, audio_input: bool) -> Tuple[Train
         if args.image_size is not None:  # resize the cached images on the fly
             train_kw["image_size"] = parse_image_size(args.image_size)
         return TrainConfig(**train_kw), None
-    if args.cache is not None and train_kw.get("frontend") == "gpu":
-        raise ParameterError("--cache is where --frontend cpu renders images; --frontend gpu writes none. Drop "
-                             "--cache, or train with --frontend cpu.")
     if args.image_size is None:
         args = argparse.Namespace(**{**vars(args), "image_size": defaults["image_size"]})
     return TrainConfig(**train_kw), render_config_from_args(args)

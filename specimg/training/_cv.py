@@ -133,8 +133,14 @@ def _open_or_render(source: Any, out_dir: Path, config: TrainConfig, render_conf
             raise ParameterError(f"The first argument of train_cv must be a CSV, a folder of audio, a DataFrame or a "
                                  f"WaveformSet with frontend='gpu'. Got {type(source).__name__}.")
         probe = _check_backbone(config)  # fail fast, before decoding the audio
-        return WaveformSet.load(source, render_config or RenderConfig(), workers=workers,
-                                progress=verbose and is_main_process()), probe
+        target = Path(cache_dir) if cache_dir is not None else out_dir / "audio"
+        if is_main_process():  # under torchrun, rank 0 decodes while the others wait, then all map the same file
+            data = WaveformSet.load(source, render_config or RenderConfig(), workers=workers, progress=verbose,
+                                    cache_dir=target)
+        barrier()
+        if not is_main_process():
+            data = WaveformSet.open(target)
+        return data, probe
     if isinstance(source, ImageCache):
         cache, probe = source, None
     elif isinstance(source, (str, os.PathLike)) and _is_cache_dir(Path(source)):
@@ -220,9 +226,10 @@ def train_cv(
         a class-folder tree or a table (see :func:`specimg.audio.read_table`),
         rendered with :func:`specimg.spectrogram.render_dataset` into
         ``cache_dir`` (default ``out_dir/cache``). With
-        ``config.frontend='gpu'`` the audio is decoded into memory
-        (:class:`~specimg.data.WaveformSet`) instead and every batch becomes
-        images on the training device: no image is written.
+        ``config.frontend='gpu'`` the audio is decoded instead, once, into
+        a waveform cache (:class:`~specimg.data.WaveformSet`, in ``cache_dir``,
+        default ``out_dir/audio``) and every batch becomes images on the
+        training device: no image is written.
     out_dir : path
         The run folder.
     config : TrainConfig or None
@@ -231,7 +238,8 @@ def train_cv(
         How to render audio input (default ``RenderConfig()``); with a cache,
         it must match the cache's config.
     cache_dir : path or None
-        Where to render audio input.
+        Where to render audio input (``frontend='gpu'``: where to keep the
+        decoded audio).
     folds : None, int or sequence of int
         The folds to run (``None``: all ``config.n_splits``).
     callbacks : iterable of Callback
