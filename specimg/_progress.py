@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -17,8 +18,6 @@ def progress_bar(*args: Any, **kwargs: Any) -> Any:
     ``mininterval`` (or the ``TQDM_MININTERVAL`` environment variable, which
     tqdm reads) wins.
     """
-    import os
-
     from tqdm.auto import tqdm
 
     kwargs.setdefault("file", sys.stderr)

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from ..audio import load_audio, read_table, sort_labels
+from ..audio import read_table, sort_labels
 from ..config import RenderConfig
 from ..exceptions import AudioError, DataError, ParameterError
 from .._io import atomic_write_csv, atomic_write_text, tmp_beside
@@ -340,25 +340,19 @@ def _load_job(abspath: str, label: Optional[str], config_dict: Dict[str, Any]
               ) -> Union[str, Tuple[np.ndarray, np.ndarray, np.ndarray, float, float]]:
     """Decode, pad and plan one file; its error message instead when it cannot be used."""
     from ..spectrogram import SpectrogramFrontend
-    from ..spectrogram._image import _window_plan
+    from ..spectrogram._image import _load, _window_starts
 
     try:
         config = RenderConfig.from_dict(config_dict)
-        a = config.audio
-        y = load_audio(abspath, sr=a.sample_rate, offset=a.offset, duration=a.duration)
-        duration = len(y) / float(a.sample_rate)
-        y, bounds, frames = _window_plan(y, config=config, label=label, path=abspath)
-        starts = frames[:, 0] * config.spectrogram.hop_length  # (n_windows,) samples
-        win = int(round(config.segment.seconds * a.sample_rate))
+        y = _load(abspath, config)
+        duration = len(y) / float(config.audio.sample_rate)
+        padded, extended, bounds, starts = _window_starts(y, config=config, label=label, path=abspath)
         key = config.hash()
         frontend = _FRONTENDS.get(key)
         if frontend is None:
             frontend = _FRONTENDS[key] = SpectrogramFrontend(config)
-        ref = float(frontend.reference(torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))[None])[0])
-        need = int(starts.max()) + win
-        if need > len(y):  # the last window may pass the end by a fraction of a hop: zeros, as the STFT pads
-            y = np.concatenate([y, np.zeros(need - len(y), dtype=np.float32)])
-        return np.asarray(y, dtype=np.float32), bounds / float(a.sample_rate), starts, ref, duration
+        ref = float(frontend.reference(torch.from_numpy(padded)[None])[0])  # the padded file's, as the cache's
+        return extended, bounds, starts, ref, duration
     except Exception as exc:  # one bad file never costs the batch its work
         return failure_reason(exc)
 

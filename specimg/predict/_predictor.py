@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..audio import load_audio, read_table
+from ..audio import read_table
 from ..config import RenderConfig
 from ..exceptions import AudioError, DataError, ParameterError
 from ..spectrogram import ImageCache, render_file, render_signal, signal_windows
@@ -545,10 +545,9 @@ class Predictor:
 
 def _load_windows(path: str, config: RenderConfig) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Load a file with the run's audio settings and cut it like the cached path: (windows, bounds, padded)."""
-    a = config.audio
-    y = load_audio(path, sr=a.sample_rate, offset=a.offset, duration=a.duration)
-    windows, bounds, padded = signal_windows(y, config=config, path=path)
-    return windows, bounds, padded
+    from ..spectrogram._image import _load
+
+    return signal_windows(_load(path, config), config=config, path=path)
 
 
 Prepared = Union[str, Tuple[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray, np.ndarray]]

@@ -204,14 +204,28 @@ def signal_windows(
     >>> windows.shape, bounds[:, 0].tolist()
     ((4, 8000), [0.0, 0.5, 1.0, 1.5])
     """
+    y, extended, bounds, starts = _window_starts(y, config=config, label=label, path=path)
+    idx = starts[:, None] + np.arange(int(round(config.segment.seconds * config.audio.sample_rate)))[None, :]
+    return np.ascontiguousarray(extended[idx]), bounds, y  # windows: (n_windows, win)
+
+
+def _window_starts(y: np.ndarray, *, config: RenderConfig, label: Optional[str], path: str
+                   ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Where :func:`signal_windows` cuts: (padded y, padded y zero-extended to the last window's end,
+    [start, end) seconds, start samples)."""
     sr = config.audio.sample_rate
     y, bounds, frames = _window_plan(np.asarray(y, dtype=np.float32), config=config, label=label, path=path)
-    win = int(round(config.segment.seconds * sr))
-    starts = frames[:, 0] * config.spectrogram.hop_length  # (n_windows,) samples
-    need = int(starts.max()) + win if len(starts) else win
-    padded = y if need <= len(y) else np.concatenate([y, np.zeros(need - len(y), dtype=y.dtype)])
-    idx = starts[:, None] + np.arange(win)[None, :]  # (n_windows, win)
-    return np.ascontiguousarray(padded[idx], dtype=np.float32), bounds / float(sr), y
+    starts = frames[:, 0] * config.spectrogram.hop_length  # (n_windows,) samples: the frame the cache slices
+    need = int(starts.max()) + int(round(config.segment.seconds * sr))
+    # the last window may pass the end by a fraction of a hop: zeros there, as the STFT pads
+    extended = y if need <= len(y) else np.concatenate([y, np.zeros(need - len(y), dtype=y.dtype)])
+    return y, extended, bounds / float(sr), starts
+
+
+def _load(path: str, config: RenderConfig) -> np.ndarray:
+    """A file decoded with ``config.audio`` (rate, offset, duration), mono float32."""
+    a = config.audio
+    return load_audio(path, sr=a.sample_rate, offset=a.offset, duration=a.duration)
 
 
 def render_file(path: str, *, config: RenderConfig, label: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray, float]:
@@ -230,7 +244,6 @@ def render_file(path: str, *, config: RenderConfig, label: Optional[str] = None)
     AudioError
         When the file cannot be used; the message names it.
     """
-    a = config.audio
-    y = load_audio(path, sr=a.sample_rate, offset=a.offset, duration=a.duration)
+    y = _load(path, config)
     images, bounds = render_signal(y, config=config, label=label, path=path)
-    return images, bounds, len(y) / float(a.sample_rate)
+    return images, bounds, len(y) / float(config.audio.sample_rate)
