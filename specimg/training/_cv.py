@@ -110,8 +110,10 @@ def _open_or_render(source: Any, out_dir: Path, config: TrainConfig, render_conf
     from ..spectrogram import ImageCache, render_dataset
 
     workers = max(1, config.num_workers if config.num_workers else min(8, os.cpu_count() or 1))
-    if isinstance(source, (str, os.PathLike, pd.DataFrame)) and not (
-            isinstance(source, (str, os.PathLike)) and _is_cache_dir(Path(source))):
+    is_cache = isinstance(source, ImageCache) or (isinstance(source, (str, os.PathLike))
+                                                  and _is_cache_dir(Path(source)))
+    is_audio = isinstance(source, (str, os.PathLike, pd.DataFrame)) and not is_cache
+    if is_audio:
         # the fold plan of the input table fails the same way before the render as after it (bad files only
         # remove files): a missing group column or too many folds is reported before any audio work
         from ..audio import read_table
@@ -119,17 +121,16 @@ def _open_or_render(source: Any, out_dir: Path, config: TrainConfig, render_conf
         file_folds(read_table(source), n_splits=config.n_splits, group_column=config.group_column,
                    seed=config.seed)
     if config.frontend == "gpu":
-        if isinstance(source, (ImageCache, WaveformSet)) or (
-                isinstance(source, (str, os.PathLike)) and _is_cache_dir(Path(source))):
-            if isinstance(source, WaveformSet):
-                if render_config is not None and render_config.hash() != source.config.hash():
-                    raise ParameterError("render_config differs from the config the WaveformSet was loaded with. "
-                                         "Drop render_config, or load the audio again.")
-                return source, _check_backbone(config)
+        if isinstance(source, WaveformSet):
+            if render_config is not None and render_config.hash() != source.config.hash():
+                raise ParameterError("render_config differs from the config the WaveformSet was loaded with. "
+                                     "Drop render_config, or load the audio again.")
+            return source, _check_backbone(config)
+        if is_cache:
             raise ParameterError("frontend='gpu' makes the images on the device from audio, but the input is an "
                                  "image cache whose images are already rendered. Give the audio CSV or folder as "
                                  "input, or train with frontend='cpu' (--frontend cpu) on the cache.")
-        if not isinstance(source, (str, os.PathLike, pd.DataFrame)):
+        if not is_audio:
             raise ParameterError(f"The first argument of train_cv must be a CSV, a folder of audio, a DataFrame or a "
                                  f"WaveformSet with frontend='gpu'. Got {type(source).__name__}.")
         probe = _check_backbone(config)  # fail fast, before decoding the audio
