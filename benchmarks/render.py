@@ -19,6 +19,10 @@ and of its worker children) for 1/4 and all of the files, to show it does not
 grow with the number of files. Also times the whole FSDD render at the demo
 settings.
 
+``--thread-ab`` instead times specimg's render workers with one BLAS/OpenMP thread each
+(``specimg._parallel.single_threaded_worker``) against the libraries' default of a thread per
+core in every worker, alternated in one run.
+
 Run: ``.venv/bin/python benchmarks/render.py`` (``--quick`` for a smoke run).
 """
 
@@ -96,6 +100,9 @@ from specimg.config import RenderConfig, SegmentConfig, AudioConfig, Spectrogram
 from specimg.spectrogram import render_dataset
 import pandas as pd
 csv, out, hop, n, workers = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+if sys.argv[6] == "default-threads":  # the A/B of --thread-ab: workers keep BLAS/OpenMP's thread per core
+    import specimg.spectrogram._cache as _cache
+    _cache.single_threaded_worker = lambda: None
 table = pd.read_csv(csv, dtype=str).iloc[:n]
 table["path"] = [str(__import__("pathlib").Path(csv).parent / p) for p in table["path"]]
 cfg = RenderConfig(audio=AudioConfig(sample_rate=22050), segment=SegmentConfig(seconds=20.0, hop=hop),
@@ -110,8 +117,8 @@ print(json.dumps({"images": len(cache.images), "seconds": dt, "peak_rss_mb": rss
 """
 
 
-def specimg_run(csv: Path, out: Path, hop: float, n: int, workers: int) -> dict:
-    res = subprocess.run([sys.executable, "-c", CHILD, str(csv), str(out), str(hop), str(n), str(workers)],
+def specimg_run(csv: Path, out: Path, hop: float, n: int, workers: int, threads: str = "one-thread") -> dict:
+    res = subprocess.run([sys.executable, "-c", CHILD, str(csv), str(out), str(hop), str(n), str(workers), threads],
                          capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -139,6 +146,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3, help="specimg runs per setting; the median is quoted")
     ap.add_argument("--quick", action="store_true", help="4 files of 60 s, 1 repeat, no FSDD")
+    ap.add_argument("--thread-ab", action="store_true",
+                    help="only compare render workers with one BLAS/OpenMP thread each (specimg's) vs the libraries' "
+                         "default thread per core, hop 10, alternated, medians of --repeats")
     args = ap.parse_args()
     seconds = 120.0
     if args.quick:
@@ -148,6 +158,16 @@ def main() -> None:
         tmp = Path(tmp)
         csv = make_long_files(tmp, args.files, seconds)
         print(f"workload: {args.files} files x {seconds:.0f} s at {SR} Hz (real FSDD speech), 20 s windows, 512x512x3")
+        if args.thread_ab:
+            rates: dict = {"one-thread": [], "default-threads": []}
+            for r in range(args.repeats):
+                for k in (list(rates) if r % 2 == 0 else list(rates)[::-1]):
+                    run = specimg_run(csv, tmp / f"ab_{k}_{r}", 10.0, args.files, args.workers, k)
+                    rates[k].append(run["images"] / run["seconds"])
+            one, dflt = (float(np.median(v)) for v in rates.values())
+            print(f"hop 10, {args.workers} workers: one thread per worker {one:.1f} img/s vs default threads "
+                  f"{dflt:.1f} img/s: ratio {one / dflt:.2f}x")
+            return
         print(f"{'hop':>4} {'method':<28} {'images':>7} {'img/s':>8} {'audio s/s':>10} {'peak MB':>8}")
         for hop in (10.0, 5.0):
             b = baseline(csv, tmp / f"png_{hop}", hop, args.baseline_files)

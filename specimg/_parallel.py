@@ -12,9 +12,10 @@ def single_threaded_worker() -> None:
 
     The pool is the parallelism. Left to their defaults, each of N workers
     would also start a thread per core in OpenBLAS for the mel filterbank
-    product: N x cores threads on cores threads. Measured on 2 cores, 8 files
-    of 120 s rendered at 512x512 by 2 workers: 100 img/s with the default
-    threads, 147 img/s with one thread each.
+    product: N x cores threads on cores threads. Measured on 2 cores, 20 files
+    of 120 s rendered at 512x512 by 2 workers (``benchmarks/render.py
+    --thread-ab``, medians of 3 alternated runs): 58.8 img/s with the
+    default threads, 68.2 img/s with one thread each (1.16x).
     """
     from threadpoolctl import threadpool_limits
 
