@@ -6,6 +6,7 @@ import argparse
 from typing import Dict, Optional, Tuple
 
 from .config import AudioConfig, RenderConfig, SegmentConfig, SpectrogramConfig, ms_to_samples
+from ._validation import finite_float
 from .exceptions import ParameterError
 
 __all__ = ["add_render_options", "render_config_from_args", "parse_class_hop", "parse_image_size"]
@@ -58,14 +59,14 @@ def add_render_options(p: argparse.ArgumentParser) -> None:
     """Add the options that decide how audio becomes images."""
     g = p.add_argument_group("rendering (audio -> images)")
     g.add_argument("--sample-rate", type=int, default=22050, help="resample every file to this rate (Hz; default 22050)")
-    g.add_argument("--offset", type=float, default=0.0, help="skip this many seconds at the start of each file")
-    g.add_argument("--duration", type=float, default=None, help="keep only this many seconds (e.g. 1 for 'first 1 s')")
-    g.add_argument("--min-seconds", type=float, default=None,
+    g.add_argument("--offset", type=finite_float, default=0.0, help="skip this many seconds at the start of each file")
+    g.add_argument("--duration", type=finite_float, default=None, help="keep only this many seconds (e.g. 1 for 'first 1 s')")
+    g.add_argument("--min-seconds", type=finite_float, default=None,
                    help="extend shorter files to this length (default: one window; the music seed used 120)")
     g.add_argument("--pad-mode", choices=("tile", "zero", "none"), default="tile",
                    help="how short files are extended: loop them (tile, default), add silence (zero) or not at all")
-    g.add_argument("--seconds", type=float, default=20.0, help="window length in seconds (default 20)")
-    g.add_argument("--hop", type=float, default=10.0, help="hop between windows in seconds (default 10)")
+    g.add_argument("--seconds", type=finite_float, default=20.0, help="window length in seconds (default 20)")
+    g.add_argument("--hop", type=finite_float, default=10.0, help="hop between windows in seconds (default 10)")
     g.add_argument("--class-hop", action="append", default=[], metavar="LABEL=SECONDS",
                    help="per-class hop for training files (repeatable), e.g. --class-hop 1=5 to oversample class 1")
     g.add_argument("--last", choices=("align_end", "drop"), default="align_end",
@@ -75,9 +76,9 @@ def add_render_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--hop-length", default="512", help="STFT hop in samples or ms, e.g. 512 or 8ms")
     g.add_argument("--n-mels", type=int, default=128)
     g.add_argument("--n-mfcc", type=int, default=20)
-    g.add_argument("--fmin", type=float, default=0.0)
-    g.add_argument("--fmax", type=float, default=None)
-    g.add_argument("--top-db", type=float, default=80.0)
+    g.add_argument("--fmin", type=finite_float, default=0.0)
+    g.add_argument("--fmax", type=finite_float, default=None)
+    g.add_argument("--top-db", type=finite_float, default=80.0)
     g.add_argument("--image-size", default="512", help="image size N or HxW (default 512)")
     g.add_argument("--channels", choices=("replicate", "delta"), default="replicate",
                    help="3 copies of the image (default) or feature/delta/delta-delta")

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Optional, Tuple, TypeVar
 
+from ._validation import check_choice, check_float, check_int, check_positive, fail
 from .exceptions import ParameterError
 
 __all__ = [
@@ -33,22 +34,15 @@ T = TypeVar("T", bound="_Config")
 
 
 def _fail(owner: str, name: str, rule: str, value: Any, fix: str = "") -> None:
-    msg = f"The {name!r} parameter of {owner} must be {rule}. Got {value!r}."
-    if fix:
-        msg += f" {fix}"
-    raise ParameterError(msg)
+    fail(owner, name, rule, value, fix)
 
 
 def _positive(owner: str, name: str, value: Any, *, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        _fail(owner, name, "a finite number > 0" + (" or None" if allow_none else ""), value)
+    check_positive(value, name, owner=owner, allow_none=allow_none)
 
 
 def _choice(owner: str, name: str, value: Any, choices: Tuple[str, ...]) -> None:
-    if value not in choices:
-        _fail(owner, name, f"one of {', '.join(map(repr, choices))}", value)
+    check_choice(value, name, choices, owner=owner)
 
 
 def ms_to_samples(ms: float, sample_rate: int) -> int:
@@ -116,8 +110,7 @@ class AudioConfig(_Config):
         o = "AudioConfig"
         if isinstance(self.sample_rate, bool) or not isinstance(self.sample_rate, int) or self.sample_rate < 1000:
             _fail(o, "sample_rate", "an int >= 1000 (Hz)", self.sample_rate)
-        if not isinstance(self.offset, (int, float)) or self.offset < 0 or not math.isfinite(self.offset):
-            _fail(o, "offset", "a finite number >= 0 (seconds)", self.offset)
+        check_float(self.offset, "offset", owner=o, low=0.0)
         _positive(o, "duration", self.duration, allow_none=True)
         _positive(o, "min_seconds", self.min_seconds, allow_none=True)
         _choice(o, "pad_mode", self.pad_mode, ("tile", "zero", "none"))
@@ -221,10 +214,9 @@ class SpectrogramConfig(_Config):
                 _fail(o, name, "an int >= 1", v)
         if self.win_length is not None and (not isinstance(self.win_length, int) or not 1 <= self.win_length <= self.n_fft):
             _fail(o, "win_length", f"None or an int in [1, n_fft={self.n_fft}]", self.win_length)
-        if self.fmin < 0:
-            _fail(o, "fmin", "a number >= 0 (Hz)", self.fmin)
-        if self.fmax is not None and self.fmax <= self.fmin:
-            _fail(o, "fmax", f"None or a number > fmin={self.fmin} (Hz)", self.fmax)
+        check_float(self.fmin, "fmin", owner=o, low=0.0, fix="It is in Hz.")
+        check_float(self.fmax, "fmax", owner=o, low=self.fmin, include_low=False, allow_none=True,
+                    fix=f"It is in Hz, above fmin={self.fmin}; None is Nyquist.")
         _positive(o, "power", self.power)
         _positive(o, "top_db", self.top_db)
         if self.feature == "mfcc" and self.n_mfcc > self.n_mels:
@@ -299,23 +291,13 @@ class RenderConfig(_Config):
 
 def _int_in(owner: str, name: str, value: Any, lo: int, hi: Optional[int] = None, *, allow_none: bool = False,
             fix: str = "") -> None:
-    if value is None and allow_none:
-        return
-    if (isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi)):
-        rule = f"an int >= {lo}" if hi is None else f"an int in [{lo}, {hi}]"
-        _fail(owner, name, rule + (" or None" if allow_none else ""), value, fix)
+    check_int(value, name, owner=owner, low=lo, high=hi, allow_none=allow_none, fix=fix)
 
 
 def _float_in(owner: str, name: str, value: Any, lo: float, hi: float, *, hi_open: bool = True,
               allow_none: bool = False, fix: str = "") -> None:
-    if value is None and allow_none:
-        return
-    bad = isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-    if not bad:
-        bad = value < lo or (value >= hi if hi_open else value > hi)
-    if bad:
-        rule = f"a number in [{lo}, {hi})" if hi_open else f"a number in [{lo}, {hi}]"
-        _fail(owner, name, rule + (" or None" if allow_none else ""), value, fix)
+    check_float(value, name, owner=owner, low=lo, high=None if math.isinf(hi) else hi, include_high=not hi_open,
+                allow_none=allow_none, fix=fix)
 
 
 @dataclass(frozen=True)
