@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from . import __version__
 from ._cli_common import add_render_options, render_config_from_args
@@ -34,10 +34,54 @@ def _cmd_render(args: argparse.Namespace) -> int:
     return 1 if n_err and args.strict else 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _LazySubcommands(argparse._SubParsersAction):
+    """Subcommands whose parsers are built the first time they are used.
+
+    Each stage adds its own subcommands (``_HOOKS``), and importing a stage imports what it needs (torch,
+    timm, scikit-learn: seconds). Here a command starts as a placeholder that only knows its one-line help,
+    enough for ``specimg --help``; choosing it imports its stage and builds the real parser. So
+    ``specimg --help`` and ``specimg render`` import no stage at all.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lazy: Dict[str, Tuple[str, str]] = {}  # command -> (module, hook)
+
+    def add_lazy(self, name: str, help: str, module: str, hook: str) -> None:
+        self.add_parser(name, help=help, add_help=False)
+        self._lazy[name] = (module, hook)
+
+    def load(self, name: str) -> None:
+        """Replace the placeholders of ``name``'s stage by the parsers its hook builds."""
+        module, hook = self._lazy[name]
+        names = [n for n, v in self._lazy.items() if v == (module, hook)]
+        order = [a.dest for a in self._choices_actions]
+        for n in names:
+            del self._lazy[n], self._name_parser_map[n]
+        self._choices_actions[:] = [a for a in self._choices_actions if a.dest not in names]
+        getattr(importlib.import_module(module), hook)(self)
+        self._choices_actions.sort(key=lambda a: order.index(a.dest) if a.dest in order else len(order))
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: Optional[str] = None) -> None:
+        if values and values[0] in self._lazy:
+            self.load(values[0])
+        super().__call__(parser, namespace, values, option_string)
+
+
+def build_parser(*, lazy: bool = False) -> argparse.ArgumentParser:
+    """The ``specimg`` argument parser.
+
+    Parameters
+    ----------
+    lazy : bool
+        Build each stage's subcommands only when they are chosen (what :func:`main` does, so that
+        ``specimg --help`` and ``specimg render`` import no torch); ``False`` (default) builds them all,
+        as the generated CLI reference needs.
+    """
     parser = argparse.ArgumentParser(prog="specimg", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"specimg {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", action=_LazySubcommands)
     sub.required = True
 
     p = sub.add_parser("render", help="render audio into cached spectrogram images",
@@ -53,22 +97,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_render)
 
-    for module, hook in _HOOKS:
-        getattr(importlib.import_module(module), hook)(sub)
+    for module, hook, commands in _HOOKS:
+        if lazy:
+            for name, help in commands.items():
+                sub.add_lazy(name, help, module, hook)
+        else:
+            getattr(importlib.import_module(module), hook)(sub)
     return parser
 
 
-#: (module, function adding its subparsers): each stage owns its command-line options.
-_HOOKS = [
-    ("specimg.training._cli", "add_train_parser"),
-    ("specimg.predict._cli", "add_predict_parsers"),
-    ("specimg.stacking._cli", "add_stack_parsers"),
-    ("specimg.experiment._cli", "add_experiment_parser"),
+#: (module, function adding its subparsers, {command: its one-line help}): each stage owns its command-line
+#: options. The help lines are repeated here so that ``specimg --help`` lists the commands without importing
+#: the stages; tests/test_light_imports.py checks that they match what the hooks add.
+_HOOKS: List[Tuple[str, str, Dict[str, str]]] = [
+    ("specimg.training._cli", "add_train_parser",
+     {"train": "cross-validate a backbone on spectrogram images"}),
+    ("specimg.predict._cli", "add_predict_parsers",
+     {"predict": "predict audio files with a trained run (flip TTA, per-file answers)",
+      "evaluate": "score predictions: accuracy, UAR, macro-F1, confusion matrix, report",
+      "export": "export fold models to ONNX or TorchScript"}),
+    ("specimg.stacking._cli", "add_stack_parsers",
+     {"stack": "stack or blend several runs' out-of-fold predictions",
+      "pseudo-label": "add confident test predictions to a training table as pseudo-labels"}),
+    ("specimg.experiment._cli", "add_experiment_parser",
+     {"experiment": "run a whole recipe: render, train every model, stack, blend, pseudo-label, report"}),
 ]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
+    parser = build_parser(lazy=True)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

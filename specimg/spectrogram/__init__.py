@@ -1,8 +1,13 @@
-"""Spectrogram images: mel / MFCC features, window images, the image cache."""
+"""Spectrogram images: mel / MFCC features, window images, the image cache.
+
+The torch front end (:class:`SpectrogramFrontend`) is imported on first use, so
+``import specimg.spectrogram`` and ``specimg render`` do not load torch.
+"""
+
+from typing import TYPE_CHECKING, Any
 
 from ._cache import ImageCache as ImageCache
 from ._cache import render_dataset as render_dataset
-from ._frontend import SpectrogramFrontend as SpectrogramFrontend
 from ._image import feature_matrix as feature_matrix
 from ._image import render_file as render_file
 from ._image import render_signal as render_signal
@@ -11,3 +16,16 @@ from ._image import to_images as to_images
 
 __all__ = ["ImageCache", "SpectrogramFrontend", "render_dataset", "feature_matrix", "render_file", "render_signal", "signal_windows",
            "to_images"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SpectrogramFrontend":  # torch: loaded only when the front end is used
+        from ._frontend import SpectrogramFrontend
+
+        globals()[name] = SpectrogramFrontend
+        return SpectrogramFrontend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if TYPE_CHECKING:
+    from ._frontend import SpectrogramFrontend as SpectrogramFrontend
