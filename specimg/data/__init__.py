@@ -1,7 +1,5 @@
 """Batches and folds: datasets over the image cache, augmentation, file-grouped folds."""
 
-from ._dataset import IMAGENET_MEAN as IMAGENET_MEAN
-from ._dataset import IMAGENET_STD as IMAGENET_STD
 from ._dataset import SegmentDataset as SegmentDataset
 from ._dataset import cache_targets as cache_targets
 from ._device import DeviceAugment as DeviceAugment
@@ -9,6 +7,9 @@ from ._device import FrontendPipeline as FrontendPipeline
 from ._folds import file_folds as file_folds
 from ._folds import pseudo_leaks as pseudo_leaks
 from ._folds import pseudo_mask as pseudo_mask
+from ._normalize import IMAGENET_MEAN as IMAGENET_MEAN
+from ._normalize import IMAGENET_STD as IMAGENET_STD
+from ._normalize import PixelNormalize as PixelNormalize
 from ._transforms import spectrogram_transforms as spectrogram_transforms
 from ._waveform import WaveformDataset as WaveformDataset
 from ._waveform import WaveformSet as WaveformSet
@@ -16,6 +17,7 @@ from ._waveform import WaveformSet as WaveformSet
 __all__ = [
     "DeviceAugment",
     "FrontendPipeline",
+    "PixelNormalize",
     "SegmentDataset",
     "cache_targets",
     "file_folds",

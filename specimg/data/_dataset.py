@@ -11,19 +11,17 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..exceptions import DataError, ParameterError
+from ..exceptions import DataError
+from ._normalize import IMAGENET_MEAN, IMAGENET_STD, PixelNormalize
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..spectrogram import ImageCache
 
 __all__ = ["SegmentDataset", "IMAGENET_MEAN", "IMAGENET_STD"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 class SegmentDataset(Dataset):
-    """Windows of an image cache as normalised CHW float tensors.
+    """Windows of an image cache as normalised CHW float tensors (or raw uint8 ones).
 
     The image array may be a ``np.memmap`` (the image cache): it is then
     re-opened lazily in each process that reads it, so DataLoader workers
@@ -56,6 +54,13 @@ class SegmentDataset(Dataset):
         Seed of the augmentation.
     num_classes : int or None
         Number of classes (kept for the trainer).
+    normalize : bool
+        ``True``: items are float32, normalised by
+        :class:`~specimg.data.PixelNormalize` (``mean``, ``std``).
+        ``False``: items stay uint8 pixels (a quarter of the bytes through the
+        data loader and to the device), for a trainer that normalises on the
+        device (``Trainer(normalize=PixelNormalize(mean, std))``, what
+        :func:`~specimg.training.train_cv` does).
 
     Examples
     --------
@@ -78,6 +83,7 @@ class SegmentDataset(Dataset):
         std: Sequence[float] = IMAGENET_STD,
         seed: int = 0,
         num_classes: Optional[int] = None,
+        normalize: bool = True,
     ) -> None:
         if getattr(images, "ndim", None) != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
             raise DataError(f"SegmentDataset expects images of shape (n, H, W, 3) and dtype uint8; got shape "
@@ -96,14 +102,9 @@ class SegmentDataset(Dataset):
         if self._all_file_ids is not None and self._all_file_ids.shape != (n,):
             raise DataError(f"SegmentDataset file_ids must have one entry per image ({n}); got shape "
                             f"{self._all_file_ids.shape}.")
-        mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(3, 1, 1)
-        std_t = torch.as_tensor(std, dtype=torch.float32).reshape(3, 1, 1)
-        if (std_t <= 0).any():
-            raise ParameterError(f"The 'std' parameter of SegmentDataset must be > 0; got {tuple(std)}.")
-        # x = (img / 255 - mean) / std  ==  img * scale + bias
-        self._scale = 1.0 / (255.0 * std_t)
-        self._bias = -mean_t / std_t
+        self._norm = PixelNormalize(mean, std) if normalize else None
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+        self.normalize = bool(normalize)
         self.transform = transform
         self.seed = int(seed)
         self.epoch = 0
@@ -178,8 +179,9 @@ class SegmentDataset(Dataset):
             image = self.transform(image=image)["image"]
         if not image.flags.writeable or not image.flags.c_contiguous:  # a read-only memmap row
             image = np.array(image, order="C")
-        x = torch.from_numpy(image).permute(2, 0, 1).float()  # (3, H, W)
-        x.mul_(self._scale).add_(self._bias)
+        x = torch.from_numpy(image).permute(2, 0, 1)  # (3, H, W) uint8
+        if self._norm is not None:
+            x = self._norm(x)  # (3, H, W) float32
         return x, int(self._all_targets[row])
 
 

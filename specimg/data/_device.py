@@ -10,7 +10,7 @@ from torch import nn
 
 from ..config import RenderConfig
 from ..exceptions import ParameterError
-from ._dataset import IMAGENET_MEAN, IMAGENET_STD
+from ._normalize import IMAGENET_MEAN, IMAGENET_STD, PixelNormalize
 
 __all__ = ["DeviceAugment", "FrontendPipeline"]
 
@@ -164,6 +164,12 @@ class FrontendPipeline(nn.Module):
         Normalisation on the 0-1 scale.
     augment : DeviceAugment or None
         Applied in :meth:`forward` with ``train=True``.
+    normalize : bool
+        ``True``: :meth:`forward` returns the backbone's input (normalised
+        with :class:`~specimg.data.PixelNormalize`). ``False``: it returns
+        pixels on the 0-255 scale of the cached images, for a consumer that
+        normalises itself (the :class:`~specimg.training.Trainer` and
+        :class:`~specimg.models.Ensemble` of training and prediction).
 
     Examples
     --------
@@ -177,7 +183,7 @@ class FrontendPipeline(nn.Module):
 
     def __init__(self, render_config: RenderConfig, *, image_size: Optional[Sequence[int]] = None,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 augment: Optional[DeviceAugment] = None) -> None:
+                 augment: Optional[DeviceAugment] = None, normalize: bool = True) -> None:
         super().__init__()
         from ..spectrogram import SpectrogramFrontend
 
@@ -191,12 +197,8 @@ class FrontendPipeline(nn.Module):
         if len(self.image_size) != 2 or min(self.image_size) < 1:
             raise ParameterError(f"The 'image_size' parameter of FrontendPipeline must be (height, width). Got "
                                  f"{image_size!r}.")
-        mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(1, 3, 1, 1)
-        std_t = torch.as_tensor(std, dtype=torch.float32).reshape(1, 3, 1, 1)
-        if (std_t <= 0).any():
-            raise ParameterError(f"The 'std' parameter of FrontendPipeline must be > 0. Got {tuple(std)}.")
-        self.register_buffer("mean", mean_t, persistent=False)
-        self.register_buffer("std", std_t, persistent=False)
+        self.normalizer = PixelNormalize(mean, std, pixel_max=1.0)
+        self.normalize = bool(normalize)
         self.augment = augment
 
     @property
@@ -216,8 +218,8 @@ class FrontendPipeline(nn.Module):
         return x
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        """Images in [0, 1] → the backbone's input, ``(x - mean) / std``."""
-        return (x - self.mean.to(x.device)) / self.std.to(x.device)
+        """Images in [0, 1] → the backbone's input, ``(x - mean) / std`` (:class:`~specimg.data.PixelNormalize`)."""
+        return self.normalizer.to(x.device)(x)
 
     @torch.no_grad()
     def forward(self, batch: Batch, ref: Optional[torch.Tensor] = None, *, train: bool = False,
@@ -240,6 +242,7 @@ class FrontendPipeline(nn.Module):
         Returns
         -------
         x : torch.Tensor [shape=(B, 3, H, W), dtype=float32]
+            Normalised, or pixels in [0, 255] with ``normalize=False``.
         """
         if isinstance(batch, (tuple, list)):
             waveforms, ref = batch[0], batch[1]
@@ -248,5 +251,5 @@ class FrontendPipeline(nn.Module):
         x = self.images(waveforms, ref)
         if train and self.augment is not None:
             x = self.augment(x, generator=generator)
-        return self.normalise(x)
+        return self.normalise(x) if self.normalize else x * 255.0
 

@@ -5,6 +5,7 @@ networks; ``backbone_data_config`` tells the data stage the input size and
 normalisation a backbone expects.
 """
 
+from ._ensemble import Ensemble as Ensemble
 from ._factory import backbone_data_config as backbone_data_config
 from ._factory import create_backbone as create_backbone
 from ._registry import list_backbones as list_backbones
@@ -13,6 +14,7 @@ from ._weights import load_checkpoint as load_checkpoint
 from ._weights import offline_weights_available as offline_weights_available
 
 __all__ = [
+    "Ensemble",
     "create_backbone",
     "register_backbone",
     "list_backbones",

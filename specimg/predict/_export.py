@@ -11,7 +11,9 @@ from typing import List, Literal, Sequence, Union
 import torch
 from torch import nn
 
+from ..data import PixelNormalize
 from ..exceptions import ParameterError
+from ..models import Ensemble
 from ._predictor import load_run_models
 
 __all__ = ["ExportedEnsemble", "export_run"]
@@ -19,38 +21,20 @@ __all__ = ["ExportedEnsemble", "export_run"]
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-class ExportedEnsemble(nn.Module):
+class ExportedEnsemble(Ensemble):
     """Fold models behind one forward: pixels in, class probabilities out.
 
-    Input: ``float32 [shape=(batch, 3, H, W)]`` raw pixel values in
-    [0, 255] (a cached image, channels first) at the models' input size.
-    Normalisation, the softmax, optional flip TTA and the average over
-    folds happen inside, so the artifact needs nothing but the image.
+    The inference core :class:`~specimg.models.Ensemble` with the models'
+    normalisation inside. Input: ``float32 [shape=(batch, 3, H, W)]`` raw
+    pixel values in [0, 255] (a cached image, channels first) at the models'
+    input size. Normalisation, the softmax, optional flip TTA and the average
+    over folds happen inside, so the artifact needs nothing but the image.
     Output: ``float32 [shape=(batch, n_classes)]`` probabilities.
     """
 
     def __init__(self, models: Sequence[nn.Module], mean: Sequence[float], std: Sequence[float],
                  tta: bool = True) -> None:
-        super().__init__()
-        self.models = nn.ModuleList(models)
-        mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(1, 3, 1, 1)
-        std_t = torch.as_tensor(std, dtype=torch.float32).reshape(1, 3, 1, 1)
-        self.register_buffer("scale", 1.0 / (255.0 * std_t))
-        self.register_buffer("bias", -mean_t / std_t)
-        self.tta = bool(tta)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images * self.scale + self.bias  # (B, 3, H, W)
-        n = x.shape[0]
-        if self.tta:
-            x = torch.cat([x, x.flip(3)], dim=0)  # (2B, 3, H, W)
-        p = None
-        for m in self.models:
-            q = m(x).softmax(dim=1)  # (B or 2B, C)
-            if self.tta:
-                q = 0.5 * (q[:n] + q[n:])  # (B, C)
-            p = q if p is None else p + q
-        return p / len(self.models)
+        super().__init__(models, normalize=PixelNormalize(mean, std), tta="flip" if tta else "none")
 
 
 def export_run(run: PathLike, out: PathLike, *, format: Literal["onnx", "torchscript"] = "onnx",

@@ -207,10 +207,12 @@ class Predictor:
         self.aggregate = aggregate
         self.batch_size = batch_size
         self.input_hw = (int(input_size[-2]), int(input_size[-1]))
-        mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(1, 3, 1, 1)
-        std_t = torch.as_tensor(std, dtype=torch.float32).reshape(1, 3, 1, 1)
-        self._scale = (1.0 / (255.0 * std_t)).to(self.device)
-        self._bias = (-mean_t / std_t).to(self.device)
+        from ..data import PixelNormalize
+        from ..models import Ensemble
+
+        # the inference core shared with training's validation and the exported graph
+        self.core = Ensemble(self.models, normalize=PixelNormalize(mean, std), tta=tta,
+                             channels_last=True).to(self.device).eval()
         from ..data import spectrogram_transforms
 
         self._resize = spectrogram_transforms(train=False, image_size=self.input_hw,
@@ -221,8 +223,8 @@ class Predictor:
         if frontend == "gpu":
             from ..data import FrontendPipeline
 
-            self.pipeline = FrontendPipeline(render_config, image_size=self.input_hw, mean=mean,
-                                             std=std).to(self.device).eval()
+            self.pipeline = FrontendPipeline(render_config, image_size=self.input_hw, mean=mean, std=std,
+                                             normalize=False).to(self.device).eval()
 
     @classmethod
     def from_run(cls, run: PathLike, *, folds: Union[str, int, Sequence[int]] = "all", device: str = "auto",
@@ -261,34 +263,24 @@ class Predictor:
     # ------------------------------------------------------------------ arrays
     @torch.no_grad()
     def _ensemble(self, x: torch.Tensor) -> torch.Tensor:
-        """Probabilities of normalised model input, averaged over flips and fold models.
+        """Probabilities of pixel input, averaged over flips and fold models (:class:`~specimg.models.Ensemble`).
 
         Parameters
         ----------
-        x : torch.Tensor [shape=(B, 3, H, W), dtype=float32]
-            On ``self.device``.
+        x : torch.Tensor [shape=(B, 3, H, W)]
+            Pixels in [0, 255] (uint8 or float) on ``self.device``, at the
+            models' input size.
 
         Returns
         -------
         probs : torch.Tensor [shape=(B, n_classes), dtype=float32]
             On ``self.device``.
         """
-        n = len(x)
-        if self.tta == "flip":
-            x = torch.cat([x, x.flip(3)])  # (2B, 3, H, W)
         # One memory layout for both front ends: channels-last, what the cached images (HWC) give after the
         # permute. Convolutions are faster on it (measured 1.75x for test_efficientnet at 512x512 on a CPU).
-        x = x.contiguous(memory_format=torch.channels_last)  # (2B, 3, H, W), no copy when already so
-        p = torch.zeros(n, len(self.classes), device=self.device)
-        for model in self.models:
-            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                                enabled=self.amp_dtype is not None):
-                logits = model(x)  # (B or 2B, n_classes)
-            q = logits.float().softmax(1)
-            if self.tta == "flip":
-                q = 0.5 * (q[:n] + q[n:])  # (B, n_classes)
-            p += q
-        return p / len(self.models)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            return self.core(x)
 
     @torch.no_grad()
     def predict_images(self, images: np.ndarray) -> np.ndarray:
@@ -320,12 +312,11 @@ class Predictor:
             if self.pipeline is not None:
                 x = torch.from_numpy(np.array(chunk, copy=True, order="C")).to(self.device)
                 x = x.permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, h, w) in [0, 1]
-                x = self.pipeline.normalise(self.pipeline.resize(x))  # (B, 3, H, W): as in training
+                x = self.pipeline.resize(x) * 255.0  # (B, 3, H, W) pixels, resized as in training
             else:
                 if self._resize is not None:
                     chunk = np.stack([self._resize(image=im)["image"] for im in chunk])
                 x = torch.from_numpy(np.array(chunk, copy=True, order="C")).to(self.device).permute(0, 3, 1, 2)
-                x = x.float() * self._scale + self._bias  # (B, 3, H, W)
             out.append(self._ensemble(x))
         if not out:
             return np.zeros((0, len(self.classes)), dtype=np.float32)

@@ -22,7 +22,7 @@ from ..config import RenderConfig, TrainConfig
 from .._io import atomic_write_csv as _atomic_csv
 from .._io import atomic_write_text as _atomic_text
 from .._io import config_diff
-from ..data import (SegmentDataset, WaveformDataset, cache_targets, file_folds, pseudo_leaks,
+from ..data import (PixelNormalize, SegmentDataset, WaveformDataset, cache_targets, file_folds, pseudo_leaks,
                     spectrogram_transforms)
 from ..exceptions import ParameterError
 from ._callbacks import Callback
@@ -386,7 +386,7 @@ def train_cv(
                                 n_masks=config.n_masks, freq_stretch=config.freq_stretch,
                                 time_stretch=config.time_stretch)
         pipeline = FrontendPipeline(cache.config, image_size=image_size, mean=data_cfg["mean"], std=data_cfg["std"],
-                                    augment=augment)
+                                    augment=augment, normalize=False)
     else:
         train_tf = spectrogram_transforms(train=True, image_size=image_size, cache_size=cache_hw,
                                           hflip=config.hflip, time_mask=config.time_mask, freq_mask=config.freq_mask,
@@ -417,15 +417,15 @@ def train_cv(
                                      num_classes=len(classes))
         else:
             train_ds = SegmentDataset(cache.images, targets_all, rows=train_rows, file_ids=file_ids_all,
-                                      transform=train_tf, mean=mean, std=std, seed=config.seed,
-                                      num_classes=len(classes))
+                                      transform=train_tf, seed=config.seed, num_classes=len(classes),
+                                      normalize=False)
             val_ds = SegmentDataset(cache.images, targets_all, rows=val_rows, file_ids=file_ids_all,
-                                    transform=eval_tf, mean=mean, std=std, seed=config.seed, num_classes=len(classes))
+                                    transform=eval_tf, seed=config.seed, num_classes=len(classes), normalize=False)
         torch.manual_seed(_fold_seed(config.seed, k))
         model = create_backbone(config.backbone, num_classes=len(classes), weights=config.weights,
                                 drop_rate=config.drop_rate, **config.backbone_kwargs)
         trainer = Trainer(config, out_dir=fold_dir, callbacks=callbacks, resume=resume, progress=verbose,
-                          desc=f"fold {k}", batch_transform=pipeline)
+                          desc=f"fold {k}", batch_transform=pipeline, normalize=PixelNormalize(mean, std))
         result = trainer.fit(model, train_ds, val_ds, num_classes=len(classes), meta={**meta, "fold": k})
         fit_results[k] = result
         probs = trainer.predict(model, val_ds)  # (n_val_windows, n_classes)

@@ -20,8 +20,9 @@ from torch.utils.data import DataLoader, RandomSampler, Subset
 from torch.utils.data.distributed import DistributedSampler
 
 from ..config import TrainConfig
-from ..data import SegmentDataset
+from ..data import PixelNormalize, SegmentDataset
 from ..exceptions import DataError, ParameterError
+from ..models import Ensemble
 from .._progress import progress_bar
 from ._callbacks import Callback, _CallbackList
 from ._checkpoint import CHECKPOINT_FORMAT, atomic_save
@@ -151,7 +152,14 @@ class Trainer:
         ``batch_transform(x, train=..., generator=...)``, before the model;
         ``generator`` draws the training augmentation (seeded per epoch).
         :class:`~specimg.data.FrontendPipeline` turns waveform batches into
-        augmented, normalised images this way (``frontend='gpu'``).
+        augmented images this way (``frontend='gpu'``).
+    normalize : PixelNormalize or None
+        Applied on the device to every batch (after ``batch_transform``):
+        the data then yields pixels (e.g. ``SegmentDataset(normalize=False)``,
+        uint8) and the trainer normalises them, in training as in
+        :meth:`predict`, through the inference core
+        :class:`~specimg.models.Ensemble`. ``None``: the batches are already
+        normalised.
 
     Notes
     -----
@@ -177,7 +185,8 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, *, out_dir: Optional[PathLike] = None,
                  callbacks: Iterable[Callback] = (), resume: bool = True, progress: bool = True,
-                 desc: str = "train", batch_transform: Optional[Any] = None) -> None:
+                 desc: str = "train", batch_transform: Optional[Any] = None,
+                 normalize: Optional[PixelNormalize] = None) -> None:
         if not isinstance(config, TrainConfig):
             raise ParameterError(f"Trainer needs a TrainConfig; got {type(config).__name__}.")
         callbacks = list(callbacks)
@@ -195,12 +204,18 @@ class Trainer:
             raise ParameterError(f"The 'batch_transform' parameter of Trainer must be callable. Got "
                                  f"{type(batch_transform).__name__}.")
         self.batch_transform = batch_transform
+        if normalize is not None and not isinstance(normalize, PixelNormalize):
+            raise ParameterError(f"The 'normalize' parameter of Trainer must be a specimg.data.PixelNormalize or "
+                                 f"None. Got {type(normalize).__name__}.")
+        self.normalize = normalize
         self.rank, self.local_rank, self.world_size = dist_info()
         self.is_main = self.rank == 0
         self.progress = self.progress and self.is_main
         self.device = resolve_device(config.device)
         if isinstance(batch_transform, nn.Module):
             batch_transform.to(self.device)
+        if normalize is not None:
+            normalize.to(self.device)
         self._aug_gen = torch.Generator()
         self.amp_dtype = _amp_dtype(config.amp, self.device)
         self.channels_last = bool(config.channels_last)
@@ -255,13 +270,15 @@ class Trainer:
                           f"so an optimizer step sees {bs // world * world} items.", UserWarning, stacklevel=3)
         return bs // world
 
-    def _to_device(self, x: Any, *, train: bool = False) -> torch.Tensor:
+    def _to_device(self, x: Any, *, train: bool = False, normalize: bool = True) -> torch.Tensor:
         if isinstance(x, (tuple, list)):
             x = type(x)(t.to(self.device, non_blocking=True) for t in x)
         else:
             x = x.to(self.device, non_blocking=True)
         if self.batch_transform is not None:
             x = self.batch_transform(x, train=train, generator=self._aug_gen if train else None)
+        if normalize and self.normalize is not None:
+            x = self.normalize(x)  # (B, 3, H, W) float32
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
@@ -291,18 +308,15 @@ class Trainer:
             model.to(memory_format=torch.channels_last)
         was_training = model.training
         model.eval()
+        # the inference core of Predictor and of the exported graph: normalise, flip TTA, softmax
+        core = Ensemble([model], normalize=self.normalize, tta=tta, channels_last=self.channels_last)
         out = []
         share = data if self.world_size == 1 else Subset(data, shard_rows(len(data)).tolist())
         for x, _ in self._loader(share, train=False):
-            x = self._to_device(x)  # (B, 3, H, W)
-            if tta == "flip":
-                x = torch.cat([x, x.flip(3)])  # (2B, 3, H, W)
+            x = self._to_device(x, normalize=False)  # (B, 3, H, W): pixels, or normalised without self.normalize
             with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                 enabled=self.amp_dtype is not None):
-                logits = model(x)  # (B or 2B, n_classes)
-            p = logits.float().softmax(1)
-            if tta == "flip":
-                p = 0.5 * (p[: len(p) // 2] + p[len(p) // 2:])  # (B, n_classes)
+                p = core(x)  # (B, n_classes) float32
             out.append(p.cpu())
         model.train(was_training)
         probs = torch.cat(out).numpy().astype(np.float32) if out else None
