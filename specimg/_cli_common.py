@@ -72,9 +72,12 @@ def add_render_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--last", choices=("align_end", "drop"), default="align_end",
                    help="tail policy: one more window ending at the file's end (default) or drop the tail")
     g.add_argument("--feature", choices=("mel", "mfcc"), default="mel")
-    g.add_argument("--n-fft", default="2048", help="STFT size in samples or ms, e.g. 2048 or 16ms")
-    g.add_argument("--hop-length", default="512", help="STFT hop in samples or ms, e.g. 512 or 8ms")
-    g.add_argument("--n-mels", type=int, default=128)
+    g.add_argument("--n-fft", default=None, help="STFT size in samples or ms, e.g. 2048 or 16ms (default: the largest "
+                   "power of two within 46.4 ms at --sample-rate: 1024 at 22.05 kHz, 256 at 8 kHz)")
+    g.add_argument("--hop-length", default=None, help="STFT hop in samples or ms, e.g. 512 or 8ms (default: 11.6 ms "
+                   "at --sample-rate: 256 at 22.05 kHz, 93 at 8 kHz)")
+    g.add_argument("--n-mels", type=int, default=None,
+                   help="mel bands (default: 128, fewer where the STFT is too short for 128 non-empty bands)")
     g.add_argument("--n-mfcc", type=int, default=20)
     g.add_argument("--fmin", type=finite_float, default=0.0)
     g.add_argument("--fmax", type=finite_float, default=None)
