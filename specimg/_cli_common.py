@@ -65,6 +65,9 @@ def add_render_options(p: argparse.ArgumentParser) -> None:
                    help="extend shorter files to this length (default: one window; the music seed used 120)")
     g.add_argument("--pad-mode", choices=("tile", "zero", "none"), default="tile",
                    help="how short files are extended: loop them (tile, default), add silence (zero) or not at all")
+    g.add_argument("--allow-truncated", action="store_true",
+                   help="keep what a truncated file holds (its header announces more audio than is there) and "
+                        "list it as a warning, instead of listing it as an error")
     g.add_argument("--seconds", type=finite_float, default=20.0, help="window length in seconds (default 20)")
     g.add_argument("--hop", type=finite_float, default=10.0, help="hop between windows in seconds (default 10)")
     g.add_argument("--class-hop", action="append", default=[], metavar="LABEL=SECONDS",
@@ -92,7 +95,7 @@ def render_config_from_args(args: argparse.Namespace) -> RenderConfig:
     sr = args.sample_rate
     return RenderConfig(
         audio=AudioConfig(sample_rate=sr, offset=args.offset, duration=args.duration, min_seconds=args.min_seconds,
-                          pad_mode=args.pad_mode),
+                          pad_mode=args.pad_mode, allow_truncated=bool(getattr(args, "allow_truncated", False))),
         segment=SegmentConfig(seconds=args.seconds, hop=args.hop, class_hop=parse_class_hop(args.class_hop),
                               last=args.last),
         spectrogram=SpectrogramConfig(

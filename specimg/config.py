@@ -102,6 +102,11 @@ class AudioConfig(_Config):
         ``'tile'`` loops the file (concatenated with itself, the seed's
         choice), ``'zero'`` appends silence, ``'none'`` leaves short files
         short (a file shorter than one window is then an error).
+    allow_truncated : bool
+        Keep what a truncated file holds (its header announces more audio
+        than is there: an interrupted download or export), with a warning
+        naming it, instead of listing it as an error
+        (:func:`~specimg.audio.load_audio`, ``--allow-truncated``).
     """
 
     sample_rate: int = 22050
@@ -109,6 +114,7 @@ class AudioConfig(_Config):
     duration: Optional[float] = None
     min_seconds: Optional[float] = None
     pad_mode: Literal["tile", "zero", "none"] = "tile"
+    allow_truncated: bool = False
 
     def __post_init__(self) -> None:
         o = "AudioConfig"
@@ -118,6 +124,8 @@ class AudioConfig(_Config):
         _positive(o, "duration", self.duration, allow_none=True)
         _positive(o, "min_seconds", self.min_seconds, allow_none=True)
         _choice(o, "pad_mode", self.pad_mode, ("tile", "zero", "none"))
+        if not isinstance(self.allow_truncated, bool):
+            _fail(o, "allow_truncated", "True or False", self.allow_truncated)
 
 
 @dataclass(frozen=True)

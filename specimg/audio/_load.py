@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
+import logging
 import os
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Any, List, Literal, Optional, Tuple, Union
 
 import numpy as np
 
 from ..exceptions import AudioError, ParameterError
+from ._container import OGG_ANNOUNCED, Truncation, inspect_container, seconds_text
 
 __all__ = ["load_audio", "check_audio", "pad_audio", "audio_duration"]
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+_logger = logging.getLogger(__name__)
 
 
 def audio_duration(path: PathLike) -> float:
@@ -54,29 +60,105 @@ def _check_file(path: Path) -> None:
         raise AudioError(path, "file is empty (0 bytes). Re-export or remove it.")
 
 
-def _read(path: Path, offset: float = 0.0, duration: Optional[float] = None):
-    """Decode ``[offset, offset + duration)`` seconds; returns (data (n, ch) float32, native sr)."""
+#: Frames per read: a file cut mid-stream (a FLAC that loses sync) keeps what was decoded before the cut.
+_CHUNK = 4096
+
+
+def _read(path: Path, offset: float = 0.0, duration: Optional[float] = None, *, allow_truncated: bool = False):
+    """Decode ``[offset, offset + duration)`` seconds; returns (data (n, ch) float32, native sr).
+
+    A file that holds less than its header announces (:func:`inspect_container`, then the frames libsndfile
+    announces against those it decodes) is an :class:`AudioError`, or with ``allow_truncated`` a warning
+    (logged) and what is there.
+    """
     import soundfile as sf
 
+    trunc = inspect_container(path)
+    if trunc is not None and not trunc.usable:
+        raise AudioError(path, f"{trunc.describe()}: truncated, nothing to decode. Re-download or re-export it.")
+    source: Any = str(path)
+    if trunc is not None and trunc.keep_bytes is not None:  # an Ogg stream cut inside a page: its whole pages
+        with open(path, "rb") as fh:
+            source = io.BytesIO(fh.read(trunc.keep_bytes))
     try:
-        with sf.SoundFile(str(path)) as f:
-            sr = f.samplerate
+        with sf.SoundFile(source) as f:
+            sr, announced = f.samplerate, f.frames
             start = int(round(offset * sr))
             if start and f.seekable():
-                if f.frames > 0 and start >= f.frames:
+                if announced > 0 and start >= announced:
                     raise AudioError(path, f"is shorter than the offset of {offset} s. Lower the offset.")
                 f.seek(start)
-                start = 0
-            if start:  # not seekable: read and drop
+            elif start:  # not seekable: read and drop
                 f.read(start, dtype="float32", always_2d=True)
-            frames = -1 if duration is None else int(round(duration * sr))
-            data = f.read(frames, dtype="float32", always_2d=True)
+            want = -1 if duration is None else int(round(duration * sr))
+            data, failure = _read_frames(f, want)
+            seekable = f.seekable()
+        if failure is not None and seekable:  # a stream cut mid-block: salvage the block's decodable frames
+            data = _salvage(source, data, start, want)
     except AudioError:
         raise
     except Exception as exc:
         raise AudioError(path, f"cannot be decoded ({_clean(exc)}). "
                                "Convert it to WAV or FLAC, or remove it from the input.") from None
+    if trunc is None:
+        expected = announced - start if announced > 0 else None
+        if expected is not None and want >= 0:
+            expected = min(expected, want)
+        if failure is not None and expected is None:  # the format announces no length: a damaged stream
+            if not len(data):
+                raise AudioError(path, f"cannot be decoded ({failure}). Convert it to WAV or FLAC, or remove it "
+                                       "from the input.")
+            trunc = Truncation("no length", f"{seconds_text(start + len(data), sr)} before decoding stops ({failure})")
+        elif expected is not None and len(data) < expected:
+            held = seconds_text(start + len(data), sr) + (f" before decoding stops ({failure})" if failure else "")
+            trunc = Truncation(seconds_text(announced, sr), held)
+    elif trunc.announced == OGG_ANNOUNCED:
+        trunc = dataclasses.replace(trunc, held=f"{seconds_text(start + len(data), sr)} in {trunc.held}")
+    if trunc is not None:
+        what = f"{trunc.describe()}: truncated"
+        if not len(data):
+            raise AudioError(path, f"{what}, nothing to decode. Re-download or re-export it.")
+        kept = seconds_text(len(data), sr)
+        if not allow_truncated:
+            raise AudioError(path, f"{what}, re-download or re-export it (or pass allow_truncated=True, "
+                                   f"--allow-truncated, to keep the {kept} that are there).")
+        _logger.warning("%s: %s; kept the %s that are there (allow_truncated).", path, what, kept)
     return data, sr
+
+
+def _salvage(source: Any, data: np.ndarray, start: int, want: int) -> np.ndarray:
+    """After a failed read: what small reads still decode past ``data`` (the decoder drops the whole chunk
+    that crosses a cut; 64 frames at a time loses at most 64)."""
+    import soundfile as sf
+
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+    try:
+        with sf.SoundFile(source) as f:
+            f.seek(start + len(data))
+            more, _ = _read_frames(f, -1 if want < 0 else want - len(data), chunk=64)
+    except Exception:  # the decoder cannot even seek back: keep what the first pass decoded
+        return data
+    return np.concatenate([data, more]) if len(more) else data
+
+
+def _read_frames(f: Any, want: int, *, chunk: int = _CHUNK) -> Tuple[np.ndarray, Optional[str]]:
+    """Read up to ``want`` frames (``-1``: to the end) in chunks: (data (n, ch), why decoding stopped early)."""
+    parts: List[np.ndarray] = []
+    got, failure = 0, None
+    while want < 0 or got < want:
+        n = chunk if want < 0 else min(chunk, want - got)
+        try:
+            block = f.read(n, dtype="float32", always_2d=True)
+        except Exception as exc:  # libsndfile: lost sync, failed seek ... in a damaged or cut stream
+            failure = _clean(exc)
+            break
+        if not len(block):
+            break
+        parts.append(block)
+        got += len(block)
+    data = np.concatenate(parts) if parts else np.zeros((0, f.channels), np.float32)
+    return data, failure
 
 
 def check_audio(y: np.ndarray, *, path: PathLike = "<array>", allow_silent: bool = False) -> np.ndarray:
@@ -89,7 +171,7 @@ def check_audio(y: np.ndarray, *, path: PathLike = "<array>", allow_silent: bool
     path : str
         Used in error messages.
     allow_silent : bool
-        Accept an all-zero signal (its image would be blank).
+        Accept an all-zero or constant (DC) signal (its image would be blank).
 
     Returns
     -------
@@ -99,7 +181,7 @@ def check_audio(y: np.ndarray, *, path: PathLike = "<array>", allow_silent: bool
     Raises
     ------
     AudioError
-        Zero-length, NaN/inf or (unless allowed) digitally silent audio.
+        Zero-length, NaN/inf or (unless allowed) digitally silent or constant audio.
     """
     if y.size == 0:
         raise AudioError(path, "has no audio samples (zero-length). Re-export or remove it.")
@@ -110,6 +192,9 @@ def check_audio(y: np.ndarray, *, path: PathLike = "<array>", allow_silent: bool
     if not allow_silent and not np.any(y):
         raise AudioError(path, "is silent (every sample is zero), so its spectrogram is blank. Remove it, or "
                                "label silence explicitly and pass allow_silent=True.")
+    if not allow_silent and y.size > 1 and np.all(y == y.flat[0]):
+        raise AudioError(path, f"is constant (every sample is {float(y.flat[0]):.6g}: a DC level, no sound), so its "
+                               "spectrogram holds only the 0 Hz row. Remove it, or pass allow_silent=True to keep it.")
     return y
 
 
@@ -120,6 +205,7 @@ def load_audio(
     offset: float = 0.0,
     duration: Optional[float] = None,
     allow_silent: bool = False,
+    allow_truncated: bool = False,
 ) -> np.ndarray:
     """Load an audio file as mono float32 at a fixed sample rate.
 
@@ -139,7 +225,16 @@ def load_audio(
     duration : float > 0 or None
         Seconds to read after ``offset``; ``None`` reads to the end.
     allow_silent : bool
-        Accept an all-zero file.
+        Accept an all-zero or constant (DC) file.
+    allow_truncated : bool
+        Keep what a truncated file holds (and log a warning naming it)
+        instead of raising. A file is truncated when its header announces
+        more audio than it holds: the ``data`` chunk of a WAV, the frame
+        count of an AIFF, the data size of an AU file, the ``STREAMINFO``
+        frame count of a FLAC (or decoding that stops early), an Ogg stream
+        with a cut page or no end-of-stream page, or any format whose
+        announced frames cannot all be decoded. A file cut inside its header
+        is an error either way.
 
     Returns
     -------
@@ -148,7 +243,12 @@ def load_audio(
     Raises
     ------
     AudioError
-        Missing, empty, undecodable, zero-length, NaN/inf or silent audio.
+        Missing, empty, undecodable, truncated (unless allowed),
+        zero-length, NaN/inf, silent or constant audio. The message names the
+        file; for a truncated one it says what the header announces and what
+        the file holds, e.g. ``header says 120.0 s (960000 samples at 8000
+        Hz), file holds 0.020 s (156 samples at 8000 Hz): truncated,
+        re-download or re-export it``.
 
     Examples
     --------
@@ -164,19 +264,20 @@ def load_audio(
         raise ParameterError(f"The 'duration' parameter of load_audio must be > 0 seconds or None. Got {duration!r}.")
     path = Path(path)
     _check_file(path)
-    data, native_sr = _read(path, offset, duration)
+    data, native_sr = _read(path, offset, duration, allow_truncated=bool(allow_truncated))
     check_audio(data, path=path, allow_silent=True)
     y = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    check_audio(y, path=path, allow_silent=allow_silent)  # silence and DC before resampling rings at the edges
     if native_sr != sr:
         import librosa
 
         y = librosa.resample(y, orig_sr=native_sr, target_sr=int(sr), res_type="soxr_hq")
     y = np.ascontiguousarray(y, dtype=np.float32)
-    check_audio(y, path=path, allow_silent=allow_silent)
-    return y
+    return check_audio(y, path=path, allow_silent=True)
 
 
-def pad_audio(y: np.ndarray, *, length: int, mode: Literal["tile", "zero", "none"] = "tile") -> np.ndarray:
+def pad_audio(y: np.ndarray, *, length: int, mode: Literal["tile", "zero", "none"] = "tile",
+              min_samples: int = 1, sr: Optional[int] = None, path: PathLike = "<array>") -> np.ndarray:
     """Extend a signal to at least ``length`` samples.
 
     Parameters
@@ -188,10 +289,24 @@ def pad_audio(y: np.ndarray, *, length: int, mode: Literal["tile", "zero", "none
         ``'tile'`` loops the signal (concatenates it with itself, the
         music-genre seed's choice), ``'zero'`` appends zeros, ``'none'``
         returns ``y`` unchanged.
+    min_samples : int >= 1
+        The shortest signal that may be extended. Rendering passes one STFT
+        frame (``n_fft`` samples): a clip shorter than that has no
+        spectrogram of its own, and looping a few milliseconds into a whole
+        window would invent a tone.
+    sr : int, optional
+        The sample rate, to give lengths in seconds in error messages.
+    path : str
+        Used in error messages.
 
     Returns
     -------
     y_pad : np.ndarray [shape=(max(n, length),)]
+
+    Raises
+    ------
+    AudioError
+        ``y`` holds fewer than ``min_samples`` samples.
 
     Examples
     --------
@@ -200,7 +315,14 @@ def pad_audio(y: np.ndarray, *, length: int, mode: Literal["tile", "zero", "none
     """
     if mode not in ("tile", "zero", "none"):
         raise ParameterError(f"The 'mode' parameter of pad_audio must be 'tile', 'zero' or 'none'. Got {mode!r}.")
+    if isinstance(min_samples, bool) or not isinstance(min_samples, (int, np.integer)) or min_samples < 1:
+        raise ParameterError(f"The 'min_samples' parameter of pad_audio must be an int >= 1. Got {min_samples!r}.")
     n = len(y)
+    if 0 < n < min_samples:
+        held, frame = (seconds_text(n, sr), seconds_text(min_samples, sr)) if sr else (f"{n} samples",
+                                                                                     f"{min_samples} samples")
+        raise AudioError(path, f"holds {held}, less than one STFT frame ({frame}, n_fft): too short to have a "
+                               "spectrogram, and it is not looped up to a window. Remove it, or use a smaller n_fft.")
     if n >= length or mode == "none":
         return y
     if n == 0:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -11,17 +11,28 @@ from ..audio import load_audio, pad_audio, segment_bounds
 from ..config import RenderConfig, SpectrogramConfig
 from ..exceptions import AudioError
 
-__all__ = ["feature_matrix", "to_images", "render_file", "render_signal", "signal_windows"]
+__all__ = ["feature_matrix", "to_images", "window_planes", "render_file", "render_signal", "signal_windows"]
+
+#: STFT frames transformed at a time: the frames, their spectrum and its power stay in the CPU cache.
+_FRAMES_PER_BLOCK = 128
 
 
 def feature_matrix(y: np.ndarray, *, sr: int, config: SpectrogramConfig) -> np.ndarray:
     """The whole signal's feature matrix, scaled to [0, 1].
+
+    The STFT is librosa's (``center=True``, zero padding, periodic Hann
+    window), computed in float32 a block of frames at a time with
+    :func:`scipy.fft.rfft`, and the mel filterbank (``librosa.filters.mel``)
+    is applied a band of bins at a time (it is mostly zeros). Against
+    ``librosa.feature.melspectrogram`` (float64 FFT) the dB values agree to
+    float32 rounding (``benchmarks/render.py --stages`` measures both).
 
     Parameters
     ----------
     y : np.ndarray [shape=(n,)]
     sr : int
     config : SpectrogramConfig
+        Its rate-dependent defaults are resolved at ``sr``.
 
     Returns
     -------
@@ -34,29 +45,84 @@ def feature_matrix(y: np.ndarray, *, sr: int, config: SpectrogramConfig) -> np.n
     """
     import librosa
 
-    # librosa.feature.melspectrogram, with the filterbank product done by BLAS (np.dot) instead of einsum:
-    # 3x faster on long files, same numbers to float32 rounding.
-    stft = librosa.stft(y, n_fft=config.n_fft, hop_length=config.hop_length, win_length=config.win_length)
-    mag = np.abs(stft)
-    spec = mag * mag if config.power == 2.0 else mag ** config.power
-    mel = _mel_basis(sr, config).dot(spec)  # (n_mels, n_frames)
-    # power_to_db expects a power spectrogram; bring any exponent to power 2.
-    power = mel if config.power == 2.0 else mel ** (2.0 / config.power)
-    db = librosa.power_to_db(power, ref=np.max, top_db=config.top_db)
+    config = config.resolve(sr)
+    mel = mel_power(y, sr=sr, config=config)  # (n_mels, n_frames), power 2
+    db = librosa.power_to_db(mel, ref=np.max, top_db=config.top_db)
     if config.feature == "mfcc":
         return librosa.feature.mfcc(S=db, n_mfcc=config.n_mfcc).astype(np.float32)
     return ((db + config.top_db) / config.top_db).astype(np.float32)
 
 
+def mel_power(y: np.ndarray, *, sr: int, config: SpectrogramConfig) -> np.ndarray:
+    """Mel power spectrogram (power 2) of a whole signal: ``librosa.feature.melspectrogram`` in float32.
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(n,)]
+    sr : int
+    config : SpectrogramConfig
+        Resolved (:meth:`~specimg.config.SpectrogramConfig.resolve`).
+
+    Returns
+    -------
+    mel : np.ndarray [shape=(n_mels, 1 + n // hop_length), dtype=float32]
+    """
+    import scipy.fft
+
+    n_fft, hop, p = config.n_fft, config.hop_length, float(config.power)
+    window = _window(n_fft, config.win_length)  # (n_fft,) float32
+    bank = _mel_bank(int(sr), n_fft, config.n_mels, float(config.fmin), config.fmax)
+    padded = np.pad(np.asarray(y, dtype=np.float32), n_fft // 2)  # center=True, pad_mode='constant'
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop]  # (n_frames, n_fft), a view
+    out = np.empty((len(frames), config.n_mels), dtype=np.float32)
+    buf = np.empty((min(_FRAMES_PER_BLOCK, len(frames)), n_fft), dtype=np.float32)
+    for s in range(0, len(frames), _FRAMES_PER_BLOCK):
+        e = min(s + _FRAMES_PER_BLOCK, len(frames))
+        x = np.multiply(frames[s:e], window, out=buf[: e - s])
+        spec = scipy.fft.rfft(x, axis=-1, overwrite_x=True, workers=1)  # (b, n_fft // 2 + 1) complex64
+        power = np.square(spec.real)
+        power += np.square(spec.imag)  # |X|^2
+        if p != 2.0:
+            power **= p / 2.0  # |X|^p, the exponent librosa applies before the filterbank
+        _apply_bank(bank, power, out[s:e])
+    if p != 2.0:
+        np.power(out, 2.0 / p, out=out)  # bring any exponent to power 2 for the dB scale
+    return out.T
+
+
 @functools.lru_cache(maxsize=16)
-def _mel_basis_cached(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: Optional[float]) -> np.ndarray:
+def _window(n_fft: int, win_length: Optional[int]) -> np.ndarray:
     import librosa
 
-    return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    w = librosa.filters.get_window("hann", win_length or n_fft, fftbins=True)
+    return librosa.util.pad_center(w, size=n_fft).astype(np.float32)
 
 
-def _mel_basis(sr: int, config: SpectrogramConfig) -> np.ndarray:
-    return _mel_basis_cached(int(sr), config.n_fft, config.n_mels, float(config.fmin), config.fmax)
+@functools.lru_cache(maxsize=16)
+def _mel_bank(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: Optional[float]
+              ) -> List[Tuple[int, int, int, int, np.ndarray]]:
+    """``librosa.filters.mel`` cut into groups of adjacent bands, each with the bins its filters cover.
+
+    Returns ``[(first band, last band + 1, first bin, last bin + 1, weights (bins, bands))]``: the product
+    with a power spectrum touches the non-zero part of the filterbank only.
+    """
+    import librosa
+
+    basis = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)  # (n_mels, n_bins)
+    groups = []
+    step = max(1, -(-n_mels // 8))  # 8 groups of bands
+    for a in range(0, n_mels, step):
+        b = min(a + step, n_mels)
+        cols = np.flatnonzero(basis[a:b].any(axis=0))
+        lo, hi = (int(cols[0]), int(cols[-1]) + 1) if cols.size else (0, 1)
+        groups.append((a, b, lo, hi, np.ascontiguousarray(basis[a:b, lo:hi].T)))
+    return groups
+
+
+def _apply_bank(bank: List[Tuple[int, int, int, int, np.ndarray]], power: np.ndarray, out: np.ndarray) -> None:
+    """``out[:, bands] = power[:, bins] @ weights`` for each group: (frames, bins) -> (frames, n_mels)."""
+    for a, b, lo, hi, w in bank:
+        out[:, a:b] = power[:, lo:hi] @ w
 
 
 def _minmax(x: np.ndarray) -> np.ndarray:
@@ -64,15 +130,103 @@ def _minmax(x: np.ndarray) -> np.ndarray:
     return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
 
 
-def _resize(plane: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
-    """[0, 1] float plane (low rows = low frequencies) → uint8 image, low frequencies at the bottom."""
+def _to_u8(plane: np.ndarray) -> np.ndarray:
+    """[0, 1] float plane (low rows = low frequencies) -> uint8, low frequencies at the bottom."""
+    return np.clip(np.rint(plane[::-1] * 255.0), 0, 255).astype(np.uint8)
+
+
+def _resize_u8(u8: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """uint8 plane -> (H, W) with PIL's bilinear filter (unchanged when it already has that size)."""
     from PIL import Image
 
-    u8 = np.clip(np.rint(plane[::-1] * 255.0), 0, 255).astype(np.uint8)
     h, w = size
     if u8.shape == (h, w):
         return u8
-    return np.asarray(Image.fromarray(u8).resize((w, h), Image.BILINEAR))
+    return np.asarray(Image.fromarray(np.ascontiguousarray(u8)).resize((w, h), Image.BILINEAR))
+
+
+def _resize(plane: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """[0, 1] float plane (low rows = low frequencies) → uint8 image, low frequencies at the bottom."""
+    return _resize_u8(_to_u8(plane), size)
+
+
+def window_planes(F: np.ndarray, frames: np.ndarray, *, config: SpectrogramConfig,
+                  out: Optional[np.ndarray] = None) -> np.ndarray:
+    """The window images of a feature matrix, as stored: one plane each when the channels are copies.
+
+    Parameters
+    ----------
+    F : np.ndarray [shape=(n_bins, n_frames)]
+        From :func:`feature_matrix`.
+    frames : np.ndarray [shape=(n_windows, 2)]
+        ``[first, last)`` frame of each window.
+    config : SpectrogramConfig
+    out : np.ndarray, optional
+        Where to write (e.g. rows of the cache's memmap), of the returned shape.
+
+    Returns
+    -------
+    planes : np.ndarray [shape=(n_windows, H, W) for channels='replicate', (n_windows, H, W, 3) for 'delta', dtype=uint8]
+    """
+    h, w = config.image_size
+    shape = (len(frames), h, w) + (() if config.channels == "replicate" else (3,))
+    if out is None:
+        out = np.empty(shape, dtype=np.uint8)
+    elif out.shape != shape or out.dtype != np.uint8:
+        raise ValueError(f"window_planes: out has shape {out.shape} {out.dtype}, not {shape} uint8")
+    if config.channels == "delta":
+        _delta_images(F, frames, config=config, out=out)
+    elif config.feature == "mfcc":
+        for i, (a, b) in enumerate(frames):
+            out[i] = _resize(_minmax(F[:, a:b]), (h, w))
+    else:
+        u8 = _to_u8(F)  # the whole file once: windows overlap; the same pixels as per window
+        for i, (a, b) in enumerate(frames):
+            out[i] = _resize_u8(u8[:, a:b], (h, w))
+    return out
+
+
+def _delta_images(F: np.ndarray, frames: np.ndarray, *, config: SpectrogramConfig, out: np.ndarray) -> None:
+    """Feature, delta and delta-delta planes of each window into ``out`` (n_windows, H, W, 3)."""
+    import librosa
+
+    size = config.image_size
+    width = min(9, F.shape[1] if F.shape[1] % 2 else F.shape[1] - 1)
+    if width >= 3:
+        d1 = librosa.feature.delta(F, width=width, order=1, mode="nearest")
+        d2 = librosa.feature.delta(F, width=width, order=2, mode="nearest")
+    else:
+        d1 = d2 = np.zeros_like(F)
+    for i, (a, b) in enumerate(frames):
+        win = F[:, a:b]
+        out[i, :, :, 0] = _resize(_minmax(win) if config.feature == "mfcc" else win, size)
+        out[i, :, :, 1] = _resize(_minmax(d1[:, a:b]), size)
+        out[i, :, :, 2] = _resize(_minmax(d2[:, a:b]), size)
+
+
+def expand_planes(planes: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Stored planes -> (n, H, W, 3) images: a (n, H, W) plane is copied into the three channels.
+
+    Parameters
+    ----------
+    planes : np.ndarray [shape=(n, H, W) or (n, H, W, 3), dtype=uint8]
+    out : np.ndarray [shape=(n, H, W, 3), dtype=uint8], optional
+
+    Returns
+    -------
+    images : np.ndarray [shape=(n, H, W, 3), dtype=uint8]
+    """
+    planes = np.asarray(planes)
+    if planes.ndim == 4:
+        if out is None:
+            return np.array(planes, dtype=np.uint8)
+        out[...] = planes
+        return out
+    if out is None:
+        out = np.empty(planes.shape + (3,), dtype=np.uint8)
+    for c in range(3):  # three plane copies: faster than one broadcast into HWC
+        out[..., c] = planes
+    return out
 
 
 def to_images(F: np.ndarray, frames: np.ndarray, *, config: SpectrogramConfig) -> np.ndarray:
@@ -90,28 +244,7 @@ def to_images(F: np.ndarray, frames: np.ndarray, *, config: SpectrogramConfig) -
     -------
     images : np.ndarray [shape=(n_windows, H, W, 3), dtype=uint8]
     """
-    import librosa
-
-    h, w = config.image_size
-    out = np.empty((len(frames), h, w, 3), dtype=np.uint8)
-    if config.channels == "delta":
-        width = min(9, F.shape[1] if F.shape[1] % 2 else F.shape[1] - 1)
-        if width >= 3:
-            d1 = librosa.feature.delta(F, width=width, order=1, mode="nearest")
-            d2 = librosa.feature.delta(F, width=width, order=2, mode="nearest")
-        else:
-            d1 = d2 = np.zeros_like(F)
-    for i, (a, b) in enumerate(frames):
-        win = F[:, a:b]
-        base = _minmax(win) if config.feature == "mfcc" else win
-        out[i, :, :, 0] = _resize(base, (h, w))
-        if config.channels == "replicate":
-            out[i, :, :, 1] = out[i, :, :, 0]  # three plane copies: 3x faster than one broadcast into HWC
-            out[i, :, :, 2] = out[i, :, :, 0]
-        else:
-            out[i, :, :, 1] = _resize(_minmax(d1[:, a:b]), (h, w))
-            out[i, :, :, 2] = _resize(_minmax(d2[:, a:b]), (h, w))
-    return out
+    return expand_planes(window_planes(F, frames, config=config))
 
 
 def render_signal(
@@ -141,9 +274,25 @@ def render_signal(
     bounds : np.ndarray [shape=(n_windows, 2), dtype=float64]
         ``[start, end)`` of each window in seconds, on the padded signal.
     """
+    planes, bounds = render_planes(y, config=config, label=label, path=path)
+    return expand_planes(planes), bounds
+
+
+def render_planes(
+    y: np.ndarray, *, config: RenderConfig, label: Optional[str] = None, path: str = "<array>",
+    out: Optional[np.ndarray] = None,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """:func:`render_signal` as the cache stores it: (planes (see :func:`window_planes`), bounds in seconds).
+
+    ``out``, when given, receives the planes if it has their shape (it is
+    returned); otherwise a new array is.
+    """
     y, bounds, frames = _window_plan(y, config=config, label=label, path=path)
     F = feature_matrix(y, sr=config.audio.sample_rate, config=config.spectrogram)
-    return to_images(F, frames, config=config.spectrogram), bounds / float(config.audio.sample_rate)
+    h, w = config.spectrogram.image_size
+    shape = (len(frames), h, w) + (() if config.spectrogram.channels == "replicate" else (3,))
+    target = out if out is not None and out.shape == shape else None
+    return window_planes(F, frames, config=config.spectrogram, out=target), bounds / float(config.audio.sample_rate)
 
 
 def _window_plan(y: np.ndarray, *, config: RenderConfig, label: Optional[str], path: str
@@ -151,7 +300,8 @@ def _window_plan(y: np.ndarray, *, config: RenderConfig, label: Optional[str], p
     """Pad a signal and plan its windows: (padded y, [start, end) samples, [first, last) STFT frames)."""
     sr = config.audio.sample_rate
     seg, spec = config.segment, config.spectrogram
-    y = pad_audio(y, length=config.min_samples, mode=config.audio.pad_mode)
+    y = pad_audio(y, length=config.min_samples, mode=config.audio.pad_mode, min_samples=spec.n_fft, sr=sr,
+                  path=path)
     win = int(round(seg.seconds * sr))
     if len(y) < win:
         raise AudioError(path, f"lasts {len(y) / sr:.3f} s, shorter than one {seg.seconds} s window, and padding is "
@@ -225,7 +375,7 @@ def _window_starts(y: np.ndarray, *, config: RenderConfig, label: Optional[str],
 def _load(path: str, config: RenderConfig) -> np.ndarray:
     """A file decoded with ``config.audio`` (rate, offset, duration), mono float32."""
     a = config.audio
-    return load_audio(path, sr=a.sample_rate, offset=a.offset, duration=a.duration)
+    return load_audio(path, sr=a.sample_rate, offset=a.offset, duration=a.duration, allow_truncated=a.allow_truncated)
 
 
 def render_file(path: str, *, config: RenderConfig, label: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray, float]:
