@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DATA ?= ../shared/datasets/fsdd
+# FSDD: DATA=FOLDER, else ../shared/datasets/fsdd, else downloaded once into ~/.cache/specimg (specimg.datasets)
+DATA ?=
 OUT ?= demo_out
 STAMP := $(VENV)/.specimg-installed
 
@@ -17,10 +18,10 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 demo: setup
-	$(PY) examples/demo_fsdd.py --data $(DATA) --out $(OUT)
+	$(PY) examples/demo_fsdd.py $(if $(DATA),--data $(DATA)) --out $(OUT)
 
 test: setup
-	$(PY) -m pytest -q tests
+	$(if $(DATA),SPECIMG_FSDD=$(DATA)) $(PY) -m pytest -q tests
 
 bench: setup
 	$(PY) benchmarks/render.py

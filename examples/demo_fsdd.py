@@ -7,7 +7,10 @@ accuracy on each held-out speaker, writes the out-of-fold report and predicts
 a few files with the fold ensemble. Re-running it resumes: finished images and
 folds are skipped.
 
-    python examples/demo_fsdd.py --data ../shared/datasets/fsdd --out demo_out [--epochs 8]
+    python examples/demo_fsdd.py [--data FSDD_FOLDER] --out demo_out [--epochs 8]
+
+Without ``--data`` FSDD is taken from ``../shared/datasets/fsdd`` or, failing that, downloaded once into the
+user cache (:func:`specimg.datasets.fsdd_path`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import argparse
 import time
 from pathlib import Path
 
+from specimg.datasets import fsdd_path
 from specimg.predict import Predictor, report_run
 from specimg.presets import fsdd_render_config, fsdd_train_config
 from specimg.spectrogram import render_dataset
@@ -24,7 +28,9 @@ from specimg.training import train_cv
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default="../shared/datasets/fsdd", help="FSDD folder (with labels.csv)")
+    ap.add_argument("--data", default=None,
+                    help="a folder with a labels.csv, or of class folders (default: FSDD from "
+                         "../shared/datasets/fsdd, else downloaded once into the user cache)")
     ap.add_argument("--out", default="demo_out")
     ap.add_argument("--epochs", type=int, default=8,
                     help="epochs per fold (8, the preset: about 10 min on 2 CPU cores; 4 halves it)")
@@ -32,8 +38,13 @@ def main() -> None:
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     args = ap.parse_args()
 
-    data, out = Path(args.data), Path(args.out)
-    source = data / "labels.csv" if (data / "labels.csv").exists() else data
+    out = Path(args.out)
+    if args.data is not None:  # your data: a folder with a labels.csv, or a folder of class folders
+        data = Path(args.data)
+        source = data / "labels.csv" if (data / "labels.csv").exists() else data
+    else:
+        source = fsdd_path() / "labels.csv"
+    print(f"data: {source}")
     t0 = time.perf_counter()
     cache = render_dataset(source, out / "cache", fsdd_render_config(), workers=args.workers)
     files = cache.files

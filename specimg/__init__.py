@@ -82,6 +82,8 @@ _EXPORTS: Dict[str, str] = {
     "load_recipe": "experiment",
     "run_experiment": "experiment",
     "stack_runs": "experiment",
+    # the default dataset
+    "fsdd_path": "datasets",
 }
 
 __all__: List[str] = ["__version__", *_EXPORTS]
@@ -112,5 +114,6 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the real names
     from .spectrogram import ImageCache, SpectrogramFrontend, render_dataset, render_file, render_signal
     from .stacking import (CNNStacker, LGBMStacker, WeightedBlend, align_runs, cross_val_stack,
                            pseudo_training_table, select_pseudo_labels)
+    from .datasets import fsdd_path
     from .experiment import load_recipe, run_experiment, stack_runs
     from .training import Callback, Trainer, load_trained, train_cv

@@ -1,0 +1,268 @@
+"""The default dataset, wherever it is: the Free Spoken Digit Dataset (FSDD) for the demo, tests and docs.
+
+:func:`fsdd_path` finds FSDD, in this order:
+
+1. the folder given (``make demo DATA=...``, ``--data``) or the ``SPECIMG_FSDD`` environment variable; a
+   folder given this way must hold FSDD (no silent fall-back to another copy);
+2. ``../shared/datasets/fsdd``, seen from the working folder and from the checkout of specimg;
+3. the user cache (``$SPECIMG_CACHE/fsdd-1.0.10``, by default ``~/.cache/specimg/fsdd-1.0.10`` on Linux),
+   where
+4. the public release is downloaded once (:func:`download_fsdd`, with pooch): the v1.0.10 archive from
+   GitHub, its 3,000 recordings laid out as ``recordings/*.wav`` beside a ``labels.csv`` with the columns
+   ``path,label,speaker,sample_rate,seconds``, like ``../shared/datasets/fsdd``.
+
+The archive's SHA-256 could not be computed where this module was written (no network), so
+:data:`FSDD_ARCHIVE_SHA256` is ``None``: the download then checks what it extracted instead (exactly the
+6 speakers x 10 digits x 50 takes of the release) and logs the archive's SHA-256 so that it can be pinned,
+in this constant or in the ``SPECIMG_FSDD_SHA256`` environment variable.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Union
+
+from .exceptions import DataError
+
+__all__ = ["fsdd_path", "download_fsdd", "fsdd_labels", "FSDD_URL", "FSDD_ARCHIVE_SHA256", "FSDD_VERSION"]
+
+_logger = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: The FSDD release that the download fetches.
+FSDD_VERSION = "1.0.10"
+#: Where it comes from (GitHub's archive of the release tag).
+FSDD_URL = f"https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/tags/v{FSDD_VERSION}.tar.gz"
+#: SHA-256 of the archive at :data:`FSDD_URL`. ``None``: not known yet (it could not be computed offline);
+#: the download then checks the extracted recordings instead and logs the archive's digest. The
+#: ``SPECIMG_FSDD_SHA256`` environment variable sets it without editing the code.
+FSDD_ARCHIVE_SHA256: Optional[str] = None
+#: The release's recordings: 6 speakers x 10 digits x 50 takes.
+FSDD_SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
+FSDD_N_RECORDINGS = 3000
+#: Where the project's machines keep a copy, relative to the working folder or to the checkout's parent.
+SHARED = Path("..") / "shared" / "datasets" / "fsdd"
+
+_NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
+
+
+def _is_fsdd(folder: Path) -> bool:
+    return (folder / "labels.csv").is_file() and (folder / "recordings").is_dir()
+
+
+def _cache_root(cache_dir: Optional[PathLike]) -> Path:
+    if cache_dir is not None:
+        return Path(cache_dir)
+    if os.environ.get("SPECIMG_CACHE"):
+        return Path(os.environ["SPECIMG_CACHE"])
+    import pooch
+
+    return Path(pooch.os_cache("specimg"))
+
+
+def _shared_candidates() -> Iterable[Path]:
+    yield Path.cwd() / SHARED
+    checkout = Path(__file__).resolve().parents[1]  # the folder holding specimg/ (a source checkout)
+    yield checkout / SHARED
+
+
+def fsdd_path(
+    data: Optional[PathLike] = None,
+    *,
+    download: bool = True,
+    cache_dir: Optional[PathLike] = None,
+    url: Optional[str] = None,
+    known_hash: Optional[str] = None,
+    search: Optional[Iterable[PathLike]] = None,
+) -> Path:
+    """The folder of FSDD (``labels.csv`` and ``recordings/``), downloaded once if it is nowhere else.
+
+    Parameters
+    ----------
+    data : path, optional
+        Where FSDD is (``DATA=``, ``--data``); default ``$SPECIMG_FSDD``. Given, it must hold FSDD.
+    download : bool
+        Download the release into the user cache when no copy is found.
+    cache_dir : path, optional
+        The user cache (default ``$SPECIMG_CACHE`` or pooch's ``os_cache('specimg')``).
+    url, known_hash : str, optional
+        The archive and its SHA-256 (default :data:`FSDD_URL`, ``$SPECIMG_FSDD_URL``;
+        :data:`FSDD_ARCHIVE_SHA256`, ``$SPECIMG_FSDD_SHA256``). A ``file://`` URL reads a local mirror.
+    search : paths, optional
+        Folders to look in before the cache (default: ``../shared/datasets/fsdd`` from the working folder
+        and from the checkout).
+
+    Returns
+    -------
+    Path
+        A folder with ``labels.csv`` (``path,label,speaker,sample_rate,seconds``) and ``recordings/``.
+
+    Raises
+    ------
+    DataError
+        ``data`` does not hold FSDD, or FSDD is nowhere and cannot be downloaded; the message lists where
+        it looked and how to point at a copy.
+    """
+    given = data if data is not None else os.environ.get("SPECIMG_FSDD") or None
+    if given is not None:
+        folder = Path(given)
+        if _is_fsdd(folder):
+            return folder
+        raise DataError(f"FSDD is not at {str(folder)!r} (DATA=, --data or SPECIMG_FSDD): the folder needs a "
+                        "labels.csv and a recordings/ folder. Point at a copy of FSDD, or leave it unset to use "
+                        "../shared/datasets/fsdd or the download.")
+    looked = []
+    for candidate in (Path(p) for p in search) if search is not None else _shared_candidates():
+        looked.append(str(candidate))
+        if _is_fsdd(candidate):
+            return candidate.resolve()
+    target = _cache_root(cache_dir) / f"fsdd-{FSDD_VERSION}"
+    looked.append(str(target))
+    if _is_fsdd(target):
+        return target
+    if not download:
+        raise DataError(f"FSDD was not found (looked in {', '.join(looked)}) and download=False. Set DATA= or "
+                        "SPECIMG_FSDD to a copy, or allow the download.")
+    try:
+        return download_fsdd(target, url=url, known_hash=known_hash)
+    except DataError as exc:
+        raise DataError(f"FSDD was not found (looked in {', '.join(looked)}) and could not be downloaded: {exc} "
+                        "Set DATA= or SPECIMG_FSDD to a copy of FSDD.") from None
+
+
+def download_fsdd(dest: PathLike, *, url: Optional[str] = None, known_hash: Optional[str] = None) -> Path:
+    """Download the FSDD release and lay it out like ``../shared/datasets/fsdd``.
+
+    The archive is fetched by pooch (checked against ``known_hash`` when there is one), its
+    ``recordings/*.wav`` are extracted and ``labels.csv`` is written. Everything goes into a temporary
+    folder beside ``dest`` that is renamed into place at the end, so an interrupted download leaves no
+    half dataset and the next call starts again.
+
+    Parameters
+    ----------
+    dest : path
+        The dataset folder to create.
+    url, known_hash : str, optional
+        As in :func:`fsdd_path`.
+
+    Returns
+    -------
+    Path
+        ``dest``.
+
+    Raises
+    ------
+    DataError
+        The download or its check failed (the message says which).
+    """
+    import pooch
+
+    dest = Path(dest)
+    url = url or os.environ.get("SPECIMG_FSDD_URL") or FSDD_URL
+    known_hash = known_hash or os.environ.get("SPECIMG_FSDD_SHA256") or FSDD_ARCHIVE_SHA256
+    if known_hash and ":" not in known_hash:
+        known_hash = f"sha256:{known_hash}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        _logger.warning("Downloading FSDD v%s from %s into %s (once).", FSDD_VERSION, url, dest)
+        downloader = _copy_local if url.startswith("file://") else None  # a local mirror (pooch: http, ftp...)
+        try:
+            archive = Path(pooch.retrieve(url, known_hash=known_hash, path=work, fname="fsdd.tar.gz",
+                                          downloader=downloader, progressbar=False))
+        except Exception as exc:  # requests / urllib errors, pooch's hash mismatch (ValueError)
+            raise DataError(f"downloading {url} failed ({type(exc).__name__}: {exc}).") from None
+        if not known_hash:
+            _logger.warning("FSDD archive %s has SHA-256 %s; pin it with SPECIMG_FSDD_SHA256 (or "
+                            "specimg.datasets.FSDD_ARCHIVE_SHA256).", url, pooch.file_hash(str(archive)))
+        staged = work / "fsdd"
+        n = _extract_recordings(archive, staged / "recordings")
+        if not known_hash and n != FSDD_N_RECORDINGS:
+            raise DataError(f"the archive at {url} holds {n} recordings, not the release's {FSDD_N_RECORDINGS}; "
+                            "pass known_hash= (SPECIMG_FSDD_SHA256) for another archive.")
+        labels = fsdd_labels(staged / "recordings")
+        if not known_hash and sorted(set(labels["speaker"])) != sorted(FSDD_SPEAKERS):
+            raise DataError(f"the archive at {url} has the speakers {sorted(set(labels['speaker']))}, not the "
+                            f"release's {list(FSDD_SPEAKERS)}.")
+        labels.to_csv(staged / "labels.csv", index=False)
+        if dest.exists():  # another process finished first
+            return dest
+        os.replace(staged, dest)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return dest
+
+
+def _copy_local(url: str, output_file: Any, pooch: Any, check_only: bool = False) -> Optional[bool]:
+    """A pooch downloader for ``file://`` URLs (a local mirror of the archive)."""
+    from urllib.parse import unquote, urlparse
+    from urllib.request import url2pathname
+
+    source = Path(url2pathname(unquote(urlparse(url).path)))
+    if check_only:
+        return source.is_file()
+    if hasattr(output_file, "write"):
+        with open(source, "rb") as fh:
+            shutil.copyfileobj(fh, output_file)
+    else:
+        shutil.copyfile(source, output_file)
+    return None
+
+
+def _extract_recordings(archive: Path, out: Path) -> int:
+    """Extract ``*/recordings/*.wav`` of a tar.gz into ``out`` (flat, names checked); returns their number."""
+    out.mkdir(parents=True)
+    n = 0
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar:
+                parts = Path(member.name).parts
+                if not member.isfile() or len(parts) < 2 or parts[-2] != "recordings" or not _NAME.match(parts[-1]):
+                    continue
+                member.name = parts[-1]  # flat: no path from the archive reaches the disk
+                if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12 / 3.11.4: also drops odd modes
+                    tar.extract(member, out, filter="data")
+                else:  # pragma: no cover
+                    tar.extract(member, out)
+                n += 1
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise DataError(f"the archive {str(archive)!r} cannot be read ({exc}).") from None
+    return n
+
+
+def fsdd_labels(recordings: PathLike) -> "pd.DataFrame":
+    """The ``labels.csv`` table of a folder of FSDD recordings.
+
+    Parameters
+    ----------
+    recordings : path
+        A folder of ``{digit}_{speaker}_{take}.wav`` files.
+
+    Returns
+    -------
+    pd.DataFrame
+        ``path`` (``recordings/NAME``, sorted), ``label`` (the digit), ``speaker``, ``sample_rate`` and
+        ``seconds`` (``frames / sample_rate`` rounded to 4 decimals), as in ``../shared/datasets/fsdd``.
+    """
+    import pandas as pd
+    import soundfile as sf
+
+    rows = []
+    for p in sorted(Path(recordings).glob("*.wav"), key=lambda q: f"recordings/{q.name}"):
+        m = _NAME.match(p.name)
+        if m is None:
+            continue
+        info = sf.info(str(p))
+        rows.append({"path": f"recordings/{p.name}", "label": int(m.group(1)), "speaker": m.group(2),
+                     "sample_rate": int(info.samplerate), "seconds": round(info.frames / info.samplerate, 4)})
+    return pd.DataFrame(rows, columns=["path", "label", "speaker", "sample_rate", "seconds"])
