@@ -115,7 +115,7 @@ def test_render_fsdd_subset(fsdd_subset_csv, small_config, tmp_path):
     assert "speaker" in cache.files.columns
     assert cache.errors.empty
     # every file's windows cover its (looped) length and images are not blank
-    assert (cache.images.reshape(len(cache.images), -1).std(axis=1) > 5).all()
+    assert (np.asarray(cache.images).reshape(len(cache.images), -1).std(axis=1) > 5).all()
     again = ImageCache.open(tmp_path / "c")
     np.testing.assert_array_equal(again.images, cache.images)
     meta = json.loads((tmp_path / "c" / "config.json").read_text())
@@ -142,7 +142,7 @@ def test_rerun_renders_nothing_and_new_files_only(fsdd_subset_csv, small_config,
 
 def test_resume_after_kill_equals_uninterrupted(fsdd_subset_csv, small_config, tmp_path, monkeypatch):
     full = render_dataset(fsdd_subset_csv, tmp_path / "full", small_config, progress=False)
-    real = cache_mod.render_file
+    real = cache_mod.render_planes
     n = []
 
     def dies(*a, **k):
@@ -151,14 +151,20 @@ def test_resume_after_kill_equals_uninterrupted(fsdd_subset_csv, small_config, t
             raise KeyboardInterrupt  # the process is killed mid-batch
         return real(*a, **k)
 
-    monkeypatch.setattr(cache_mod, "render_file", dies)
+    monkeypatch.setattr(cache_mod, "render_planes", dies)
     with pytest.raises(KeyboardInterrupt):
         render_dataset(fsdd_subset_csv, tmp_path / "r", small_config, progress=False)
     assert not (tmp_path / "r" / "images.npy").exists() and not (tmp_path / "r" / "config.json").exists()
-    shards = list((tmp_path / "r").glob(".partial-*/*.npy"))
-    assert len(shards) == 6 and not list((tmp_path / "r").glob(".partial-*/*.tmp"))
-    monkeypatch.setattr(cache_mod, "render_file", real)
+    done = list((tmp_path / "r").glob(".partial-*/*.json"))
+    assert len(done) == 6 and not list((tmp_path / "r").glob(".partial-*/*.tmp"))
+    # the six finished files wrote straight into their rows of the preallocated images: no shard of their own
+    assert all(json.loads(p.read_text())["row"] is not None for p in done)
+    assert [p.name for p in (tmp_path / "r").glob(".partial-*/*.npy")] == ["images.npy"]
+    monkeypatch.setattr(cache_mod, "render_planes", real)
+    calls, real_job = [], cache_mod._render_job
+    monkeypatch.setattr(cache_mod, "_render_job", lambda *a: calls.append(a[1]) or real_job(*a))
     resumed = render_dataset(fsdd_subset_csv, tmp_path / "r", small_config, progress=False)
+    assert len(calls) == 60 - 6  # only the files not finished before the kill
     np.testing.assert_array_equal(resumed.images, full.images)
     pd.testing.assert_frame_equal(resumed.segments, full.segments)
     pd.testing.assert_frame_equal(resumed.files, full.files)

@@ -35,8 +35,11 @@ class SegmentDataset(Dataset):
 
     Parameters
     ----------
-    images : np.ndarray [shape=(n_images, H, W, 3), dtype=uint8]
-        All the images (HWC, low frequencies at the bottom row).
+    images : np.ndarray or ImageArray [shape=(n_images, H, W, 3), dtype=uint8]
+        All the images (HWC, low frequencies at the bottom row), e.g. a
+        cache's :attr:`~specimg.spectrogram.ImageCache.images` (which maps
+        its file again in each process and expands a stored plane to three
+        channels).
     targets : np.ndarray [shape=(n_images,), dtype=int] or None
         Class index of every image row; ``None`` (or ``-1``) for unlabelled.
     rows : np.ndarray [shape=(n,), dtype=int] or None
@@ -151,12 +154,12 @@ class SegmentDataset(Dataset):
 
     # -- lazy memmap --------------------------------------------------------
     def _array(self) -> np.ndarray:
-        if self._images is None or self._pid != os.getpid():
-            if self._source is None:  # pragma: no cover - an in-memory array always travels with the object
-                raise DataError("SegmentDataset lost its images.")
+        if self._source is not None and (self._images is None or self._pid != os.getpid()):
             filename, dtype, shape, offset, order = self._source
             self._images = np.memmap(filename, dtype=dtype, mode="r", offset=offset, shape=shape, order=order)
             self._pid = os.getpid()
+        if self._images is None:  # pragma: no cover - an in-memory array (or a cache's ImageArray) travels along
+            raise DataError("SegmentDataset lost its images.")
         return self._images
 
     def __getstate__(self) -> dict:

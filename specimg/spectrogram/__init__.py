@@ -6,6 +6,7 @@ The torch front end (:class:`SpectrogramFrontend`) is imported on first use, so
 
 from typing import TYPE_CHECKING, Any
 
+from ._cache import ImageArray as ImageArray
 from ._cache import ImageCache as ImageCache
 from ._cache import render_dataset as render_dataset
 from ._image import feature_matrix as feature_matrix
@@ -14,7 +15,7 @@ from ._image import render_signal as render_signal
 from ._image import signal_windows as signal_windows
 from ._image import to_images as to_images
 
-__all__ = ["ImageCache", "SpectrogramFrontend", "render_dataset", "feature_matrix", "render_file", "render_signal", "signal_windows",
+__all__ = ["ImageCache", "ImageArray", "SpectrogramFrontend", "render_dataset", "feature_matrix", "render_file", "render_signal", "signal_windows",
            "to_images"]
 
 

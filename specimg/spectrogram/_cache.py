@@ -1,17 +1,23 @@
 """The image cache: rendering a dataset once, loading it fast for training.
 
-Layout of a cache folder::
+Layout of a cache folder (every name is defined once, here: :data:`CONFIG_FILE`, :data:`IMAGES_FILE` ...)::
 
-    config.json    resolved RenderConfig, its hash, classes, counts; written last
-    images.npy     uint8 [shape=(n_images, H, W, 3)], opened as a memmap
+    config.json    resolved RenderConfig, its hash, classes, counts, layout; written last
+    images.npy     uint8, opened as a memmap: one plane per image, [shape=(n_images, H, W)], when the
+                   three channels are copies (channels='replicate'); [shape=(n_images, H, W, 3)] otherwise,
+                   and in caches written before the one-plane layout (both open)
     segments.csv   file_id, segment, start, end  (row i <-> images[i])
     files.csv      file_id, path, abspath, label, group, n_segments, duration, + the input's extra columns
     errors.csv     path, error  (files that could not be rendered)
     png/           optional PNG copies for people to look at
-    .partial-<hash>/  per-file shards of a run in progress (removed when complete)
+    .partial-<hash>/  a render in progress: plan.csv (each file's rows), images.npy (preallocated from the
+                   files' lengths, filled in place by the workers), <key>.json per finished file (written
+                   last) and <key>.npy for a file whose window count was not known in advance
 
-Every write is atomic (temporary file + ``os.replace``). A killed render
-resumes from its shards; the finished cache equals an uninterrupted run.
+Whatever is stored, :attr:`ImageCache.images` reads as ``(n_images, H, W, 3)``
+uint8 (:class:`ImageArray`). Every write is atomic (temporary file +
+``os.replace``). A killed render resumes from the partial folder; the
+finished cache equals an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ import os
 import shutil
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pandas as pd
@@ -33,16 +40,178 @@ from .._io import atomic_write_csv as _atomic_csv
 from .._io import atomic_write_text
 from .._io import config_diff as _config_diff
 from .._io import tmp_beside as _tmp_beside
-from ..audio import audio_duration, read_table, sort_labels
-from ..config import CACHE_FORMAT_VERSION, RenderConfig
-from ..exceptions import AudioError, DataError, ParameterError
 from .._parallel import failure_reason, single_threaded_worker
 from .._progress import progress_bar
-from ._image import render_file
+from ..audio import read_table, segment_bounds, sort_labels
+from ..config import CACHE_FORMAT_VERSION, RenderConfig
+from ..exceptions import AudioError, DataError, ParameterError
+from ._image import _load, expand_planes, render_planes
 
-__all__ = ["ImageCache", "render_dataset", "atomic_write_text"]
+__all__ = ["ImageCache", "ImageArray", "render_dataset", "atomic_write_text"]
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+#: The files of a finished cache folder.
+CONFIG_FILE = "config.json"
+IMAGES_FILE = "images.npy"
+SEGMENTS_FILE = "segments.csv"
+FILES_FILE = "files.csv"
+ERRORS_FILE = "errors.csv"
+PNG_DIR = "png"
+#: A render in progress: ``.partial-<config hash>/`` with :data:`PLAN_FILE`, its own :data:`IMAGES_FILE` and
+#: one ``<key>.json`` (and maybe ``<key>.npy``) per finished file.
+PARTIAL_PREFIX = ".partial-"
+PLAN_FILE = "plan.csv"
+#: 1: images.npy always (n, H, W, 3); 2: (n, H, W) when the channels are copies. Both open.
+LAYOUT = 2
+#: Rows copied at a time when a cache is written from another (memory stays flat).
+_CHUNK_BYTES = 64 << 20
+
+
+# --------------------------------------------------------------------------- the images
+class ImageArray:
+    """A cache's images as a read-only ``(n_images, H, W, 3)`` uint8 array, however they are stored.
+
+    Indexing with an int, a slice, an int array or a boolean mask reads only
+    those rows and returns a new ndarray (``(H, W, 3)`` for an int,
+    ``(k, H, W, 3)`` otherwise); ``np.asarray(images)`` reads them all. A
+    one-plane store (``(n, H, W)``: the three channels are copies) is
+    expanded to three identical channels when read, so callers never see the
+    difference. A memory-mapped store pickles as its file name and is mapped
+    again in each process (DataLoader workers map the file themselves).
+
+    Parameters
+    ----------
+    stored : np.ndarray [shape=(n, H, W) or (n, H, W, 3), dtype=uint8]
+        Usually the cache's ``images.npy`` opened as a memmap.
+    rows : np.ndarray [shape=(k,), dtype=int] or None
+        The stored rows this array shows (a :meth:`ImageCache.select`).
+
+    Examples
+    --------
+    >>> planes = np.arange(2 * 4 * 5, dtype=np.uint8).reshape(2, 4, 5)
+    >>> images = ImageArray(planes)
+    >>> images.shape, images[1].shape, bool((images[0][..., 0] == images[0][..., 2]).all())
+    ((2, 4, 5, 3), (4, 5, 3), True)
+    """
+
+    ndim = 4
+    dtype = np.dtype(np.uint8)
+
+    def __init__(self, stored: np.ndarray, rows: Optional[np.ndarray] = None) -> None:
+        if stored.dtype != np.uint8 or not (stored.ndim == 3 or (stored.ndim == 4 and stored.shape[-1] == 3)):
+            raise DataError(f"Cache images must be uint8 of shape (n, H, W) or (n, H, W, 3); got {stored.dtype} "
+                            f"{stored.shape}.")
+        self._stored: Optional[np.ndarray] = stored
+        self._source = _memmap_source(stored)
+        self._pid = os.getpid()
+        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
+        self._n_stored = int(stored.shape[0])
+        self._hw = (int(stored.shape[1]), int(stored.shape[2]))
+        #: 1 when each image is stored as one plane (its channels are copies), 3 otherwise.
+        self.planes = 1 if stored.ndim == 3 else 3
+
+    @classmethod
+    def open(cls, path: PathLike) -> "ImageArray":
+        """Memory-map an ``images.npy`` file (read-only)."""
+        return cls(np.load(path, mmap_mode="r"))
+
+    @property
+    def stored(self) -> np.ndarray:
+        """The stored array (all rows, as written: ``(n, H, W)`` or ``(n, H, W, 3)``), mapped in this process."""
+        if self._stored is None or (self._source is not None and self._pid != os.getpid()):
+            filename, dtype, shape, offset = self._source  # type: ignore[misc]
+            self._stored = np.memmap(filename, dtype=dtype, mode="r", offset=offset, shape=shape)
+            self._pid = os.getpid()
+        return self._stored
+
+    @property
+    def shape(self) -> Tuple[int, int, int, int]:
+        return (len(self), self._hw[0], self._hw[1], 3)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def __len__(self) -> int:
+        return self._n_stored if self.rows is None else int(self.rows.size)
+
+    def __repr__(self) -> str:
+        kind = "one plane per image" if self.planes == 1 else "three channels"
+        return f"ImageArray(shape={self.shape}, dtype=uint8, stored as {kind})"
+
+    def _stored_index(self, key: Any) -> Any:
+        """``key`` over this array's rows -> an index of the stored rows (an int, a slice or an int array)."""
+        n = len(self)
+        if isinstance(key, (int, np.integer)):
+            i = int(key) + n if key < 0 else int(key)
+            if not 0 <= i < n:
+                raise IndexError(f"index {key} is out of bounds for {n} images")
+            return i if self.rows is None else int(self.rows[i])
+        if isinstance(key, slice):
+            return key if self.rows is None else self.rows[key]
+        idx = np.asarray(key)
+        if idx.dtype == bool:
+            if idx.shape != (n,):
+                raise IndexError(f"a boolean mask over {n} images must have shape ({n},); got {idx.shape}")
+            idx = np.flatnonzero(idx)
+        elif idx.dtype.kind not in "iu":
+            raise IndexError(f"images are indexed by ints, slices, int arrays or boolean masks; got {idx.dtype}")
+        idx = np.where(idx < 0, idx + n, idx).astype(np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise IndexError(f"an index is out of bounds for {n} images")
+        return idx if self.rows is None else self.rows[idx]
+
+    def planes_of(self, key: Any) -> np.ndarray:
+        """The stored planes of some rows, not expanded: ``(.., H, W)`` or ``(.., H, W, 3)``."""
+        return np.asarray(self.stored[self._stored_index(key)])
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        rest: Tuple[Any, ...] = ()
+        if isinstance(key, tuple):
+            key, rest = key[0], key[1:]
+        block = self.planes_of(key)
+        if isinstance(key, (int, np.integer)):
+            image = expand_planes(block[None])[0]  # (H, W, 3)
+            return image[rest] if rest else image
+        images = expand_planes(block)  # (k, H, W, 3)
+        return images[(slice(None),) + rest] if rest else images
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+    def select(self, rows: np.ndarray) -> "ImageArray":
+        """The images at ``rows`` (of this array), without reading them."""
+        rows = np.asarray(self._stored_index(np.asarray(rows, dtype=np.int64)))
+        view = ImageArray.__new__(ImageArray)
+        view.__dict__.update(self.__dict__)
+        view.rows = rows
+        return view
+
+    def blocks(self, rows_per_block: Optional[int] = None) -> Iterator[np.ndarray]:
+        """The stored planes in order, a block of rows at a time (memory stays flat)."""
+        h, w = self._hw
+        step = rows_per_block or max(1, _CHUNK_BYTES // (h * w * self.planes))
+        for s in range(0, len(self), step):
+            yield self.planes_of(slice(s, min(s + step, len(self))))
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        if self._source is not None:
+            state["_stored"] = None  # mapped again in the receiving process
+        return state
+
+
+def _memmap_source(arr: np.ndarray) -> Optional[tuple]:
+    """How to map ``arr`` again in another process, when it maps a whole file region."""
+    if isinstance(arr, np.memmap) and getattr(arr, "filename", None) and arr.flags.c_contiguous:
+        return (str(arr.filename), arr.dtype.str, tuple(arr.shape), int(arr.offset))
+    return None
 
 
 # --------------------------------------------------------------------------- the cache
@@ -53,10 +222,13 @@ class ImageCache:
 
     Attributes
     ----------
-    root : Path
+    root : Path or None
+        The cache folder; ``None`` for a cache made in memory by
+        :meth:`select` (write it with :meth:`save`).
     config : RenderConfig
-    images : np.ndarray [shape=(n_images, H, W, 3), dtype=uint8]
-        Read-only memmap; HWC, low frequencies at the bottom row.
+    images : ImageArray [shape=(n_images, H, W, 3), dtype=uint8]
+        Read-only, memory-mapped; HWC, low frequencies at the bottom row.
+        ``images.planes == 1`` when one plane per image is stored.
     segments : pd.DataFrame
         ``file_id, segment, start, end``; row ``i`` describes ``images[i]``.
     files : pd.DataFrame
@@ -68,11 +240,15 @@ class ImageCache:
         ``path, error`` of the files that could not be rendered.
     """
 
-    def __init__(self, root: PathLike, config: RenderConfig, images: np.ndarray, segments: pd.DataFrame,
-                 files: pd.DataFrame, classes: List[str], errors: Optional[pd.DataFrame] = None) -> None:
-        self.root = Path(root)
+    #: The files of a finished cache (what :meth:`clear` removes, with ``png/``).
+    LAYOUT_FILES = (CONFIG_FILE, IMAGES_FILE, SEGMENTS_FILE, FILES_FILE, ERRORS_FILE)
+
+    def __init__(self, root: Optional[PathLike], config: RenderConfig, images: Union[ImageArray, np.ndarray],
+                 segments: pd.DataFrame, files: pd.DataFrame, classes: List[str],
+                 errors: Optional[pd.DataFrame] = None) -> None:
+        self.root = None if root is None else Path(root)
         self.config = config
-        self.images = images
+        self.images = images if isinstance(images, ImageArray) else ImageArray(np.asarray(images))
         self.segments = segments
         self.files = files
         self.classes = list(classes)
@@ -82,23 +258,38 @@ class ImageCache:
         return len(self.images)
 
     def __repr__(self) -> str:
-        return (f"ImageCache({str(self.root)!r}, files={len(self.files)}, images={len(self.images)}, "
+        where = repr(str(self.root)) if self.root is not None else "in memory"
+        return (f"ImageCache({where}, files={len(self.files)}, images={len(self.images)}, "
                 f"shape={tuple(self.images.shape[1:])}, classes={len(self.classes)}, errors={len(self.errors)})")
 
     @staticmethod
     def is_complete(root: PathLike) -> bool:
-        """True when ``root`` holds a finished cache."""
-        meta = Path(root) / "config.json"
-        if not meta.exists():
+        """True when ``root`` holds a finished cache (its ``config.json`` says so and its images exist)."""
+        root = Path(root)
+        meta = root / CONFIG_FILE
+        if not meta.is_file() or not (root / IMAGES_FILE).is_file():
             return False
         try:
             return bool(json.loads(meta.read_text()).get("complete"))
         except ValueError:
             return False
 
+    @staticmethod
+    def clear(root: PathLike) -> None:
+        """Remove a cache's files from ``root`` (its layout files, ``png/`` and any render in progress)."""
+        root = Path(root)
+        for name in ImageCache.LAYOUT_FILES:
+            (root / name).unlink(missing_ok=True)
+        shutil.rmtree(root / PNG_DIR, ignore_errors=True)
+        for partial in root.glob(PARTIAL_PREFIX + "*"):
+            shutil.rmtree(partial, ignore_errors=True)
+
     @classmethod
     def open(cls, root: PathLike) -> "ImageCache":
         """Open a finished cache folder (images are memory-mapped, not read).
+
+        Caches of both layouts open: one plane per image, and the three
+        channels stored by earlier versions.
 
         Raises
         ------
@@ -106,23 +297,25 @@ class ImageCache:
             If ``root`` is not a finished specimg cache.
         """
         root = Path(root)
-        meta_path = root / "config.json"
+        meta_path = root / CONFIG_FILE
         if not meta_path.exists():
-            raise DataError(f"{str(root)!r} is not a specimg image cache (no config.json). "
+            raise DataError(f"{str(root)!r} is not a specimg image cache (no {CONFIG_FILE}). "
                             f"Create it with `specimg render INPUT --out {root}`.")
         meta = json.loads(meta_path.read_text())
         if not meta.get("complete"):
             raise DataError(f"The image cache {str(root)!r} is incomplete (a render was interrupted). "
                             "Run the same `specimg render` command again to finish it.")
-        if meta.get("version") != CACHE_FORMAT_VERSION:
+        if meta.get("version") != CACHE_FORMAT_VERSION or meta.get("layout", 1) not in (1, LAYOUT):
             raise DataError(f"The image cache {str(root)!r} was written by another specimg version (format "
-                            f"{meta.get('version')}, this one reads {CACHE_FORMAT_VERSION}). Render it again.")
-        images = np.load(root / "images.npy", mmap_mode="r")
+                            f"{meta.get('version')}, layout {meta.get('layout', 1)}; this one reads format "
+                            f"{CACHE_FORMAT_VERSION}, layouts 1-{LAYOUT}). Render it again (`specimg render ... "
+                            "--overwrite`).")
+        images = ImageArray.open(root / IMAGES_FILE)
         str_cols = {"path": str, "abspath": str, "label": str, "group": str}
-        files = pd.read_csv(root / "files.csv", dtype=str_cols, keep_default_na=False, na_values=[""])
+        files = pd.read_csv(root / FILES_FILE, dtype=str_cols, keep_default_na=False, na_values=[""])
         files["label"] = files["label"].astype(object).where(files["label"].notna(), None)
-        segments = pd.read_csv(root / "segments.csv")
-        errors_path = root / "errors.csv"
+        segments = pd.read_csv(root / SEGMENTS_FILE)
+        errors_path = root / ERRORS_FILE
         errors = pd.read_csv(errors_path, dtype=str) if errors_path.exists() else None
         if len(segments) != len(images):
             raise DataError(f"The image cache {str(root)!r} is corrupt: {len(images)} images but {len(segments)} "
@@ -130,15 +323,18 @@ class ImageCache:
         return cls(root, RenderConfig.from_dict(meta["render"]), images, segments, files, meta["classes"], errors)
 
     @classmethod
-    def from_arrays(cls, root: PathLike, images: np.ndarray, segments: pd.DataFrame, files: pd.DataFrame,
-                    config: Optional[RenderConfig] = None) -> "ImageCache":
+    def from_arrays(cls, root: PathLike, images: Union[np.ndarray, ImageArray], segments: pd.DataFrame,
+                    files: pd.DataFrame, config: Optional[RenderConfig] = None) -> "ImageCache":
         """Write a cache from arrays you already have (tests, custom front ends).
+
+        Images whose three channels are equal everywhere are stored as one
+        plane each.
 
         Parameters
         ----------
         root : path
             Folder to write.
-        images : np.ndarray [shape=(n_images, H, W, 3), dtype=uint8]
+        images : np.ndarray or ImageArray [shape=(n_images, H, W, 3), dtype=uint8]
         segments : pd.DataFrame
             ``file_id, segment`` (``start``, ``end`` default to 0).
         files : pd.DataFrame
@@ -146,13 +342,14 @@ class ImageCache:
         config : RenderConfig, optional
             Recorded in ``config.json``.
         """
-        images = np.asarray(images)
-        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-            raise DataError(f"images must be uint8 of shape (n, H, W, 3). Got {images.dtype} {images.shape}.")
-        if len(segments) != len(images):
-            raise DataError(f"{len(images)} images but {len(segments)} segment rows.")
-        root = Path(root)
-        root.mkdir(parents=True, exist_ok=True)
+        arr = images if isinstance(images, ImageArray) else None
+        if arr is None:
+            raw = np.asarray(images)
+            if raw.ndim != 4 or raw.shape[-1] != 3 or raw.dtype != np.uint8:
+                raise DataError(f"images must be uint8 of shape (n, H, W, 3). Got {raw.dtype} {raw.shape}.")
+            arr = ImageArray(raw)
+        if len(segments) != len(arr):
+            raise DataError(f"{len(arr)} images but {len(segments)} segment rows.")
         segments = segments.copy()
         for col in ("start", "end"):
             if col not in segments:
@@ -165,33 +362,177 @@ class ImageCache:
             files["group"] = files["path"]
         if "abspath" not in files:
             files["abspath"] = files["path"]
-        counts = segments.groupby("file_id").size()
-        files["n_segments"] = files["file_id"].map(counts).fillna(0).astype(int)
         if "duration" not in files:
             files["duration"] = 0.0
-        config = config or RenderConfig()
-        _atomic_npy(images, root / "images.npy")
-        _atomic_csv(segments[["file_id", "segment", "start", "end"]], root / "segments.csv")
-        _atomic_csv(files, root / "files.csv")
-        classes = sort_labels(l for l in files["label"] if l is not None)
-        _write_meta(root, config, classes, images.shape, len(files), 0)
-        return cls.open(root)
+        return _write_cache(Path(root), config or RenderConfig(), [arr], segments, files, None)
+
+    # ------------------------------------------------------------------ new caches from this one
+    def select(self, files: Union[Sequence[int], np.ndarray, pd.Series]) -> "ImageCache":
+        """The cache restricted to some of its files, in memory (nothing is read or written).
+
+        Parameters
+        ----------
+        files : sequence of int, or boolean mask
+            ``file_id`` values, or a boolean mask over the rows of
+            :attr:`files`.
+
+        Returns
+        -------
+        cache : ImageCache
+            ``root=None``; its images are a view of this cache's file. The
+            file ids and :attr:`classes` are kept; write it with
+            :meth:`save`, or combine it with :meth:`concat`.
+
+        Raises
+        ------
+        DataError
+            A file id the cache does not hold, or a mask of the wrong length.
+        """
+        ids = self.files["file_id"].to_numpy()
+        sel = np.asarray(files)
+        if sel.dtype == bool:
+            if sel.shape != (len(self.files),):
+                raise DataError(f"ImageCache.select: a boolean mask must have one entry per file "
+                                f"({len(self.files)}); got shape {sel.shape}.")
+            keep = sel
+        else:
+            wanted = sel.astype(np.int64).ravel()
+            unknown = sorted(set(wanted.tolist()) - set(ids.tolist()))
+            if unknown:
+                raise DataError(f"ImageCache.select: file id(s) {unknown[:10]} are not in the cache (its file ids "
+                                f"are {int(ids.min()) if len(ids) else '-'}..{int(ids.max()) if len(ids) else '-'}). "
+                                "Pass values of cache.files['file_id'] or a boolean mask over cache.files.")
+            keep = np.isin(ids, wanted)
+        rows = np.flatnonzero(np.isin(self.segments["file_id"].to_numpy(), ids[keep]))
+        return ImageCache(None, self.config, self.images.select(rows),
+                          self.segments.iloc[rows].reset_index(drop=True),
+                          self.files[keep].reset_index(drop=True), self.classes)
+
+    def concat(self, *others: "ImageCache", out: PathLike) -> "ImageCache":
+        """This cache followed by others, written as a new cache folder.
+
+        The caches must share their render config. File ids of this cache
+        are kept; each other cache's are shifted past the largest so far.
+        Its classes are the sorted labels of all the files; errors are
+        listed together.
+
+        Parameters
+        ----------
+        *others : ImageCache
+        out : path
+            The new folder (written atomically: ``config.json`` last).
+
+        Returns
+        -------
+        cache : ImageCache
+            The new cache, opened.
+
+        Examples
+        --------
+        >>> merged = train.concat(test.select(picked_ids), out="round2/cache")  # doctest: +SKIP
+        """
+        parts = (self,) + others
+        for o in others:
+            if not isinstance(o, ImageCache):
+                raise ParameterError(f"ImageCache.concat takes image caches; got {type(o).__name__}.")
+            if o.config.hash() != self.config.hash():
+                diff = _config_diff(self.config.to_dict(), o.config.to_dict())
+                raise DataError(f"ImageCache.concat: the caches were rendered with different configs "
+                                f"({'; '.join(diff[:6])}), so their images are not comparable. Render them with one "
+                                "config.")
+        seg_parts, file_parts, offset = [], [], 0
+        for c in parts:
+            ids = c.files["file_id"].to_numpy(dtype=np.int64)
+            shift = 0 if c is self else offset
+            seg_parts.append(c.segments.assign(file_id=c.segments["file_id"].to_numpy() + shift))
+            file_parts.append(c.files.assign(file_id=ids + shift))
+            offset = max(offset, int(ids.max()) + shift + 1 if len(ids) else offset)
+        errors = pd.concat([c.errors for c in parts], ignore_index=True).drop_duplicates("path")
+        files = pd.concat(file_parts, ignore_index=True)
+        files["label"] = files["label"].astype(object).where(files["label"].notna(), None)
+        return _write_cache(Path(out), self.config, [c.images for c in parts],
+                            pd.concat(seg_parts, ignore_index=True), files, errors)
+
+    def save(self, out: PathLike) -> "ImageCache":
+        """Write this cache (e.g. a :meth:`select`) as a cache folder of its own; returns it opened."""
+        return _write_cache(Path(out), self.config, [self.images], self.segments, self.files, self.errors)
+
+
+def _write_cache(root: Path, config: RenderConfig, images: Sequence[ImageArray], segments: pd.DataFrame,
+                 files: pd.DataFrame, errors: Optional[pd.DataFrame]) -> ImageCache:
+    """Write a cache folder from image arrays (streamed, a block at a time) and its tables; ``config.json`` last."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / CONFIG_FILE).unlink(missing_ok=True)  # incomplete from here on
+    hw = {a.shape[1:3] for a in images if len(a)}
+    if len(hw) > 1:
+        raise DataError(f"Cannot write one cache from images of different sizes {sorted(hw)}.")
+    one_plane = all(a.planes == 1 or _channels_equal(a) for a in images)
+    n = sum(len(a) for a in images)
+    h, w = hw.pop() if hw else tuple(config.spectrogram.image_size)
+    shape = (n, h, w) if one_plane else (n, h, w, 3)
+
+    def blocks() -> Iterator[np.ndarray]:
+        for a in images:
+            for b in a.blocks():
+                yield (b if b.ndim == 3 else b[..., 0]) if one_plane else expand_planes(b)
+
+    _write_npy(root / IMAGES_FILE, shape, blocks())
+    counts = segments.groupby("file_id").size()
+    files = files.copy()
+    files["n_segments"] = files["file_id"].map(counts).fillna(0).astype(int)
+    front = [c for c in ("file_id", "path", "abspath", "label", "group", "n_segments", "duration") if c in files]
+    files = files[front + [c for c in files.columns if c not in front]]
+    _atomic_csv(segments[["file_id", "segment", "start", "end"]].reset_index(drop=True), root / SEGMENTS_FILE)
+    _atomic_csv(files, root / FILES_FILE)
+    errors = errors if errors is not None else pd.DataFrame(columns=["path", "error"])
+    _atomic_csv(errors[["path", "error"]], root / ERRORS_FILE)
+    classes = sort_labels(l for l in files["label"] if l is not None)
+    _write_meta(root, config, classes, shape, len(files), len(errors))
+    return ImageCache.open(root)
+
+
+def _channels_equal(images: ImageArray) -> bool:
+    """True when every stored image's three channels are the same plane (read a block at a time)."""
+    for b in images.blocks():
+        if not (np.array_equal(b[..., 0], b[..., 1]) and np.array_equal(b[..., 0], b[..., 2])):
+            return False
+    return True
+
+
+def _write_npy(path: Path, shape: Tuple[int, ...], blocks: Iterable[np.ndarray]) -> None:
+    """An ``.npy`` of ``shape`` from blocks of rows, written to a temporary file then moved into place."""
+    tmp = _tmp_beside(path, ".npy")
+    try:
+        with open(tmp, "wb") as fh:
+            np.lib.format.write_array_header_1_0(
+                fh, {"descr": np.dtype(np.uint8).str, "fortran_order": False, "shape": tuple(shape)})
+            written = 0
+            for block in blocks:
+                fh.write(np.ascontiguousarray(block, dtype=np.uint8).tobytes())
+                written += len(block)
+        if written != shape[0]:
+            raise DataError(f"internal: {written} image rows written for a file of {shape[0]}")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _write_meta(root: Path, config: RenderConfig, classes: List[str], shape: Sequence[int], n_files: int,
                 n_errors: int) -> None:
     meta = {
         "version": CACHE_FORMAT_VERSION,
+        "layout": LAYOUT,
         "hash": config.hash(),
         "render": config.to_dict(),
         "classes": classes,
         "n_images": int(shape[0]),
-        "image_shape": [int(s) for s in shape[1:]],
+        "image_shape": [int(shape[1]), int(shape[2]), 3],
+        "stored_planes": 1 if len(shape) == 3 else 3,
         "n_files": int(n_files),
         "n_errors": int(n_errors),
         "complete": True,
     }
-    atomic_write_text(root / "config.json", json.dumps(meta, indent=2))
+    atomic_write_text(root / CONFIG_FILE, json.dumps(meta, indent=2))
 
 
 # --------------------------------------------------------------------------- rendering a dataset
@@ -204,33 +545,169 @@ def _png_name(path: str, i: int) -> str:
     return f"{stem}_{i:03d}.png"
 
 
+def _write_pngs(planes: np.ndarray, folder: Path, path: str) -> None:
+    """PNG copies of one file's images: grayscale when one plane is stored (the channels are copies)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(planes):
+        target = folder / _png_name(path, i)
+        tmp = _tmp_beside(target, ".png")
+        try:
+            Image.fromarray(np.ascontiguousarray(img)).save(tmp, format="PNG", compress_level=1)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def expected_windows(path: PathLike, config: RenderConfig, label: Optional[str]) -> int:
+    """How many windows a file will give, from its header (-1 when the header cannot say).
+
+    Decoding keeps ``round(duration * sr)`` frames after ``round(offset * sr)``,
+    resampling gives ``ceil(n * rate / sr)`` samples (librosa), and padding
+    extends them to ``config.min_samples``: :func:`~specimg.audio.segment_bounds`
+    of that length. A file that decodes to another length is still rendered
+    (into a shard of its own).
+    """
+    import soundfile as sf
+
+    try:
+        with sf.SoundFile(str(path)) as f:
+            frames, sr = int(f.frames), int(f.samplerate)
+    except Exception:  # unreadable here: the render says why
+        return -1
+    a, seg = config.audio, config.segment
+    n = frames - int(round(a.offset * sr))
+    if a.duration is not None:
+        n = min(n, int(round(a.duration * sr)))
+    if frames <= 0 or n <= 0:
+        return -1
+    if sr != a.sample_rate:
+        n = int(np.ceil(n * (float(a.sample_rate) / sr)))
+    if a.pad_mode != "none":
+        n = max(n, config.min_samples)
+    if n < int(round(seg.seconds * a.sample_rate)):
+        return -1
+    return len(segment_bounds(n, sr=a.sample_rate, seconds=seg.seconds, hop=seg.hop_for(label), last=seg.last))
+
+
+#: The render's preallocated images.npy opened in this process (a worker maps it once).
+_TARGETS: Dict[str, np.ndarray] = {}
+
+
+def _target_rows(target: Optional[Tuple[str, int, int]]) -> Optional[np.ndarray]:
+    if target is None:
+        return None
+    path, offset, n = target
+    mm = _TARGETS.get(path)
+    if mm is None:
+        mm = _TARGETS[path] = np.load(path, mmap_mode="r+")
+    return mm[offset:offset + n]
+
+
 def _render_job(abspath: str, path: str, label: Optional[str], config_dict: Dict[str, Any], shard_dir: str,
-                png_dir: Optional[str]) -> Dict[str, Any]:
-    """Render one file into its shard (runs in a worker process)."""
+                png_dir: Optional[str], target: Optional[Tuple[str, int, int]] = None) -> Dict[str, Any]:
+    """Render one file (runs in a worker process): straight into its planned rows of the partial images.npy
+    (``target``: file, first row, rows) when it has as many windows as planned, else into a shard of its own."""
     config = RenderConfig.from_dict(config_dict)
     key = _key(path)
     try:
-        images, bounds, duration = render_file(abspath, config=config, label=label)
+        y = _load(abspath, config)
+        rows = _target_rows(target)
+        planes, bounds = render_planes(y, config=config, label=label, path=abspath, out=rows)
     except Exception as exc:  # an unexpected decoder failure must not cost the batch its work
         return {"ok": False, "path": path, "error": failure_reason(exc)}
     shard = Path(shard_dir)
+    in_place = rows is not None and planes is rows
+    if not in_place:
+        _atomic_npy(planes, shard / f"{key}.npy")
     if png_dir is not None:
-        from PIL import Image
-
-        folder = Path(png_dir) / (label if label is not None else "unlabelled")
-        folder.mkdir(parents=True, exist_ok=True)
-        for i, img in enumerate(images):
-            target = folder / _png_name(path, i)
-            tmp = _tmp_beside(target, ".png")
-            Image.fromarray(img).save(tmp, format="PNG")
-            os.replace(tmp, target)
-    _atomic_npy(images, shard / f"{key}.npy")
-    meta = {"path": path, "label": label, "duration": duration, "bounds": bounds.tolist()}
-    atomic_write_text(shard / f"{key}.json", json.dumps(meta))  # written last: marks the shard complete
+        _write_pngs(planes, Path(png_dir) / (label if label is not None else "unlabelled"), path)
+    meta = {"path": path, "label": label, "duration": len(y) / float(config.audio.sample_rate),
+            "bounds": bounds.tolist(), "row": target[1] if in_place else None}  # type: ignore[index]
+    atomic_write_text(shard / f"{key}.json", json.dumps(meta))  # written last: marks the file done
     return {"ok": True, "path": path}
 
 
+@dataclass
+class _Plan:
+    """Where each input file's images go: rows ``[offset, offset + n)`` of the partial images.npy."""
+
+    shard_dir: Path
+    table: pd.DataFrame  # path, abspath, label, kind ('reuse' / 'render'), n (-1: unknown), offset (-1: none)
+    stored: Tuple[int, ...]  # one image as stored: (H, W) or (H, W, 3)
+
+    @property
+    def images(self) -> Path:
+        return self.shard_dir / IMAGES_FILE
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.table["n"].clip(lower=0).sum())
+
+    def done(self, path: str) -> Optional[Dict[str, Any]]:
+        """The finished file's record, or None (a record of a row this plan does not give it is stale)."""
+        mj = self.shard_dir / f"{_key(path)}.json"
+        if not mj.exists():
+            return None
+        meta = json.loads(mj.read_text())
+        if meta.get("row") is None:
+            return meta if (self.shard_dir / f"{_key(path)}.npy").exists() else None
+        return meta
+
+
+def _make_plan(shard_dir: Path, table: pd.DataFrame, config: RenderConfig, previous: Optional[ImageCache],
+               reuse: Dict[str, int]) -> _Plan:
+    """Plan every file's rows from the headers and preallocate images.npy; a resumed run keeps an equal plan."""
+    counts = previous.files.set_index("file_id")["n_segments"] if previous is not None else None
+    kinds, ns = [], []
+    for a, p, l in zip(table["abspath"], table["path"], table["label"]):
+        if p in reuse:
+            kinds.append("reuse")
+            ns.append(int(counts[reuse[p]]))  # type: ignore[index]
+        else:
+            kinds.append("render")
+            ns.append(expected_windows(a, config, l))
+    n = np.asarray(ns, dtype=np.int64)
+    offsets = np.where(n >= 0, np.concatenate([[0], np.cumsum(n.clip(min=0))[:-1]]), -1)
+    frame = pd.DataFrame({"path": table["path"].to_numpy(), "label": table["label"].to_numpy(), "kind": kinds,
+                          "n": n, "offset": offsets})
+    h, w = config.spectrogram.image_size
+    plan = _Plan(shard_dir, frame.assign(abspath=table["abspath"].to_numpy()),
+                 (h, w) if config.spectrogram.channels == "replicate" else (h, w, 3))
+    plan_csv = shard_dir / PLAN_FILE
+    if plan_csv.exists() and plan.images.exists():
+        old = pd.read_csv(plan_csv, dtype={"path": str, "label": str}, keep_default_na=False, na_values=[""])
+        old["label"] = old["label"].astype(object).where(old["label"].notna(), None)
+        if old[["path", "kind", "n", "offset"]].equals(frame[["path", "kind", "n", "offset"]]) and \
+                list(old["label"]) == list(frame["label"]):
+            return plan  # the same run again: its finished rows stand
+    for stale in [plan_csv, plan.images, *shard_dir.glob("*.json")]:  # records of rows of another plan
+        if stale.suffix != ".json" or json.loads(stale.read_text()).get("row") is not None:
+            stale.unlink(missing_ok=True)
+    if plan.n_rows:
+        np.lib.format.open_memmap(plan.images, mode="w+", dtype=np.uint8, shape=(plan.n_rows, *plan.stored))
+    else:  # no file's length is known in advance: every file gets a shard
+        _atomic_npy(np.zeros((0, *plan.stored), np.uint8), plan.images)
+    _atomic_csv(frame, plan_csv)  # after images.npy: a plan.csv vouches for its file
+    return plan
+
+
+def _copy_reused(plan: _Plan, previous: Optional[ImageCache], reuse: Dict[str, int]) -> None:
+    """Reused files' planes from the previous cache into their planned rows."""
+    if previous is None or not reuse:
+        return
+    rows_of = previous.segments.groupby("file_id").indices
+    target = np.load(plan.images, mmap_mode="r+")
+    for p, off, n in plan.table.loc[plan.table["kind"] == "reuse", ["path", "offset", "n"]].itertuples(index=False):
+        block = previous.images.planes_of(rows_of[reuse[p]])
+        target[off:off + n] = block if block.ndim == len(plan.stored) + 1 else block[..., 0]
+    del target
+
+
 def _validate_against_data(table: pd.DataFrame, config: RenderConfig) -> None:
+    from ..audio import audio_duration
+
     labels = set(l for l in table["label"] if l is not None)
     unknown = sorted(set(config.segment.class_hop) - labels)
     if unknown:
@@ -251,6 +728,23 @@ def _validate_against_data(table: pd.DataFrame, config: RenderConfig) -> None:
                 "pad_mode='tile'.")
 
 
+def _previous_cache(root: Path, config: RenderConfig, overwrite: bool) -> Optional[ImageCache]:
+    """The finished cache already in ``root`` with this config (to reuse), after refusing or clearing another."""
+    meta_path = root / CONFIG_FILE
+    if not meta_path.exists():
+        return None
+    old = json.loads(meta_path.read_text())
+    if old.get("hash") != config.hash() or old.get("version") != CACHE_FORMAT_VERSION:
+        if not overwrite:
+            diff = _config_diff(old.get("render", {}), config.to_dict()) or ["cache format version"]
+            raise ParameterError(
+                f"The cache {str(root)!r} was rendered with another config ({'; '.join(diff[:6])}). Its images "
+                "would be stale: choose another --out folder, or pass --overwrite (overwrite=True) to replace it.")
+        ImageCache.clear(root)
+        return None
+    return ImageCache.open(root) if old.get("complete") else None
+
+
 def render_dataset(
     source: Union[PathLike, pd.DataFrame],
     out_dir: PathLike,
@@ -265,7 +759,10 @@ def render_dataset(
     """Render every file of a dataset into an image cache.
 
     Each file's spectrogram is computed once and its windows sliced from
-    it. Finished files are kept as shards, so re-running the same call
+    it. The images file is preallocated from the files' headers and each
+    worker writes its file's images straight into their rows (one plane
+    per image when the channels are copies), so nothing is copied twice.
+    Finished files are recorded as they finish, so re-running the same call
     after a crash resumes where it stopped; files already in a finished
     cache with the same config are reused, so adding files renders only
     the new ones.
@@ -283,7 +780,8 @@ def render_dataset(
     workers : int >= 1
         Processes rendering in parallel.
     png : bool
-        Also write PNG images under ``out_dir/png/<label>/``.
+        Also write PNG images under ``out_dir/png/<label>/`` (grayscale when
+        the channels are copies).
     strict : bool
         Stop at the first bad file instead of listing it in ``errors.csv``.
     overwrite : bool
@@ -311,36 +809,18 @@ def render_dataset(
     ...                    spectrogram=SpectrogramConfig(n_fft=256, hop_length=64, n_mels=64, image_size=(128, 128)))
     >>> cache = render_dataset("fsdd/labels.csv", "cache/fsdd", cfg, workers=2)  # doctest: +SKIP
     """
-
     config = config or RenderConfig()
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ParameterError(f"The 'workers' parameter of render_dataset must be an int >= 1. Got {workers!r}.")
     table = read_table(source)
     _validate_against_data(table, config)
-
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
+    previous = _previous_cache(root, config, overwrite)
     h = config.hash()
-    meta_path = root / "config.json"
-    previous: Optional[ImageCache] = None
-    if meta_path.exists():
-        old = json.loads(meta_path.read_text())
-        if old.get("hash") != h or old.get("version") != CACHE_FORMAT_VERSION:
-            if not overwrite:
-                diff = _config_diff(old.get("render", {}), config.to_dict()) or ["cache format version"]
-                raise ParameterError(
-                    f"The cache {str(root)!r} was rendered with another config ({'; '.join(diff[:6])}). Its images "
-                    "would be stale: choose another --out folder, or pass --overwrite (overwrite=True) to replace it.")
-            for name in ("config.json", "images.npy", "segments.csv", "files.csv", "errors.csv"):
-                (root / name).unlink(missing_ok=True)
-            shutil.rmtree(root / "png", ignore_errors=True)
-        elif old.get("complete"):
-            previous = ImageCache.open(root)
-    for stale in root.glob(".partial-*"):
-        if stale.name != f".partial-{h}":
+    for stale in root.glob(PARTIAL_PREFIX + "*"):
+        if stale.name != PARTIAL_PREFIX + h:
             shutil.rmtree(stale, ignore_errors=True)
-    shard_dir = root / f".partial-{h}"
-    shard_dir.mkdir(exist_ok=True)
 
     reuse: Dict[str, int] = {}
     if previous is not None:
@@ -352,46 +832,62 @@ def render_dataset(
         if len(reuse) == len(table) == len(previous.files) and (previous.errors is None or previous.errors.empty):
             return previous  # nothing to do: the same files, the same config
 
-    todo = [(a, p, l) for a, p, l in zip(table["abspath"], table["path"], table["label"])
-            if p not in reuse and not (shard_dir / f"{_key(p)}.json").exists()]
-    png_dir = str(root / "png") if png else None
-    cfg_dict = config.to_dict()
+    shard_dir = root / (PARTIAL_PREFIX + h)
+    shard_dir.mkdir(exist_ok=True)
+    plan = _make_plan(shard_dir, table, config, previous, reuse)
+    _copy_reused(plan, previous, reuse)
     errors: Dict[str, str] = {}
-    bar = progress_bar(total=len(todo), desc="render", unit="file", disable=not progress or not todo, file=sys.stderr)
     try:
-        if workers == 1 or len(todo) <= 1:
-            for a, p, l in todo:
-                res = _render_job(a, p, l, cfg_dict, str(shard_dir), png_dir)
-                _collect(res, errors, strict)
-                bar.update(1)
-        else:
-            import librosa  # noqa: F401  imported once here, inherited by forked workers instead of once each
-
-            with ProcessPoolExecutor(max_workers=workers, initializer=single_threaded_worker) as pool:
-                futures = [pool.submit(_render_job, a, p, l, cfg_dict, str(shard_dir), png_dir) for a, p, l in todo]
-                try:
-                    for fut in as_completed(futures):
-                        _collect(fut.result(), errors, strict)
-                        bar.update(1)
-                except BaseException:
-                    for f in futures:
-                        f.cancel()
-                    raise
+        _run_jobs(plan, config, workers=workers, png_dir=str(root / PNG_DIR) if png else None, strict=strict,
+                  progress=progress, errors=errors)
     finally:
-        bar.close()
-
-    cache = _consolidate(root, table, config, shard_dir, previous, reuse, errors)
+        _TARGETS.clear()  # the serial path mapped images.npy in this process
+    cache = _finish(root, plan, table, config, previous, reuse, errors)
     if png and previous is not None:
         _write_reused_pngs(cache, reuse)
     shutil.rmtree(shard_dir, ignore_errors=True)
     if errors:
-        print(f"specimg render: {len(errors)} file(s) could not be rendered (listed in {root / 'errors.csv'}):",
+        print(f"specimg render: {len(errors)} file(s) could not be rendered (listed in {root / ERRORS_FILE}):",
               file=sys.stderr)
         for p, e in list(errors.items())[:20]:
             print(f"  {p}: {e}", file=sys.stderr)
         if len(errors) > 20:
             print(f"  ... and {len(errors) - 20} more", file=sys.stderr)
     return cache
+
+
+def _run_jobs(plan: _Plan, config: RenderConfig, *, workers: int, png_dir: Optional[str], strict: bool,
+              progress: bool, errors: Dict[str, str]) -> None:
+    """Render the planned files not finished yet, in this process or a pool of ``workers``."""
+    images = str(plan.images)
+    todo = []
+    for p, a, l, kind, n, off in plan.table[["path", "abspath", "label", "kind", "n", "offset"]].itertuples(
+            index=False):
+        if kind == "render" and plan.done(p) is None:
+            todo.append((a, p, l, (images, int(off), int(n)) if n >= 0 else None))
+    cfg_dict, shard = config.to_dict(), str(plan.shard_dir)
+    bar = progress_bar(total=len(todo), desc="render", unit="file", disable=not progress or not todo, file=sys.stderr)
+    try:
+        if workers == 1 or len(todo) <= 1:
+            for a, p, l, target in todo:
+                _collect(_render_job(a, p, l, cfg_dict, shard, png_dir, target), errors, strict)
+                bar.update(1)
+            return
+        import librosa  # noqa: F401  imported once here, inherited by forked workers instead of once each
+        import scipy.fft  # noqa: F401
+
+        with ProcessPoolExecutor(max_workers=workers, initializer=single_threaded_worker) as pool:
+            futures = [pool.submit(_render_job, a, p, l, cfg_dict, shard, png_dir, t) for a, p, l, t in todo]
+            try:
+                for fut in as_completed(futures):
+                    _collect(fut.result(), errors, strict)
+                    bar.update(1)
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+    finally:
+        bar.close()
 
 
 def _collect(res: Dict[str, Any], errors: Dict[str, str], strict: bool) -> None:
@@ -402,73 +898,76 @@ def _collect(res: Dict[str, Any], errors: Dict[str, str], strict: bool) -> None:
 
 
 def _write_reused_pngs(cache: ImageCache, reuse: Dict[str, int]) -> None:
-    from PIL import Image
-
     rows_of = cache.segments.groupby("file_id").indices  # file_id -> image rows, one pass
     for _, row in cache.files.iterrows():
-        folder = cache.root / "png" / (row["label"] if row["label"] is not None else "unlabelled")
+        folder = cache.root / PNG_DIR / (row["label"] if row["label"] is not None else "unlabelled")  # type: ignore[operator]
         rows = rows_of.get(row["file_id"], [])
-        for i, r in enumerate(rows):
-            target = folder / _png_name(row["path"], i)
-            if not target.exists():
-                folder.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(np.asarray(cache.images[r])).save(target)
+        missing = [i for i in range(len(rows)) if not (folder / _png_name(row["path"], i)).exists()]
+        if missing:
+            planes = cache.images.planes_of(np.asarray(rows))
+            _write_pngs(planes, folder, row["path"])
 
 
-def _consolidate(root: Path, table: pd.DataFrame, config: RenderConfig, shard_dir: Path,
-                 previous: Optional[ImageCache], reuse: Dict[str, int], errors: Dict[str, str]) -> ImageCache:
-    """Merge shards (and reused images) into one memmap, in the input's order."""
-    h, w = config.spectrogram.image_size
-    plan = []  # (table row, source, meta)
-    if previous is not None:
-        prev_rows = previous.segments.groupby("file_id").indices  # file_id -> image rows, one pass
-        prev_files = previous.files.set_index("path")
-    for i, path in enumerate(table["path"]):
-        if path in errors:
+def _finish(root: Path, plan: _Plan, table: pd.DataFrame, config: RenderConfig, previous: Optional[ImageCache],
+            reuse: Dict[str, int], errors: Dict[str, str]) -> ImageCache:
+    """The cache from the plan: the partial images.npy moved into place when every planned row is there in
+    order, else rewritten without the failed files' rows; then the tables and ``config.json``, last."""
+    prev_rows = previous.segments.groupby("file_id").indices if previous is not None else {}
+    prev_files = previous.files.set_index("path") if previous is not None else None
+    parts = []  # (table row, ('rows', offset, n) or ('shard', path), meta)
+    for i, (p, kind, n, off) in enumerate(plan.table[["path", "kind", "n", "offset"]].itertuples(index=False)):
+        if p in errors:
             continue
-        if path in reuse:
-            rows = prev_rows[reuse[path]]
-            pseg = previous.segments.iloc[rows]
-            meta = {"duration": float(prev_files.loc[path, "duration"]),
+        if kind == "reuse":
+            pseg = previous.segments.iloc[prev_rows[reuse[p]]]  # type: ignore[union-attr]
+            meta = {"duration": float(prev_files.loc[p, "duration"]),  # type: ignore[union-attr]
                     "bounds": pseg[["start", "end"]].to_numpy().tolist()}
-            plan.append((i, ("prev", rows), meta))
+            parts.append((i, ("rows", int(off), int(n)), meta))
             continue
-        mj = shard_dir / f"{_key(path)}.json"
-        if not mj.exists():
-            errors.setdefault(path, "was not rendered (the run was interrupted); run the same command again")
-            continue
-        plan.append((i, ("shard", shard_dir / f"{_key(path)}.npy"), json.loads(mj.read_text())))
-    if not plan:
-        _atomic_csv(pd.DataFrame({"path": list(errors), "error": list(errors.values())}), root / "errors.csv")
-        raise DataError(f"No file could be rendered (see {root / 'errors.csv'}); first error: "
+        meta = plan.done(p)
+        if meta is None:
+            errors.setdefault(p, "was not rendered (the run was interrupted); run the same command again")
+        elif meta.get("row") is None:
+            parts.append((i, ("shard", plan.shard_dir / f"{_key(p)}.npy"), meta))
+        else:
+            parts.append((i, ("rows", int(meta["row"]), len(meta["bounds"])), meta))
+    if not parts:
+        _atomic_csv(pd.DataFrame({"path": list(errors), "error": list(errors.values())}), root / ERRORS_FILE)
+        raise DataError(f"No file could be rendered (see {root / ERRORS_FILE}); first error: "
                         f"{next(iter(errors.items())) if errors else 'the input is empty'}.")
-    n_total = sum(len(m["bounds"]) for _, _, m in plan)
-    tmp = _tmp_beside(root / "images.npy", ".npy")
+    n_total = sum(len(m["bounds"]) for _, _, m in parts)
+    shape = (n_total, *plan.stored)
+    (root / CONFIG_FILE).unlink(missing_ok=True)
+    in_order = n_total == plan.n_rows and all(src[0] == "rows" for _, src, _ in parts) and \
+        [src[1] for _, src, _ in parts] == list(np.cumsum([0] + [src[2] for _, src, _ in parts])[:-1])
+    if in_order:
+        os.replace(plan.images, root / IMAGES_FILE)  # the workers' rows are the cache: no second copy
+    else:
+        _write_npy(root / IMAGES_FILE, shape, _part_blocks(plan, parts))
     seg_rows, file_rows = [], []
-    try:
-        # Plain appends rather than a memmap: the process never holds more than one file's images, so its
-        # memory does not grow with the dataset.
-        with open(tmp, "wb") as fh:
-            np.lib.format.write_array_header_1_0(
-                fh, {"descr": np.dtype(np.uint8).str, "fortran_order": False, "shape": (n_total, h, w, 3)})
-            for file_id, (i, (kind, src), meta) in enumerate(plan):
-                block = np.asarray(previous.images[src]) if kind == "prev" else np.load(src)
-                fh.write(np.ascontiguousarray(block, dtype=np.uint8).tobytes())
-                for s, (a, b) in enumerate(meta["bounds"]):
-                    seg_rows.append((file_id, s, round(float(a), 6), round(float(b), 6)))
-                row = table.iloc[i].to_dict()
-                row.update(file_id=file_id, n_segments=len(block), duration=round(float(meta["duration"]), 6))
-                file_rows.append(row)
-        os.replace(tmp, root / "images.npy")
-    finally:
-        tmp.unlink(missing_ok=True)
+    for file_id, (i, _, meta) in enumerate(parts):
+        for s, (a, b) in enumerate(meta["bounds"]):
+            seg_rows.append((file_id, s, round(float(a), 6), round(float(b), 6)))
+        row = table.iloc[i].to_dict()
+        row.update(file_id=file_id, n_segments=len(meta["bounds"]), duration=round(float(meta["duration"]), 6))
+        file_rows.append(row)
     segments = pd.DataFrame(seg_rows, columns=["file_id", "segment", "start", "end"])
     files = pd.DataFrame(file_rows)
     front = ["file_id", "path", "abspath", "label", "group", "n_segments", "duration"]
     files = files[front + [c for c in files.columns if c not in front]]
-    _atomic_csv(segments, root / "segments.csv")
-    _atomic_csv(files, root / "files.csv")
-    _atomic_csv(pd.DataFrame({"path": list(errors), "error": list(errors.values())}), root / "errors.csv")
+    _atomic_csv(segments, root / SEGMENTS_FILE)
+    _atomic_csv(files, root / FILES_FILE)
+    _atomic_csv(pd.DataFrame({"path": list(errors), "error": list(errors.values())}), root / ERRORS_FILE)
     classes = sort_labels(l for l in files["label"] if l is not None)
-    _write_meta(root, config, classes, (n_total, h, w, 3), len(files), len(errors))
+    _write_meta(root, config, classes, shape, len(files), len(errors))
     return ImageCache.open(root)
+
+
+def _part_blocks(plan: _Plan, parts: List[Tuple[int, tuple, Dict[str, Any]]]) -> Iterator[np.ndarray]:
+    """Each finished file's planes in table order, from the partial images.npy or its own shard."""
+    rows = np.load(plan.images, mmap_mode="r") if plan.n_rows else None
+    for _, src, _ in parts:
+        if src[0] == "rows":
+            yield rows[src[1]:src[1] + src[2]]  # type: ignore[index]
+        else:
+            yield np.load(src[1])
