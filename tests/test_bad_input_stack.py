@@ -108,7 +108,7 @@ def test_stack_one_run_where_two_are_needed(runs, tmp_path, capsys, args, patter
 def test_stack_one_run_can_be_recalibrated(runs, tmp_path, capsys):
     """A learning stacker on one run is a recalibration, scored honestly: allowed."""
     rc, out, _ = cli(["stack", runs[0], "--method", "lgbm", "--out", tmp_path / "out"], capsys)
-    assert rc == 0 and "24 out-of-fold files, 1 models, inner folds: 4" in out
+    assert rc == 0 and "24 out-of-fold files, 1 models, 4 outer folds" in out
     assert len(pd.read_csv(tmp_path / "out" / "oof_files.csv")) == 24
 
 
@@ -124,8 +124,8 @@ def test_stack_one_run_can_be_recalibrated(runs, tmp_path, capsys):
     (["--method", "lgbm", "--folds", "1"], [r"inner fold count \(inner_folds / --folds\) must be an int >= 2\. "
                                             r"Got 1"]),
     (["--method", "lgbm", "--folds", "9"], [r"must be <= the 4 outer folds of the runs.*Got 9"]),
-    (["--method", "xgb"], [r"argument --method: invalid choice: 'xgb' \(choose from 'cnn', 'cnn-skip', 'lgbm', "
-                           r"'blend', 'mean'\)"]),
+    (["--method", "xgb"], [r"argument --method: invalid choice: 'xgb' \(choose from 'auto', 'cnn', 'cnn-skip', "
+                           r"'lgbm', 'blend', 'mean', 'seed-blend'\)"]),
     (["--method", "mean", "--names", "x"], [r"'names' parameter of stack_runs \(--names\) must name each of the 2 "
                                             r"runs\. Got 1 names"]),
     (["--method", "mean", "--names", "x,x"], [r"\(--names\) repeats 'x'; every run needs its own name"]),

@@ -119,9 +119,11 @@ def test_stacked_oof_is_honest_on_noise(tmp_path):
     _cli("stack", *runs, "--method", "lgbm", "--out", tmp_path / "lgbm")
     m = json.loads((tmp_path / "lgbm" / "metrics.json").read_text())
     _, X, y, classes, _ = align_runs(runs)
-    in_sample = float(np.mean(LGBMStacker(classes=classes, n_jobs=1).fit(X, y).predict(X) == y))
-    assert in_sample > 0.8
-    assert m["stack"]["accuracy"] < 0.5  # chance is 1/3
+    # LightGBM's usual settings (many leaves, small leaves, no early stopping) memorise the noise in-sample ...
+    loose = LGBMStacker(classes=classes, n_estimators=200, num_leaves=15, min_child_samples=5, reg_lambda=0.0,
+                        early_stopping=False, n_jobs=1)
+    assert float(np.mean(loose.fit(X, y).predict(X) == y)) > 0.8
+    assert m["stack"]["accuracy"] < 0.5  # ... but the out-of-fold score stays at chance (1/3)
 
 
 def test_inner_folds_option(tmp_path):

@@ -104,9 +104,9 @@ def test_lgbm_extra_params_survive_clone():
     assert est.get_params()["min_child_samples"] == 3
     twin = clone(est)
     assert twin.get_params()["subsample"] == 0.5
-    twin.set_params(reg_lambda=2.0, n_estimators=9)
-    assert twin.get_params()["reg_lambda"] == 2.0 and twin.n_estimators == 9
-    assert "reg_lambda" not in est.get_params()
+    twin.set_params(reg_alpha=2.0, n_estimators=9)  # an option LightGBM has and LGBMStacker does not name
+    assert twin.get_params()["reg_alpha"] == 2.0 and twin.n_estimators == 9
+    assert "reg_alpha" not in est.get_params()
 
 
 def test_stackers_beat_the_mean_of_models(data):
@@ -173,7 +173,7 @@ def test_lgbm_extra_features():
     "make, X, y, exc, match",
     [
         (lambda: CNNStacker(), np.ones((4, 4)) / 4, ["0"] * 4, DataError, "n_files, n_models, n_classes"),
-        (lambda: CNNStacker(epochs=0), np.full((4, 1, 2), 0.5), ["0", "1"] * 2, ParameterError, "epochs"),
+        (lambda: CNNStacker(epochs=-1), np.full((4, 1, 2), 0.5), ["0", "1"] * 2, ParameterError, "epochs"),
         (lambda: CNNStacker(lr=-1.0), np.full((4, 1, 2), 0.5), ["0", "1"] * 2, ParameterError, "'lr'"),
         (lambda: LGBMStacker(num_leaves=1), np.full((4, 1, 2), 0.5), ["0", "1"] * 2, ParameterError, "num_leaves"),
         (lambda: WeightedBlend(weights=[1, 1]), np.full((4, 3, 2), 0.5), ["0", "1"] * 2, DataError, "3 members"),
@@ -305,7 +305,7 @@ def test_align_runs_feeds_a_stacker():
 # ---------------------------------------------------------------- pseudo-labels
 PROBS = np.array(
     [
-        [0.85, 0.15],  # exactly at the threshold: selected
+        [0.85, 0.15],  # exactly at the threshold: not selected (only with inclusive=True)
         [0.84, 0.16],  # just below: not selected
         [0.05, 0.95],
         [0.99, 0.01],
@@ -316,17 +316,27 @@ PROBS = np.array(
 TEST_PATHS = [f"t{i}.wav" for i in range(6)]
 
 
-def test_select_pseudo_labels_threshold_is_exact():
+def test_select_pseudo_labels_threshold_is_strict():
+    """As the seed did: probability strictly above the threshold; exactly 0.85 is not a pseudo-label."""
     picked = select_pseudo_labels(TEST_PATHS, PROBS, ["a", "b"], threshold=0.85)
     assert picked.columns.tolist() == ["path", "label", "confidence", "pseudo"]
-    assert picked["path"].tolist() == ["t0.wav", "t2.wav", "t3.wav", "t4.wav"]
-    assert picked["label"].tolist() == ["a", "b", "a", "a"]
-    np.testing.assert_allclose(picked["confidence"], [0.85, 0.95, 0.99, 0.90])
+    assert picked["path"].tolist() == ["t2.wav", "t3.wav", "t4.wav"]  # t0 is at exactly 0.85: left out
+    assert picked["label"].tolist() == ["b", "a", "a"]
+    np.testing.assert_allclose(picked["confidence"], [0.95, 0.99, 0.90])
     assert picked["pseudo"].all()
+    just_above = select_pseudo_labels(["u.wav"], [[np.nextafter(0.85, 1.0), 0.15]], ["a", "b"], threshold=0.85)
+    assert just_above["path"].tolist() == ["u.wav"]
+
+
+def test_select_pseudo_labels_inclusive_takes_the_threshold_itself():
+    picked = select_pseudo_labels(TEST_PATHS, PROBS, ["a", "b"], threshold=0.85, inclusive=True)
+    assert picked["path"].tolist() == ["t0.wav", "t2.wav", "t3.wav", "t4.wav"]
+    with pytest.raises(ParameterError, match="'inclusive' parameter .* True \\(>= threshold\\) or False"):
+        select_pseudo_labels(TEST_PATHS, PROBS, ["a", "b"], inclusive="yes")
 
 
 def test_select_pseudo_labels_per_class_cap():
-    picked = select_pseudo_labels(TEST_PATHS, PROBS, ["a", "b"], threshold=0.85, max_per_class=2)
+    picked = select_pseudo_labels(TEST_PATHS, PROBS, ["a", "b"], threshold=0.85, inclusive=True, max_per_class=2)
     # class a keeps its two most confident (t3 0.99, t4 0.90), in file order; class b keeps t2
     assert picked["path"].tolist() == ["t2.wav", "t3.wav", "t4.wav"]
 
@@ -344,7 +354,7 @@ def test_pseudo_training_table_flags_rows():
     train = pd.DataFrame(
         {"path": ["x.wav", "y.wav"], "label": ["a", "b"], "group": ["s1", "s2"], "speaker": ["s1", "s2"]}
     )
-    picked = select_pseudo_labels(TEST_PATHS, PROBS, ["a", "b"], threshold=0.9)
+    picked = select_pseudo_labels(TEST_PATHS, PROBS, ["a", "b"], threshold=0.89)
     table = pseudo_training_table(train, picked)
     assert table["pseudo"].dtype == bool
     assert table["pseudo"].tolist() == [False, False, True, True, True]

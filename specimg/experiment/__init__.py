@@ -2,8 +2,9 @@
 
 :func:`load_recipe` validates a YAML recipe into frozen dataclasses;
 :func:`run_experiment` runs it, skipping every step whose inputs did not
-change. :func:`stack_runs` and :func:`pseudo_label_table` are the library
-functions behind ``specimg stack`` and ``specimg pseudo-label``.
+change. :func:`stack_runs`, :class:`StackResult` and :func:`pseudo_label_table`
+live in :mod:`specimg.stacking` (the functions behind ``specimg stack`` and
+``specimg pseudo-label``); they are re-exported here so older imports keep working.
 """
 
 from ._recipe import DataSpec as DataSpec
@@ -14,9 +15,9 @@ from ._recipe import StackingSpec as StackingSpec
 from ._recipe import load_recipe as load_recipe
 from ._runner import ExperimentResult as ExperimentResult
 from ._runner import run_experiment as run_experiment
-from ._stack import StackResult as StackResult
-from ._stack import pseudo_label_table as pseudo_label_table
-from ._stack import stack_runs as stack_runs
+from ..stacking import StackResult as StackResult
+from ..stacking import pseudo_label_table as pseudo_label_table
+from ..stacking import stack_runs as stack_runs
 
 __all__ = [
     "Recipe",

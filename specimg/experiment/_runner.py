@@ -30,7 +30,7 @@ import pandas as pd
 from ..config import RenderConfig, TrainConfig
 from ..exceptions import DataError, ParameterError
 from ._recipe import Recipe, load_recipe
-from ._stack import stack_runs
+from ..stacking import stack_runs
 from ._steps import Steps, atomic_csv, atomic_text, file_digest, file_stat, fingerprint, table_digest
 
 __all__ = ["run_experiment", "ExperimentResult"]

@@ -22,7 +22,7 @@ from ..audio import sort_labels
 from ..exceptions import DataError, NotFittedError, ParameterError
 from ..predict.aggregate import read_predictions
 
-__all__ = ["align_runs", "cross_val_stack", "check_stack_input"]
+__all__ = ["align_runs", "cross_val_stack", "check_stack_input", "early_stopping_split", "fit_with_groups"]
 
 RunSource = Union[str, "os.PathLike[str]", pd.DataFrame]
 
@@ -153,6 +153,55 @@ class _StackerBase(ClassifierMixin, BaseEstimator):
         """
         proba = self.predict_proba(X, **kwargs)
         return self.classes_[np.argmax(proba, axis=1)]
+
+
+def early_stopping_split(
+    codes: np.ndarray, groups: Optional[np.ndarray], *, fraction: float, seed: int
+) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """The (train, validation) rows a stacker early-stops on, or None when the data is too small to split.
+
+    With ``groups`` (the outer folds, speakers...) of two or more values, whole
+    groups are held out (:class:`~sklearn.model_selection.GroupShuffleSplit`),
+    so the validation rows are as unseen as the rows the stacker will predict;
+    otherwise a stratified split of files.
+
+    Parameters
+    ----------
+    codes : np.ndarray [shape=(n_files,), dtype=int]
+        Class codes.
+    groups : np.ndarray [shape=(n_files,)] or None
+    fraction : float in (0, 1)
+        Share of the rows (or groups) held out.
+    seed : int
+    """
+    from sklearn.model_selection import GroupShuffleSplit, ShuffleSplit, StratifiedShuffleSplit
+
+    n = len(codes)
+    if n < 10:
+        return None
+    idx = np.zeros(n)
+    if groups is not None and len(np.unique(groups)) >= 2:
+        splitter: Any = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+        train, val = next(splitter.split(idx, codes, groups))
+    else:
+        counts = np.bincount(codes)
+        n_val = max(int(round(fraction * n)), 1)
+        stratify = counts[counts > 0].min() >= 2 and n_val >= len(counts[counts > 0])
+        splitter = (StratifiedShuffleSplit if stratify else ShuffleSplit)(n_splits=1, test_size=n_val,
+                                                                          random_state=seed)
+        train, val = next(splitter.split(idx, codes))
+    if len(train) == 0 or len(val) == 0:
+        return None
+    return np.sort(train), np.sort(val)
+
+
+def fit_with_groups(estimator: Any, X: np.ndarray, y: np.ndarray, groups: Optional[np.ndarray], **kwargs: Any) -> Any:
+    """``estimator.fit(X, y, groups=groups, **kwargs)`` when its ``fit`` takes groups, else without them."""
+    import inspect
+
+    if groups is not None and "groups" in inspect.signature(estimator.fit).parameters:
+        kwargs["groups"] = groups
+    return estimator.fit(X, y, **kwargs)
 
 
 def _run_name(source: RunSource, i: int) -> str:
@@ -361,7 +410,8 @@ def cross_val_stack(
     classes = params.get("classes")
     names = sort_labels(labels) if classes is None else [str(c) for c in classes]
     counts = pd.Series(labels).value_counts()
-    if groups is None:
+    g = None if groups is None else np.asarray(groups)
+    if g is None:
         if counts.min() < n_splits:
             raise DataError(
                 f"{owner}: class {counts.idxmin()!r} has {int(counts.min())} files, fewer than n_splits={n_splits}. "
@@ -370,7 +420,6 @@ def cross_val_stack(
         splitter: Any = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
         splits = splitter.split(np.zeros(len(labels)), labels)
     else:
-        g = np.asarray(groups)
         if g.shape != (arr.shape[0],):
             raise DataError(f"The 'groups' argument of {owner} must have shape ({arr.shape[0]},). Got {g.shape}.")
         n_groups = len(np.unique(g))
@@ -386,7 +435,7 @@ def cross_val_stack(
             est.set_params(classes=names)  # same columns in every split even if a class is absent from one
         kw_fit = {} if extra is None else {"extra": _take(extra, train)}
         kw_pred = {} if extra is None else {"extra": _take(extra, test)}
-        est.fit(arr[train], labels[train], **kw_fit)
+        fit_with_groups(est, arr[train], labels[train], None if groups is None else g[train], **kw_fit)
         proba = est.predict_proba(arr[test], **kw_pred)
         fitted = {str(c): j for j, c in enumerate(est.classes_)}
         block = np.zeros((len(test), len(names)))

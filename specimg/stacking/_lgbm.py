@@ -1,21 +1,34 @@
-"""LightGBM stacker: gradient-boosted trees over the flattened base-model probabilities."""
+"""LightGBM stacker: gradient-boosted trees over the flattened base-model probabilities, starting from their mean.
+
+Boosting starts from the log of the mean of the models (LightGBM's
+``init_score``), so zero trees *is* the mean; the small-data defaults (few
+leaves, at least 20 files per leaf, a strong L2 penalty on leaf values) keep
+each tree a small correction, and early stopping on a held-out split (whole
+groups when ``fit`` is given them) decides how many trees the data supports,
+zero included.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import logging
+
 import numpy as np
 import pandas as pd
 
 from ..exceptions import DataError, ParameterError
-from ._align import _StackerBase
-from ._cnn import _check_float, _check_int
+from ._align import _StackerBase, early_stopping_split
+from ._cnn import _check_bool, _check_float, _check_int
 
 __all__ = ["LGBMStacker"]
 
+_EPS = 1e-12
+_logger = logging.getLogger(__name__)
+
 
 class LGBMStacker(_StackerBase):
-    """Stack base models with a LightGBM multiclass model.
+    """Stack base models with a LightGBM multiclass model that starts from their mean.
 
     Each file's ``(n_models, n_classes)`` probabilities are flattened to
     ``n_models * n_classes`` features, optionally followed by extra per-file
@@ -24,21 +37,39 @@ class LGBMStacker(_StackerBase):
     Parameters
     ----------
     n_estimators : int >= 1
-        Boosting rounds.
+        Most boosting rounds (early stopping usually stops far sooner).
     learning_rate : float > 0
     num_leaves : int >= 2
+        Leaves per tree: few, for a few thousand files.
+    min_child_samples : int >= 1
+        Files per leaf at least.
+    reg_lambda : float >= 0
+        L2 penalty on leaf values.
+    start : {'mean', 'zero'}
+        ``'mean'``: boosting starts from the log of the mean of the models, so
+        zero trees is the mean; ``'zero'``: LightGBM's own start (class priors).
+    early_stopping : bool
+        Hold out ``validation_fraction`` of the files (whole groups when
+        ``fit`` gets ``groups``) and stop when their log-loss has not improved
+        for ``n_iter_no_change`` rounds; zero trees competes too.
+    validation_fraction : float in (0, 1)
+    n_iter_no_change : int >= 1
+    refit : bool
+        After early stopping, boost again on all files for the best number of
+        rounds (False: keep the model trained without the held-out files).
     extra_features : sequence of str, optional
         Names of the extra features. When ``extra`` is a DataFrame these
         columns are taken from it (in this order); when it is an array it must
         have this many columns. None: use every column of ``extra``, if given.
     random_state : int
-        LightGBM seed.
+        LightGBM seed (and the held-out split's).
     classes : sequence of str, optional
         Labels in the order of the last axis of ``X``. None: the numeric-aware
         sorted labels of ``y``.
     **lgbm_params
-        Any other :class:`lightgbm.LGBMClassifier` parameter (``min_child_samples``,
-        ``subsample``, ``n_jobs``, ...). ``verbose`` defaults to -1.
+        Any other :class:`lightgbm.LGBMClassifier` parameter (``subsample``,
+        ``colsample_bytree``, ``n_jobs``, ...). ``verbose`` defaults to -1 and
+        ``n_jobs`` to 1.
 
     Attributes
     ----------
@@ -48,8 +79,13 @@ class LGBMStacker(_StackerBase):
         Number of extra features seen in ``fit``.
     feature_names_ : list of str
         ``m{model}_{class}`` then the extra feature names.
-    booster_ : lightgbm.LGBMClassifier
-        The fitted model.
+    booster_ : lightgbm.LGBMClassifier or None
+        The fitted model; None when zero trees won (the stacker is its start).
+    best_iteration_ : int
+        Boosting rounds used (0: the start alone).
+    model_weights_ : np.ndarray [shape=(n_models, n_classes)]
+        Share of the split gain of each model's probability of each class
+        (each column sums to 1; ``1 / n_models`` with zero trees).
 
     Examples
     --------
@@ -62,9 +98,16 @@ class LGBMStacker(_StackerBase):
 
     def __init__(
         self,
-        n_estimators: int = 200,
+        n_estimators: int = 500,
         learning_rate: float = 0.05,
-        num_leaves: int = 15,
+        num_leaves: int = 4,
+        min_child_samples: int = 20,
+        reg_lambda: float = 5.0,
+        start: str = "mean",
+        early_stopping: bool = True,
+        validation_fraction: float = 0.2,
+        n_iter_no_change: int = 20,
+        refit: bool = True,
         extra_features: Optional[Sequence[str]] = None,
         random_state: int = 0,
         classes: Optional[Sequence[str]] = None,
@@ -73,6 +116,13 @@ class LGBMStacker(_StackerBase):
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
+        self.min_child_samples = min_child_samples
+        self.reg_lambda = reg_lambda
+        self.start = start
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.refit = refit
         self.extra_features = extra_features
         self.random_state = random_state
         self.classes = classes
@@ -100,7 +150,16 @@ class LGBMStacker(_StackerBase):
         owner = type(self).__name__
         _check_int(owner, "n_estimators", self.n_estimators, 1)
         _check_int(owner, "num_leaves", self.num_leaves, 2)
+        _check_int(owner, "min_child_samples", self.min_child_samples, 1)
+        _check_int(owner, "n_iter_no_change", self.n_iter_no_change, 1)
         _check_float(owner, "learning_rate", self.learning_rate, allow_zero=False)
+        _check_float(owner, "reg_lambda", self.reg_lambda, allow_zero=True)
+        _check_float(owner, "validation_fraction", self.validation_fraction, allow_zero=False, below_one=True)
+        _check_bool(owner, "early_stopping", self.early_stopping)
+        _check_bool(owner, "refit", self.refit)
+        if self.start not in ("mean", "zero"):
+            raise ParameterError(f"The 'start' parameter of {owner} must be 'mean' (boost from the mean of the "
+                                 f"models) or 'zero' (LightGBM's own start). Got {self.start!r}.")
         if self.extra_features is not None and (
             isinstance(self.extra_features, str) or not all(isinstance(f, str) for f in self.extra_features)
         ):
@@ -149,7 +208,62 @@ class LGBMStacker(_StackerBase):
             )
         return mat, list(names or [])  # NaN allowed: LightGBM handles missing values
 
-    def fit(self, X: Any, y: Any, *, extra: Any = None) -> "LGBMStacker":
+    def _start_margin(self, arr: np.ndarray, present: np.ndarray) -> np.ndarray:
+        """LightGBM's ``init_score`` for the present classes: log of the models' mean, or 0.
+
+        Returns ``(n_files, n_present)``, or ``(n_files,)`` log-odds when two classes are present (binary objective).
+        """
+        if self.start == "mean":
+            margin = np.log(arr.mean(axis=1)[:, present] + _EPS)
+        else:
+            margin = np.zeros((arr.shape[0], len(present)))
+        return margin[:, 1] - margin[:, 0] if len(present) == 2 else margin
+
+    def _boost(self, features: np.ndarray, codes: np.ndarray, margin: np.ndarray, n_estimators: int,
+               val: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None) -> Any:
+        from lightgbm import LGBMClassifier, early_stopping
+
+        params = {"verbose": -1, "n_jobs": 1}  # tiny tables: threads cost more than they save
+        params.update(self._other_params)
+        model = LGBMClassifier(n_estimators=int(n_estimators), learning_rate=float(self.learning_rate),
+                               num_leaves=int(self.num_leaves), min_child_samples=int(self.min_child_samples),
+                               reg_lambda=float(self.reg_lambda), random_state=int(self.random_state), **params)
+        if val is None:
+            return model.fit(features, codes, init_score=margin if self.start == "mean" else None)
+        fv, cv, mv = val
+        import inspect
+
+        # LightGBM >= 4.6 spells the validation set eval_X / eval_y (eval_set is deprecated there)
+        evals = ({"eval_X": (fv,), "eval_y": (cv,)} if "eval_X" in inspect.signature(model.fit).parameters
+                 else {"eval_set": [(fv, cv)]})
+        return model.fit(features, codes, init_score=margin if self.start == "mean" else None,
+                         eval_init_score=[mv] if self.start == "mean" else None,
+                         callbacks=[early_stopping(int(self.n_iter_no_change), verbose=False)], **evals)
+
+    def _best_rounds(self, features: np.ndarray, codes: np.ndarray, margin: np.ndarray,
+                     groups: Any) -> Tuple[int, Optional[Any]]:
+        """Early stopping on a held-out split: ``(rounds, model trained without the held-out rows)``."""
+        split = early_stopping_split(codes, None if groups is None else np.asarray(groups),
+                                     fraction=float(self.validation_fraction), seed=int(self.random_state))
+        if split is None:
+            return int(self.n_estimators), None
+        tr, va = split
+        va = va[np.isin(codes[va], codes[tr])]  # LightGBM cannot score a class it never saw
+        if not np.array_equal(np.unique(codes[tr]), np.unique(codes)) or len(va) == 0:
+            _logger.info("LGBMStacker: the held-out split leaves a class out of training; boosting %d rounds "
+                         "without early stopping", self.n_estimators)
+            return int(self.n_estimators), None
+        model = self._boost(features[tr], codes[tr], margin[tr], int(self.n_estimators),
+                            val=(features[va], codes[va], margin[va]))
+        best = int(model.best_iteration_ or model.n_estimators)
+        if self.start == "mean":  # does any tree beat the start (the mean of the models) on the held-out rows?
+            start_loss = _log_loss(self._margin_proba(None, features[va], margin[va], len(model.classes_)),
+                                   np.searchsorted(model.classes_, codes[va]))
+            if start_loss <= next(iter(model.best_score_["valid_0"].values())):
+                return 0, None
+        return best, model
+
+    def fit(self, X: Any, y: Any, *, extra: Any = None, groups: Any = None) -> "LGBMStacker":
         """Train on out-of-fold probabilities.
 
         Parameters
@@ -158,36 +272,57 @@ class LGBMStacker(_StackerBase):
         y : sequence of str [shape=(n_files,)]
         extra : np.ndarray or pd.DataFrame [shape=(n_files, n_extra)], optional
             Extra per-file features (see ``extra_features``).
+        groups : sequence [shape=(n_files,)], optional
+            Group of each file (the base runs' fold, a speaker): early stopping
+            then holds out whole groups.
 
         Returns
         -------
         self
         """
-        from lightgbm import LGBMClassifier
-
         self._validate_params()
         arr, codes, names = self._setup_fit(X, y)
-        if len(np.unique(codes)) < 2:
+        present = np.unique(codes)
+        if len(present) < 2:
             raise DataError(
                 f"{type(self).__name__}.fit needs at least two classes in 'y'. Got only {names[codes[0]]!r}."
             )
         ext, extra_names = self._extra_matrix(extra, arr.shape[0], method="fit")
         features = np.concatenate([arr.reshape(arr.shape[0], -1), ext], axis=1)  # (n, M*C + n_extra)
-        params = {"verbose": -1, "n_jobs": 1}  # tiny tables: threads cost more than they save
-        params.update(self._other_params)
-        model = LGBMClassifier(
-            n_estimators=int(self.n_estimators),
-            learning_rate=float(self.learning_rate),
-            num_leaves=int(self.num_leaves),
-            random_state=int(self.random_state),
-            **params,
-        )
-        model.fit(features, codes)
-        self.booster_ = model
+        margin = self._start_margin(arr, present)
+        rounds, model = int(self.n_estimators), None
+        if self.early_stopping:
+            rounds, model = self._best_rounds(features, codes, margin, groups)
+        if rounds and (model is None or self.refit):
+            model = self._boost(features, codes, margin, rounds)
+        self.booster_ = model if rounds else None
+        self.best_iteration_ = int(rounds)
+        self.present_ = present
         self.n_extra_ = int(ext.shape[1])
         self.feature_names_ = [f"m{m}_{c}" for m in range(arr.shape[1]) for c in names] + extra_names
+        self.model_weights_ = self._gain_weights(arr.shape[1], len(names))
         self._finish_fit(names, arr.shape[1])
         return self
+
+    def _gain_weights(self, n_models: int, n_classes: int) -> np.ndarray:
+        w = np.zeros((n_models, n_classes))
+        if self.booster_ is not None:
+            gain = self.booster_.booster_.feature_importance(importance_type="gain")[: n_models * n_classes]
+            w = np.asarray(gain, dtype=np.float64).reshape(n_models, n_classes)
+        total = w.sum(axis=0, keepdims=True)
+        return np.where(total > 0, w / np.where(total > 0, total, 1.0), 1.0 / n_models)
+
+    def _margin_proba(self, booster: Any, features: np.ndarray, margin: np.ndarray, n_present: int) -> np.ndarray:
+        """Probabilities over the present classes: softmax (sigmoid for two) of start margin + trees."""
+        raw = 0.0 if booster is None else booster.predict(features, raw_score=True,
+                                                          num_iteration=self.best_iteration_ or None)
+        z = margin + raw  # the start margin is 0 with start='zero' (LightGBM's own start is in raw)
+        if n_present == 2:
+            p1 = 1.0 / (1.0 + np.exp(-np.asarray(z)))
+            return np.stack([1.0 - p1, p1], axis=1)
+        z = np.asarray(z) - np.max(z, axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
 
     def predict_proba(self, X: Any, *, extra: Any = None) -> np.ndarray:
         """Class probabilities.
@@ -212,7 +347,12 @@ class LGBMStacker(_StackerBase):
                 f"with {self.n_extra_}; pass the same 'extra' columns as in fit."
             )
         features = np.concatenate([arr.reshape(arr.shape[0], -1), ext], axis=1)
-        raw = self.booster_.predict_proba(features)
+        margin = self._start_margin(arr, self.present_)
+        raw = self._margin_proba(self.booster_, features, margin, len(self.present_))
         proba = np.zeros((arr.shape[0], len(self.classes_)))
-        proba[:, self.booster_.classes_.astype(int)] = raw
+        proba[:, self.present_] = raw
         return proba / proba.sum(axis=1, keepdims=True)
+
+
+def _log_loss(proba: np.ndarray, codes: np.ndarray) -> float:
+    return float(-np.mean(np.log(np.clip(proba[np.arange(len(codes)), codes], _EPS, None))))

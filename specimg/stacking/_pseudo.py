@@ -6,14 +6,19 @@ for fitting, but must keep them out of validation folds and scores.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+import os
+from pathlib import Path
+from typing import Any, List, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
 
 from ..exceptions import DataError, ParameterError
+from ..predict.aggregate import read_predictions
 
-__all__ = ["select_pseudo_labels", "pseudo_training_table"]
+__all__ = ["select_pseudo_labels", "pseudo_training_table", "pseudo_label_table"]
+
+PathLike = Union[str, "os.PathLike[str]"]
 
 _PSEUDO_COLUMNS = ["path", "label", "confidence", "pseudo"]
 
@@ -24,9 +29,10 @@ def select_pseudo_labels(
     classes: Sequence[Any],
     *,
     threshold: float = 0.85,
+    inclusive: bool = False,
     max_per_class: Optional[int] = None,
 ) -> pd.DataFrame:
-    """Pick the files whose top probability reaches ``threshold`` as pseudo-labelled.
+    """Pick the files whose top probability is above ``threshold`` as pseudo-labelled.
 
     Parameters
     ----------
@@ -37,7 +43,10 @@ def select_pseudo_labels(
     classes : sequence of str [shape=(n_classes,)]
         Class names in column order.
     threshold : float in (0, 1]
-        A file is selected when ``max(probs[i]) >= threshold``.
+        A file is selected when ``max(probs[i]) > threshold`` (strictly, as
+        the seed solution did: a file at exactly 0.85 is not taken).
+    inclusive : bool
+        Select it when ``max(probs[i]) >= threshold`` instead.
     max_per_class : int >= 1, optional
         Keep at most this many files per predicted class, the most confident
         first (ties keep file order), so one easy class does not flood training.
@@ -51,20 +60,26 @@ def select_pseudo_labels(
     Raises
     ------
     ParameterError
-        ``threshold`` outside (0, 1] or ``max_per_class`` not a positive int.
+        ``threshold`` outside (0, 1], ``inclusive`` not a bool or
+        ``max_per_class`` not a positive int.
     DataError
         Shapes disagree or probabilities are not finite.
 
     Examples
     --------
-    >>> select_pseudo_labels(["a", "b"], [[0.9, 0.1], [0.6, 0.4]], ["x", "y"])["path"].tolist()
+    >>> select_pseudo_labels(["a", "b"], [[0.9, 0.1], [0.85, 0.15]], ["x", "y"])["path"].tolist()
     ['a']
+    >>> select_pseudo_labels(["a", "b"], [[0.9, 0.1], [0.85, 0.15]], ["x", "y"], inclusive=True)["path"].tolist()
+    ['a', 'b']
     """
     owner = "select_pseudo_labels"
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)) or not 0 < threshold <= 1:
         raise ParameterError(
             f"The 'threshold' parameter of {owner} must be a number in (0, 1] (a probability). Got {threshold!r}."
         )
+    if not isinstance(inclusive, (bool, np.bool_)):
+        raise ParameterError(f"The 'inclusive' parameter of {owner} must be True (>= threshold) or False "
+                             f"(> threshold). Got {inclusive!r}.")
     if max_per_class is not None and (
         isinstance(max_per_class, bool) or not isinstance(max_per_class, (int, np.integer)) or max_per_class < 1
     ):
@@ -97,7 +112,8 @@ def select_pseudo_labels(
             "pseudo": True,
         }
     )
-    table = table[table["confidence"] >= threshold]
+    keep = table["confidence"] >= threshold if inclusive else table["confidence"] > threshold
+    table = table[keep]
     if max_per_class is not None:
         ranked = table.sort_values("confidence", ascending=False, kind="stable")
         table = ranked.groupby("label", sort=False).head(int(max_per_class)).sort_index()
@@ -169,3 +185,123 @@ def pseudo_training_table(train_table: pd.DataFrame, pseudo_rows: pd.DataFrame) 
     out = out[columns]
     out["pseudo"] = out["pseudo"].astype(bool)
     return out
+
+
+# --------------------------------------------------------------------------- pseudo-labels
+def _relative_or_absolute(abspath: str, folder: Path) -> str:
+    try:
+        return os.path.relpath(abspath, folder)
+    except ValueError:  # another drive (Windows)
+        return str(Path(abspath).resolve())
+
+
+def pseudo_label_table(
+    test_predictions: Union[PathLike, pd.DataFrame],
+    train: Union[PathLike, pd.DataFrame],
+    *,
+    out: Optional[PathLike] = None,
+    test_input: Optional[Union[PathLike, pd.DataFrame]] = None,
+    threshold: float = 0.85,
+    inclusive: bool = False,
+    max_per_class: Optional[int] = None,
+) -> pd.DataFrame:
+    """A training table: the labelled files plus the confident test predictions as pseudo-labels.
+
+    Parameters
+    ----------
+    test_predictions : path or DataFrame
+        File-level test predictions (``path, prediction, prob_<class>...``),
+        e.g. ``specimg predict`` or ``specimg stack --test`` output. Must not
+        be out-of-fold predictions of training files.
+    train : path or DataFrame
+        The labelled training input (CSV or class-folder tree, see
+        :func:`specimg.audio.read_table`).
+    out : path, optional
+        Where the table will be written: its paths are made relative to this
+        file's folder (absolute where that is impossible), so the CSV works
+        from its location. Without it, paths are absolute.
+    test_input : path or DataFrame, optional
+        The test input that was predicted, to find the audio of its paths;
+        without it, relative test paths are resolved against the folder of
+        ``test_predictions`` (or the working directory for a DataFrame).
+    threshold : float in (0, 1]
+        Keep a test file when its top probability is above this (``> threshold``, as the seed did).
+    inclusive : bool
+        Keep it when the top probability equals ``threshold`` too (``>=``).
+    max_per_class : int, optional
+        At most this many pseudo-labelled files per class, most confident first.
+
+    Returns
+    -------
+    table : pd.DataFrame
+        ``path, label, [group, ...extra columns], confidence, pseudo``: the
+        training rows (``pseudo`` False) then the selected test rows
+        (``pseudo`` True, ``label`` = the predicted class). Training keeps
+        rows with ``pseudo`` True out of every validation fold.
+
+    Raises
+    ------
+    DataError
+        Out-of-fold predictions given as test predictions, unlabelled
+        training rows, classes the training set does not have, a test file
+        that is also a training file, or test audio that cannot be found.
+    """
+    from ..audio import read_table
+
+    frame, classes, probs = read_predictions(test_predictions)
+    source = "the test predictions" if isinstance(test_predictions, pd.DataFrame) else str(test_predictions)
+    if "fold" in frame.columns:
+        raise DataError(f"{source} has a 'fold' column: these are out-of-fold predictions of training files "
+                        "(RUN/oof_files.csv), not test predictions. Pseudo-label only unlabelled test files: pass "
+                        "the output of `specimg predict RUN TEST` or `specimg stack ... --test`.")
+    table = read_table(train)
+    unlabelled = table["label"].isna()
+    if unlabelled.any():
+        raise DataError(f"The training input has {int(unlabelled.sum())} unlabelled file(s), e.g. "
+                        f"{table['path'][unlabelled].iloc[0]!r}. Every training row needs a label.")
+    missing = sorted(set(classes) - set(table["label"]))
+    extra = sorted(set(table["label"]) - set(classes))
+    if missing or extra:
+        raise DataError(f"The test predictions' classes {classes} differ from the training labels "
+                        f"{sorted(set(table['label']))}. Predict with runs trained on this training set.")
+
+    # where the test audio is
+    if test_input is not None:
+        tt = read_table(test_input)
+        where = dict(zip(tt["path"], tt["abspath"]))
+        absent = [p for p in frame["path"] if p not in where]
+        if absent:
+            raise DataError(f"{len(absent)} predicted file(s) are not in the test input, e.g. {absent[0]!r}. Pass the "
+                            "same test CSV or folder that was predicted.")
+        test_abs = [where[p] for p in frame["path"]]
+    else:
+        base = Path.cwd() if isinstance(test_predictions, pd.DataFrame) else Path(test_predictions).parent
+        test_abs = [p if os.path.isabs(p) else str(base / p) for p in frame["path"]]
+        lost = [p for p, a in zip(frame["path"], test_abs) if not os.path.exists(a)]
+        if lost:
+            raise DataError(f"Test file {lost[0]!r} is not found next to {source}"
+                            + (f" ({len(lost)} files missing)" if len(lost) > 1 else "")
+                            + ". Pass the test input that was predicted (--test-input) so its paths can be found.")
+    train_abs = {str(Path(a).resolve()) for a in table["abspath"]}
+    clash = [p for p, a in zip(frame["path"], test_abs) if str(Path(a).resolve()) in train_abs]
+    if clash:
+        raise DataError(f"Test file {clash[0]!r} is also a training file"
+                        + (f" ({len(clash)} such files)" if len(clash) > 1 else "")
+                        + ". Pseudo-label only files that have no label.")
+
+    picked = select_pseudo_labels(test_abs, probs, classes, threshold=threshold, inclusive=inclusive,
+                                  max_per_class=max_per_class)
+    folder = Path(out).resolve().parent if out is not None else None
+
+    def rewrite(abspaths: Sequence[str]) -> List[str]:
+        if folder is None:
+            return [str(Path(a).resolve()) for a in abspaths]
+        return [_relative_or_absolute(str(Path(a).resolve()), folder) for a in abspaths]
+
+    base_rows = table.drop(columns=["abspath"]).copy()
+    default_group = (table["group"] == table["path"]).all()
+    base_rows["path"] = rewrite(table["abspath"].tolist())
+    if default_group:
+        base_rows = base_rows.drop(columns=["group"])
+    picked = picked.assign(path=rewrite(picked["path"].tolist()))
+    return pseudo_training_table(base_rows, picked)
