@@ -26,6 +26,7 @@ _EXPORTS: Dict[str, str] = {
     "DataError": "exceptions",
     "NotFittedError": "exceptions",
     "WeightsError": "exceptions",
+    "TrainingError": "exceptions",
     # config
     "AudioConfig": "config",
     "SegmentConfig": "config",
@@ -106,7 +107,8 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the real names
     from .audio import load_audio, pad_audio, read_table, segment_audio, segment_bounds
     from .config import AudioConfig, RenderConfig, SegmentConfig, SpectrogramConfig, TrainConfig
     from .data import SegmentDataset, file_folds, spectrogram_transforms
-    from .exceptions import AudioError, DataError, NotFittedError, ParameterError, SpecimgError, WeightsError
+    from .exceptions import (AudioError, DataError, NotFittedError, ParameterError, SpecimgError, TrainingError,
+                             WeightsError)
     from .models import (backbone_data_config, create_backbone, list_backbones, offline_weights_available,
                          register_backbone)
     from .predict import (Predictor, aggregate_segments, classification_metrics, evaluate_predictions, export_run,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -81,6 +82,8 @@ def build_parser(*, lazy: bool = False) -> argparse.ArgumentParser:
     """
     parser = argparse.ArgumentParser(prog="specimg", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"specimg {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="also print debug messages (the library's logging at DEBUG level)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", action=_LazySubcommands)
     sub.required = True
 
@@ -124,9 +127,35 @@ _HOOKS: List[Tuple[str, str, Dict[str, str]]] = [
 ]
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A handler that writes to whatever ``sys.stderr`` is when a record is emitted (redirections included)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:  # StreamHandler.__init__ assigns it
+        pass
+
+
+def setup_logging(verbosity: int = 0) -> None:
+    """What the library logs (logger ``specimg``) goes to stderr as plain lines; the library itself never
+    installs a handler. ``verbosity``: -1 warnings only (``--quiet``), 0 info, 1 debug (``-v``)."""
+    logger = logging.getLogger("specimg")
+    for h in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
+        logger.removeHandler(h)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel({-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG))
+    logger.propagate = False
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser(lazy=True)
     args = parser.parse_args(argv)
+    setup_logging(-1 if getattr(args, "quiet", False) else min(1, int(getattr(args, "verbose", 0) or 0)))
     try:
         return int(args.func(args) or 0)
     except SpecimgError as exc:

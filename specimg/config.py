@@ -49,6 +49,35 @@ def _choice(owner: str, name: str, value: Any, choices: Tuple[str, ...]) -> None
     check_choice(value, name, choices, owner=owner)
 
 
+#: The deprecated ``frontend=`` spelling of ``images=`` (accepted for one release, with a DeprecationWarning).
+LEGACY_FRONTEND = {"cpu": "cached", "gpu": "on-the-fly"}
+
+
+def images_kind(value: Any, *, owner: str, name: str = "images", legacy: Any = None, stacklevel: int = 3) -> str:
+    """Resolve ``images=`` (``'cached'`` / ``'on-the-fly'``) and the deprecated ``frontend=`` (``'cpu'`` / ``'gpu'``).
+
+    Examples
+    --------
+    >>> images_kind("on-the-fly", owner="TrainConfig")
+    'on-the-fly'
+    """
+    import warnings
+
+    if legacy is not None:
+        if legacy not in LEGACY_FRONTEND:
+            fail(owner, "frontend", "'cpu' or 'gpu' (deprecated: use images='cached' or 'on-the-fly')", legacy)
+        warnings.warn(f"{owner}: frontend={legacy!r} is deprecated and will be removed in the next release; use "
+                      f"images={LEGACY_FRONTEND[legacy]!r} (--images {LEGACY_FRONTEND[legacy]}).",
+                      DeprecationWarning, stacklevel=stacklevel)
+        return LEGACY_FRONTEND[legacy]
+    if value in LEGACY_FRONTEND:  # the old values under the new name
+        return images_kind(None, owner=owner, legacy=value, stacklevel=stacklevel + 1)
+    if value not in ("cached", "on-the-fly"):
+        fail(owner, name, "'cached' (images rendered once into a cache) or 'on-the-fly' (made on the device from "
+             "the audio of each batch)", value)
+    return str(value)
+
+
 def ms_to_samples(ms: float, sample_rate: int) -> int:
     """Convert a duration in milliseconds to a whole number of samples.
 
@@ -452,6 +481,19 @@ class RenderConfig(_Config):
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def _max_epochs() -> Optional[int]:
+    """The ``SPECIMG_MAX_EPOCHS`` cap on :attr:`TrainConfig.epochs`, or None when unset."""
+    import os
+
+    text = os.environ.get("SPECIMG_MAX_EPOCHS", "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise ParameterError(f"The SPECIMG_MAX_EPOCHS environment variable must be an int >= 1 (the most epochs "
+                             f"any TrainConfig trains). Got {text!r}. Unset it to train the configured epochs.")
+    return int(text)
+
+
 def _int_in(owner: str, name: str, value: Any, lo: int, hi: Optional[int] = None, *, allow_none: bool = False,
             fix: str = "") -> None:
     check_int(value, name, owner=owner, low=lo, high=hi, allow_none=allow_none, fix=fix)
@@ -487,7 +529,9 @@ class TrainConfig(_Config):
     drop_rate : float or None
         Dropout before the classifier; ``None`` keeps the backbone's default.
     epochs : int
-        Maximum number of epochs per fold.
+        Maximum number of epochs per fold. The ``SPECIMG_MAX_EPOCHS``
+        environment variable, when set, caps it (and ``warmup_epochs``):
+        smoke runs, such as the documentation's commands in the test suite.
     batch_size : int
         Windows per training batch.
     lr : float
@@ -576,14 +620,18 @@ class TrainConfig(_Config):
         Test-time augmentation of the validation and out-of-fold
         predictions: ``'flip'`` averages the probabilities of a window and of
         its horizontal flip.
-    frontend : {'cpu', 'gpu'}
-        Where audio becomes images. ``'cpu'``: rendered once on the CPU
+    images : {'cached', 'on-the-fly'}
+        How audio becomes images. ``'cached'``: rendered once on the CPU
         into an image cache (:func:`~specimg.spectrogram.render_dataset`)
-        that every epoch reads. ``'gpu'``: no image files; each batch of
-        waveform windows is turned into images on the training device by
+        that every epoch reads. ``'on-the-fly'``: no image files; each batch
+        of waveform windows is turned into images on the training device by
         :class:`~specimg.spectrogram.SpectrogramFrontend` (the same images
         to +-1 pixel level), then augmented there. On a machine without a
-        GPU, ``'gpu'`` runs the same front end on the CPU.
+        GPU the same front end runs on the CPU.
+    frontend : {'cpu', 'gpu'} or None
+        Deprecated spelling of ``images`` (``'cpu'`` is ``'cached'``,
+        ``'gpu'`` is ``'on-the-fly'``), accepted with a
+        :class:`DeprecationWarning` for this release.
 
     Examples
     --------
@@ -627,7 +675,8 @@ class TrainConfig(_Config):
     num_workers: Optional[int] = None
     seed: int = 0
     tta: Literal["flip", "none"] = "flip"
-    frontend: Literal["cpu", "gpu"] = "cpu"
+    images: Literal["cached", "on-the-fly"] = "cached"
+    frontend: Optional[str] = None
 
     #: Fields that change how fast a run goes but not its result; a run may be
     #: resumed after changing them.
@@ -650,6 +699,10 @@ class TrainConfig(_Config):
         object.__setattr__(self, "backbone_kwargs", kwargs)
         _float_in(o, "drop_rate", self.drop_rate, 0.0, 1.0, allow_none=True)
         _int_in(o, "epochs", self.epochs, 1)
+        cap = _max_epochs()
+        if cap is not None and self.epochs > cap:  # SPECIMG_MAX_EPOCHS: smoke runs (the docs' commands in CI)
+            object.__setattr__(self, "epochs", cap)
+            object.__setattr__(self, "warmup_epochs", min(self.warmup_epochs, cap))
         _int_in(o, "batch_size", self.batch_size, 1)
         _positive(o, "lr", self.lr)
         _choice(o, "optimizer", self.optimizer, ("sgd", "adamw"))
@@ -699,14 +752,33 @@ class TrainConfig(_Config):
         _int_in(o, "num_workers", self.num_workers, 0, allow_none=True)
         _int_in(o, "seed", self.seed, 0)
         _choice(o, "tta", self.tta, ("flip", "none"))
-        _choice(o, "frontend", self.frontend, ("cpu", "gpu"))
+        object.__setattr__(self, "images", images_kind(self.images, owner=o, legacy=self.frontend, stacklevel=4))
+        object.__setattr__(self, "frontend", None)
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        d.pop("frontend", None)  # the deprecated spelling is resolved into ``images``
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
+        data = dict(data)
+        legacy = data.pop("frontend", None)
+        if legacy is not None and "images" not in data:  # a run folder written before ``images`` existed
+            data["images"] = LEGACY_FRONTEND.get(legacy, legacy)
+        return super().from_dict(data)  # type: ignore[return-value]
 
     def result_dict(self) -> dict:
-        """:meth:`to_dict` less the fields that do not change the result."""
+        """:meth:`to_dict` less the fields that do not change the result and those left at their default.
+
+        Leaving the defaults out keeps a run's fingerprint when a later
+        release adds an option (at its default, the result is unchanged).
+        """
         d = self.to_dict()
+        defaults = TrainConfig().to_dict()
         for name in self.RUNTIME_FIELDS:
             d.pop(name, None)
-        return d
+        return {k: v for k, v in d.items() if k not in defaults or defaults[k] != v}
 
 
 __all__ += ["TrainConfig"]

@@ -14,6 +14,7 @@ __all__ = [
     "DataError",
     "NotFittedError",
     "WeightsError",
+    "TrainingError",
 ]
 
 
@@ -58,3 +59,11 @@ class NotFittedError(SpecimgError, AttributeError):
 
 class WeightsError(SpecimgError):
     """Pretrained weights cannot be found, downloaded or mapped onto a model."""
+
+
+class TrainingError(SpecimgError, RuntimeError):
+    """Training cannot go on: a non-finite loss (the model diverged) or non-finite predictions.
+
+    The message names the fold, epoch and step and the usual fixes; the fold
+    is left unfinished, so nothing non-finite is ever saved as a result.
+    """

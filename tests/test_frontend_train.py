@@ -1,4 +1,4 @@
-"""Training through the on-device front end (``TrainConfig(frontend='gpu')``): its data, its augmentation, its
+"""Training through the on-device front end (``TrainConfig(images='on-the-fly')``): its data, its augmentation, its
 parity with the cached images, and the match between its out-of-fold predictions and ``Predictor``'s.
 
 Real FSDD audio where behaviour on data matters, synthetic images where exact answers are known.
@@ -51,7 +51,7 @@ with warnings.catch_warnings():
 
 def cfg(**kw) -> TrainConfig:
     base = dict(backbone=NET, weights="none", epochs=2, batch_size=16, lr=0.01, optimizer="adamw", n_splits=3,
-                group_column="speaker", device="cpu", num_workers=0, frontend="gpu", hflip=0.5, time_mask=0.2,
+                group_column="speaker", device="cpu", num_workers=0, images="on-the-fly", hflip=0.5, time_mask=0.2,
                 freq_mask=0.2, freq_stretch=0.1, time_stretch=0.1, drop_rate=0.2)
     base.update(kw)
     return TrainConfig(**base)
@@ -153,11 +153,11 @@ def test_bad_files_are_left_out_and_named(fsdd_subset_csv, tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- training
 def test_out_of_fold_predictions_match_the_predictor(waves, tmp_path):
-    """What training predicted for its held-out files is what Predictor(frontend='auto' -> 'gpu') predicts."""
+    """What training predicted for its held-out files is what Predictor(images='auto' -> 'on-the-fly') predicts."""
     run = tmp_path / "run"
     res = train_cv(waves, run, cfg(), folds=[0], verbose=False)
     conf = json.loads((run / "config.json").read_text())
-    assert conf["frontend"] == "gpu" and conf["train"]["frontend"] == "gpu"
+    assert conf["images"] == "on-the-fly" and conf["train"]["images"] == "on-the-fly"
     held = res.oof_files
     pred = Predictor.from_run(run, folds=[0], device="cpu")
     out = pred.predict(pd.DataFrame({"path": waves.files.set_index("path").loc[held["path"], "abspath"].tolist(),
@@ -186,7 +186,7 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(waves, tmp_path):
 
 def test_an_image_cache_cannot_train_the_device_front_end(fsdd_subset_csv, tmp_path):
     cache = render_dataset(fsdd_subset_csv, tmp_path / "cache", CFG, progress=False)
-    with pytest.raises(ParameterError, match="images are already rendered.*--frontend cpu"):
+    with pytest.raises(ParameterError, match="images are already rendered.*--images cached"):
         train_cv(cache, tmp_path / "run", cfg(), verbose=False)
 
 

@@ -1,4 +1,4 @@
-"""Prediction through the on-device front end (``Predictor(frontend='gpu')``) against the CPU render path.
+"""Prediction through the on-device front end (``Predictor(images='on-the-fly')``) against the CPU render path.
 
 Real FSDD audio, run on the CPU (``'gpu'`` means the torch front end on the predictor's device).
 
@@ -71,8 +71,9 @@ with warnings.catch_warnings():
 def predictor(frontend: str, **kw) -> Predictor:
     torch.manual_seed(0)
     models = [TinyNet(len(CLASSES), gain=60.0).eval() for _ in range(2)]
+    images = {"cpu": "cached", "gpu": "on-the-fly"}.get(frontend, frontend)  # the tests' short names
     return Predictor(models, classes=CLASSES, render_config=CFG, mean=(0.485, 0.456, 0.406),
-                     std=(0.229, 0.224, 0.225), input_size=(3, 32, 48), device="cpu", frontend=frontend, **kw)
+                     std=(0.229, 0.224, 0.225), input_size=(3, 32, 48), device="cpu", images=images, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -174,9 +175,16 @@ def test_bad_files_reported_rest_predicted(fsdd_subset_csv, tmp_path, both):
 
 
 def test_frontend_option_is_validated():
-    with pytest.raises(ParameterError, match="The 'frontend' parameter of Predictor must be 'cpu'.*Got 'tpu'"):
+    with pytest.raises(ParameterError, match="The 'images' parameter of Predictor must be 'cached'.*Got 'tpu'"):
         predictor("tpu")
-    with pytest.raises(ParameterError, match="frontend='gpu'"):
+    with pytest.raises(ParameterError, match="The 'frontend' parameter of Predictor must be 'cpu' or 'gpu'"):
+        Predictor([torch.nn.Identity()], classes=CLASSES, render_config=CFG, mean=(0.5,) * 3, std=(0.5,) * 3,
+                  input_size=(3, 32, 48), device="cpu", frontend="tpu")
+    with pytest.warns(DeprecationWarning, match="use images='on-the-fly'"):
+        old = Predictor([torch.nn.Identity()], classes=CLASSES, render_config=CFG, mean=(0.5,) * 3, std=(0.5,) * 3,
+                        input_size=(3, 32, 48), device="cpu", frontend="gpu")
+    assert old.images == "on-the-fly" and old.frontend == "gpu"
+    with pytest.raises(ParameterError, match="images='on-the-fly'"):
         predictor("cpu")._frontend_probs([(np.zeros((1, SR), np.float32), np.zeros(SR, np.float32))])
 
 
@@ -194,24 +202,31 @@ def run(fsdd_subset_csv, tmp_path_factory):
 
 
 def test_from_run_auto_uses_the_runs_frontend(run, tmp_path):
-    assert json.loads((run / "config.json").read_text())["train"].get("frontend", "cpu") == "cpu"
-    assert Predictor.from_run(run, device="cpu").frontend == "cpu"
-    assert Predictor.from_run(run, device="cpu", frontend="gpu").pipeline is not None
+    assert json.loads((run / "config.json").read_text())["train"]["images"] == "cached"
+    assert Predictor.from_run(run, device="cpu").images == "cached"
+    assert Predictor.from_run(run, device="cpu", images="on-the-fly").pipeline is not None
+    with pytest.warns(DeprecationWarning):
+        assert Predictor.from_run(run, device="cpu", frontend="gpu").pipeline is not None
     gpu_run = tmp_path / "gpu_run"
     shutil.copytree(run, gpu_run, ignore=shutil.ignore_patterns("last.pt"))
     meta = json.loads((gpu_run / "config.json").read_text())
-    meta["train"]["frontend"] = "gpu"
+    meta["train"]["images"] = "on-the-fly"
     (gpu_run / "config.json").write_text(json.dumps(meta))
     pred = Predictor.from_run(gpu_run, device="cpu")
-    assert pred.frontend == "gpu" and pred.pipeline is not None
-    assert Predictor.from_run(gpu_run, device="cpu", frontend="cpu").pipeline is None
+    assert pred.images == "on-the-fly" and pred.pipeline is not None
+    assert Predictor.from_run(gpu_run, device="cpu", images="cached").pipeline is None
+    # a run folder of the previous release spells it train.frontend
+    del meta["train"]["images"]
+    meta["train"]["frontend"] = "gpu"
+    (gpu_run / "config.json").write_text(json.dumps(meta))
+    assert Predictor.from_run(gpu_run, device="cpu").images == "on-the-fly"
     with pytest.raises(ParameterError, match="'frontend' parameter of Predictor.from_run must be 'auto'"):
         Predictor.from_run(run, device="cpu", frontend="cuda")
 
 
 def test_image_cache_input_with_gpu_frontend(run):
     """A cache is predicted from its images, resized and normalised as the front end's pipeline does."""
-    pred = Predictor.from_run(run, device="cpu", frontend="gpu")
+    pred = Predictor.from_run(run, device="cpu", images="on-the-fly")
     cache = ImageCache.open(run.parent / "cache")
     from_cache = pred.predict(cache, segments=True, progress=False)
     from_audio = pred.predict(cache.files[["path"]], segments=True, progress=False)
@@ -224,11 +239,11 @@ def test_image_cache_input_with_gpu_frontend(run):
 
 def test_cli_frontend_flag(run, fsdd_subset_csv, tmp_path, capsys):
     outs = {}
-    for fe in ("cpu", "gpu"):
+    for fe, kind in (("cpu", "cached"), ("gpu", "on-the-fly")):
         out = tmp_path / f"{fe}.csv"
         assert main(["predict", str(run), str(fsdd_subset_csv), "--out", str(out), "--quiet", "--device", "cpu",
-                     "--frontend", fe, "--segments"]) == 0
-        assert f"frontend={fe} on cpu" in capsys.readouterr().out
+                     "--images", kind, "--segments"]) == 0
+        assert f"images={kind} on cpu" in capsys.readouterr().out
         outs[fe] = pd.read_csv(out, dtype={"label": str, "prediction": str})
         assert (tmp_path / f"{fe}_segments.csv").exists()
     assert list(outs["gpu"].columns) == list(outs["cpu"].columns)
@@ -237,7 +252,11 @@ def test_cli_frontend_flag(run, fsdd_subset_csv, tmp_path, capsys):
     assert np.abs(probs - outs["cpu"].filter(like="prob_").to_numpy()).max() < PROB_TOL
     assert main(["predict", str(run), str(fsdd_subset_csv), "--out", str(tmp_path / "a.csv"), "--quiet",
                  "--device", "cpu"]) == 0
-    assert "frontend=cpu" in capsys.readouterr().out  # auto: the run was trained on cached images
+    assert "images=cached" in capsys.readouterr().out  # auto: the run was trained on cached images
+    with pytest.warns(DeprecationWarning, match="--frontend is deprecated"):
+        assert main(["predict", str(run), str(fsdd_subset_csv), "--out", str(tmp_path / "c.csv"), "--quiet",
+                     "--device", "cpu", "--frontend", "gpu"]) == 0
+    assert "images=on-the-fly" in capsys.readouterr().out
     with pytest.raises(SystemExit):
-        main(["predict", str(run), str(fsdd_subset_csv), "--out", str(tmp_path / "b.csv"), "--frontend", "tpu"])
+        main(["predict", str(run), str(fsdd_subset_csv), "--out", str(tmp_path / "b.csv"), "--images", "tpu"])
     assert "invalid choice: 'tpu'" in capsys.readouterr().err

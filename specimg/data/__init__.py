@@ -5,6 +5,9 @@ from ._dataset import cache_targets as cache_targets
 from ._device import DeviceAugment as DeviceAugment
 from ._device import FrontendPipeline as FrontendPipeline
 from ._folds import file_folds as file_folds
+from ._inputs import CachedImages as CachedImages
+from ._inputs import OnTheFlyImages as OnTheFlyImages
+from ._inputs import TrainingImages as TrainingImages
 from ._folds import pseudo_leaks as pseudo_leaks
 from ._folds import pseudo_mask as pseudo_mask
 from ._normalize import IMAGENET_MEAN as IMAGENET_MEAN
@@ -18,6 +21,9 @@ __all__ = [
     "DeviceAugment",
     "FrontendPipeline",
     "PixelNormalize",
+    "TrainingImages",
+    "CachedImages",
+    "OnTheFlyImages",
     "SegmentDataset",
     "cache_targets",
     "file_folds",

@@ -22,23 +22,26 @@ def _folds(text: str):
             from None
 
 
+def _images_option(args: argparse.Namespace) -> str:
+    if args.frontend is not None:  # the deprecated spelling
+        import warnings
+
+        warnings.warn("--frontend is deprecated; use --images cached (for cpu) or --images on-the-fly (for gpu).",
+                      DeprecationWarning, stacklevel=2)
+        return {"auto": "auto", "cpu": "cached", "gpu": "on-the-fly"}[args.frontend]
+    return args.images
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from ..spectrogram._cache import _atomic_csv
     from ._predictor import Predictor
 
     pred = Predictor.from_run(args.run, folds=_folds(args.folds), device=args.device, tta=args.tta,
-                              aggregate=args.aggregate, batch_size=args.batch_size, frontend=args.frontend)
-    res = pred.predict(args.input, segments=args.segments, workers=args.workers, progress=not args.quiet,
-                       strict=args.strict)
+                              aggregate=args.aggregate, batch_size=args.batch_size, images=_images_option(args))
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_csv(res.files, out)
-    if args.segments and res.segments is not None:
-        _atomic_csv(res.segments, out.with_name(out.stem + "_segments.csv"))
-    if len(res.errors):
-        _atomic_csv(res.errors, out.with_name(out.stem + "_errors.csv"))
+    res = pred.predict(args.input, segments=args.segments, workers=args.workers, progress=not args.quiet,
+                       strict=args.strict, out=out)
     msg = (f"predicted {len(res.files)} file(s) with {len(pred.models)} fold model(s), tta={args.tta}, "
-           f"frontend={pred.frontend} on {pred.device} -> {out}")
+           f"images={pred.images} on {pred.device} -> {out}")
     if "label" in res.files.columns and res.files["label"].notna().all():
         acc = float((res.files["label"].astype(str) == res.files["prediction"]).mean())
         msg += f"; accuracy {acc:.4f}"
@@ -93,10 +96,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def add_predict_parsers(sub: "argparse._SubParsersAction") -> None:
     p = sub.add_parser("predict", help="predict audio files with a trained run (flip TTA, per-file answers)",
                        description="Render INPUT with the run's own config, average the fold models and the "
-                                   "flip TTA, pool windows per file and write one row per file. With --frontend "
-                                   "gpu the spectrograms are computed by the torch front end on --device (a CUDA "
-                                   "GPU, or the CPU) from decoded waveforms instead of being rendered as images "
-                                   "on the CPU.")
+                                   "flip TTA, pool windows per file and write one row per file (written as it "
+                                   "goes: the same command after a crash resumes where it stopped). With --images "
+                                   "on-the-fly the spectrograms are computed by the torch front end on --device (a "
+                                   "CUDA GPU, or the CPU) from decoded waveforms instead of being rendered as "
+                                   "images on the CPU.")
     p.add_argument("run", help="run folder written by `specimg train`")
     p.add_argument("input", help="CSV, class-folder tree, plain folder of audio, or an image cache")
     p.add_argument("--out", required=True, help="predictions CSV")
@@ -108,13 +112,15 @@ def add_predict_parsers(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="auto|cpu|cuda")
     p.add_argument("--workers", type=int, default=1,
-                   help="processes rendering audio (--frontend cpu) or decoding and resampling it (gpu)")
-    p.add_argument("--frontend", choices=("auto", "cpu", "gpu"), default="auto",
-                   help="how audio becomes model input: 'cpu' renders images with librosa + PIL; 'gpu' cuts "
-                        "waveform windows and computes their spectrograms with the torch front end on --device "
-                        "(works on a CPU too); 'auto' (default) uses the front end the run was trained with "
-                        "(its config.json train.frontend, 'cpu' for older runs). An image-cache INPUT is "
-                        "predicted from its images either way")
+                   help="processes rendering audio (--images cached) or decoding and resampling it (on-the-fly)")
+    p.add_argument("--images", choices=("auto", "cached", "on-the-fly"), default="auto",
+                   help="how audio becomes model input: 'cached' renders images with librosa + PIL, as the image "
+                        "cache does; 'on-the-fly' cuts waveform windows and computes their images with the torch "
+                        "front end on --device (works on a CPU too); 'auto' (default) uses what the run was "
+                        "trained with ('cached' for older runs). An image-cache INPUT is predicted from its "
+                        "images either way")
+    p.add_argument("--frontend", choices=("auto", "cpu", "gpu"), default=None,
+                   help="deprecated spelling of --images (cpu = cached, gpu = on-the-fly)")
     p.add_argument("--strict", action="store_true", help="stop at the first bad file")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_predict)

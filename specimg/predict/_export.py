@@ -14,7 +14,6 @@ from torch import nn
 from ..data import PixelNormalize
 from ..exceptions import ParameterError
 from ..models import Ensemble
-from ._predictor import load_run_models
 
 __all__ = ["ExportedEnsemble", "export_run"]
 
@@ -66,7 +65,9 @@ def export_run(run: PathLike, out: PathLike, *, format: Literal["onnx", "torchsc
     """
     if format not in ("onnx", "torchscript"):
         raise ParameterError(f"The 'format' option must be 'onnx' or 'torchscript'. Got {format!r}.")
-    models, meta = load_run_models(run, folds=folds, device="cpu")
+    from ..training import Run
+
+    models, meta = Run.open(run).load_models(folds, device="cpu")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     groups = [([m], [k]) for m, k in zip(models, meta["folds"])] if per_fold else [(models, meta["folds"])]

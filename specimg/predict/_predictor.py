@@ -1,34 +1,44 @@
-"""Predict files with a trained run: CPU render or device front end, fold ensemble, flip TTA, file pooling."""
+"""Predict files with a trained run: fold ensemble, flip TTA, file pooling, written as it goes and resumable."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
-import sys
-from concurrent.futures import ProcessPoolExecutor
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Literal, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from ..audio import read_table
-from ..config import RenderConfig
-from ..exceptions import AudioError, DataError, ParameterError
-from ..spectrogram import ImageCache, render_file, render_signal, signal_windows
-from .._parallel import failure_reason, single_threaded_worker
+from .._io import atomic_write_csv, atomic_write_text
+from .._parallel import WORKER_DIED
 from .._progress import progress_bar
+from .._validation import check_choice, check_int, fail
+from ..audio import read_table
+from ..config import LEGACY_FRONTEND, RenderConfig, images_kind
+from ..exceptions import AudioError, DataError, ParameterError
+from ..spectrogram import ImageCache
+from ._inputs import PredictionInput, payload_stream, prediction_input
 from .aggregate import aggregate_segments
 
 __all__ = ["Predictor", "PredictionResult", "load_run_models"]
 
+_logger = logging.getLogger(__name__)
+
 PathLike = Union[str, "os.PathLike[str]"]
 TTA = Literal["flip", "none"]
 Aggregate = Literal["mean", "max", "gmean"]
-Frontend = Literal["cpu", "gpu"]
+Images = Literal["cached", "on-the-fly"]
+
+#: Files per part of a prediction written as it goes (see :meth:`Predictor.predict`'s ``out``): each part is
+#: computed in batches of its own, so a resumed prediction batches, and so computes, exactly as a fresh one.
+PART_FILES = 256
 
 
 def _resolve_device(device: str) -> torch.device:
@@ -43,7 +53,7 @@ def _resolve_device(device: str) -> torch.device:
 
 def load_run_models(run: PathLike, *, folds: Union[str, int, Sequence[int]] = "all",
                     device: Union[str, torch.device] = "cpu") -> Tuple[List[nn.Module], Dict[str, Any]]:
-    """Load the fold models of a run folder.
+    """Load the fold models of a run folder (:meth:`specimg.training.Run.load_models`).
 
     Parameters
     ----------
@@ -66,41 +76,9 @@ def load_run_models(run: PathLike, *, folds: Union[str, int, Sequence[int]] = "a
     DataError
         A folder that is not a run, or a run without the requested folds.
     """
-    from ..training import load_trained
+    from ..training import Run
 
-    run = Path(run)
-    cfg_path = run / "config.json"
-    if not cfg_path.is_file():
-        raise DataError(f"{str(run)!r} is not a specimg run folder (no config.json). Train one with `specimg train`.")
-    meta = json.loads(cfg_path.read_text())
-    for key in ("classes", "render", "train"):
-        if key not in meta:
-            raise DataError(f"{str(cfg_path)!r} lacks {key!r}: the run folder is incomplete or from another tool. "
-                            "Train it again.")
-    available = sorted(int(p.parent.name.split("_")[1]) for p in run.glob("fold_*/best.pt"))
-    if not available:
-        raise DataError(f"The run {str(run)!r} has no trained fold (no fold_*/best.pt): training did not finish a "
-                        "fold. Run the same `specimg train` command again to resume it.")
-    if folds == "all":
-        chosen = available
-    else:
-        chosen = [int(folds)] if isinstance(folds, (int, np.integer, str)) else [int(f) for f in folds]
-        missing = sorted(set(chosen) - set(available))
-        if missing:
-            raise DataError(f"The run {str(run)!r} has no finished fold(s) {missing}; finished folds: {available}.")
-    models, ckpt_meta = [], {}
-    for k in chosen:
-        model, ckpt_meta = load_trained(run / f"fold_{k}" / "best.pt", device=device)
-        if list(ckpt_meta.get("classes", meta["classes"])) != list(meta["classes"]):
-            raise DataError(f"fold_{k}/best.pt was trained on other classes than {str(cfg_path)!r} lists. "
-                            "Train the run again.")
-        models.append(model)
-    meta = dict(meta)
-    meta["folds"] = chosen
-    meta["mean"] = list(ckpt_meta.get("mean", meta.get("data", {}).get("mean")))
-    meta["std"] = list(ckpt_meta.get("std", meta.get("data", {}).get("std")))
-    meta["input_size"] = list(ckpt_meta.get("input_size", meta.get("data", {}).get("input_size")))
-    return models, meta
+    return Run.open(run).load_models(folds, device=device)
 
 
 @dataclass
@@ -125,13 +103,28 @@ class PredictionResult:
     errors: pd.DataFrame
     classes: List[str] = field(default_factory=list)
 
+    def write(self, out: PathLike) -> Path:
+        """``out`` (the files), ``<stem>_segments.csv`` and ``<stem>_errors.csv`` beside it, atomically."""
+        out = Path(out)
+        atomic_write_csv(self.files, out)
+        if self.segments is not None:
+            atomic_write_csv(self.segments, out.with_name(out.stem + "_segments.csv"))
+        errors = out.with_name(out.stem + "_errors.csv")
+        if len(self.errors):
+            atomic_write_csv(self.errors, errors)
+        else:
+            errors.unlink(missing_ok=True)
+        return out
+
 
 class Predictor:
     """The fold ensemble of a trained run, ready to predict audio of any length.
 
     Every window and (with ``tta='flip'``, the seed's default) its horizontal
     flip are predicted by every fold model; probabilities are averaged over
-    flips and folds, then pooled per file (``aggregate``).
+    flips and folds (the inference core :class:`~specimg.models.Ensemble`,
+    the same module training validates with and export writes out), then
+    pooled per file (``aggregate``).
 
     Parameters
     ----------
@@ -150,31 +143,37 @@ class Predictor:
     aggregate : {'mean', 'max', 'gmean'}
     batch_size : int
         Windows per forward pass.
-    frontend : {'cpu', 'gpu'}
-        How audio becomes model input. ``'cpu'``: images rendered with
-        librosa and PIL (:func:`~specimg.spectrogram.render_file`), resized
-        to ``input_size`` like the cached training path. ``'gpu'``: waveform
-        windows (:func:`~specimg.spectrogram.signal_windows`, each with its
-        file's dB reference) go through
-        :class:`~specimg.data.FrontendPipeline` on ``device`` (a CUDA GPU or
-        the CPU), exactly the input of a run trained with
-        ``TrainConfig(frontend='gpu')``; no image is rendered on the CPU.
+    images : {'cached', 'on-the-fly'}
+        How audio becomes model input (:mod:`specimg.predict._inputs`).
+        ``'cached'``: images rendered with librosa and PIL
+        (:func:`~specimg.spectrogram.render_file`, the image cache's pixels),
+        resized to ``input_size`` like the cached training path.
+        ``'on-the-fly'``: waveform windows
+        (:func:`~specimg.spectrogram.signal_windows`, each with its file's dB
+        reference) go through :class:`~specimg.data.FrontendPipeline` on
+        ``device`` (a CUDA GPU or the CPU), exactly the input of a run
+        trained with ``TrainConfig(images='on-the-fly')``.
+    frontend : {'cpu', 'gpu'} or None
+        Deprecated spelling of ``images`` (``'cpu'``: ``'cached'``,
+        ``'gpu'``: ``'on-the-fly'``).
+    model_names : list of str or None
+        How errors name the models (``Predictor.from_run``: ``'fold 3'``).
 
     Notes
     -----
-    The two front ends give the same files, windows and bounds. Their images
-    agree to +-1 in a few pixels on one-window files; on longer files the
-    device front end sees each window alone, so the 2-3 image columns at
+    The two kinds of input give the same files, windows and bounds. Their
+    images agree to +-1 in a few pixels on one-window files; on longer files
+    the device front end sees each window alone, so the 2-3 image columns at
     each window edge differ from the cached ones (see
     :class:`~specimg.spectrogram.SpectrogramFrontend`), and a resize to
     ``input_size`` is bilinear on floats instead of albumentations' on uint8.
-    Predict with the front end the run was trained with
-    (``Predictor.from_run(..., frontend='auto')``).
+    Predict with the input the run was trained with
+    (``Predictor.from_run(..., images='auto')``).
 
     An :class:`~specimg.spectrogram.ImageCache` input already holds its
-    images, so no front end runs for it; with ``frontend='gpu'`` they are
-    resized and normalised as :class:`~specimg.data.FrontendPipeline` does
-    (see :meth:`predict_images`).
+    images, so no front end runs for it; with ``images='on-the-fly'`` they
+    are resized as :class:`~specimg.data.FrontendPipeline` does (see
+    :meth:`predict_images`).
 
     Examples
     --------
@@ -185,78 +184,80 @@ class Predictor:
 
     def __init__(self, models: Sequence[nn.Module], *, classes: Sequence[str], render_config: RenderConfig,
                  mean: Sequence[float], std: Sequence[float], input_size: Sequence[int], device: str = "auto",
-                 tta: TTA = "flip", aggregate: Aggregate = "mean", batch_size: int = 64,
-                 frontend: Frontend = "cpu") -> None:
-        if frontend not in ("cpu", "gpu"):
-            raise ParameterError(f"The 'frontend' parameter of Predictor must be 'cpu' (render images with librosa "
-                                 f"and PIL) or 'gpu' (the torch front end on the predictor's device). Got "
-                                 f"{frontend!r}.")
-        if tta not in ("flip", "none"):
-            raise ParameterError(f"The 'tta' option must be 'flip' or 'none'. Got {tta!r}.")
-        if aggregate not in ("mean", "max", "gmean"):
-            raise ParameterError(f"The 'aggregate' option must be 'mean', 'max' or 'gmean'. Got {aggregate!r}.")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ParameterError(f"The 'batch_size' option must be an int >= 1. Got {batch_size!r}.")
+                 tta: TTA = "flip", aggregate: Aggregate = "mean", batch_size: int = 64, images: Images = "cached",
+                 frontend: Optional[str] = None, model_names: Optional[Sequence[str]] = None) -> None:
+        o = "Predictor"
+        self.images = images_kind(images, owner=o, legacy=frontend)
+        check_choice(tta, "tta", ("flip", "none"), owner=o)
+        check_choice(aggregate, "aggregate", ("mean", "max", "gmean"), owner=o)
+        check_int(batch_size, "batch_size", owner=o, low=1)
         if not models:
             raise ParameterError("Predictor needs at least one model.")
-        self.device = _resolve_device(device) if isinstance(device, str) else torch.device(device)
-        self.models = [m.to(self.device).eval() for m in models]
-        self.classes = [str(c) for c in classes]
-        self.render_config = render_config
-        self.tta = tta
-        self.aggregate = aggregate
-        self.batch_size = batch_size
-        self.input_hw = (int(input_size[-2]), int(input_size[-1]))
         from ..data import PixelNormalize
         from ..models import Ensemble
 
-        # the inference core shared with training's validation and the exported graph
-        self.core = Ensemble(self.models, normalize=PixelNormalize(mean, std), tta=tta,
-                             channels_last=True).to(self.device).eval()
-        from ..data import spectrogram_transforms
-
-        self._resize = spectrogram_transforms(train=False, image_size=self.input_hw,
-                                              cache_size=tuple(render_config.spectrogram.image_size))
+        self.device = _resolve_device(device) if isinstance(device, str) else torch.device(device)
+        self.models = [m.to(self.device).eval() for m in models]
+        self.model_names = list(model_names) if model_names else [f"model {i}" for i in range(len(self.models))]
+        self.classes = [str(c) for c in classes]
+        self.render_config = render_config
+        self.tta, self.aggregate, self.batch_size = tta, aggregate, batch_size
+        self.input_hw = (int(input_size[-2]), int(input_size[-1]))
+        # the inference core shared with training's validation and the exported graph; channels-last input is
+        # what the cached images (HWC) give after the permute, and convolutions are faster on it
+        self._normalize = PixelNormalize(mean, std)
+        self.core = Ensemble(self.models, normalize=self._normalize, tta=tta, channels_last=True).to(self.device)
         self.amp_dtype = torch.bfloat16 if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else None
-        self.frontend = frontend
-        self.pipeline = None
-        if frontend == "gpu":
-            from ..data import FrontendPipeline
+        self.input: PredictionInput = prediction_input(self.images, render_config, input_hw=self.input_hw, mean=mean,
+                                                       std=std, device=self.device)
+        self.pipeline = self.input.pipeline
+        self.run_meta: Dict[str, Any] = {}
 
-            self.pipeline = FrontendPipeline(render_config, image_size=self.input_hw, mean=mean, std=std,
-                                             normalize=False).to(self.device).eval()
+    @property
+    def frontend(self) -> str:
+        """Deprecated: ``'cpu'`` for ``images='cached'``, ``'gpu'`` for ``'on-the-fly'``."""
+        return {v: k for k, v in LEGACY_FRONTEND.items()}[self.images]
 
     @classmethod
     def from_run(cls, run: PathLike, *, folds: Union[str, int, Sequence[int]] = "all", device: str = "auto",
                  tta: TTA = "flip", aggregate: Aggregate = "mean", batch_size: int = 64,
-                 frontend: Literal["auto", "cpu", "gpu"] = "auto") -> "Predictor":
-        """Load a run folder's fold models (see :func:`load_run_models`).
+                 images: Literal["auto", "cached", "on-the-fly"] = "auto",
+                 frontend: Optional[str] = None) -> "Predictor":
+        """Load a run folder's fold models (:meth:`specimg.training.Run.load_models`).
 
         Parameters
         ----------
-        run : path
+        run : path or Run
             A folder written by :func:`specimg.training.train_cv`.
         folds, device, tta, aggregate, batch_size
             As for :class:`Predictor` and :func:`load_run_models`.
-        frontend : {'auto', 'cpu', 'gpu'}
-            ``'auto'``: the front end the run was trained with (its
-            ``config.json["train"]["frontend"]``; ``'cpu'`` for runs from
-            before the option existed).
+        images : {'auto', 'cached', 'on-the-fly'}
+            ``'auto'``: the input the run was trained with (``'cached'`` for
+            runs from before the option existed).
+        frontend : {'auto', 'cpu', 'gpu'} or None
+            Deprecated spelling of ``images``.
 
         Returns
         -------
         predictor : Predictor
             With ``run_meta``, the run's config plus the loaded folds.
         """
-        if frontend not in ("auto", "cpu", "gpu"):
-            raise ParameterError(f"The 'frontend' parameter of Predictor.from_run must be 'auto' (the run's own), "
-                                 f"'cpu' or 'gpu'. Got {frontend!r}.")
+        from ..training import Run
+
+        if frontend is not None:
+            if frontend not in ("auto", "cpu", "gpu"):
+                fail("Predictor.from_run", "frontend", "'auto', 'cpu' or 'gpu' (deprecated: use images='auto', "
+                     "'cached' or 'on-the-fly')", frontend)
+            images = "auto" if frontend == "auto" else images_kind(None, owner="Predictor.from_run", legacy=frontend)
+        if images != "auto":
+            images = images_kind(images, owner="Predictor.from_run")
         dev = _resolve_device(device)
-        models, meta = load_run_models(run, folds=folds, device=dev)
-        chosen = meta["train"].get("frontend", "cpu") if frontend == "auto" else frontend
+        run = Run.open(run)
+        models, meta = run.load_models(folds, device=dev)
         pred = cls(models, classes=meta["classes"], render_config=RenderConfig.from_dict(meta["render"]),
                    mean=meta["mean"], std=meta["std"], input_size=meta["input_size"], device=str(dev), tta=tta,
-                   aggregate=aggregate, batch_size=batch_size, frontend=chosen)
+                   aggregate=aggregate, batch_size=batch_size, images=run.images if images == "auto" else images,
+                   model_names=[f"fold {k}" for k in meta["folds"]])
         pred.run_meta = meta
         return pred
 
@@ -274,24 +275,34 @@ class Predictor:
         Returns
         -------
         probs : torch.Tensor [shape=(B, n_classes), dtype=float32]
-            On ``self.device``.
         """
-        # One memory layout for both front ends: channels-last, what the cached images (HWC) give after the
-        # permute. Convolutions are faster on it (measured 1.75x for test_efficientnet at 512x512 on a CPU).
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
             return self.core(x)
 
     @torch.no_grad()
+    def _culprits(self, payload: Any) -> List[str]:
+        """The models whose probabilities of one file's windows are not finite."""
+        from ..models import Ensemble
+
+        bad = []
+        for name, model in zip(self.model_names, self.models):
+            one = Ensemble([model], normalize=self._normalize, tta=self.tta, channels_last=True)
+            (p,) = self.input.window_probs([payload], one, self.batch_size)
+            if not np.isfinite(p).all():
+                bad.append(name)
+        return bad
+
+    @torch.no_grad()
     def predict_images(self, images: np.ndarray) -> np.ndarray:
         """Window probabilities of cached-style images.
 
-        With ``frontend='cpu'`` the images are resized to ``input_size`` by
-        the albumentations evaluation pipeline (as the cached training path
-        does); with ``frontend='gpu'`` as :class:`~specimg.data.FrontendPipeline`
-        resizes its own images (bilinear with anti-aliasing on floats in
-        [0, 1]), so a run trained on the device front end sees the resize it
-        was trained with.
+        With ``images='cached'`` they are resized to ``input_size`` by the
+        albumentations evaluation pipeline (as the cached training path
+        does); with ``images='on-the-fly'`` as
+        :class:`~specimg.data.FrontendPipeline` resizes its own images
+        (bilinear with anti-aliasing on floats), so a run trained on images
+        made on the fly sees the resize it was trained with.
 
         Parameters
         ----------
@@ -306,68 +317,26 @@ class Predictor:
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
             raise DataError(f"predict_images expects uint8 images of shape (n, H, W, 3). Got {images.dtype} "
                             f"{images.shape}.")
-        out = []
-        for start in range(0, len(images), self.batch_size):
-            chunk = images[start:start + self.batch_size]
-            if self.pipeline is not None:
-                x = torch.from_numpy(np.array(chunk, copy=True, order="C")).to(self.device)
-                x = x.permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, h, w) in [0, 1]
-                x = self.pipeline.resize(x) * 255.0  # (B, 3, H, W) pixels, resized as in training
-            else:
-                if self._resize is not None:
-                    chunk = np.stack([self._resize(image=im)["image"] for im in chunk])
-                x = torch.from_numpy(np.array(chunk, copy=True, order="C")).to(self.device).permute(0, 3, 1, 2)
-            out.append(self._ensemble(x))
+        out = [self._ensemble(self.input.image_pixels(images[s:s + self.batch_size]))
+               for s in range(0, len(images), self.batch_size)]
         if not out:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
         return torch.cat(out).cpu().numpy().astype(np.float32)
 
-    @torch.no_grad()
     def _frontend_probs(self, items: Sequence[Tuple[np.ndarray, np.ndarray]]) -> List[np.ndarray]:
-        """Window probabilities of several files through the device front end, batched across files.
-
-        Parameters
-        ----------
-        items : sequence of (windows, padded)
-            Per file, :func:`~specimg.spectrogram.signal_windows`' windows
-            [shape=(n_windows, n_samples), float32] and padded signal
-            [shape=(m,)].
-
-        Returns
-        -------
-        probs : list of np.ndarray [shape=(n_windows, n_classes), dtype=float32]
-            One per file, in order.
-        """
-        if self.pipeline is None:
-            raise ParameterError("Waveform windows need Predictor(frontend='gpu'); this predictor renders images "
-                                 "on the CPU (frontend='cpu').")
-        if not items:
-            return []
-        # The dB reference of each file (the maximum of its padded signal's mel power, as the cached path and
-        # training use): files of equal length are stacked into one call (short clips padded to one window are).
-        refs = torch.empty(len(items), dtype=torch.float32, device=self.device)
-        by_length: Dict[int, List[int]] = {}
-        for k, (_, padded) in enumerate(items):
-            by_length.setdefault(len(padded), []).append(k)
-        for ks in by_length.values():
-            signals = torch.from_numpy(np.stack([items[k][1] for k in ks])).to(self.device)  # (n, m)
-            refs[torch.as_tensor(ks, device=self.device)] = self.pipeline.frontend.reference(signals)  # (n,)
-        counts = [len(w) for w, _ in items]
-        ref_w = torch.repeat_interleave(refs, torch.as_tensor(counts, device=self.device))  # (n_windows,)
-        windows = items[0][0] if len(items) == 1 else np.concatenate([w for w, _ in items])  # (n_windows, n)
-        out = []
-        for start in range(0, len(windows), self.batch_size):
-            x = torch.from_numpy(windows[start:start + self.batch_size]).to(self.device)  # (B, n_samples)
-            out.append(self._ensemble(self.pipeline(x, ref_w[start:start + self.batch_size])))  # (B, n_classes)
-        wp = torch.cat(out).cpu().numpy().astype(np.float32)  # (n_windows, n_classes), one copy back
-        return np.split(wp, np.cumsum(counts)[:-1])
+        """Window probabilities of ``(windows, padded)`` waveform items (``images='on-the-fly'`` only)."""
+        if self.images != "on-the-fly":
+            raise ParameterError("Waveform windows need Predictor(images='on-the-fly') (formerly frontend='gpu'); "
+                                 "this predictor renders images on the CPU (images='cached').")
+        payloads = [(w, np.zeros((len(w), 2)), padded) for w, padded in items]
+        return self.input.window_probs(payloads, self._ensemble, self.batch_size)
 
     def _pool(self, window_probs: np.ndarray) -> np.ndarray:
         _, p = aggregate_segments(window_probs, np.zeros(len(window_probs), dtype=np.int64), method=self.aggregate)
         return p[0]
 
     def predict_signal(self, y: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """Predict a signal at ``render_config.audio.sample_rate`` (with the predictor's ``frontend``).
+        """Predict a signal at ``render_config.audio.sample_rate``.
 
         Parameters
         ----------
@@ -378,17 +347,12 @@ class Predictor:
         file_probs : np.ndarray [shape=(n_classes,)]
         window_probs : np.ndarray [shape=(n_windows, n_classes)]
         """
-        y = np.asarray(y, dtype=np.float32)
-        if self.pipeline is not None:
-            windows, _, padded = signal_windows(y, config=self.render_config)
-            wp = self._frontend_probs([(windows, padded)])[0]
-        else:
-            images, _ = render_signal(y, config=self.render_config)
-            wp = self.predict_images(images)
+        payload = self.input.prepare_signal(np.asarray(y, dtype=np.float32))
+        (wp,) = self.input.window_probs([payload], self._ensemble, self.batch_size)
         return self._pool(wp), wp
 
     def predict_file(self, path: PathLike) -> np.ndarray:
-        """Probabilities of one audio file (any sample rate or length), with the predictor's ``frontend``.
+        """Probabilities of one audio file (any sample rate or length).
 
         Parameters
         ----------
@@ -403,28 +367,36 @@ class Predictor:
         AudioError
             A file that cannot be used; the message names it.
         """
-        if self.pipeline is not None:
-            windows, _, padded = _load_windows(str(path), self.render_config)
-            return self._pool(self._frontend_probs([(windows, padded)])[0])
-        images, _, _ = render_file(str(path), config=self.render_config)
-        return self._pool(self.predict_images(images))
+        payload = self.input.prepare(str(path), self.render_config)
+        (wp,) = self.input.window_probs([payload], self._ensemble, self.batch_size)
+        return self._pool(wp)
 
     # ------------------------------------------------------------------ datasets
     def predict(self, source: Union[PathLike, pd.DataFrame, ImageCache], *, segments: bool = False,
-                workers: int = 1, progress: bool = True, strict: bool = False) -> PredictionResult:
+                workers: int = 1, progress: bool = True, strict: bool = False,
+                out: Optional[PathLike] = None) -> PredictionResult:
         """Predict every file of a CSV, class-folder tree, plain folder or image cache.
 
         Files are loaded with the run's config (resampled to its rate,
         looped up to one window, covered to their end) without writing an
         image cache, and streamed: memory does not grow with the number of
-        files. With ``frontend='cpu'`` the worker processes render each
-        file's images; with ``frontend='gpu'`` they only decode and resample
-        it into waveform windows, and the windows of several files are
-        rendered and predicted together on the device. Unreadable files are
-        reported in ``errors``; the rest are predicted.
+        files. Worker processes render each file's images
+        (``images='cached'``) or decode it into waveform windows that are
+        rendered together on the device (``'on-the-fly'``). A file that
+        cannot be read, whose worker process dies, or for which a fold model
+        gives NaN/inf probabilities is reported in ``errors`` (naming the
+        model); the rest are predicted.
 
-        An image cache is predicted from its images (no front end runs; see
-        :meth:`predict_images` for how each ``frontend`` resizes them).
+        With ``out``, the prediction is a long job like the others: results
+        are written as they come, a part of :data:`PART_FILES` files at a
+        time (each part atomically, in ``<out>.parts/``), and the same call
+        after a crash or ``kill -9`` recomputes no finished part and ends with
+        the same output as an uninterrupted run. At the end ``out``,
+        ``<stem>_segments.csv`` (with ``segments=True``) and
+        ``<stem>_errors.csv`` (when some files failed) are written and the
+        parts removed.
+
+        An image cache is predicted from its images (see :meth:`predict_images`).
 
         Parameters
         ----------
@@ -432,90 +404,142 @@ class Predictor:
         segments : bool
             Also return per-window probabilities.
         workers : int
-            Processes loading (``frontend='gpu'``) or rendering (``'cpu'``)
-            audio in parallel.
+            Processes preparing audio in parallel.
         progress : bool
         strict : bool
             Stop at the first bad file.
+        out : path or None
+            Write the prediction there as it goes (resumable).
 
         Returns
         -------
         result : PredictionResult
         """
-
         if isinstance(source, ImageCache) or (not isinstance(source, pd.DataFrame) and ImageCache.is_complete(source)):
-            return self._predict_cache(source if isinstance(source, ImageCache) else ImageCache.open(source),
-                                       segments=segments, progress=progress)
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ParameterError(f"The 'workers' option must be an int >= 1. Got {workers!r}.")
+            result = self._predict_cache(source if isinstance(source, ImageCache) else ImageCache.open(source),
+                                         segments=segments, progress=progress)
+            return result if out is None else _write(result, out)
+        check_int(workers, "workers", owner="Predictor.predict", low=1)
         table = read_table(source)
-        has_labels = table["label"].notna().any()
+        parts = _Parts(out, self._fingerprint(table, segments)) if out is not None else None
+        results: List[Tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]] = []
+        bar = progress_bar(total=len(table), desc="predict", unit="file", disable=not progress)
+        try:
+            for p, (lo, hi) in enumerate(_part_bounds(len(table), PART_FILES if parts is not None else len(table))):
+                done = parts.read(p) if parts is not None else None
+                if done is None:
+                    done = self._predict_part(table.iloc[lo:hi], segments=segments, workers=workers, strict=strict,
+                                              bar=bar)
+                    if parts is not None:
+                        parts.write(p, *done)
+                        done = parts.read(p)  # what a resumed run reads: the same values in both
+                else:
+                    bar.update(hi - lo)
+                results.append(done)
+        finally:
+            bar.close()
+        result = self._result(results, table, segments)
+        if len(result.errors):
+            _logger.warning("%d file(s) could not be predicted:\n%s", len(result.errors),
+                            "\n".join(f"  {p}: {e}" for p, e in zip(result.errors["path"][:20],
+                                                                   result.errors["error"][:20])))
+        if parts is not None:
+            _write(result, out)
+            parts.remove()
+        return result
+
+    def _fingerprint(self, table: pd.DataFrame, segments: bool) -> str:
+        """What a prediction's parts depend on: the models' weights, the input, the options, the table."""
+        h = hashlib.sha1()
+        for model in self.models:
+            for name, t in model.state_dict().items():
+                h.update(name.encode())
+                h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        h.update(json.dumps({"classes": self.classes, "render": self.render_config.to_dict(), "tta": self.tta,
+                             "aggregate": self.aggregate, "batch": self.batch_size, "images": self.images,
+                             "input": list(self.input_hw), "segments": segments, "part": PART_FILES,
+                             "rows": table[["path", "abspath"]].astype(str).values.tolist()}).encode())
+        return h.hexdigest()[:16]
+
+    def _predict_part(self, table: pd.DataFrame, *, segments: bool, workers: int, strict: bool,
+                      bar: Any) -> Tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        """Predict some rows of the input table: (files, segments, errors) tables."""
         rows: List[Dict[str, Any]] = []
         seg_rows: List[Dict[str, Any]] = []
         errors: Dict[str, str] = {}
-        # (table row, images or waveform windows, bounds, padded signal or None)
-        pending: List[Tuple[int, np.ndarray, np.ndarray, Optional[np.ndarray]]] = []
-        n_pending = 0
+        pending: List[Tuple[int, Any]] = []
+        has_labels = table["label"].notna().any()
+
+        def fail_file(i: int, reason: str) -> None:
+            path = table["path"].iat[i]
+            errors[path] = reason
+            if strict:
+                raise AudioError(path, reason + " (stopped by --strict)")
 
         def flush() -> None:
-            nonlocal pending, n_pending
-            if not pending:
-                return
-            if self.pipeline is not None:
-                probs = self._frontend_probs([(w, padded) for _, w, _, padded in pending])
-            else:
-                wp = self.predict_images(np.concatenate([im for _, im, _, _ in pending]))
-                probs = np.split(wp, np.cumsum([len(im) for _, im, _, _ in pending])[:-1])
-            for (i, _, bounds, _), p in zip(pending, probs):
-                rec = {"path": table["path"].iat[i]}
-                if has_labels:
-                    rec["label"] = table["label"].iat[i]
-                fp = self._pool(p)
-                rec["prediction"] = self.classes[int(np.argmax(fp))]
-                rec.update({f"prob_{c}": float(v) for c, v in zip(self.classes, fp)})
-                rows.append(rec)
-                if segments:
-                    for s, (a, b) in enumerate(bounds):
-                        seg = {"path": rec["path"], "segment": s, "start": float(a), "end": float(b)}
-                        seg.update({f"prob_{c}": float(v) for c, v in zip(self.classes, p[s])})
-                        seg_rows.append(seg)
-            pending, n_pending = [], 0
-
-        bar = progress_bar(total=len(table), desc="predict", unit="file", disable=not progress, file=sys.stderr)
-        try:
-            for i, res in _prepare_stream(table["abspath"].tolist(), self.render_config, workers,
-                                          frontend=self.frontend):
-                bar.update(1)
-                if isinstance(res, str):
-                    errors[table["path"].iat[i]] = res
-                    if strict:
-                        raise AudioError(table["path"].iat[i], res + " (stopped by --strict)")
+            probs = self.input.window_probs([p for _, p in pending], self._ensemble, self.batch_size)
+            for (i, payload), wp in zip(pending, probs):
+                if not np.isfinite(wp).all():
+                    names = self._culprits(payload) or ["the ensemble"]
+                    fail_file(i, f"{', '.join(names)} gave NaN/inf probabilities for it (the model's output "
+                                 "overflowed); it is left out. Predict with --folds without that model, or retrain it")
                     continue
-                pending.append((i, res[0], res[1], res[2] if len(res) > 2 else None))
-                n_pending += len(res[0])
-                if n_pending >= self.batch_size:
-                    flush()
+                rows.append(self._file_row(table, i, wp, has_labels))
+                if segments:
+                    seg_rows.extend(self._segment_rows(rows[-1]["path"], payload[1], wp))
+            pending.clear()
+
+        for i, res in payload_stream(table["abspath"].tolist(), self.render_config, self.images, workers):
+            bar.update(1)
+            if isinstance(res, str):
+                fail_file(i, res)  # unreadable, bad audio, or WORKER_DIED
+                continue
+            pending.append((i, res))
+            if sum(self.input.n_windows(p) for _, p in pending) >= self.batch_size:
+                flush()
+        if pending:
             flush()
-        finally:
-            bar.close()
-        order = {p: k for k, p in enumerate(table["path"])}
         files = pd.DataFrame(rows, columns=["path"] + (["label"] if has_labels else []) + ["prediction"]
                              + [f"prob_{c}" for c in self.classes])
+        seg_df = pd.DataFrame(seg_rows, columns=["path", "segment", "start", "end"]
+                              + [f"prob_{c}" for c in self.classes])
+        err = pd.DataFrame({"path": list(errors), "error": list(errors.values())}, columns=["path", "error"])
+        return files, seg_df, err
+
+    def _file_row(self, table: pd.DataFrame, i: int, wp: np.ndarray, has_labels: bool) -> Dict[str, Any]:
+        rec: Dict[str, Any] = {"path": table["path"].iat[i]}
+        if has_labels:
+            rec["label"] = table["label"].iat[i]
+        fp = self._pool(wp)
+        rec["prediction"] = self.classes[int(np.argmax(fp))]
+        rec.update({f"prob_{c}": float(v) for c, v in zip(self.classes, fp)})
+        return rec
+
+    def _segment_rows(self, path: str, bounds: np.ndarray, wp: np.ndarray) -> List[Dict[str, Any]]:
+        out = []
+        for s, (a, b) in enumerate(bounds):
+            seg = {"path": path, "segment": s, "start": float(a), "end": float(b)}
+            seg.update({f"prob_{c}": float(v) for c, v in zip(self.classes, wp[s])})
+            out.append(seg)
+        return out
+
+    def _result(self, parts: List[Tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]], table: pd.DataFrame,
+                segments: bool) -> PredictionResult:
+        files = pd.concat([p[0] for p in parts], ignore_index=True) if parts else pd.DataFrame(columns=["path"])
+        errors = pd.concat([p[2] for p in parts], ignore_index=True) if parts else pd.DataFrame(columns=["path",
+                                                                                                       "error"])
+        order = {p: k for k, p in enumerate(table["path"])}
         files = files.iloc[np.argsort(files["path"].map(order).to_numpy(), kind="stable")].reset_index(drop=True)
-        seg_df = pd.DataFrame(seg_rows) if segments else None
-        err = pd.DataFrame({"path": list(errors), "error": list(errors.values())})
-        if errors:
-            print(f"specimg predict: {len(errors)} file(s) could not be predicted:", file=sys.stderr)
-            for p, e in list(errors.items())[:20]:
-                print(f"  {p}: {e}", file=sys.stderr)
-        return PredictionResult(files=files, segments=seg_df, errors=err, classes=list(self.classes))
+        seg_df = pd.concat([p[1] for p in parts], ignore_index=True) if segments and parts else None
+        return PredictionResult(files=files, segments=seg_df, errors=errors.reset_index(drop=True),
+                                classes=list(self.classes))
 
     def _predict_cache(self, cache: ImageCache, *, segments: bool, progress: bool) -> PredictionResult:
-
         fids = cache.segments["file_id"].to_numpy()
-        wp = np.concatenate([self.predict_images(np.asarray(cache.images[s:s + 4 * self.batch_size]))
-                             for s in progress_bar(range(0, len(cache.images), 4 * self.batch_size), desc="predict",
-                                           unit="batch", disable=not progress, file=sys.stderr)]
+        step = 4 * self.batch_size
+        wp = np.concatenate([self.predict_images(np.asarray(cache.images[s:s + step]))
+                             for s in progress_bar(range(0, len(cache.images), step), desc="predict", unit="batch",
+                                                   disable=not progress)]
                             or [np.zeros((0, len(self.classes)), np.float32)])
         ids, fp = aggregate_segments(wp, fids, method=self.aggregate)
         files = cache.files.set_index("file_id").loc[ids]
@@ -534,52 +558,57 @@ class Predictor:
         return PredictionResult(files=out, segments=seg_df, errors=cache.errors.copy(), classes=list(self.classes))
 
 
-def _load_windows(path: str, config: RenderConfig) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Load a file with the run's audio settings and cut it like the cached path: (windows, bounds, padded)."""
-    from ..spectrogram._image import _load
-
-    return signal_windows(_load(path, config), config=config, path=path)
+def _part_bounds(n: int, size: int) -> List[Tuple[int, int]]:
+    size = max(1, size)
+    return [(lo, min(n, lo + size)) for lo in range(0, n, size)] or [(0, 0)]
 
 
-Prepared = Union[str, Tuple[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray, np.ndarray]]
+def _write(result: PredictionResult, out: PathLike) -> PredictionResult:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    result.write(out)
+    return result
 
 
-def _prepare_one(abspath: str, config_dict: Dict[str, Any], frontend: str = "cpu") -> Prepared:
-    """One file's model input, or the reason it cannot be predicted.
+class _Parts:
+    """``<out>.parts/``: the finished parts of a prediction written as it goes, keyed by a fingerprint."""
 
-    Returns
-    -------
-    prepared : (images, bounds), (windows, bounds, padded) or str
-        ``frontend='cpu'``: rendered images [shape=(n_windows, H, W, 3)];
-        ``'gpu'``: waveform windows [shape=(n_windows, n_samples)] and the
-        padded signal; a str: why the file failed.
-    """
-    try:
-        config = RenderConfig.from_dict(config_dict)
-        if frontend == "gpu":
-            return _load_windows(abspath, config)
-        images, bounds, _ = render_file(abspath, config=config)
-    except Exception as exc:  # one bad file never costs the batch its work
-        return failure_reason(exc)
-    return images, bounds
+    def __init__(self, out: PathLike, fingerprint: str) -> None:
+        out = Path(out)
+        self.root = out.with_name(out.name + ".parts")
+        self.fingerprint = fingerprint
+        manifest = self.root / "manifest.json"
+        try:
+            same = json.loads(manifest.read_text()).get("fingerprint") == fingerprint
+        except (OSError, ValueError):
+            same = False
+        if not same:  # another prediction (models, options or input) left parts here: they cannot be reused
+            if self.root.exists():
+                _logger.warning("%s holds parts of another prediction; starting over", self.root)
+            shutil.rmtree(self.root, ignore_errors=True)
+            self.root.mkdir(parents=True)
+            atomic_write_text(manifest, json.dumps({"fingerprint": fingerprint}))
+        elif any(self.root.glob("*.done")):
+            _logger.info("resuming the prediction in %s", self.root)
 
+    def _names(self, p: int) -> Tuple[Path, Path, Path, Path]:
+        stem = self.root / f"part-{p:05d}"
+        return (stem.with_suffix(".files.csv"), stem.with_suffix(".segments.csv"), stem.with_suffix(".errors.csv"),
+                stem.with_suffix(".done"))
 
-def _prepare_stream(paths: List[str], config: RenderConfig, workers: int, *, frontend: str = "cpu"
-                    ) -> Iterator[Tuple[int, Prepared]]:
-    """Prepare files in order (:func:`_prepare_one`), at most ``2 * workers`` in flight (bounded memory)."""
-    cfg = config.to_dict()
-    if workers == 1:
-        for i, p in enumerate(paths):
-            yield i, _prepare_one(p, cfg, frontend)
-        return
-    import librosa  # noqa: F401  imported once, inherited by forked workers
+    def write(self, p: int, files: pd.DataFrame, segments: pd.DataFrame, errors: pd.DataFrame) -> None:
+        f, s, e, done = self._names(p)
+        atomic_write_csv(files, f)
+        atomic_write_csv(segments, s)
+        atomic_write_csv(errors, e)
+        atomic_write_text(done, "")  # last: the part counts once this exists
 
-    with ProcessPoolExecutor(max_workers=workers, initializer=single_threaded_worker) as pool:
-        inflight: List[Tuple[int, Any]] = []
-        nxt = 0
-        while nxt < len(paths) or inflight:
-            while nxt < len(paths) and len(inflight) < 2 * workers:
-                inflight.append((nxt, pool.submit(_prepare_one, paths[nxt], cfg, frontend)))
-                nxt += 1
-            i, fut = inflight.pop(0)
-            yield i, fut.result()
+    def read(self, p: int) -> Optional[Tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]]:
+        f, s, e, done = self._names(p)
+        if not done.exists():
+            return None
+        strings = {"path": str, "label": str, "prediction": str}
+        return (pd.read_csv(f, dtype=strings, keep_default_na=False), pd.read_csv(s, dtype={"path": str}),
+                pd.read_csv(e, dtype=str, keep_default_na=False))
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)

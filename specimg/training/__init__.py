@@ -7,6 +7,7 @@ from ._checkpoint import read_checkpoint as read_checkpoint
 from ._cv import CVResult as CVResult
 from ._cv import train_cv as train_cv
 from ._distributed import init_distributed as init_distributed
+from ._run import Run as Run
 from ._losses import aggregate_files as aggregate_files
 from ._losses import class_weights as class_weights
 from ._losses import file_scores as file_scores
@@ -23,6 +24,7 @@ __all__ = [
     "Callback",
     "train_cv",
     "CVResult",
+    "Run",
     "load_trained",
     "read_checkpoint",
     "atomic_save",

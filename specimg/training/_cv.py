@@ -1,12 +1,11 @@
-"""k-fold cross-validation of a backbone over an image cache: one Trainer per fold."""
+"""k-fold cross-validation of a backbone: one Trainer per fold, every result written through a :class:`Run`."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-import shutil
-import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,22 +17,22 @@ import torch
 from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 
-from ..config import RenderConfig, TrainConfig
-from .._io import atomic_write_csv as _atomic_csv
-from .._io import atomic_write_text as _atomic_text
 from .._io import config_diff
-from ..data import (PixelNormalize, SegmentDataset, WaveformDataset, cache_targets, file_folds, pseudo_leaks,
-                    spectrogram_transforms)
-from ..exceptions import ParameterError
+from ..config import RenderConfig, TrainConfig
+from ..data import (CachedImages, OnTheFlyImages, PixelNormalize, TrainingImages, WaveformSet, file_folds,
+                    pseudo_leaks)
+from ..exceptions import ParameterError, TrainingError
 from ._callbacks import Callback
 from ._distributed import barrier, init_distributed, is_main_process
 from ._losses import aggregate_files
+from ._run import Run
 from ._trainer import FitResult, Trainer
 
 __all__ = ["train_cv", "CVResult"]
 
+_logger = logging.getLogger(__name__)
+
 PathLike = Union[str, "os.PathLike[str]"]
-CONFIG_NAME = "config.json"
 
 
 @dataclass
@@ -87,7 +86,7 @@ class CVResult:
         return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------- helpers
+# --------------------------------------------------------------------------- input
 def _fold_seed(seed: int, fold: int) -> int:
     return int(np.random.SeedSequence([seed, 1000 + fold]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
@@ -100,69 +99,108 @@ def _check_backbone(config: TrainConfig) -> nn.Module:
                            **config.backbone_kwargs)
 
 
-def _is_cache_dir(path: Path) -> bool:
-    return path.is_dir() and (path / "config.json").is_file() and (path / "images.npy").exists()
+def _is_cache_source(source: Any) -> bool:
+    from ..spectrogram import ImageCache
+
+    return isinstance(source, ImageCache) or (isinstance(source, (str, os.PathLike))
+                                              and ImageCache.is_complete(source))
 
 
-def _open_or_render(source: Any, out_dir: Path, config: TrainConfig, render_config: Optional[RenderConfig],
-                    cache_dir: Optional[PathLike], verbose: bool) -> Tuple[Any, Optional[nn.Module]]:
-    from ..data import WaveformSet
+def _render_or_load(source: Any, run: Run, config: TrainConfig, render_config: Optional[RenderConfig],
+                    cache_dir: Optional[PathLike], verbose: bool) -> TrainingImages:
+    """Audio -> an image cache (``images='cached'``) or a waveform cache (``'on-the-fly'``); rank 0 does the work."""
+    from ..audio import read_table
     from ..spectrogram import ImageCache, render_dataset
 
+    # the fold plan of the input table fails the same way before the render as after it (bad files only remove
+    # files): a missing group column or too many folds is reported before any audio work
+    file_folds(read_table(source), n_splits=config.n_splits, group_column=config.group_column, seed=config.seed)
     workers = max(1, config.num_workers if config.num_workers else min(8, os.cpu_count() or 1))
-    is_cache = isinstance(source, ImageCache) or (isinstance(source, (str, os.PathLike))
-                                                  and _is_cache_dir(Path(source)))
-    is_audio = isinstance(source, (str, os.PathLike, pd.DataFrame)) and not is_cache
-    if is_audio:
-        # the fold plan of the input table fails the same way before the render as after it (bad files only
-        # remove files): a missing group column or too many folds is reported before any audio work
-        from ..audio import read_table
+    rcfg = render_config or RenderConfig()
+    on_the_fly = config.images == "on-the-fly"
+    target = Path(cache_dir) if cache_dir is not None else run.root / ("audio" if on_the_fly else "cache")
+    if is_main_process():  # under torchrun, rank 0 renders / decodes while the others wait, then all open it
+        if on_the_fly:
+            data: Any = WaveformSet.load(source, rcfg, workers=workers, progress=verbose, cache_dir=target)
+        else:
+            data = render_dataset(source, target, rcfg, workers=workers, progress=verbose)
+    barrier()
+    if not is_main_process():
+        data = WaveformSet.open(target) if on_the_fly else ImageCache.open(target)
+    return OnTheFlyImages(data) if on_the_fly else CachedImages(data)
 
-        file_folds(read_table(source), n_splits=config.n_splits, group_column=config.group_column,
-                   seed=config.seed)
-    if config.frontend == "gpu":
-        if isinstance(source, WaveformSet):
-            if render_config is not None and render_config.hash() != source.config.hash():
-                raise ParameterError("render_config differs from the config the WaveformSet was loaded with. "
-                                     "Drop render_config, or load the audio again.")
-            return source, _check_backbone(config)
-        if is_cache:
-            raise ParameterError("frontend='gpu' makes the images on the device from audio, but the input is an "
-                                 "image cache whose images are already rendered. Give the audio CSV or folder as "
-                                 "input, or train with frontend='cpu' (--frontend cpu) on the cache.")
-        if not is_audio:
-            raise ParameterError(f"The first argument of train_cv must be a CSV, a folder of audio, a DataFrame or a "
-                                 f"WaveformSet with frontend='gpu'. Got {type(source).__name__}.")
-        probe = _check_backbone(config)  # fail fast, before decoding the audio
-        target = Path(cache_dir) if cache_dir is not None else out_dir / "audio"
-        if is_main_process():  # under torchrun, rank 0 decodes while the others wait, then all map the same file
-            data = WaveformSet.load(source, render_config or RenderConfig(), workers=workers, progress=verbose,
-                                    cache_dir=target)
-        barrier()
-        if not is_main_process():
-            data = WaveformSet.open(target)
-        return data, probe
-    if isinstance(source, ImageCache):
-        cache, probe = source, None
-    elif isinstance(source, (str, os.PathLike)) and _is_cache_dir(Path(source)):
-        cache, probe = ImageCache.open(source), None
-    elif isinstance(source, (str, os.PathLike, pd.DataFrame)):
-        probe = _check_backbone(config)  # fail fast, before a long render
-        rcfg = render_config or RenderConfig()
-        target = Path(cache_dir) if cache_dir is not None else out_dir / "cache"
-        if is_main_process():  # under torchrun, rank 0 renders while the others wait, then all open the cache
-            cache = render_dataset(source, target, rcfg, workers=workers, progress=verbose)
-        barrier()
-        if not is_main_process():
-            cache = ImageCache.open(target)
-        return cache, probe
-    else:
+
+def _open_input(source: Any, run: Run, config: TrainConfig, render_config: Optional[RenderConfig],
+                cache_dir: Optional[PathLike], verbose: bool) -> Tuple[TrainingImages, nn.Module]:
+    """The training input as :class:`TrainingImages`, and the probe backbone (built before any long work)."""
+    from ..spectrogram import ImageCache
+
+    on_the_fly = config.images == "on-the-fly"
+    if isinstance(source, WaveformSet) or _is_cache_source(source):
+        if isinstance(source, WaveformSet) != on_the_fly:
+            raise ParameterError(
+                "images='on-the-fly' makes the images on the device from audio, but the input is an image cache "
+                "whose images are already rendered. Give the audio CSV or folder as input, or train with "
+                "images='cached' (--images cached) on the cache." if on_the_fly else
+                "A WaveformSet holds audio for images made on the fly: train it with images='on-the-fly' "
+                "(--images on-the-fly).")
+        data = source if isinstance(source, (WaveformSet, ImageCache)) else ImageCache.open(source)
+        if render_config is not None and render_config.hash() != data.config.hash():
+            where = f"the cache {str(data.root)!r} was rendered" if not on_the_fly else "the WaveformSet was loaded"
+            raise ParameterError(f"render_config differs from the config {where} with. Drop render_config to use "
+                                 "it as it is, or render / load the audio again.")
+        return (OnTheFlyImages(data) if on_the_fly else CachedImages(data)), _check_backbone(config)
+    if not isinstance(source, (str, os.PathLike, pd.DataFrame)):
         raise ParameterError(f"The first argument of train_cv must be an ImageCache, a cache folder, a CSV, a folder "
-                             f"of audio or a DataFrame. Got {type(source).__name__}.")
-    if render_config is not None and render_config.hash() != cache.config.hash():
-        raise ParameterError(f"render_config differs from the config the cache {str(cache.root)!r} was rendered "
-                             "with. Drop render_config to use the cache as it is, or render the audio again.")
-    return cache, probe
+                             f"of audio, a DataFrame or (images='on-the-fly') a WaveformSet. Got "
+                             f"{type(source).__name__}.")
+    probe = _check_backbone(config)  # fail fast, before a long render
+    return _render_or_load(source, run, config, render_config, cache_dir, verbose), probe
+
+
+# --------------------------------------------------------------------------- plan
+@dataclass
+class _Plan:
+    """What every fold shares: the file table, its folds, the window arrays, the model input."""
+
+    files: pd.DataFrame
+    classes: List[str]
+    fold_of_file: np.ndarray
+    image_size: Tuple[int, int]
+    data_cfg: Dict[str, Any]
+    file_ids: np.ndarray  # (n_windows,) file id of every window
+    targets: np.ndarray  # (n_windows,) class index of every window
+    window_file_row: np.ndarray  # (n_windows,) row of ``files`` of every window
+    fid_to_row: Dict[int, int]
+
+    @property
+    def window_fold(self) -> np.ndarray:
+        return self.fold_of_file[self.window_file_row]
+
+
+def _image_size(config: TrainConfig, probe: nn.Module, rendered: Tuple[int, int]) -> Tuple[int, int]:
+    from ..models import backbone_data_config
+
+    if config.image_size is not None:
+        return tuple(config.image_size)  # type: ignore[return-value]
+    if (getattr(probe, "pretrained_cfg", None) or {}).get("fixed_input_size"):
+        return tuple(backbone_data_config(probe)["input_size"][1:])  # type: ignore[return-value]
+    return rendered
+
+
+def _plan(images: TrainingImages, config: TrainConfig, probe: nn.Module) -> _Plan:
+    from ..models import backbone_data_config
+
+    files = images.files
+    fold_of_file = file_folds(files, n_splits=config.n_splits, group_column=config.group_column, seed=config.seed)
+    image_size = _image_size(config, probe, images.rendered_size)
+    data_cfg = backbone_data_config(probe, image_size=image_size)
+    file_ids, targets = images.targets()
+    fid_to_row = {int(f): i for i, f in enumerate(files["file_id"].to_numpy())}
+    window_file_row = np.array([fid_to_row[int(f)] for f in file_ids], dtype=np.int64)
+    return _Plan(files=files, classes=images.classes, fold_of_file=fold_of_file, image_size=image_size,
+                 data_cfg=data_cfg, file_ids=file_ids, targets=targets, window_file_row=window_file_row,
+                 fid_to_row=fid_to_row)
 
 
 def _data_hash(files: pd.DataFrame, folds: np.ndarray, group_column: Optional[str]) -> str:
@@ -173,16 +211,93 @@ def _data_hash(files: pd.DataFrame, folds: np.ndarray, group_column: Optional[st
     return h.hexdigest()[:16]
 
 
-def _fold_done(fold_dir: Path, fingerprint: str) -> bool:
-    marker = fold_dir / "fold.json"
-    if not marker.is_file():
-        return False
-    try:
-        info = json.loads(marker.read_text())
-    except ValueError:
-        return False
-    return (info.get("fingerprint") == fingerprint and (fold_dir / "best.pt").is_file()
-            and (fold_dir / "oof_files.csv").is_file() and (fold_dir / "oof_segments.csv").is_file())
+def _ident(config: TrainConfig, render: Dict[str, Any], classes: List[str], data_hash: Optional[str]) -> Dict:
+    return {"train": config.result_dict(), "render": render, "classes": classes, "data_hash": data_hash}
+
+
+def _data_root(files: pd.DataFrame) -> Optional[str]:
+    """The one folder every table path is relative to (the input CSV's), or None."""
+    if "abspath" not in files:
+        return None
+    roots = set()
+    for p, a in zip(files["path"].astype(str), files["abspath"].astype(str)):
+        if Path(p).is_absolute() or not a.endswith(p):
+            return None
+        roots.add(a[: len(a) - len(p)])
+    return str(Path(roots.pop())) if len(roots) == 1 else None
+
+
+def _resolved_config(images: TrainingImages, config: TrainConfig, plan: _Plan) -> Dict[str, Any]:
+    """The content of ``config.json``: the resolved configs, classes, normalisation and the run's fingerprint."""
+    data_hash = _data_hash(plan.files, plan.fold_of_file, config.group_column)
+    render = images.config.to_dict()
+    fingerprint = hashlib.sha1(json.dumps(_ident(config, render, plan.classes, data_hash),
+                                          sort_keys=True).encode()).hexdigest()[:16]
+    d = plan.data_cfg
+    return {"train": config.to_dict(), "render": render, "classes": plan.classes, "backbone": config.backbone,
+            "weights": config.weights, "cache": str(Path(images.root).resolve()) if images.root is not None else None,
+            "images": images.kind, "data_root": _data_root(plan.files), "image_size": list(plan.image_size),
+            "data": {"input_size": list(d["input_size"]), "mean": list(d["mean"]), "std": list(d["std"])},
+            "n_files": int(len(plan.files)), "n_images": int(images.n_windows), "data_hash": data_hash,
+            "fingerprint": fingerprint}
+
+
+def _check_previous(run: Run, config: TrainConfig, resolved: Dict[str, Any], *, resume: bool, main: bool) -> None:
+    """Refuse (``resume``) or discard a run folder that holds a run of another config or data."""
+    if not run.path(Run.CONFIG).exists():
+        return
+    old = run.config if run.has_config() else {}
+    if old.get("fingerprint") == resolved["fingerprint"]:
+        return
+    old_train = TrainConfig.from_dict(old["train"]) if "train" in old else None
+    old_ident = _ident(old_train, old.get("render", {}), old.get("classes"), old.get("data_hash")) \
+        if old_train is not None else {}
+    new_ident = _ident(config, resolved["render"], resolved["classes"], resolved["data_hash"])
+    diff = config_diff(old_ident, new_ident) or ["unreadable config.json or a run of an older specimg"]
+    if resume:
+        raise ParameterError(f"{str(run.root)!r} holds a run with another config or data ({'; '.join(diff[:6])}). "
+                             "Write to another --out folder, or pass resume=False (--no-resume) to discard it and "
+                             "start over.")
+    if main:
+        warnings.warn(f"Discarding the previous run in {str(run.root)!r} (changed: {'; '.join(diff[:6])}).",
+                      UserWarning, stacklevel=3)
+        run.discard()
+
+
+def _fold_table(plan: _Plan, config: TrainConfig) -> pd.DataFrame:
+    table = pd.DataFrame({"path": plan.files["path"], "label": plan.files["label"], "fold": plan.fold_of_file})
+    if config.group_column:
+        table.insert(2, config.group_column, plan.files[config.group_column].to_numpy())
+    return table
+
+
+# --------------------------------------------------------------------------- one fold
+def _check_finite(probs: np.ndarray, fold: int, result: FitResult) -> None:
+    bad = ~np.isfinite(probs).all(axis=1)
+    if bad.any():
+        raise TrainingError(f"fold {fold}: the model kept from epoch {result.best_epoch} predicts non-finite "
+                            f"probabilities for {int(bad.sum())} of {len(probs)} held-out windows: it diverged. "
+                            "The fold is left unfinished. Lower --lr, train with --amp off (or bf16) or clip the "
+                            "gradients (--grad-clip 1.0), then run the same command again.")
+
+
+def _fold_tables(k: int, plan: _Plan, images: TrainingImages, val_rows: np.ndarray,
+                 probs: np.ndarray) -> Tuple[pd.DataFrame, pd.DataFrame]:
+    """A fold's out-of-fold window table and file table (window probabilities averaged per file)."""
+    cols = [f"prob_{c}" for c in plan.classes]
+    seg = images.segments.iloc[val_rows]
+    paths = plan.files["path"].to_numpy()
+    seg_df = pd.DataFrame({"path": paths[plan.window_file_row[val_rows]], "segment": seg["segment"].to_numpy(),
+                           "start": seg["start"].to_numpy(), "end": seg["end"].to_numpy(), "fold": k})
+    seg_df[cols] = probs
+    ids, fprobs = aggregate_files(probs, plan.file_ids[val_rows])
+    frows = np.array([plan.fid_to_row[int(f)] for f in ids], dtype=np.int64)
+    order = np.argsort(frows, kind="stable")
+    frows, fprobs = frows[order], fprobs[order]
+    file_df = pd.DataFrame({"path": paths[frows], "label": plan.files["label"].to_numpy()[frows], "fold": k,
+                            "prediction": np.asarray(plan.classes, dtype=object)[fprobs.argmax(1)]})
+    file_df[cols] = fprobs
+    return seg_df, file_df
 
 
 def _scores(oof_files: pd.DataFrame) -> Dict[str, float]:
@@ -190,7 +305,63 @@ def _scores(oof_files: pd.DataFrame) -> Dict[str, float]:
     return {"accuracy": float(np.mean(y == p)), "uar": float(balanced_accuracy_score(y, p))}
 
 
+def _train_fold(k: int, run: Run, images: TrainingImages, plan: _Plan, config: TrainConfig, *, meta: Dict[str, Any],
+                transform: Optional[nn.Module], callbacks: List[Callback], resume: bool, verbose: bool,
+                fingerprint: str) -> FitResult:
+    """Train fold ``k``, predict its held-out windows, write its tables (rank 0) and mark it done last."""
+    from ..models import create_backbone
+
+    main = is_main_process()
+    fold_dir = run.start_fold(k) if main else run.fold_dir(k)
+    leaks = pseudo_leaks(plan.files, plan.fold_of_file, k, config.group_column)[plan.window_file_row]
+    # A pseudo-labelled file (fold -1) trains every fold, except a fold that validates its group: with a group
+    # column (speaker, patient), training on a pseudo-labelled recording of a validation speaker would leak
+    # that voice into the fold's score.
+    train_rows = np.flatnonzero((plan.window_fold != k) & ~leaks)
+    val_rows = np.flatnonzero(plan.window_fold == k)
+    kw = dict(config=config, image_size=plan.image_size, num_classes=len(plan.classes))
+    train_ds = images.dataset(train_rows, plan.targets, plan.file_ids, train=True, **kw)
+    val_ds = images.dataset(val_rows, plan.targets, plan.file_ids, train=False, **kw)
+    torch.manual_seed(_fold_seed(config.seed, k))
+    model = create_backbone(config.backbone, num_classes=len(plan.classes), weights=config.weights,
+                            drop_rate=config.drop_rate, **config.backbone_kwargs)
+    normalize = PixelNormalize(plan.data_cfg["mean"], plan.data_cfg["std"])
+    trainer = Trainer(config, out_dir=fold_dir, callbacks=callbacks, resume=resume, progress=verbose,
+                      desc=f"fold {k}", batch_transform=transform, normalize=normalize)
+    result = trainer.fit(model, train_ds, val_ds, num_classes=len(plan.classes), meta={**meta, "fold": k})
+    probs = trainer.predict(model, val_ds)  # (n_val_windows, n_classes)
+    _check_finite(probs, k, result)
+    seg_df, file_df = _fold_tables(k, plan, images, val_rows, probs)
+    if main:
+        info = {"fold": k, "fingerprint": fingerprint, **_scores(file_df), "n_files": int(len(file_df)),
+                "n_windows": int(len(seg_df)), "best_epoch": result.best_epoch, "best_score": result.best_score,
+                "epochs_run": result.epochs_run, "stopped_early": result.stopped_early}
+        run.write_fold(k, seg_df, file_df, info)
+    return result
+
+
 # --------------------------------------------------------------------------- the runner
+def _fold_list(folds: Union[None, int, Sequence[int]], n_splits: int) -> List[int]:
+    if folds is None:
+        return list(range(n_splits))
+    todo = [folds] if isinstance(folds, (int, np.integer)) else list(folds)
+    bad = [f for f in todo if isinstance(f, bool) or not isinstance(f, (int, np.integer)) or not 0 <= f < n_splits]
+    if bad or not todo:
+        raise ParameterError(f"The 'folds' parameter of train_cv must list fold indices in [0, {n_splits - 1}] "
+                             f"(n_splits={n_splits}). Got {folds!r}.")
+    return sorted({int(f) for f in todo})
+
+
+def _check_configs(config: Optional[TrainConfig], render_config: Optional[RenderConfig]) -> TrainConfig:
+    config = TrainConfig() if config is None else config
+    if not isinstance(config, TrainConfig):
+        raise ParameterError(f"The 'config' parameter of train_cv must be a TrainConfig. Got {type(config).__name__}.")
+    if render_config is not None and not isinstance(render_config, RenderConfig):
+        raise ParameterError(f"The 'render_config' parameter of train_cv must be a RenderConfig or None. Got "
+                             f"{type(render_config).__name__}.")
+    return config
+
+
 def train_cv(
     source: Any,
     out_dir: PathLike,
@@ -239,8 +410,8 @@ def train_cv(
         How to render audio input (default ``RenderConfig()``); with a cache,
         it must match the cache's config.
     cache_dir : path or None
-        Where to render audio input (``frontend='gpu'``: where to keep the
-        decoded audio).
+        Where to render audio input (``images='on-the-fly'``: where to keep
+        the decoded audio).
     folds : None, int or sequence of int
         The folds to run (``None``: all ``config.n_splits``).
     callbacks : iterable of Callback
@@ -250,7 +421,8 @@ def train_cv(
         the requested folds from scratch (and, when the config changed,
         discards the results of the old config).
     verbose : bool
-        Progress bars and a printed summary.
+        Progress bars and per-epoch lines; the summary is logged
+        (``logging``, logger ``specimg.training``) either way.
 
     Returns
     -------
@@ -264,6 +436,9 @@ def train_cv(
         ``resume=True``).
     DataError
         Unlabelled files, a single class, a class with fewer files than folds.
+    TrainingError
+        A fold diverged (non-finite loss or predictions); it is left
+        unfinished and the message names the fold, epoch and step.
 
     Examples
     --------
@@ -272,238 +447,99 @@ def train_cv(
     >>> result = train_cv("cache/fsdd", "runs/fsdd", cfg)  # doctest: +SKIP
     >>> result.metrics["mean"]["accuracy"]  # doctest: +SKIP
     """
-    config = TrainConfig() if config is None else config
-    if not isinstance(config, TrainConfig):
-        raise ParameterError(f"The 'config' parameter of train_cv must be a TrainConfig. Got {type(config).__name__}.")
-    if render_config is not None and not isinstance(render_config, RenderConfig):
-        raise ParameterError(f"The 'render_config' parameter of train_cv must be a RenderConfig or None. Got "
-                             f"{type(render_config).__name__}.")
-    if folds is None:
-        todo = list(range(config.n_splits))
-    else:
-        todo = [folds] if isinstance(folds, (int, np.integer)) else list(folds)
-        bad = [f for f in todo if isinstance(f, bool) or not isinstance(f, (int, np.integer))
-               or not 0 <= f < config.n_splits]
-        if bad or not todo:
-            raise ParameterError(f"The 'folds' parameter of train_cv must list fold indices in [0, "
-                                 f"{config.n_splits - 1}] (n_splits={config.n_splits}). Got {folds!r}.")
-        todo = sorted({int(f) for f in todo})
+    config = _check_configs(config, render_config)
+    todo = _fold_list(folds, config.n_splits)
     callbacks = list(callbacks)
     # under torchrun: join the process group (a no-op in a single process); gloo when training on the CPU
     init_distributed("gloo" if config.device == "cpu" else None)
     main = is_main_process()
     verbose = verbose and main
-    run = Path(out_dir)
-    run.mkdir(parents=True, exist_ok=True)
-
-    cache, probe = _open_or_render(source, run, config, render_config, cache_dir, verbose)
-    files = cache.files.reset_index(drop=True)
-    classes = list(cache.classes)
-    fold_of_file = file_folds(files, n_splits=config.n_splits, group_column=config.group_column, seed=config.seed)
-    if probe is None:
-        probe = _check_backbone(config)
-    from ..models import backbone_data_config, create_backbone
-
-    on_device = config.frontend == "gpu"
-    if on_device:
-        cache_hw = tuple(int(v) for v in cache.config.spectrogram.image_size)
-    else:
-        cache_hw = (int(cache.images.shape[1]), int(cache.images.shape[2]))
-    if config.image_size is not None:
-        image_size = tuple(config.image_size)
-    elif (getattr(probe, "pretrained_cfg", None) or {}).get("fixed_input_size"):
-        image_size = tuple(backbone_data_config(probe)["input_size"][1:])
-    else:
-        image_size = cache_hw
-    data_cfg = backbone_data_config(probe, image_size=image_size)
+    run = Run.create(out_dir)
+    images, probe = _open_input(source, run, config, render_config, cache_dir, verbose)
+    plan = _plan(images, config, probe)
     del probe
-
-    data_hash = _data_hash(files, fold_of_file, config.group_column)
-    ident = {"train": config.result_dict(), "render": cache.config.to_dict(), "classes": classes,
-             "data_hash": data_hash}
-    fingerprint = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
-    cfg_path = run / CONFIG_NAME
-    if cfg_path.exists():
-        try:
-            old = json.loads(cfg_path.read_text())
-        except ValueError:
-            old = {}
-        if old.get("fingerprint") != fingerprint:
-            old_ident = {"train": TrainConfig.from_dict(old["train"]).result_dict() if "train" in old else {},
-                         "render": old.get("render", {}), "classes": old.get("classes"),
-                         "data_hash": old.get("data_hash")}
-            diff = config_diff(old_ident, ident) or ["unreadable config.json"]
-            if resume:
-                raise ParameterError(
-                    f"{str(run)!r} holds a run with another config or data ({'; '.join(diff[:6])}). Write to "
-                    "another --out folder, or pass resume=False (--no-resume) to discard it and start over.")
-            if main:
-                warnings.warn(f"Discarding the previous run in {str(run)!r} (changed: {'; '.join(diff[:6])}).",
-                              UserWarning, stacklevel=2)
-                for d in run.glob("fold_*"):
-                    shutil.rmtree(d, ignore_errors=True)
-                for name in ("oof_segments.csv", "oof_files.csv", "metrics.json"):
-                    (run / name).unlink(missing_ok=True)
+    resolved = _resolved_config(images, config, plan)
+    fingerprint = resolved["fingerprint"]
+    _check_previous(run, config, resolved, resume=resume, main=main)
     barrier()  # every process has checked the old config.json before rank 0 replaces it
-    resolved = {
-        "train": config.to_dict(),
-        "render": cache.config.to_dict(),
-        "classes": classes,
-        "backbone": config.backbone,
-        "weights": config.weights,
-        "cache": str(Path(cache.root).resolve()) if cache.root is not None else None,
-        "frontend": config.frontend,
-        "image_size": list(image_size),
-        "data": {"input_size": list(data_cfg["input_size"]), "mean": list(data_cfg["mean"]),
-                 "std": list(data_cfg["std"])},
-        "n_files": int(len(files)),
-        "n_images": int(len(cache.segments)),
-        "data_hash": data_hash,
-        "fingerprint": fingerprint,
-    }
-    fold_table = pd.DataFrame({"path": files["path"], "label": files["label"], "fold": fold_of_file})
-    if config.group_column:
-        fold_table.insert(2, config.group_column, files[config.group_column].to_numpy())
     if main:
-        _atomic_text(cfg_path, json.dumps(resolved, indent=2))
-        _atomic_csv(fold_table, run / "folds.csv")
-
-    # per-window arrays
-    file_ids_all, targets_all = cache_targets(cache)
-    fid_to_row = {int(f): i for i, f in enumerate(files["file_id"].to_numpy())}
-    window_file_row = np.array([fid_to_row[int(f)] for f in file_ids_all], dtype=np.int64)
-    window_fold = fold_of_file[window_file_row]
-    # A pseudo-labelled file (fold -1) trains every fold, except a fold that validates its group: with a group
-    # column (speaker, patient), training on a pseudo-labelled recording of a validation speaker would leak
-    # that voice into the fold's score.
-    window_leaks = {k: pseudo_leaks(files, fold_of_file, k, config.group_column)[window_file_row] for k in todo}
-    mean, std = data_cfg["mean"], data_cfg["std"]
-    pipeline = None
-    if on_device:
-        from ..data import DeviceAugment, FrontendPipeline
-
-        augment = DeviceAugment(hflip=config.hflip, time_mask=config.time_mask, freq_mask=config.freq_mask,
-                                n_masks=config.n_masks, freq_stretch=config.freq_stretch,
-                                time_stretch=config.time_stretch)
-        pipeline = FrontendPipeline(cache.config, image_size=image_size, mean=data_cfg["mean"], std=data_cfg["std"],
-                                    augment=augment, normalize=False)
-    else:
-        train_tf = spectrogram_transforms(train=True, image_size=image_size, cache_size=cache_hw,
-                                          hflip=config.hflip, time_mask=config.time_mask, freq_mask=config.freq_mask,
-                                          n_masks=config.n_masks, freq_stretch=config.freq_stretch,
-                                          time_stretch=config.time_stretch)
-        eval_tf = spectrogram_transforms(train=False, image_size=image_size, cache_size=cache_hw)
-    prob_cols = [f"prob_{c}" for c in classes]
-    meta = {"backbone": config.backbone, "weights": config.weights, "classes": classes,
+        run.write_config(resolved)
+        run.write_table(Run.FOLDS, _fold_table(plan, config))
+    d = plan.data_cfg
+    meta = {"backbone": config.backbone, "weights": config.weights, "classes": plan.classes,
             "drop_rate": config.drop_rate, "backbone_kwargs": dict(config.backbone_kwargs),
-            "input_size": list(data_cfg["input_size"]), "mean": list(mean), "std": list(std),
-            "render_config": cache.config.to_dict(), "cache": resolved["cache"], "frontend": config.frontend}
-
+            "input_size": list(d["input_size"]), "mean": list(d["mean"]), "std": list(d["std"]),
+            "render_config": images.config.to_dict(), "cache": resolved["cache"], "images": images.kind}
+    transform = images.device_transform(config=config, image_size=plan.image_size, mean=d["mean"], std=d["std"])
     fit_results: Dict[int, FitResult] = {}
     for k in todo:
-        fold_dir = run / f"fold_{k}"
-        if resume and _fold_done(fold_dir, fingerprint):
-            if verbose:
-                print(f"fold {k}: already finished, skipped ({fold_dir})", file=sys.stderr)
+        if resume and run.fold_done(k, fingerprint):
+            _logger.info("fold %d: already finished, skipped (%s)", k, run.fold_dir(k))
             continue
-        if main:
-            (fold_dir / "fold.json").unlink(missing_ok=True)
-        train_rows = np.flatnonzero((window_fold != k) & ~window_leaks[k])
-        val_rows = np.flatnonzero(window_fold == k)
-        if on_device:
-            train_ds = WaveformDataset(cache, targets_all, rows=train_rows, file_ids=file_ids_all,
-                                       num_classes=len(classes))
-            val_ds = WaveformDataset(cache, targets_all, rows=val_rows, file_ids=file_ids_all,
-                                     num_classes=len(classes))
-        else:
-            train_ds = SegmentDataset(cache.images, targets_all, rows=train_rows, file_ids=file_ids_all,
-                                      transform=train_tf, seed=config.seed, num_classes=len(classes),
-                                      normalize=False)
-            val_ds = SegmentDataset(cache.images, targets_all, rows=val_rows, file_ids=file_ids_all,
-                                    transform=eval_tf, seed=config.seed, num_classes=len(classes), normalize=False)
-        torch.manual_seed(_fold_seed(config.seed, k))
-        model = create_backbone(config.backbone, num_classes=len(classes), weights=config.weights,
-                                drop_rate=config.drop_rate, **config.backbone_kwargs)
-        trainer = Trainer(config, out_dir=fold_dir, callbacks=callbacks, resume=resume, progress=verbose,
-                          desc=f"fold {k}", batch_transform=pipeline, normalize=PixelNormalize(mean, std))
-        result = trainer.fit(model, train_ds, val_ds, num_classes=len(classes), meta={**meta, "fold": k})
-        fit_results[k] = result
-        probs = trainer.predict(model, val_ds)  # (n_val_windows, n_classes)
-        seg = cache.segments.iloc[val_rows]
-        seg_df = pd.DataFrame({"path": files["path"].to_numpy()[window_file_row[val_rows]],
-                               "segment": seg["segment"].to_numpy(), "start": seg["start"].to_numpy(),
-                               "end": seg["end"].to_numpy(), "fold": k})
-        seg_df[prob_cols] = probs
-        ids, fprobs = aggregate_files(probs, file_ids_all[val_rows])
-        frows = np.array([fid_to_row[int(f)] for f in ids], dtype=np.int64)
-        order = np.argsort(frows, kind="stable")
-        frows, fprobs = frows[order], fprobs[order]
-        file_df = pd.DataFrame({"path": files["path"].to_numpy()[frows], "label": files["label"].to_numpy()[frows],
-                                "fold": k, "prediction": np.asarray(classes, dtype=object)[fprobs.argmax(1)]})
-        file_df[prob_cols] = fprobs
-        if main:
-            _atomic_csv(seg_df, fold_dir / "oof_segments.csv")
-            _atomic_csv(file_df, fold_dir / "oof_files.csv")
-            info = {"fold": k, "fingerprint": fingerprint, **_scores(file_df), "n_files": int(len(file_df)),
-                    "n_windows": int(len(seg_df)), "best_epoch": result.best_epoch, "best_score": result.best_score,
-                    "epochs_run": result.epochs_run, "stopped_early": result.stopped_early}
-            _atomic_text(fold_dir / "fold.json", json.dumps(info, indent=2))
+        fit_results[k] = _train_fold(k, run, images, plan, config, meta=meta, transform=transform,
+                                     callbacks=callbacks, resume=resume, verbose=verbose, fingerprint=fingerprint)
         barrier()  # the fold's files are written before any process looks at the next fold
-
     if main:
-        result = _collect(run, config, classes, files, fingerprint, fit_results, verbose)
+        result = _collect(run, config, plan, fingerprint, fit_results)
     barrier()
     if not main:  # the other processes read what rank 0 wrote
-        result = _collect(run, config, classes, files, fingerprint, fit_results, False, write=False)
+        result = _collect(run, config, plan, fingerprint, fit_results, write=False)
     return result
 
 
-def _collect(run: Path, config: TrainConfig, classes: List[str], files: pd.DataFrame, fingerprint: str,
-             fit_results: Dict[int, FitResult], verbose: bool, *, write: bool = True) -> CVResult:
-    done = [k for k in range(config.n_splits) if _fold_done(run / f"fold_{k}", fingerprint)]
-    str_cols = {"path": str, "label": str, "prediction": str}
+def _concat_folds(run: Run, done: List[int], plan: _Plan) -> Tuple[pd.DataFrame, pd.DataFrame, Dict[str, Any]]:
+    """The finished folds' tables, in the order of the input table (then by window)."""
     seg_parts, file_parts, per_fold = [], [], {}
     for k in done:
-        d = run / f"fold_{k}"
-        seg_parts.append(pd.read_csv(d / "oof_segments.csv", dtype={"path": str}))
-        file_parts.append(pd.read_csv(d / "oof_files.csv", dtype=str_cols, keep_default_na=False))
-        info = json.loads((d / "fold.json").read_text())
+        seg, files, info = run.read_fold(k)
+        seg_parts.append(seg)
+        file_parts.append(files)
         per_fold[str(k)] = {key: info[key] for key in ("accuracy", "uar", "n_files", "n_windows", "best_epoch",
                                                        "best_score", "epochs_run", "stopped_early")}
-    prob_cols = [f"prob_{c}" for c in classes]
-    order = {p: i for i, p in enumerate(files["path"])}
-    if file_parts:
-        oof_files = pd.concat(file_parts, ignore_index=True)
-        oof_files = oof_files.iloc[np.argsort(oof_files["path"].map(order).to_numpy(), kind="stable")]
-        oof_files = oof_files.reset_index(drop=True)
-        oof_segments = pd.concat(seg_parts, ignore_index=True)
-        key = oof_segments["path"].map(order).to_numpy() * 1_000_000 + oof_segments["segment"].to_numpy()
-        oof_segments = oof_segments.iloc[np.argsort(key, kind="stable")].reset_index(drop=True)
-    else:
-        oof_files = pd.DataFrame(columns=["path", "label", "fold", "prediction", *prob_cols])
-        oof_segments = pd.DataFrame(columns=["path", "segment", "start", "end", "fold", *prob_cols])
-    if write:
-        _atomic_csv(oof_segments, run / "oof_segments.csv")
-        _atomic_csv(oof_files, run / "oof_files.csv")
+    cols = [f"prob_{c}" for c in plan.classes]
+    if not file_parts:
+        return (pd.DataFrame(columns=["path", "label", "fold", "prediction", *cols]),
+                pd.DataFrame(columns=["path", "segment", "start", "end", "fold", *cols]), per_fold)
+    order = {p: i for i, p in enumerate(plan.files["path"])}
+    oof_files = pd.concat(file_parts, ignore_index=True)
+    oof_files = oof_files.iloc[np.argsort(oof_files["path"].map(order).to_numpy(), kind="stable")]
+    oof_segments = pd.concat(seg_parts, ignore_index=True)
+    key = oof_segments["path"].map(order).to_numpy() * 1_000_000 + oof_segments["segment"].to_numpy()
+    oof_segments = oof_segments.iloc[np.argsort(key, kind="stable")]
+    return oof_files.reset_index(drop=True), oof_segments.reset_index(drop=True), per_fold
 
+
+def _metrics(config: TrainConfig, done: List[int], per_fold: Dict[str, Any], oof_files: pd.DataFrame,
+             files: pd.DataFrame) -> Dict[str, Any]:
     metrics: Dict[str, Any] = {"metric": config.metric, "n_splits": config.n_splits, "folds_done": done,
                                "folds": per_fold, "group_column": config.group_column}
-    if done:
-        acc = np.array([per_fold[str(k)]["accuracy"] for k in done])
-        uar = np.array([per_fold[str(k)]["uar"] for k in done])
-        metrics["mean"] = {"accuracy": float(acc.mean()), "uar": float(uar.mean())}
-        metrics["std"] = {"accuracy": float(acc.std()), "uar": float(uar.std())}
-        metrics["oof"] = _scores(oof_files)
-        if config.group_column:
-            gmap = dict(zip(files["path"], files[config.group_column].astype(str)))
-            g = oof_files["path"].map(gmap)
-            correct = (oof_files["label"] == oof_files["prediction"]).to_numpy()
-            metrics["per_group"] = {str(name): {"accuracy": float(correct[idx].mean()), "n_files": int(len(idx))}
-                                    for name, idx in sorted(g.groupby(g).indices.items(), key=lambda kv: kv[0])}
+    if not done:
+        return metrics
+    acc = np.array([per_fold[str(k)]["accuracy"] for k in done])
+    uar = np.array([per_fold[str(k)]["uar"] for k in done])
+    metrics["mean"] = {"accuracy": float(acc.mean()), "uar": float(uar.mean())}
+    metrics["std"] = {"accuracy": float(acc.std()), "uar": float(uar.std())}
+    metrics["oof"] = _scores(oof_files)
+    if config.group_column:
+        gmap = dict(zip(files["path"], files[config.group_column].astype(str)))
+        g = oof_files["path"].map(gmap)
+        correct = (oof_files["label"] == oof_files["prediction"]).to_numpy()
+        metrics["per_group"] = {str(name): {"accuracy": float(correct[idx].mean()), "n_files": int(len(idx))}
+                                for name, idx in sorted(g.groupby(g).indices.items(), key=lambda kv: kv[0])}
+    return metrics
+
+
+def _collect(run: Run, config: TrainConfig, plan: _Plan, fingerprint: str, fit_results: Dict[int, FitResult], *,
+             write: bool = True) -> CVResult:
+    done = [k for k in range(config.n_splits) if run.fold_done(k, fingerprint)]
+    oof_files, oof_segments, per_fold = _concat_folds(run, done, plan)
+    metrics = _metrics(config, done, per_fold, oof_files, plan.files)
     if write:
-        _atomic_text(run / "metrics.json", json.dumps(metrics, indent=2))
-    result = CVResult(run_dir=run, folds=done, metrics=metrics, oof_files=oof_files, oof_segments=oof_segments,
-                      classes=classes, config=config, fit_results=fit_results)
-    if verbose:
-        print(result.summary())
+        run.write_table(Run.OOF_SEGMENTS, oof_segments)
+        run.write_table(Run.OOF_FILES, oof_files)
+        run.write_metrics(metrics)
+    result = CVResult(run_dir=run.root, folds=done, metrics=metrics, oof_files=oof_files, oof_segments=oof_segments,
+                      classes=plan.classes, config=config, fit_results=fit_results)
+    if write:
+        _logger.info("%s", result.summary())
     return result
