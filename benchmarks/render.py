@@ -1,47 +1,60 @@
-"""Render throughput: specimg's cache vs the seed solution's per-window PNG loop.
+"""Render throughput: specimg's image cache vs the seed solution's per-window PNG loop, at equal process counts.
 
-Workload (issue "Foundation"): N long files of 120 s at 22.05 kHz made of real
-FSDD speech (concatenated and resampled), 20 s windows at hop 10 s and 5 s,
-512x512x3 images.
+Workload (issue 14): ``--files`` (20) files of 120 s at 22.05 kHz made of real FSDD
+speech (recordings resampled and concatenated), 20 s windows at a hop of 10 s and of
+5 s, 512x512 images, n_fft 2048, hop 512, 128 mels on both sides. Both sides render
+the same files.
 
-- baseline (seed-style, measured in the same run): every window is loaded on
-  its own with ``librosa.load(offset=, duration=)``, turned into a mel
-  spectrogram, scaled, resized and saved as a PNG, one process;
-- specimg: ``render_dataset`` (one spectrogram per file, windows sliced,
-  uint8 shards merged into a memmap) with ``--workers`` processes.
+- ``seed``: the seed solution's loop: for every window, ``librosa.load(offset=,
+  duration=)``, ``librosa.feature.melspectrogram``, ``power_to_db``, uint8, PIL
+  bilinear resize, RGB, one PNG file. With P processes it runs over the files in a
+  ``ProcessPoolExecutor`` of P workers with specimg's initializer (one BLAS thread
+  each), the pool specimg uses;
+- ``specimg``: ``render_dataset(workers=P)`` (the uint8 cache), and ``specimg+png``
+  with ``png=True`` (also a grayscale PNG per window).
 
-Both are timed from after ``import librosa`` (the baseline runs in this process,
-where it is imported before its clock starts; specimg in a fresh subprocess that
-imports it before its clock starts too); the first calls' warm-up counts for both.
+Every run is a fresh subprocess with ``OMP_NUM_THREADS=OPENBLAS_NUM_THREADS=MKL_NUM_THREADS=1``
+(one thread per process on both sides), timed from after its imports. The runs of one
+setting alternate (seed, specimg, specimg+png, then the reverse order, ...) and the
+median of ``--repeats`` (>= 3) is quoted with the ratio to the seed's median measured in
+the same run. Peak RSS is the larger of the process's and its children's ``ru_maxrss``;
+``specimg`` is also run on a quarter of the files to show that it stays flat.
 
-Peak memory is read per run in a fresh subprocess (ru_maxrss of the process
-and of its worker children) for 1/4 and all of the files, to show it does not
-grow with the number of files. Also times the whole FSDD render at the demo
-settings.
+``--stages`` instead prints where one 120 s file's time goes (process CPU time, one
+thread, medians of ``--repeats``): the seed loop per window; specimg before issue 14
+(librosa's float64 STFT, dense mel product, three HWC channels per image, a shard
+``.npy`` per file then a consolidation copy into ``images.npy``) and after it (float32
+STFT a block of frames at a time, the mel filterbank in bands, one plane per image
+written straight into the preallocated ``images.npy``); and each of those levers
+alone.
 
-``--thread-ab`` instead times specimg's render workers with one BLAS/OpenMP thread each
-(``specimg._parallel.single_threaded_worker``) against the libraries' default of a thread per
-core in every worker, alternated in one run.
+``--thread-ab`` times specimg's render workers with one BLAS/OpenMP thread each
+(``specimg._parallel.single_threaded_worker``) against the libraries' default of a
+thread per core in every worker, alternated in one run.
 
-Run: ``.venv/bin/python benchmarks/render.py`` (``--quick`` for a smoke run).
+Run: ``.venv/bin/python benchmarks/render.py`` (``--quick`` for a smoke run;
+``--stages`` for the breakdown).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable, Dict, List
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 FSDD = ROOT.parent / "shared" / "datasets" / "fsdd"
-SR = 22050
+SR, SECONDS, SIZE = 22050, 20.0, 512
+ONE_THREAD = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
 def make_long_files(folder: Path, n: int, seconds: float, seed: int = 0) -> Path:
@@ -66,132 +79,362 @@ def make_long_files(folder: Path, n: int, seconds: float, seed: int = 0) -> Path
         sf.write(folder / name, y, SR)
         rows.append({"path": name, "label": f"c{i % 2}"})
     pd.DataFrame(rows).to_csv(folder / "files.csv", index=False)
+    sf.write(folder / "warm.wav", np.concatenate(clips)[: int(SECONDS * SR)], SR)  # each run's warm-up file
     return folder / "files.csv"
 
 
-def baseline(csv: Path, out: Path, hop: float, n_files: int) -> dict:
-    """The seed's way: each window loaded, transformed and saved as a PNG on its own."""
+def render_config(hop: float):
+    from specimg.config import AudioConfig, RenderConfig, SegmentConfig, SpectrogramConfig
+
+    return RenderConfig(audio=AudioConfig(sample_rate=SR), segment=SegmentConfig(seconds=SECONDS, hop=hop),
+                        spectrogram=SpectrogramConfig(n_fft=2048, hop_length=512, n_mels=128,
+                                                      image_size=(SIZE, SIZE)))
+
+
+# ----------------------------------------------------------------------------- the seed's loop
+def seed_file(path: str, out: str, hop: float) -> int:
+    """The seed's way for one file: each window loaded, transformed and saved as a PNG on its own."""
     import librosa
-    import pandas as pd
     from PIL import Image
 
-    table = pd.read_csv(csv).iloc[:n_files]
+    duration = librosa.get_duration(path=path)
+    start, n = 0.0, 0
+    while start + SECONDS <= duration + 1e-6:
+        y, _ = librosa.load(path, sr=SR, offset=start, duration=SECONDS)
+        S = librosa.feature.melspectrogram(y=y, sr=SR, n_fft=2048, hop_length=512, n_mels=128)
+        db = librosa.power_to_db(S, ref=np.max, top_db=80.0)
+        u8 = ((db + 80.0) / 80.0 * 255).astype(np.uint8)[::-1]
+        img = Image.fromarray(u8).resize((SIZE, SIZE), Image.BILINEAR).convert("RGB")
+        img.save(Path(out) / f"{Path(path).stem}_{int(start):04d}.png")
+        n += 1
+        start += hop
+    return n
+
+
+def seed_run(paths: List[str], out: Path, hop: float, processes: int) -> int:
+    from concurrent.futures import ProcessPoolExecutor
+
+    from specimg._parallel import single_threaded_worker
+
     out.mkdir(parents=True, exist_ok=True)
-    n_img, t0 = 0, time.perf_counter()
-    for path in table["path"]:
-        full = csv.parent / path
-        duration = librosa.get_duration(path=str(full))
-        start = 0.0
-        while start + 20.0 <= duration + 1e-6:
-            y, _ = librosa.load(str(full), sr=SR, offset=start, duration=20.0)
-            S = librosa.feature.melspectrogram(y=y, sr=SR, n_fft=2048, hop_length=512, n_mels=128)
-            db = librosa.power_to_db(S, ref=np.max, top_db=80.0)
-            u8 = ((db + 80.0) / 80.0 * 255).astype(np.uint8)[::-1]
-            img = Image.fromarray(u8).resize((512, 512), Image.BILINEAR).convert("RGB")
-            img.save(out / f"{Path(path).stem}_{int(start):04d}.png")
-            n_img += 1
-            start += hop
-    return {"images": n_img, "seconds": time.perf_counter() - t0}
+    if processes == 1:
+        return sum(seed_file(p, str(out), hop) for p in paths)
+    with ProcessPoolExecutor(max_workers=processes, initializer=single_threaded_worker) as pool:
+        return sum(pool.map(seed_file, paths, [str(out)] * len(paths), [hop] * len(paths)))
 
 
-CHILD = r"""
-import json, resource, sys, time
-from specimg.config import RenderConfig, SegmentConfig, AudioConfig, SpectrogramConfig
-from specimg.spectrogram import render_dataset
-import pandas as pd
-csv, out, hop, n, workers = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-if sys.argv[6] == "default-threads":  # the A/B of --thread-ab: workers keep BLAS/OpenMP's thread per core
-    import specimg.spectrogram._cache as _cache
-    _cache.single_threaded_worker = lambda: None
-table = pd.read_csv(csv, dtype=str).iloc[:n]
-table["path"] = [str(__import__("pathlib").Path(csv).parent / p) for p in table["path"]]
-cfg = RenderConfig(audio=AudioConfig(sample_rate=22050), segment=SegmentConfig(seconds=20.0, hop=hop),
-                   spectrogram=SpectrogramConfig(image_size=(512, 512)))
-import librosa  # noqa: F401  imported before the clock starts, as the baseline's is
-t0 = time.perf_counter()
-cache = render_dataset(table, out, cfg, workers=workers, progress=False)
-dt = time.perf_counter() - t0
-rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-print(json.dumps({"images": len(cache.images), "seconds": dt, "peak_rss_mb": rss / 1024,
-                  "audio_seconds": float(cache.files["duration"].sum())}))
-"""
+# ----------------------------------------------------------------------------- one timed run per subprocess
+def child(args: argparse.Namespace) -> None:
+    """One run of one side, in this fresh process; prints a JSON line."""
+    import librosa  # noqa: F401  imported before the clock starts, on both sides
+    import pandas as pd
+    import PIL.Image  # noqa: F401
+    import scipy.fft  # noqa: F401
+
+    from specimg.spectrogram import render_dataset
+
+    table = pd.read_csv(args.csv, dtype=str).iloc[: args.n]
+    table["path"] = [str(Path(args.csv).parent / p) for p in table["path"]]
+    if args.child == "default-threads":  # the A/B of --thread-ab: workers keep BLAS/OpenMP's thread per core
+        import specimg.spectrogram._cache as _cache
+
+        _cache.single_threaded_worker = lambda: None
+    # warm-up, both sides: librosa loads its modules (scipy.signal ...) on first use; not part of the throughput
+    warm = Path(args.out).with_name(Path(args.out).name + "-warm")
+    if args.child == "seed":
+        seed_file(str(Path(args.csv).parent / "warm.wav"), str(_mkdir(warm)), args.hop)
+    else:
+        from specimg.spectrogram import render_file
+
+        render_file(Path(args.csv).parent / "warm.wav", config=render_config(args.hop))
+    t0, c0 = time.perf_counter(), _cpu_seconds()
+    if args.child == "seed":
+        n_images = seed_run(list(table["path"]), Path(args.out), args.hop, args.processes)
+    else:
+        cache = render_dataset(table, args.out, render_config(args.hop), workers=args.processes,
+                               png=args.child == "specimg+png", progress=False)
+        n_images = len(cache.images)
+    dt, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
+    rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    print(json.dumps({"images": n_images, "seconds": dt, "cpu_seconds": cpu, "peak_rss_mb": rss / 1024}))
 
 
-def specimg_run(csv: Path, out: Path, hop: float, n: int, workers: int, threads: str = "one-thread") -> dict:
-    res = subprocess.run([sys.executable, "-c", CHILD, str(csv), str(out), str(hop), str(n), str(workers), threads],
-                         capture_output=True, text=True, check=True)
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and of its finished children (a pool's workers)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def run_side(side: str, csv: Path, out: Path, hop: float, n: int, processes: int) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", side, "--csv", str(csv), "--out", str(out),
+           "--hop", str(hop), "--n", str(n), "--processes", str(processes)]
+    env = {**os.environ, **(ONE_THREAD if side != "default-threads" else {})}
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if res.returncode:
+        raise RuntimeError(f"{side} run failed:\n{res.stderr[-3000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def alternated(sides: List[str], repeats: int, run: Callable[[str, int], dict]) -> Dict[str, List[dict]]:
+    """``repeats`` rounds of every side, the order reversed every other round (ABC, CBA, ...)."""
+    runs: Dict[str, List[dict]] = {s: [] for s in sides}
+    for r in range(repeats):
+        for s in (sides if r % 2 == 0 else sides[::-1]):
+            runs[s].append(run(s, r))
+    return runs
+
+
+def compare(csv: Path, tmp: Path, n: int, repeats: int, processes: List[int]) -> None:
+    sides = ["seed", "specimg", "specimg+png"]
+    print("img/s: wall clock; CPU ms/img: user + system time of the run's processes per image (what the machine's "
+          "other load does not change); ratio: the seed's median over this side's, per column")
+    print(f"{'hop':>4} {'P':>2} {'side':<12} {'images':>6} {'img/s':>8} {'ratio':>7} {'CPU ms/img':>11} {'ratio':>7} "
+          f"{'peak MB':>8}   runs (img/s)")
+    for hop in (10.0, 5.0):
+        for p in processes:
+            runs = alternated(sides, repeats, lambda s, r: run_side(s, csv, tmp / f"{s}_{hop}_{p}_{r}", hop, n, p))
+            rate = {s: float(np.median([x["images"] / x["seconds"] for x in v])) for s, v in runs.items()}
+            cpu = {s: float(np.median([1000 * x["cpu_seconds"] / x["images"] for x in v])) for s, v in runs.items()}
+            for s, v in runs.items():
+                print(f"{hop:>4.0f} {p:>2} {s:<12} {v[0]['images']:>6} {rate[s]:>8.2f} {rate[s] / rate['seed']:>6.1f}x "
+                      f"{cpu[s]:>11.2f} {cpu['seed'] / cpu[s]:>6.1f}x {max(x['peak_rss_mb'] for x in v):>8.0f}   "
+                      + ", ".join(f"{x['images'] / x['seconds']:.1f}" for x in v))
+            for r in range(repeats):
+                for s in sides:
+                    _rmtree(tmp / f"{s}_{hop}_{p}_{r}")
+    quarter = max(1, n // 4)
+    p = max(processes)
+    small = run_side("specimg", csv, tmp / "mem_small", 5.0, quarter, p)
+    large = run_side("specimg", csv, tmp / "mem_large", 5.0, n, p)
+    print(f"specimg peak RSS, hop 5, {p} processes: {quarter} files {small['peak_rss_mb']:.0f} MB "
+          f"({small['images']} images) vs {n} files {large['peak_rss_mb']:.0f} MB ({large['images']} images): "
+          f"ratio {large['peak_rss_mb'] / small['peak_rss_mb']:.2f}")
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- where the time goes
+def _median_ms(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up: first calls, caches
+    times = []
+    for _ in range(repeats):
+        t0 = time.process_time()
+        fn()
+        times.append(time.process_time() - t0)
+    return 1000.0 * float(np.median(times))
+
+
+def before_features(y: np.ndarray, spec) -> np.ndarray:
+    """specimg's feature matrix before issue 14: librosa.stft (float64 FFT), |X|^2, dense BLAS mel product, dB."""
+    import librosa
+
+    stft = librosa.stft(y, n_fft=spec.n_fft, hop_length=spec.hop_length)
+    mag = np.abs(stft)
+    mel = librosa.filters.mel(sr=SR, n_fft=spec.n_fft, n_mels=spec.n_mels).dot(mag * mag)
+    db = librosa.power_to_db(mel, ref=np.max, top_db=spec.top_db)
+    return ((db + spec.top_db) / spec.top_db).astype(np.float32)
+
+
+def before_images(F: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """specimg's images before issue 14: each window resized, then copied into three HWC channels."""
+    from specimg.spectrogram._image import _resize
+
+    out = np.empty((len(frames), SIZE, SIZE, 3), dtype=np.uint8)
+    for i, (a, b) in enumerate(frames):
+        out[i, :, :, 0] = _resize(F[:, a:b], (SIZE, SIZE))
+        out[i, :, :, 1] = out[i, :, :, 0]
+        out[i, :, :, 2] = out[i, :, :, 0]
+    return out
+
+
+def stages(csv: Path, tmp: Path, repeats: int) -> None:
+    """Per-stage CPU time of one 120 s file, before and after, and each lever alone."""
+    import librosa
+    import scipy.fft
+    from threadpoolctl import threadpool_limits
+    from PIL import Image
+
+    from specimg.spectrogram import _image as im
+    from specimg.spectrogram._cache import expected_windows
+
+    threadpool_limits(1)
+    path = str(csv.parent / "long_00.wav")
+    print(f"one file of 120 s at {SR} Hz, 20 s windows, {SIZE}x{SIZE}; process CPU ms, one thread, "
+          f"medians of {repeats}")
+    for hop in (10.0, 5.0):
+        cfg = render_config(hop)
+        spec = cfg.spectrogram
+        y = im._load(path, cfg)
+        yp, _, frames = im._window_plan(y, config=cfg, label=None, path=path)
+        n_win = len(frames)
+        F_before = before_features(yp, spec)
+        F = im.feature_matrix(yp, sr=SR, config=spec)
+        mel = im.mel_power(yp, sr=SR, config=spec)
+        hwc = before_images(F_before, frames)
+        planes = im.window_planes(F, frames, config=spec)
+        mm = np.lib.format.open_memmap(tmp / "rows.npy", mode="w+", dtype=np.uint8, shape=planes.shape)
+        mm3 = np.lib.format.open_memmap(tmp / "rows3.npy", mode="w+", dtype=np.uint8, shape=hwc.shape)
+
+        def shard_then_copy() -> None:  # before: a shard per file, then consolidation reads it into images.npy
+            np.save(tmp / "shard.npy", hwc)
+            with open(tmp / "final.npy", "wb") as fh:
+                fh.write(np.load(tmp / "shard.npy").tobytes())
+
+        seed = {
+            "load the window (librosa.load offset/duration)":
+                lambda: librosa.load(path, sr=SR, offset=50.0, duration=SECONDS),
+            "melspectrogram (float64 FFT, einsum mel)":
+                lambda: librosa.feature.melspectrogram(y=yp[:int(SECONDS * SR)], sr=SR, n_fft=2048, hop_length=512,
+                                                       n_mels=128),
+            "uint8 + resize + RGB": lambda: Image.fromarray(im._to_u8(F[:, frames[1, 0]:frames[1, 1]])).resize(
+                (SIZE, SIZE), Image.BILINEAR).convert("RGB"),
+            "PNG save (RGB, level 6)": lambda: Image.fromarray(hwc[0]).save(tmp / "seed.png"),
+        }
+        before = {
+            "load (specimg)": lambda: im._load(path, cfg),
+            "STFT float64 + dense mel + dB (librosa)": lambda: before_features(yp, spec),
+            "images: resize, 3 HWC channels": lambda: before_images(F_before, frames),
+            "shard .npy + consolidation copy": shard_then_copy,
+        }
+        after = {
+            "load (specimg)": lambda: im._load(path, cfg),
+            "header -> planned rows": lambda: expected_windows(path, cfg, None),
+            "STFT float32 + banded mel (mel_power)": lambda: im.mel_power(yp, sr=SR, config=spec),
+            "dB + [0, 1]": lambda: ((librosa.power_to_db(mel, ref=np.max, top_db=80.0) + 80.0) / 80.0).astype(
+                np.float32),
+            "images: resize into the memmap rows (1 plane)": lambda: im.window_planes(F, frames, config=spec, out=mm),
+        }
+        t_seed = {k: _median_ms(f, repeats) for k, f in seed.items()}
+        t_before = {k: _median_ms(f, repeats) for k, f in before.items()}
+        t_after = {k: _median_ms(f, repeats) for k, f in after.items()}
+        print(f"\nhop {hop:.0f} s: {n_win} windows")
+        print(f"  seed loop, per window ({n_win} per file):")
+        for k, v in t_seed.items():
+            print(f"    {k:<52} {v:8.2f} ms")
+        seed_file_ms = n_win * sum(t_seed.values())
+        print(f"    {'= per file':<52} {seed_file_ms:8.1f} ms  ({sum(t_seed.values()):.1f} ms/image)")
+        for name, t in (("specimg before", t_before), ("specimg after", t_after)):
+            print(f"  {name}, per file:")
+            for k, v in t.items():
+                print(f"    {k:<52} {v:8.2f} ms")
+            total = sum(t.values())
+            print(f"    {'= per file':<52} {total:8.1f} ms  ({total / n_win:.2f} ms/image, "
+                  f"{seed_file_ms / total:.1f}x the seed loop)")
+        _levers(yp, spec, F, frames, hwc, mm, mm3, tmp, repeats, scipy.fft)
+        del mm, mm3
+
+
+def _levers(yp, spec, F, frames, hwc, mm, mm3, tmp: Path, repeats: int, sfft) -> None:
+    """Each lever of issue 14 alone: its time against the alternative it replaced, on the same file."""
+    from specimg.spectrogram import _image as im
+
+    n_fft, hop = spec.n_fft, spec.hop_length
+    w32 = im._window(n_fft, None)
+    frames_v = np.lib.stride_tricks.sliding_window_view(np.pad(yp, n_fft // 2), n_fft)[::hop]
+    bank = im._mel_bank(SR, n_fft, spec.n_mels, 0.0, None)
+    dense = np.ascontiguousarray(np.concatenate([_dense_part(g, n_fft) for g in bank], axis=1))  # (bins, n_mels)
+    spec32 = sfft.rfft(frames_v[:128] * w32, axis=-1)
+    power = np.square(spec32.real) + np.square(spec32.imag)
+    out = np.empty((128, spec.n_mels), np.float32)
+    n_blocks = len(frames_v) / 128.0
+    rows = [
+        ("FFT of the file's frames: float64 (librosa's)",
+         lambda: sfft.rfft(frames_v[:128] * w32.astype(np.float64), axis=-1), n_blocks),
+        ("FFT of the file's frames: float32", lambda: sfft.rfft(frames_v[:128] * w32, axis=-1), n_blocks),
+        ("mel product: dense (n_mels x bins)", lambda: power @ dense, n_blocks),
+        ("mel product: 8 bands of the filterbank", lambda: im._apply_bank(bank, power, out), n_blocks),
+        ("store: 3 HWC channels into a memmap", lambda: mm3.__setitem__(slice(None), hwc), 1.0),
+        ("store: 1 plane into a memmap", lambda: mm.__setitem__(slice(None), hwc[..., 0]), 1.0),
+        ("PNG copies: RGB, level 6 (per image)", lambda: _png(hwc[0], tmp, "RGB", 6), 1.0),
+        ("PNG copies: grayscale, level 1 (specimg, per image)", lambda: _png(hwc[0, :, :, 0], tmp, "L", 1), 1.0),
+    ]
+    print("  levers, per file (each alone):")
+    for name, fn, scale in rows:
+        print(f"    {name:<52} {_median_ms(fn, repeats) * scale:8.2f} ms")
+    print(f"    bytes per image stored: 3 HWC channels {hwc[0].nbytes}, one plane {hwc[0, :, :, 0].nbytes}")
+
+
+def _dense_part(group, n_fft: int) -> np.ndarray:
+    """One band group's weights placed in the full (bins, bands) filterbank."""
+    a, b, lo, hi, w = group
+    full = np.zeros((n_fft // 2 + 1, b - a), np.float32)
+    full[lo:hi] = w
+    return full
+
+
+def _png(img: np.ndarray, tmp: Path, mode: str, level: int) -> None:
+    from PIL import Image
+
+    Image.fromarray(np.ascontiguousarray(img)).save(tmp / f"x_{mode}.png", compress_level=level)
+
+
+# ----------------------------------------------------------------------------- main
 def fsdd_render(out: Path, workers: int) -> dict:
     code = r"""
 import json, sys, time
-from specimg.config import RenderConfig, SegmentConfig, AudioConfig, SpectrogramConfig
+from specimg.presets import fsdd_render_config
 from specimg.spectrogram import render_dataset
-cfg = RenderConfig(audio=AudioConfig(sample_rate=8000), segment=SegmentConfig(seconds=1.0, hop=0.5),
-                   spectrogram=SpectrogramConfig(n_fft=256, hop_length=64, n_mels=64, image_size=(128, 128)))
 t0 = time.perf_counter()
-c = render_dataset(sys.argv[1], sys.argv[2], cfg, workers=int(sys.argv[3]), progress=False)
+c = render_dataset(sys.argv[1], sys.argv[2], fsdd_render_config(128), workers=int(sys.argv[3]), progress=False)
 print(json.dumps({"files": len(c.files), "images": len(c.images), "seconds": time.perf_counter() - t0}))
 """
     res = subprocess.run([sys.executable, "-c", code, str(FSDD / "labels.csv"), str(out), str(workers)],
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True, check=True, env={**os.environ, **ONE_THREAD})
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--files", type=int, default=20)
-    ap.add_argument("--baseline-files", type=int, default=3, help="files the (slow) baseline renders")
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=3, help="specimg runs per setting; the median is quoted")
+    ap.add_argument("--processes", type=int, nargs="+", default=[1, 2], help="process counts (both sides)")
+    ap.add_argument("--repeats", type=int, default=3, help="runs per side and setting; the median is quoted")
     ap.add_argument("--quick", action="store_true", help="4 files of 60 s, 1 repeat, no FSDD")
+    ap.add_argument("--stages", action="store_true", help="only the per-stage breakdown of one 120 s file")
     ap.add_argument("--thread-ab", action="store_true",
                     help="only compare render workers with one BLAS/OpenMP thread each (specimg's) vs the libraries' "
                          "default thread per core, hop 10, alternated, medians of --repeats")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    for name, kind in (("--csv", str), ("--out", str), ("--hop", float), ("--n", int)):
+        ap.add_argument(name, type=kind, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        args.processes = args.processes[0]
+        return child(args)
     seconds = 120.0
     if args.quick:
-        args.files, args.baseline_files, args.repeats, seconds = 4, 1, 1, 60.0
-
+        args.files, args.repeats, seconds = 4, 1, 60.0
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        csv = make_long_files(tmp, args.files, seconds)
-        print(f"workload: {args.files} files x {seconds:.0f} s at {SR} Hz (real FSDD speech), 20 s windows, 512x512x3")
+        csv = make_long_files(tmp, args.files if not args.stages else 1, seconds)
+        load = os.getloadavg()[0]
+        print(f"workload: {args.files} files x {seconds:.0f} s at {SR} Hz (real FSDD speech), 20 s windows, "
+              f"{SIZE}x{SIZE}, n_fft 2048, hop 512, 128 mels; {os.cpu_count()} CPU cores, load average {load:.1f} "
+              "at the start (other work skews the figures; the ratios are within one run)")
+        if args.stages:
+            return stages(csv, tmp, max(args.repeats, 5))
         if args.thread_ab:
-            rates: dict = {"one-thread": [], "default-threads": []}
-            for r in range(args.repeats):
-                for k in (list(rates) if r % 2 == 0 else list(rates)[::-1]):
-                    run = specimg_run(csv, tmp / f"ab_{k}_{r}", 10.0, args.files, args.workers, k)
-                    rates[k].append(run["images"] / run["seconds"])
-            one, dflt = (float(np.median(v)) for v in rates.values())
-            print(f"hop 10, {args.workers} workers: one thread per worker {one:.1f} img/s vs default threads "
+            p = max(args.processes)
+            runs = alternated(["specimg", "default-threads"], args.repeats,
+                              lambda s, r: run_side(s, csv, tmp / f"ab_{s}_{r}", 10.0, args.files, p))
+            one, dflt = (float(np.median([x["images"] / x["seconds"] for x in v])) for v in runs.values())
+            print(f"hop 10, {p} workers: one thread per worker {one:.1f} img/s vs default threads "
                   f"{dflt:.1f} img/s: ratio {one / dflt:.2f}x")
             return
-        print(f"{'hop':>4} {'method':<28} {'images':>7} {'img/s':>8} {'audio s/s':>10} {'peak MB':>8}")
-        for hop in (10.0, 5.0):
-            b = baseline(csv, tmp / f"png_{hop}", hop, args.baseline_files)
-            b_rate = b["images"] / b["seconds"]
-            print(f"{hop:>4.0f} {'baseline (seed, 1 process)':<28} {b['images']:>7} {b_rate:>8.2f} "
-                  f"{args.baseline_files * seconds / b['seconds']:>10.1f} {'':>8}")
-            runs = [specimg_run(csv, tmp / f"cache_{hop}_{r}", hop, args.files, args.workers) for r in range(args.repeats)]
-            rates = [r["images"] / r["seconds"] for r in runs]
-            med = float(np.median(rates))
-            audio_rate = float(np.median([r["audio_seconds"] / r["seconds"] for r in runs]))
-            peak = max(r["peak_rss_mb"] for r in runs)
-            print(f"{hop:>4.0f} {f'specimg ({args.workers} workers)':<28} {runs[0]['images']:>7} {med:>8.2f} "
-                  f"{audio_rate:>10.1f} {peak:>8.0f}   ratio {med / b_rate:.1f}x baseline "
-                  f"(runs: {', '.join(f'{x:.1f}' for x in rates)} img/s)")
-        quarter = max(1, args.files // 4)
-        small = specimg_run(csv, tmp / "mem_small", 5.0, quarter, args.workers)
-        large = specimg_run(csv, tmp / "mem_large", 5.0, args.files, args.workers)
-        print(f"peak RSS, hop 5: {quarter} files {small['peak_rss_mb']:.0f} MB ({small['images']} images) vs "
-              f"{args.files} files {large['peak_rss_mb']:.0f} MB ({large['images']} images): "
-              f"ratio {large['peak_rss_mb'] / small['peak_rss_mb']:.2f}")
+        compare(csv, tmp, args.files, args.repeats, args.processes)
         if not args.quick and (FSDD / "labels.csv").exists():
-            f = fsdd_render(tmp / "fsdd", args.workers)
-            print(f"whole FSDD ({f['files']} files -> {f['images']} images of 128x128x3, 1 s windows, hop 0.5 s, "
-                  f"{args.workers} workers): {f['seconds']:.1f} s")
+            p = max(args.processes)
+            f = fsdd_render(tmp / "fsdd", p)
+            print(f"whole FSDD ({f['files']} files -> {f['images']} images of 128x128, 1 s windows, hop 0.5 s, "
+                  f"{p} processes): {f['seconds']:.1f} s")
 
 
 if __name__ == "__main__":

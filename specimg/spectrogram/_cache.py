@@ -45,7 +45,7 @@ from .._progress import progress_bar
 from ..audio import read_table, segment_bounds, sort_labels
 from ..config import CACHE_FORMAT_VERSION, RenderConfig
 from ..exceptions import AudioError, DataError, ParameterError
-from ._image import _load, expand_planes, render_planes
+from ._image import _load, expand_planes, render_planes, warm_up
 
 __all__ = ["ImageCache", "ImageArray", "render_dataset", "atomic_write_text"]
 
@@ -873,9 +873,7 @@ def _run_jobs(plan: _Plan, config: RenderConfig, *, workers: int, png_dir: Optio
                 _collect(_render_job(a, p, l, cfg_dict, shard, png_dir, target), errors, strict)
                 bar.update(1)
             return
-        import librosa  # noqa: F401  imported once here, inherited by forked workers instead of once each
-        import scipy.fft  # noqa: F401
-
+        warm_up(config)  # librosa's lazy imports, the window and filterbank: once here, inherited by forked workers
         with ProcessPoolExecutor(max_workers=workers, initializer=single_threaded_worker) as pool:
             futures = [pool.submit(_render_job, a, p, l, cfg_dict, shard, png_dir, t) for a, p, l, t in todo]
             try:

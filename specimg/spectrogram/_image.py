@@ -90,6 +90,14 @@ def mel_power(y: np.ndarray, *, sr: int, config: SpectrogramConfig) -> np.ndarra
     return out.T
 
 
+def warm_up(config: RenderConfig) -> None:
+    """Compute a short signal's features with ``config``: imports what librosa loads lazily (scipy.signal ...)
+    and fills the window and filterbank caches, once, in a process that forked workers then inherit."""
+    spec = config.spectrogram
+    y = np.random.default_rng(0).standard_normal(spec.n_fft * 4).astype(np.float32)
+    feature_matrix(y, sr=config.audio.sample_rate, config=spec)
+
+
 @functools.lru_cache(maxsize=16)
 def _window(n_fft: int, win_length: Optional[int]) -> np.ndarray:
     import librosa
