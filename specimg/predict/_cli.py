@@ -39,7 +39,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                               aggregate=args.aggregate, batch_size=args.batch_size, images=_images_option(args))
     out = Path(args.out)
     res = pred.predict(args.input, segments=args.segments, workers=args.workers, progress=not args.quiet,
-                       strict=args.strict, out=out)
+                       strict=args.strict, out=out, part_files=args.part_files)
     msg = (f"predicted {len(res.files)} file(s) with {len(pred.models)} fold model(s), tta={args.tta}, "
            f"images={pred.images} on {pred.device} -> {out}")
     if "label" in res.files.columns and res.files["label"].notna().all():
@@ -56,30 +56,21 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from ._evaluate import evaluate_predictions
+    from ._evaluate import evaluate_predictions, run_images
 
-    images = None
-    if args.run:
-        from ..audio import read_table
-        from ..config import RenderConfig
-        from ..exceptions import DataError
-        from ..spectrogram import render_file
-
-        cfg_path = Path(args.run) / "config.json"
-        if not cfg_path.is_file():
-            raise DataError(f"--run {args.run!r} is not a specimg run folder (no config.json). Give the folder "
-                            "written by `specimg train`, or drop --run.")
-        cfg = RenderConfig.from_dict(json.loads(cfg_path.read_text())["render"])
-        src = read_table(args.labels) if args.labels else None
-        abspath = dict(zip(src["path"], src["abspath"])) if src is not None else {}
-
-        def images(path: str):
-            return render_file(abspath.get(path, path), config=cfg)[0][0]
-
+    images = run_images(args.run, labels=args.labels) if args.run else None
     m = evaluate_predictions(args.preds, labels=args.labels, report=args.report, format=args.format, images=images)
     print(f"{m['n_files']} files: accuracy "
           f"{m['accuracy']:.4f}  UAR {m['uar']:.4f}  macro-F1 {m['macro_f1']:.4f}  log-loss {m['log_loss']:.4f}"
           + (f"  report: {args.report}" if args.report else ""))
+    missing = m.get("missing") or {}
+    if missing:
+        print(f"specimg evaluate: {len(missing)} file(s) have no prediction and are not scored:", file=sys.stderr)
+        for path, why in list(missing.items())[:20]:
+            print(f"  {path}: {why}", file=sys.stderr)
+        if len(missing) > 20:
+            print(f"  ... and {len(missing) - 20} more" + (f" (listed in {args.report})" if args.report else ""),
+                  file=sys.stderr)
     return 0
 
 
@@ -121,16 +112,21 @@ def add_predict_parsers(sub: "argparse._SubParsersAction") -> None:
                         "images either way")
     p.add_argument("--frontend", choices=("auto", "cpu", "gpu"), default=None,
                    help="deprecated spelling of --images (cpu = cached, gpu = on-the-fly)")
+    p.add_argument("--part-files", type=int, default=256, metavar="N",
+                   help="files per part written as the prediction goes (a re-run after a crash reuses the finished "
+                        "parts; default 256)")
     p.add_argument("--strict", action="store_true", help="stop at the first bad file")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_predict)
 
     e = sub.add_parser("evaluate", help="score predictions: accuracy, UAR, macro-F1, confusion matrix, report")
     e.add_argument("preds", help="predictions CSV (specimg predict output or a run's oof_files.csv)")
-    e.add_argument("--labels", help="CSV or class-folder tree with the true labels (default: the CSV's label column)")
+    e.add_argument("--labels", help="CSV or class-folder tree with the true labels (default: the CSV's label "
+                                    "column); labelled files that predict skipped are listed, not scored")
     e.add_argument("--report", help="folder for the report (plots, tables, report.md/html)")
     e.add_argument("--format", choices=("markdown", "html"), default="markdown")
-    e.add_argument("--run", help="run folder: render example spectrograms into the report with its config")
+    e.add_argument("--run", help="run folder: example spectrograms in the report, from its image cache or "
+                                 "rendered with its config from the audio (found through --labels or the run)")
     e.set_defaults(func=_cmd_evaluate)
 
     x = sub.add_parser("export", help="export fold models to ONNX or TorchScript")

@@ -374,7 +374,7 @@ class Predictor:
     # ------------------------------------------------------------------ datasets
     def predict(self, source: Union[PathLike, pd.DataFrame, ImageCache], *, segments: bool = False,
                 workers: int = 1, progress: bool = True, strict: bool = False,
-                out: Optional[PathLike] = None) -> PredictionResult:
+                out: Optional[PathLike] = None, part_files: int = PART_FILES) -> PredictionResult:
         """Predict every file of a CSV, class-folder tree, plain folder or image cache.
 
         Files are loaded with the run's config (resampled to its rate,
@@ -410,6 +410,8 @@ class Predictor:
             Stop at the first bad file.
         out : path or None
             Write the prediction there as it goes (resumable).
+        part_files : int
+            Files per part with ``out`` (default :data:`PART_FILES`).
 
         Returns
         -------
@@ -420,12 +422,17 @@ class Predictor:
                                          segments=segments, progress=progress)
             return result if out is None else _write(result, out)
         check_int(workers, "workers", owner="Predictor.predict", low=1)
+        check_int(part_files, "part_files", owner="Predictor.predict", low=1)
         table = read_table(source)
-        parts = _Parts(out, self._fingerprint(table, segments)) if out is not None else None
+        parts = _Parts(out, self._fingerprint(table, segments, part_files)) if out is not None else None
         results: List[Tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]] = []
+        bounds = _part_bounds(len(table), part_files if parts is not None else len(table))
+        if parts is not None and parts.n_done():
+            _logger.info("resuming the prediction in %s: %d of %d part(s) already done", parts.root, parts.n_done(),
+                         len(bounds))
         bar = progress_bar(total=len(table), desc="predict", unit="file", disable=not progress)
         try:
-            for p, (lo, hi) in enumerate(_part_bounds(len(table), PART_FILES if parts is not None else len(table))):
+            for p, (lo, hi) in enumerate(bounds):
                 done = parts.read(p) if parts is not None else None
                 if done is None:
                     done = self._predict_part(table.iloc[lo:hi], segments=segments, workers=workers, strict=strict,
@@ -448,7 +455,7 @@ class Predictor:
             parts.remove()
         return result
 
-    def _fingerprint(self, table: pd.DataFrame, segments: bool) -> str:
+    def _fingerprint(self, table: pd.DataFrame, segments: bool, part_files: int) -> str:
         """What a prediction's parts depend on: the models' weights, the input, the options, the table."""
         h = hashlib.sha1()
         for model in self.models:
@@ -457,7 +464,7 @@ class Predictor:
                 h.update(t.detach().cpu().contiguous().numpy().tobytes())
         h.update(json.dumps({"classes": self.classes, "render": self.render_config.to_dict(), "tta": self.tta,
                              "aggregate": self.aggregate, "batch": self.batch_size, "images": self.images,
-                             "input": list(self.input_hw), "segments": segments, "part": PART_FILES,
+                             "input": list(self.input_hw), "segments": segments, "part": part_files,
                              "rows": table[["path", "abspath"]].astype(str).values.tolist()}).encode())
         return h.hexdigest()[:16]
 
@@ -587,8 +594,9 @@ class _Parts:
             shutil.rmtree(self.root, ignore_errors=True)
             self.root.mkdir(parents=True)
             atomic_write_text(manifest, json.dumps({"fingerprint": fingerprint}))
-        elif any(self.root.glob("*.done")):
-            _logger.info("resuming the prediction in %s", self.root)
+
+    def n_done(self) -> int:
+        return len(list(self.root.glob("*.done")))
 
     def _names(self, p: int) -> Tuple[Path, Path, Path, Path]:
         stem = self.root / f"part-{p:05d}"

@@ -21,7 +21,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from ..config import TrainConfig
 from ..data import PixelNormalize, SegmentDataset
-from ..exceptions import DataError, ParameterError
+from ..exceptions import DataError, ParameterError, TrainingError
 from ..models import Ensemble
 from .._progress import progress_bar
 from ._callbacks import Callback, _CallbackList
@@ -330,6 +330,9 @@ class Trainer:
     def evaluate(self, model: nn.Module, data: SegmentDataset) -> Dict[str, float]:
         """Validation loss (window level) and file-level accuracy and UAR (with ``config.tta``)."""
         probs = self.predict(model, data)
+        if not np.isfinite(probs).all():
+            raise self._diverged(f"{int((~np.isfinite(probs).all(1)).sum())} of {len(probs)} validation windows "
+                                 "have non-finite probabilities", self.epoch + 1)
         targets = data.targets
         loss = float(-np.log(np.clip(probs[np.arange(len(targets)), targets], 1e-12, None)).mean())
         fids = data.file_ids if data.file_ids is not None else np.arange(len(data))
@@ -481,6 +484,7 @@ class Trainer:
                     loss = lam * criterion(logits, y) + (1.0 - lam) * criterion(logits, y[perm])
                 else:
                     loss = criterion(logits, y)
+                self._check_loss(loss, e, i, steps)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if cfg.grad_clip is not None:
@@ -563,6 +567,22 @@ class Trainer:
                            checkpoint=best_path)
         cbs("on_train_end", self, result)
         return result
+
+    def _diverged(self, what: str, epoch: int) -> TrainingError:
+        cfg = self.config
+        return TrainingError(
+            f"{self.desc}: {what} at epoch {epoch}: the model diverged, so the fold stops here, unfinished "
+            f"(last.pt keeps the last finished epoch). Lower --lr (now {cfg.lr:g}), train with --amp off or bf16 "
+            f"(now {cfg.amp}) or clip the gradients (--grad-clip 1.0, now {cfg.grad_clip}), then run the command "
+            "again with --no-resume.")
+
+    def _check_loss(self, loss: torch.Tensor, epoch: int, step: int, steps: int) -> None:
+        """Stop at a non-finite training loss (every process stops: the flag is shared under torchrun)."""
+        bad = not bool(torch.isfinite(loss.detach()))
+        if self.world_size > 1:
+            bad = any_true(bad, loss.device)
+        if bad:
+            raise self._diverged(f"the training loss is {float(loss.detach()):g} at step {step + 1}/{steps}", epoch + 1)
 
     def _check_resumable(self, state: Mapping[str, Any], path: Path, steps: int) -> None:
         old = TrainConfig.from_dict(state["train_config"]).result_dict()
