@@ -14,9 +14,9 @@ rewrites its report after every step, so a run cut short still returns what it f
    cached images (index the memmap, normalise on the GPU, forward, backward, SGD), the same with the device
    front end (waveform batches made into images on the GPU) instead of the cache, prediction with and without
    flip TTA, and the peak GPU memory of each. The three training paths and the two prediction modes are
-   alternated over ``--rounds`` rounds after a warm-up round; each figure is the median over the rounds of the
-   rate of the steps after ``--warm-steps`` (the loader start and the first kernels excluded, reported
-   apart as the start-up seconds).
+   alternated over ``--rounds`` rounds after one warm-up run; each figure is the median over the rounds of the
+   rate of the steps after ``--warm-steps`` (the loader start and the first kernels excluded; the seconds from
+   the start of the epoch to the end of those first steps are reported apart, "first steps s").
 3. One end-to-end ``specimg train`` on FSDD: 6 speaker folds, 224x224, ``tf_efficientnet_lite0`` with its
    offline ImageNet weights, the FSDD preset's recipe (8 epochs): leave-one-speaker-out accuracy and wall time.
 
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import datetime as _dt
 import gc
 import hashlib
@@ -103,15 +102,6 @@ def fsdd_table(fsdd: Path, *, takes: Optional[int] = None, n_files: Optional[int
     table = table.copy()
     table["path"] = [str((fsdd / p).resolve()) for p in table["path"]]
     return table.reset_index(drop=True)
-
-
-def on_the_fly_option() -> Dict[str, str]:
-    """The TrainConfig option of the device front end in this specimg's spelling (``frontend='gpu'`` is being
-    renamed ``images='on-the-fly'``)."""
-    from specimg import TrainConfig
-
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    return {"images": "on-the-fly"} if "images" in names else {"frontend": "gpu"}
 
 
 def environment() -> Dict[str, Any]:
@@ -226,7 +216,6 @@ def bare_run(template, cache, rows, *, device: str, batch: int, warm: int, steps
 
     cuda = device.startswith("cuda")
     dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda else None
-    start = time.perf_counter()
     model = copy.deepcopy(template).to(device).to(memory_format=torch.channels_last).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
@@ -236,7 +225,7 @@ def bare_run(template, cache, rows, *, device: str, batch: int, warm: int, steps
     order = np.random.default_rng(0).permutation(rows)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    t0 = 0.0
+    start = t0 = time.perf_counter()
     for i in range(steps):
         idx = np.sort(order[i * batch:(i + 1) * batch])
         x = torch.from_numpy(cache.images[idx]).to(device, non_blocking=True)  # (B, H, W, 3) uint8
@@ -256,7 +245,7 @@ def bare_run(template, cache, rows, *, device: str, batch: int, warm: int, steps
     peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
     del model, opt
     gc.collect()
-    return {"rate": (steps - warm) * batch / (t1 - t0), "startup_s": 0.0, "peak_gib": peak}
+    return {"rate": (steps - warm) * batch / (t1 - t0), "startup_s": t0 - start, "peak_gib": peak}
 
 
 def predict_rates(template, cache, *, device: str, batch: int, n_images: int, rounds: int, mean, std
@@ -285,7 +274,7 @@ def predict_rates(template, cache, *, device: str, batch: int, n_images: int, ro
 
 
 def bench_backbone(name: str, cache, csv: Path, work: Path, args) -> Dict[str, Any]:
-    """The three training paths alternated over ``args.rounds`` rounds (after a warm-up round), then prediction."""
+    """The three training paths alternated over ``args.rounds`` rounds (after one warm-up run), then prediction."""
     import numpy as np
     import torch
 
@@ -299,7 +288,7 @@ def bench_backbone(name: str, cache, csv: Path, work: Path, args) -> Dict[str, A
     mean, std = data_cfg["mean"], data_cfg["std"]
     config = fsdd_train_config(backbone=key, weights="none", epochs=1, batch_size=args.batch_size, n_splits=2,
                                group_column=None, device=args.device, seed=0)
-    fly = config.replace(**on_the_fly_option())
+    fly = config.replace(images="on-the-fly")
     rows = np.arange(len(cache.images))
     kw = dict(device=args.device, warm=args.warm_steps, steps=args.steps)
     paths = {
@@ -307,13 +296,12 @@ def bench_backbone(name: str, cache, csv: Path, work: Path, args) -> Dict[str, A
         "bare": lambda: bare_run(template, cache, rows, batch=args.batch_size, mean=mean, std=std, **kw),
         "on_the_fly": lambda: specimg_run(csv, work, fly, render_config=cache.config, cache_dir=work / "audio", **kw),
     }
+    paths["specimg"]()  # warm-up: the same model and shapes for every path (kernels, allocator, page cache)
     runs: Dict[str, List[Dict[str, float]]] = {k: [] for k in paths}
     order = list(paths)
-    for r in range(args.rounds + 1):
+    for r in range(args.rounds):
         for k in (order if r % 2 == 0 else order[::-1]):
-            res = paths[k]()
-            if r:  # round 0 warms up (kernels, allocator, page cache, the decoded audio)
-                runs[k].append(res)
+            runs[k].append(paths[k]())
         if args.device.startswith("cuda"):
             torch.cuda.empty_cache()
     med = {k: float(np.median([x["rate"] for x in v])) for k, v in runs.items()}
@@ -333,7 +321,8 @@ def bench_backbone(name: str, cache, csv: Path, work: Path, args) -> Dict[str, A
 
 TABLE_HEAD = ("| backbone | params (M) | specimg img/s | bare timm img/s | ratio (>= 0.95) | on-the-fly img/s | "
               "on-the-fly / cache | predict img/s (no TTA) | flip TTA cost (<= 2.1x) | peak GiB specimg / bare / "
-              "on-the-fly |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+              "on-the-fly | first steps s specimg / bare |\n"
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |")
 
 
 def table_row(r: Dict[str, Any]) -> str:
@@ -343,7 +332,8 @@ def table_row(r: Dict[str, Any]) -> str:
                                                                                         "on_the_fly")))
     return (f"| {r['backbone']} | {r['params_m']} | {r['specimg_img_s']:.0f} | {r['bare_img_s']:.0f} | "
             f"{r['ratio']:.3f} | {r['on_the_fly_img_s']:.0f} | {r['on_the_fly_vs_cache']:.2f} | "
-            f"{r['predict_none']:.0f} | {r['flip_cost']:.2f}x | {peak} |")
+            f"{r['predict_none']:.0f} | {r['flip_cost']:.2f}x | {peak} | {r['startup_s']['specimg']:.2f} / "
+            f"{r['startup_s']['bare']:.2f} |")
 
 
 def throughput_main(args) -> int:
@@ -492,7 +482,7 @@ def main_steps(args) -> int:
         if args.quick:
             csv = work / "e2e_files.csv"
             fsdd_table(Path(args.fsdd), takes=1)[["path", "label", "speaker"]].to_csv(csv, index=False)
-            extra = ["--folds", "2", "--epochs", "1", "--image-size", "32", "--device", args.device]
+            extra = ["--folds", "2", "--fold", "0", "--epochs", "1", "--image-size", "32", "--device", args.device]
         else:
             csv = Path(args.fsdd) / "labels.csv"
             extra = ["--epochs", "8", "--image-size", "224", "--device", args.device]
@@ -525,7 +515,7 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     ap.add_argument("--batch-size", type=int, default=None, help="default 64 (8 with --quick)")
     ap.add_argument("--steps", type=int, default=None, help="training steps per run (default 6, 4 with --quick)")
     ap.add_argument("--warm-steps", type=int, default=None, help="untimed steps at the start of each run (default 2)")
-    ap.add_argument("--rounds", type=int, default=None, help="alternated timed rounds after the warm-up round "
+    ap.add_argument("--rounds", type=int, default=None, help="alternated timed rounds after the warm-up run "
                     "(default 3, 1 with --quick)")
     ap.add_argument("--predict-images", type=int, default=None, help="images per prediction timing (default 128)")
     ap.add_argument("--worker", choices=("throughput",), help=argparse.SUPPRESS)
