@@ -391,3 +391,37 @@ def test_data_config_inception_and_image_size():
 def test_data_config_bad_image_size(image_size):
     with pytest.raises(ParameterError, match="'image_size'"):
         backbone_data_config(nn.Linear(2, 2), image_size=image_size)
+
+
+# ----------------------------------------------------------------------------- timm's spelling
+def test_pretrained_true_as_timm_users_type_it():
+    """create_backbone(name, pretrained=True) works as timm.create_model does: the offline ImageNet weights
+    where they exist (here Lite0's), an ImageNet head of 1000 classes by default."""
+    import torch
+
+    from specimg.models import create_backbone
+
+    model = create_backbone("tf_efficientnet_lite0", pretrained=True)
+    same = create_backbone("tf_efficientnet_lite0", weights="offline", num_classes=1000)
+    assert model.get_classifier().out_features == 1000
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), same.state_dict().values()))
+    random = create_backbone("tf_efficientnet_lite0", pretrained=False, num_classes=3)
+    assert not torch.equal(random.conv_stem.weight, model.conv_stem.weight)
+
+
+def test_checkpoint_path_and_conflicting_spellings(tmp_path):
+    import torch
+
+    from specimg.exceptions import ParameterError
+    from specimg.models import create_backbone
+
+    src = create_backbone("resnet10t", weights="none", num_classes=4)
+    torch.save(src.state_dict(), tmp_path / "w.pt")
+    loaded = create_backbone("resnet10t", checkpoint_path=tmp_path / "w.pt", num_classes=4)
+    assert torch.equal(loaded.fc.weight, src.fc.weight)
+    with pytest.raises(ParameterError, match="got weights and pretrained"):
+        create_backbone("resnet10t", pretrained=True, weights="none", num_classes=4)
+    with pytest.raises(ParameterError, match="got pretrained and checkpoint_path"):
+        create_backbone("resnet10t", pretrained=False, checkpoint_path=tmp_path / "w.pt", num_classes=4)
+    with pytest.raises(ParameterError, match="'pretrained' parameter of create_backbone must be True or False"):
+        create_backbone("resnet10t", pretrained="yes", num_classes=4)

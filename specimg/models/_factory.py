@@ -40,11 +40,40 @@ _DEFAULT_DATA_CFG: dict[str, Any] = {
 }
 
 
+class _Default:
+    """The default of ``weights=`` ('auto'), told apart from an explicit ``weights='auto'``."""
+
+    def __repr__(self) -> str:
+        return "'auto'"
+
+
+_AUTO: Any = _Default()
+
+
+def _resolve_timm_spelling(weights: Any, pretrained: Optional[bool], checkpoint_path: Any) -> Weights:
+    """timm's ``pretrained=`` / ``checkpoint_path=`` -> a ``weights`` source (one of the three may be given)."""
+    given = [n for n, v in (("weights", None if weights is _AUTO else weights), ("pretrained", pretrained),
+                            ("checkpoint_path", checkpoint_path)) if v is not None]
+    if len(given) > 1:
+        raise ParameterError(f"create_backbone got {' and '.join(given)}: they say the same thing (where the "
+                             "weights come from). Pass one of them, e.g. pretrained=True or weights='offline'.")
+    if pretrained is not None:
+        if not isinstance(pretrained, bool):
+            raise ParameterError(f"The 'pretrained' parameter of create_backbone must be True or False. Got "
+                                 f"{pretrained!r}.")
+        return "auto" if pretrained else "none"
+    if checkpoint_path is not None:
+        return checkpoint_path
+    return "auto" if weights is _AUTO else weights
+
+
 def create_backbone(
     name_or_module: Union[str, nn.Module],
     *,
-    num_classes: int,
-    weights: Weights = "auto",
+    num_classes: int = 1000,
+    weights: Weights = _AUTO,
+    pretrained: Optional[bool] = None,
+    checkpoint_path: Optional[Union[str, "os.PathLike[str]"]] = None,
     in_chans: int = 3,
     drop_rate: Optional[float] = None,
     **kwargs: Any,
@@ -60,8 +89,8 @@ def create_backbone(
         ``nn.Module`` instance, whose classifier is reset with
         ``reset_classifier(num_classes)`` when it has one and its
         ``num_classes`` differs.
-    num_classes : int
-        Number of output classes, >= 2.
+    num_classes : int, default 1000
+        Number of output classes, >= 2 (1000 keeps an ImageNet classifier).
     weights : {'auto', 'hub', 'offline', 'none'}, str, os.PathLike or None
         Where the initial weights come from:
 
@@ -79,6 +108,13 @@ def create_backbone(
 
         The ImageNet classifier is kept only when ``num_classes == 1000``;
         otherwise the classifier starts fresh.
+    pretrained : bool, optional
+        timm's spelling: ``True`` is ``weights='auto'`` (the offline ImageNet
+        weights where they exist, the hub otherwise), ``False`` is
+        ``weights='none'``. Give ``weights``, ``pretrained`` or
+        ``checkpoint_path``, not several.
+    checkpoint_path : str or os.PathLike, optional
+        timm's spelling of a local checkpoint: the same as ``weights=path``.
     in_chans : int, default 3
         Input channels. Pretrained first convolutions are adapted by timm's rule.
         Passed to registered builders only when not 3.
@@ -113,7 +149,10 @@ def create_backbone(
     10
     >>> backbone_data_config(model)["mean"]
     (0.5, 0.5, 0.5)
+    >>> create_backbone("tf_efficientnet_lite0", pretrained=True).get_classifier().out_features  # as in timm
+    1000
     """
+    weights = _resolve_timm_spelling(weights, pretrained, checkpoint_path)
     num_classes = _check_int("num_classes", num_classes, minimum=2, fix="A classifier needs at least 2 classes.")
     in_chans = _check_int("in_chans", in_chans, minimum=1)
     if drop_rate is not None:
