@@ -11,17 +11,23 @@
     examples/*.png      spectrogram images of correct and wrong files (when `images` is given)
     report.md | report.html
 
-Every file is written atomically (temporary file, then :func:`os.replace`), so a
-crash never leaves a half-written report. Plots use matplotlib's Agg canvas
-directly: no global backend is changed.
+The report is made in a temporary folder beside ``out_dir`` and moved into it
+only when every part is written, ``report.md`` (or ``report.html``) last: a
+failure part-way leaves the previous report (or nothing), never a half. An
+example image that cannot be drawn (its audio is missing, say) does not stop
+the report: it is listed, with the reason, under "Not drawn" (and in
+``metrics.json``). Files the predictions lack (``missing``) are listed too.
+Plots use matplotlib's Agg canvas directly: no global backend is changed.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import logging
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Literal, Mapping, Optional, Sequence, Union
@@ -29,13 +35,15 @@ from typing import Any, Callable, Dict, List, Literal, Mapping, Optional, Sequen
 import numpy as np
 import pandas as pd
 
-from ..exceptions import DataError, ParameterError
+from ..exceptions import DataError, ParameterError, SpecimgError
 from .aggregate import predictions_frame
 from .metrics import classification_metrics
 
 __all__ = ["write_report", "plot_confusion", "plot_recall"]
 
 ImageSource = Union[Mapping[str, np.ndarray], Callable[[str], np.ndarray]]
+
+_logger = logging.getLogger(__name__)
 
 
 def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
@@ -177,13 +185,15 @@ def plot_recall(
     return out
 
 
-def _get_image(images: ImageSource, path: str) -> Optional[np.ndarray]:
+def _lookup_image(images: ImageSource, path: str) -> Any:
     if callable(images):
-        img = images(path)
-    else:
-        if path not in images:
-            return None
-        img = images[path]
+        return images(path)
+    return images.get(path) if hasattr(images, "get") else (images[path] if path in images else None)
+
+
+def _check_image(img: Any, path: str) -> Optional[np.ndarray]:
+    if img is None:
+        return None
     arr = np.asarray(img)
     if arr.dtype != np.uint8 or not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)):
         raise DataError(
@@ -206,7 +216,9 @@ def _write_examples(
     pred: np.ndarray,
     confidence: np.ndarray,
     n_examples: int,
+    not_drawn: List[Dict[str, str]],
 ) -> List[Dict[str, Any]]:
+    """Save the example images; a file whose image cannot be made goes to ``not_drawn`` (path, reason)."""
     from PIL import Image
 
     examples: List[Dict[str, Any]] = []
@@ -219,7 +231,14 @@ def _write_examples(
         for i in idx:
             if taken >= n_examples:
                 break
-            img = _get_image(images, paths[i])
+            try:
+                found = _lookup_image(images, paths[i])
+            except (SpecimgError, OSError, ValueError) as exc:  # e.g. its audio is gone: draw the next one
+                reason = getattr(exc, "reason", None) or str(exc)
+                not_drawn.append({"path": paths[i], "reason": reason})
+                _logger.warning("report: no example image for %s: %s", paths[i], reason)
+                continue
+            img = _check_image(found, paths[i])  # a wrong type is the caller's bug: an error
             if img is None:
                 continue
             rel = Path("examples") / f"{kind}_{taken}_{_safe_name(paths[i])}.png"
@@ -249,7 +268,8 @@ def _md(text: Any) -> str:
 
 
 def _markdown(title: str, metrics: Dict[str, Any], per_class: pd.DataFrame, examples: List[Dict[str, Any]],
-              extra: Optional[Mapping[str, Any]]) -> str:
+              extra: Optional[Mapping[str, Any]], not_drawn: List[Dict[str, str]],
+              missing: Mapping[str, str]) -> str:
     lines = [f"# {title}", ""]
     lines += ["| metric | value |", "| --- | --- |"]
     lines += [f"| files | {metrics['n_files']} |"]
@@ -273,11 +293,17 @@ def _markdown(title: str, metrics: Dict[str, Any], per_class: pd.DataFrame, exam
                 f"({ex['confidence']:.2f})  "
             )
             lines += [f"![{ex['kind']} {ex['path']}]({ex['image']})", ""]
+    if not_drawn:
+        lines += ["## Not drawn", "", f"{len(not_drawn)} example image(s) could not be made:", ""]
+        lines += [f"- `{_md(d['path'])}`: {_md(d['reason'])}" for d in not_drawn] + [""]
+    if missing:
+        lines += ["## Not scored", "", f"{len(missing)} labelled file(s) have no prediction:", ""]
+        lines += [f"- `{_md(p)}`: {_md(r)}" for p, r in missing.items()] + [""]
     return "\n".join(lines) + "\n"
 
 
 def _html(title: str, metrics: Dict[str, Any], per_class: pd.DataFrame, examples: List[Dict[str, Any]],
-          extra: Optional[Mapping[str, Any]]) -> str:
+          extra: Optional[Mapping[str, Any]], not_drawn: List[Dict[str, str]], missing: Mapping[str, str]) -> str:
     e = html.escape
     rows = [f"<tr><td>files</td><td>{metrics['n_files']}</td></tr>"]
     rows += [f"<tr><td>{k}</td><td>{_fmt(metrics[k])}</td></tr>" for k in ("accuracy", "uar", "macro_f1", "log_loss")]
@@ -311,6 +337,11 @@ def _html(title: str, metrics: Dict[str, Any], per_class: pd.DataFrame, examples
                        f"{e(ex['prediction'])} ({ex['confidence']:.2f})")
             img = f'<img src="{e(ex["image"])}" alt="{e(ex["path"])}">'
             parts.append(f"<figure>{img}<figcaption>{caption}</figcaption></figure>")
+    for heading, items in (("Not drawn", [(d["path"], d["reason"]) for d in not_drawn]),
+                           ("Not scored", list(missing.items()))):
+        if items:
+            parts.append(f"<h2>{heading}</h2><ul>"
+                         + "".join(f"<li><code>{e(str(p))}</code>: {e(str(r))}</li>" for p, r in items) + "</ul>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
@@ -344,6 +375,7 @@ def write_report(
     extra: Optional[Mapping[str, Any]] = None,
     normalize: bool = False,
     n_examples: int = 4,
+    missing: Optional[Mapping[str, str]] = None,
 ) -> Path:
     """Write an evaluation report folder for file-level predictions.
 
@@ -373,7 +405,12 @@ def write_report(
     normalize : bool
         Colour ``confusion.png`` by row-normalised share (recall) instead of counts.
     n_examples : int >= 0
-        Example images per kind (correct, wrong).
+        Example images per kind (correct, wrong). A file whose image cannot
+        be made (``images`` raises a specimg error or an ``OSError``) is
+        skipped for the next one and listed under "Not drawn".
+    missing : mapping, optional
+        ``path -> reason`` of labelled files that have no prediction (not
+        scored); listed under "Not scored" and in ``metrics.json``.
 
     Returns
     -------
@@ -424,8 +461,35 @@ def write_report(
             )
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        name = _write_parts(stage, title, metrics, names, labels, p, pred, confidence, path_list, images, format,
+                            extra, normalize, n_examples, dict(missing or {}))
+        _publish(stage, out, name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return out / name
 
+
+def _publish(stage: Path, out: Path, report_name: str) -> None:
+    """Move a finished report from ``stage`` into ``out``: its old examples go, other files stay, the report
+    file comes last (its presence means the folder is complete)."""
+    out.mkdir(parents=True, exist_ok=True)
+    old_report = out / report_name
+    if old_report.exists():
+        old_report.unlink()  # from here until the end the folder holds no report file: never a mix read as one
+    if (out / "examples").is_dir():
+        shutil.rmtree(out / "examples")
+    for entry in sorted(stage.iterdir(), key=lambda e: e.name == report_name):
+        os.replace(entry, out / entry.name)
+
+
+def _write_parts(out: Path, title: str, metrics: Dict[str, Any], names: List[str], labels: np.ndarray,
+                 p: np.ndarray, pred: np.ndarray, confidence: np.ndarray, path_list: Optional[List[str]],
+                 images: Optional[ImageSource], format: str, extra: Optional[Mapping[str, Any]], normalize: bool,
+                 n_examples: int, missing: Dict[str, str]) -> str:
+    """Every part of the report, written into ``out``; returns the report file's name."""
     per_class = pd.DataFrame(
         {
             "cls": names,
@@ -446,20 +510,21 @@ def write_report(
     plot_recall(per_class["recall"].to_numpy(), names, out / "recall.png", title="per-class recall")
 
     examples: List[Dict[str, Any]] = []
+    not_drawn: List[Dict[str, str]] = []
     if images is not None and path_list is not None and n_examples > 0:
-        examples = _write_examples(out, images, path_list, labels, pred, confidence, n_examples)
+        examples = _write_examples(out, images, path_list, labels, pred, confidence, n_examples, not_drawn)
 
     record = dict(metrics)
     record["title"] = title
     record["examples"] = examples
+    record["not_drawn"] = not_drawn
+    record["missing"] = [{"path": k, "reason": v} for k, v in missing.items()]
     if extra:
         record["extra"] = _jsonable(dict(extra))
     _write_text(out / "metrics.json", json.dumps(record, indent=2) + "\n")
 
     if format == "markdown":
-        report = out / "report.md"
-        _write_text(report, _markdown(title, metrics, per_class, examples, extra))
-    else:
-        report = out / "report.html"
-        _write_text(report, _html(title, metrics, per_class, examples, extra))
-    return report
+        _write_text(out / "report.md", _markdown(title, metrics, per_class, examples, extra, not_drawn, missing))
+        return "report.md"
+    _write_text(out / "report.html", _html(title, metrics, per_class, examples, extra, not_drawn, missing))
+    return "report.html"
