@@ -240,7 +240,7 @@ def default_hop_length(sample_rate: int) -> int:
 
 def mel_bands_that_fit(sample_rate: int, n_fft: int, *, fmin: float = 0.0, fmax: Optional[float] = None,
                        most: int = DEFAULT_N_MELS) -> int:
-    """The most mel bands (up to ``most``) whose every filter holds at least one STFT bin.
+    """The most mel bands (up to ``most``; 0 if not even one) whose every filter holds at least one STFT bin.
 
     A band narrower than the bin spacing ``sample_rate / n_fft`` has no bin
     inside it (librosa warns "Empty filters detected"): its image row would
@@ -271,7 +271,7 @@ def mel_bands_that_fit(sample_rate: int, n_fft: int, *, fmin: float = 0.0, fmax:
         # the first bin above points[i] must lie below points[i + 2]
         if all(min(math.floor(points[i] / bin_hz) + 1, n_bins) * bin_hz < points[i + 2] for i in range(n)):
             return n
-    return 1
+    return 0
 
 
 def _stft_length(value: Any, name: str, sample_rate: Optional[int]) -> Any:
@@ -410,8 +410,14 @@ class SpectrogramConfig(_Config):
         n_fft = _stft_length(self.n_fft, "n_fft", sample_rate) or default_n_fft(sample_rate)
         hop = _stft_length(self.hop_length, "hop_length", sample_rate) or default_hop_length(sample_rate)
         win = _stft_length(self.win_length, "win_length", sample_rate)
-        n_mels = self.n_mels if self.n_mels is not None else mel_bands_that_fit(
-            sample_rate, n_fft, fmin=self.fmin, fmax=self.fmax)
+        n_mels = self.n_mels
+        if n_mels is None:
+            n_mels = mel_bands_that_fit(sample_rate, n_fft, fmin=self.fmin, fmax=self.fmax)
+            if n_mels == 0:
+                _fail("SpectrogramConfig", "n_mels", "a number of mel bands that each hold an STFT bin", None,
+                      f"No band between fmin={self.fmin} and fmax={self.fmax} Hz holds one of the bins "
+                      f"{sample_rate / n_fft:.1f} Hz apart (n_fft={n_fft} at {sample_rate} Hz): raise n_fft or widen "
+                      "the frequency range.")
         return self.replace(n_fft=n_fft, hop_length=hop, win_length=win, n_mels=n_mels)
 
     @classmethod

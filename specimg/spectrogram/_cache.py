@@ -411,10 +411,12 @@ class ImageCache:
     def concat(self, *others: "ImageCache", out: PathLike) -> "ImageCache":
         """This cache followed by others, written as a new cache folder.
 
-        The caches must share their render config. File ids of this cache
-        are kept; each other cache's are shifted past the largest so far.
-        Its classes are the sorted labels of all the files; errors are
-        listed together.
+        The caches must share their render config. The files keep their
+        order (this cache's, then each other's) and are numbered again
+        ``0 .. n_files - 1`` (``file_id`` is a file's row in ``files.csv``, as
+        in a rendered cache; a rendered cache's own ids do not change). The
+        classes are the sorted labels of all the files; errors are listed
+        together.
 
         Parameters
         ----------
@@ -441,12 +443,11 @@ class ImageCache:
                                 f"({'; '.join(diff[:6])}), so their images are not comparable. Render them with one "
                                 "config.")
         seg_parts, file_parts, offset = [], [], 0
-        for c in parts:
-            ids = c.files["file_id"].to_numpy(dtype=np.int64)
-            shift = 0 if c is self else offset
-            seg_parts.append(c.segments.assign(file_id=c.segments["file_id"].to_numpy() + shift))
-            file_parts.append(c.files.assign(file_id=ids + shift))
-            offset = max(offset, int(ids.max()) + shift + 1 if len(ids) else offset)
+        for c in parts:  # file ids become rows of files.csv, in order
+            new_id = dict(zip(c.files["file_id"].to_numpy(dtype=np.int64).tolist(), range(offset, offset + len(c.files))))
+            seg_parts.append(c.segments.assign(file_id=c.segments["file_id"].map(new_id).to_numpy()))
+            file_parts.append(c.files.assign(file_id=np.arange(offset, offset + len(c.files))))
+            offset += len(c.files)
         errors = pd.concat([c.errors for c in parts], ignore_index=True).drop_duplicates("path")
         files = pd.concat(file_parts, ignore_index=True)
         files["label"] = files["label"].astype(object).where(files["label"].notna(), None)

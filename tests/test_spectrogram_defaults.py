@@ -1,0 +1,185 @@
+"""STFT defaults that scale with the sample rate; recipes' images unchanged; the float32 STFT against librosa's."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+
+import librosa
+import numpy as np
+import pytest
+
+from specimg.audio import load_audio
+from specimg.config import (AudioConfig, RenderConfig, SegmentConfig, SpectrogramConfig, default_hop_length,
+                            default_n_fft, mel_bands_that_fit)
+from specimg.exceptions import ParameterError
+from specimg.spectrogram import ImageCache, feature_matrix, render_signal
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------ the defaults
+@pytest.mark.parametrize("sr, n_fft, hop, n_mels", [
+    (44100, 2048, 512, 128),  # librosa's defaults, where they come from
+    (22050, 1024, 256, 128),
+    (16000, 512, 186, 128),
+    (8000, 256, 93, 128),
+    (2000, 64, 23, 62),  # a 64-point STFT has 33 bins: at most 62 mel bands with a bin each
+])
+def test_defaults_in_samples_at_the_rate(sr, n_fft, hop, n_mels):
+    cfg = RenderConfig(audio=AudioConfig(sample_rate=sr)).spectrogram
+    assert (cfg.n_fft, cfg.hop_length, cfg.n_mels, cfg.win_length, cfg.fmax) == (n_fft, hop, n_mels, None, None)
+    assert n_fft * 44100 <= 2048 * sr < 2 * n_fft * 44100  # the largest power of two within 46.4 ms
+    assert abs(hop / sr - 512 / 44100) <= 0.5 / sr  # 11.6 ms, rounded to a sample
+    assert (default_n_fft(sr), default_hop_length(sr)) == (n_fft, hop)
+
+
+def test_explicit_samples_and_durations_are_kept():
+    cfg = RenderConfig(audio=AudioConfig(sample_rate=8000),
+                       spectrogram=SpectrogramConfig(n_fft=2048, hop_length=512, n_mels=40)).spectrogram
+    assert (cfg.n_fft, cfg.hop_length, cfg.n_mels) == (2048, 512, 40)
+    ms = RenderConfig(audio=AudioConfig(sample_rate=44100),
+                      spectrogram=SpectrogramConfig(n_fft="16ms", hop_length="8ms", win_length="10ms")).spectrogram
+    assert (ms.n_fft, ms.hop_length, ms.win_length) == (706, 353, 441)
+    assert SpectrogramConfig.from_ms(44100, n_fft_ms=16, hop_ms=8) == SpectrogramConfig(n_fft=706, hop_length=353)
+
+
+def test_a_config_resolves_again_at_a_new_rate_unless_it_was_given_in_samples():
+    cfg = RenderConfig()
+    assert cfg.spectrogram.n_fft == 1024
+    at8k = cfg.replace(audio=AudioConfig(sample_rate=8000))
+    assert (at8k.spectrogram.n_fft, at8k.spectrogram.hop_length) == (256, 93)
+    fixed = RenderConfig(spectrogram=SpectrogramConfig(n_fft=2048)).replace(audio=AudioConfig(sample_rate=8000))
+    assert (fixed.spectrogram.n_fft, fixed.spectrogram.hop_length) == (2048, 93)
+    stored = RenderConfig.from_dict(at8k.to_dict())  # what a cache's config.json gives back: samples
+    assert stored == at8k and stored.to_dict()["spectrogram"]["n_fft"] == 256
+    assert stored.replace(audio=AudioConfig(sample_rate=16000)).spectrogram.n_fft == 256
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"n_fft": "16 samples"}, r"'n_fft' parameter of SpectrogramConfig must be an int >= 1 \(samples\), a duration"),
+    ({"hop_length": 0}, "'hop_length' parameter"),
+    ({"n_fft": True}, "'n_fft' parameter"),
+    ({"win_length": "-3ms"}, "'win_length' parameter"),
+    ({"n_mels": 0}, "'n_mels' parameter"),
+    ({"n_fft": 256, "win_length": 512}, r"'win_length' parameter of SpectrogramConfig must be None or an int in "
+                                        r"\[1, n_fft=256\]"),
+])
+def test_bad_stft_lengths(kw, match):
+    with pytest.raises(ParameterError, match=match):
+        RenderConfig(audio=AudioConfig(sample_rate=8000), spectrogram=SpectrogramConfig(**kw))
+
+
+def test_a_duration_too_short_for_the_rate_names_the_fix():
+    with pytest.raises(ParameterError, match="'hop_length'.*At 1000 Hz it is 0 samples; give a longer duration"):
+        RenderConfig(audio=AudioConfig(sample_rate=1000), spectrogram=SpectrogramConfig(hop_length="0.2ms"))
+
+
+def test_mfcc_count_is_checked_against_the_chosen_bands():
+    with pytest.raises(ParameterError, match="'n_mfcc'.*<= n_mels=62"):
+        RenderConfig(audio=AudioConfig(sample_rate=2000), spectrogram=SpectrogramConfig(feature="mfcc", n_mfcc=64))
+
+
+@pytest.mark.parametrize("sr", [1000, 2000, 4000, 8000, 11025, 44100])
+@pytest.mark.parametrize("n_fft", [32, 64, 256, 1024])
+@pytest.mark.parametrize("fmin, fmax", [(0.0, None), (300.0, None), (50.0, 450.0)])
+def test_mel_bands_that_fit_is_librosas_empty_filter_test(sr, n_fft, fmin, fmax):
+    n = mel_bands_that_fit(sr, n_fft, fmin=fmin, fmax=fmax)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # librosa warns about the empty filters of n + 1
+        fit = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=max(n, 1), fmin=fmin, fmax=fmax)
+        over = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n + 1, fmin=fmin, fmax=fmax)
+    assert n == 0 or (fit.max(axis=1) > 0).all()
+    assert n == 128 or not (over.max(axis=1) > 0).all()
+    if n == 0:  # the default cannot choose: the config says why
+        with pytest.raises(ParameterError, match="No band between fmin=.*raise n_fft or widen"):
+            SpectrogramConfig(fmin=fmin, fmax=fmax, n_fft=n_fft).resolve(sr)
+
+
+@pytest.mark.parametrize("sr", [2000, 8000])
+def test_low_rates_give_a_sensible_image_without_flags(sr, fsdd_dir):
+    """A spoken digit at 2 kHz or 8 kHz: every mel row carries signal, the top row is Nyquist, time is ~11.6 ms."""
+    cfg = RenderConfig(audio=AudioConfig(sample_rate=sr), segment=SegmentConfig(seconds=1.0, hop=1.0),
+                       spectrogram=SpectrogramConfig(image_size=(64, 64)))
+    y = load_audio(fsdd_dir / "recordings" / "3_theo_0.wav", sr=sr)
+    F = feature_matrix(y, sr=sr, config=cfg.spectrogram)
+    assert F.shape == (cfg.spectrogram.n_mels, 1 + len(y) // cfg.spectrogram.hop_length)
+    assert (F.max(axis=1) > 0.2).all()  # no empty (black) band
+    tone = np.sin(2 * np.pi * 0.45 * sr * np.arange(sr) / sr).astype(np.float32)
+    assert int(np.argmax(feature_matrix(tone, sr=sr, config=cfg.spectrogram).mean(axis=1))) >= \
+        cfg.spectrogram.n_mels - 8  # 0.45 x the rate lands near the top: fmax is Nyquist
+    images, _ = render_signal(y, config=cfg)
+    assert images.shape[1:] == (64, 64, 3) and images.std() > 20
+
+
+def test_cli_defaults_at_8khz(fsdd_dir, tmp_path):
+    from specimg.cli import main
+
+    src = fsdd_dir / "recordings" / "5_lucas_1.wav"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / src.name).write_bytes(src.read_bytes())
+    assert main(["render", str(tmp_path / "a"), "--out", str(tmp_path / "c"), "--sample-rate", "8000",
+                 "--seconds", "1", "--hop", "1", "--image-size", "32", "--quiet"]) == 0
+    spec = ImageCache.open(tmp_path / "c").config.spectrogram
+    assert (spec.n_fft, spec.hop_length, spec.n_mels) == (256, 93, 128)
+    meta = json.loads((tmp_path / "c" / "config.json").read_text())["render"]["spectrogram"]
+    assert (meta["n_fft"], meta["hop_length"], meta["n_mels"]) == (256, 93, 128)  # samples, re-runnable as is
+
+
+# ------------------------------------------------------------------ the recipes' images
+FIXTURE = json.loads((ROOT / "tests" / "data" / "recipe_images.json").read_text())
+
+
+def _recipe_configs():
+    from specimg.experiment import load_recipe
+    from specimg.presets import fsdd_render_config
+
+    configs = {}
+    for yaml in sorted((ROOT / "examples" / "recipes").glob("*.yaml")):
+        r = load_recipe(yaml)
+        for m in r.models:
+            configs[f"{yaml.stem}/{m.name}"] = r.render_config(m)
+    for size in (64, 96):
+        for pad in ("zero", "tile"):
+            configs[f"presets/fsdd_render_config({size},{pad})"] = fsdd_render_config(size, pad)
+    return configs
+
+
+def test_every_recipe_and_preset_is_in_the_fixture():
+    names = set(_recipe_configs())
+    assert names <= set(FIXTURE), f"render checksums missing for {sorted(names - set(FIXTURE))}: add them"
+
+
+@pytest.mark.parametrize("name", [k for k in FIXTURE if not k.startswith("_") and k != "files"])
+def test_recipe_images_are_unchanged(name, fsdd_dir):
+    """Each recipe resolves to the spectrogram config it had before the rate-dependent defaults, and draws the
+    same bytes (before the float32 STFT too, except where the fixture records the one-grey-level difference)."""
+    cfg = _recipe_configs()[name]
+    want = FIXTURE[name]
+    assert cfg.to_dict()["spectrogram"] == want["spectrogram"]
+    h = hashlib.sha256()
+    for f in FIXTURE["files"]:
+        y = load_audio(fsdd_dir / f, sr=cfg.audio.sample_rate, offset=cfg.audio.offset, duration=cfg.audio.duration)
+        h.update(np.ascontiguousarray(render_signal(y, config=cfg)[0]).tobytes())
+    assert h.hexdigest() == want["sha256"]
+    if not name.startswith("music_genre/"):  # the 512x512 images: 24 of 5.8 M pixels one grey level off
+        assert want["sha256"] == want["sha256_before"]
+
+
+# ------------------------------------------------------------------ the float32 STFT
+@pytest.mark.parametrize("sr, n_fft, hop, win, power", [(22050, 2048, 512, None, 2.0), (8000, 256, 93, None, 2.0),
+                                                       (44100, 706, 353, 500, 1.0), (8000, 255, 64, None, 2.0)])
+def test_mel_spectrogram_equals_librosas(sr, n_fft, hop, win, power, fsdd_dir):
+    from specimg.spectrogram._image import mel_power
+
+    y = np.tile(load_audio(fsdd_dir / "recordings" / "8_nicolas_2.wav", sr=sr), 3)
+    spec = SpectrogramConfig(n_fft=n_fft, hop_length=hop, win_length=win, n_mels=40, power=power).resolve(sr)
+    ours = mel_power(y, sr=sr, config=spec)
+    ref = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=n_fft, hop_length=hop, win_length=win, n_mels=40,
+                                         power=power, pad_mode="constant") ** (2.0 / power)
+    assert ours.shape == ref.shape and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, ref, rtol=2e-3, atol=1e-6 * ref.max())
+    db = librosa.power_to_db(ours, ref=np.max, top_db=80.0) - librosa.power_to_db(ref, ref=np.max, top_db=80.0)
+    assert np.abs(db).max() < 0.02  # dB; a grey level is 80 / 255 = 0.31 dB
