@@ -340,7 +340,8 @@ def _load_job(abspath: str, label: Optional[str], config_dict: Dict[str, Any]
               ) -> Union[str, Tuple[np.ndarray, np.ndarray, np.ndarray, float, float]]:
     """Decode, pad and plan one file; its error message instead when it cannot be used."""
     from ..spectrogram import SpectrogramFrontend
-    from ..spectrogram._image import _load, _window_starts
+    from ..spectrogram import load_for_render as _load
+    from ..spectrogram import window_plan as _window_starts
 
     try:
         config = RenderConfig.from_dict(config_dict)

@@ -151,8 +151,7 @@ def _cache_id(cache: Any) -> Dict[str, Any]:
 
 def _check_before_work(recipe: Recipe) -> None:
     """What can fail cheaply fails before any output is written: data paths and backbone names."""
-    from ..models._factory import _check_timm_name
-    from ..models._registry import _get_entry
+    from ..models import check_backbone_name
 
     where = f" ({recipe.source})" if recipe.source else ""
     for key in ("train", "test"):
@@ -162,13 +161,12 @@ def _check_before_work(recipe: Recipe) -> None:
                                  "path is relative to the recipe's folder): it must name a CSV (path,label[,group]) "
                                  "or a folder of audio.")
     for i, m in enumerate(recipe.models):
-        if _get_entry(m.backbone) is None:
-            try:
-                _check_timm_name(m.backbone)
-            except ParameterError as exc:
-                raise ParameterError(f"models[{i}].backbone{where} of model {m.name!r}: {exc} Register a custom "
-                                     "network with specimg.models.register_backbone before running the recipe."
-                                     ) from None
+        try:
+            check_backbone_name(m.backbone)
+        except ParameterError as exc:
+            raise ParameterError(f"models[{i}].backbone{where} of model {m.name!r}: {exc} Register a custom "
+                                 "network with specimg.models.register_backbone before running the recipe."
+                                 ) from None
 
 
 def _check_folds(recipe: Recipe, table: pd.DataFrame) -> None:

@@ -7,6 +7,7 @@ normalisation a backbone expects.
 
 from ._ensemble import Ensemble as Ensemble
 from ._factory import backbone_data_config as backbone_data_config
+from ._factory import check_backbone_name as check_backbone_name
 from ._factory import create_backbone as create_backbone
 from ._registry import list_backbones as list_backbones
 from ._registry import register_backbone as register_backbone
@@ -19,6 +20,7 @@ __all__ = [
     "register_backbone",
     "list_backbones",
     "backbone_data_config",
+    "check_backbone_name",
     "offline_weights_available",
     "load_checkpoint",
 ]

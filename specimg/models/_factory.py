@@ -22,7 +22,7 @@ from ._weights import (
     require_offline_source,
 )
 
-__all__ = ["create_backbone", "backbone_data_config"]
+__all__ = ["create_backbone", "backbone_data_config", "check_backbone_name"]
 
 _logger = logging.getLogger(__name__)
 
@@ -406,6 +406,18 @@ def _parse_weights(weights: Any) -> tuple[str, Optional[Path]]:
         f"The 'weights' parameter of create_backbone must be one of {', '.join(map(repr, _SOURCES))}, None or a "
         f"checkpoint path. Got {type(weights).__name__} {weights!r}."
     )
+
+
+def check_backbone_name(name: str) -> None:
+    """Fail (with close matches) unless ``name`` is a registered backbone or a timm model, without building it.
+
+    Raises
+    ------
+    ParameterError
+        An unknown name; the message lists the closest known names.
+    """
+    if _get_entry(name) is None:
+        _check_timm_name(name)
 
 
 def _check_int(name: str, value: Any, *, minimum: int, fix: str = "") -> int:

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..exceptions import DataError, ParameterError
+from ..scoring import check_probs, aggregate_segments, flip_tta_average
 
 __all__ = [
     "aggregate_segments",
@@ -38,150 +39,6 @@ PROB_PREFIX = "prob_"
 _SUM_TOL = 1e-3
 
 AggregateMethod = Literal["mean", "max", "gmean"]
-
-
-def _check_probs(probs: Any, *, name: str, owner: str, ndim: int = 2) -> np.ndarray:
-    """Return ``probs`` as a finite, non-negative float64 array of ``ndim`` dimensions."""
-    try:
-        arr = np.asarray(probs, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise DataError(
-            f"The {name!r} argument of {owner} must be an array of probabilities. "
-            f"It cannot be read as numbers: {exc}."
-        ) from None
-    if arr.ndim != ndim:
-        raise DataError(
-            f"The {name!r} argument of {owner} must have {ndim} dimensions. Got shape {arr.shape}."
-        )
-    if arr.size and not np.all(np.isfinite(arr)):
-        bad = int(np.sum(~np.isfinite(arr)))
-        raise DataError(
-            f"The {name!r} argument of {owner} must be finite. Got {bad} NaN/inf values; "
-            "check the model outputs for overflow."
-        )
-    if arr.size and arr.min() < 0:
-        raise DataError(
-            f"The {name!r} argument of {owner} must hold probabilities >= 0. Got a minimum of "
-            f"{arr.min():.4g}; pass softmax outputs, not logits."
-        )
-    return arr
-
-
-def aggregate_segments(
-    probs: Any,
-    file_index: Any,
-    *,
-    method: AggregateMethod = "mean",
-    eps: float = 1e-7,
-) -> Tuple[np.ndarray, np.ndarray]:
-    """Pool segment (window) probabilities into one probability vector per file.
-
-    Parameters
-    ----------
-    probs : np.ndarray [shape=(n_segments, n_classes)]
-        Probabilities of each segment; each row sums to 1.
-    file_index : np.ndarray [shape=(n_segments,)]
-        The file each segment belongs to (ints such as ``file_id`` or strings
-        such as paths).
-    method : {"mean", "max", "gmean"}
-        ``"mean"``: average of the window probabilities.
-        ``"max"``: per-class maximum over windows, renormalised to sum to 1.
-        ``"gmean"``: geometric mean ``exp(mean(log(p + eps)))``, renormalised.
-    eps : float > 0
-        Floor added before the logarithm of ``"gmean"``.
-
-    Returns
-    -------
-    file_ids : np.ndarray [shape=(n_files,)]
-        The distinct values of ``file_index``, sorted (as :func:`numpy.unique`).
-    file_probs : np.ndarray [shape=(n_files, n_classes), dtype=float64]
-        Row ``i`` pools the segments of ``file_ids[i]``; rows sum to 1.
-
-    Raises
-    ------
-    ParameterError
-        ``method`` is unknown or ``eps`` is not > 0.
-    DataError
-        ``probs`` is not a 2-D array of non-negative finite numbers, or
-        ``file_index`` does not have one entry per segment.
-
-    Examples
-    --------
-    >>> p = np.array([[0.8, 0.2], [0.4, 0.6], [0.1, 0.9]])
-    >>> ids, fp = aggregate_segments(p, [7, 7, 3])
-    >>> ids.tolist(), fp.round(2).tolist()
-    ([3, 7], [[0.1, 0.9], [0.6, 0.4]])
-    """
-    if method not in ("mean", "max", "gmean"):
-        raise ParameterError(
-            "The 'method' parameter of aggregate_segments must be one of 'mean', 'max', 'gmean'. "
-            f"Got {method!r}."
-        )
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
-        raise ParameterError(f"The 'eps' parameter of aggregate_segments must be a number > 0. Got {eps!r}.")
-    p = _check_probs(probs, name="probs", owner="aggregate_segments")
-    index = np.asarray(file_index)
-    if index.ndim != 1 or index.shape[0] != p.shape[0]:
-        raise DataError(
-            "The 'file_index' argument of aggregate_segments must have one entry per segment: "
-            f"shape ({p.shape[0]},). Got shape {index.shape}."
-        )
-    if p.shape[0] == 0:
-        return index[:0], np.zeros((0, p.shape[1]), dtype=np.float64)
-
-    file_ids, inverse = np.unique(index, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    n_files, n_classes = len(file_ids), p.shape[1]
-    counts = np.bincount(inverse, minlength=n_files).astype(np.float64)[:, None]  # (n_files, 1)
-
-    if method == "mean":
-        out = np.zeros((n_files, n_classes))
-        np.add.at(out, inverse, p)
-        out /= counts
-    elif method == "max":
-        out = np.zeros((n_files, n_classes))  # probabilities are >= 0, so 0 is a safe start
-        np.maximum.at(out, inverse, p)
-    else:  # gmean
-        logs = np.zeros((n_files, n_classes))
-        np.add.at(logs, inverse, np.log(p + eps))
-        out = np.exp(logs / counts)
-    total = out.sum(axis=1, keepdims=True)
-    # A file whose windows are all-zero rows gets a uniform vector instead of 0/0.
-    zero = total[:, 0] <= 0
-    if np.any(zero):
-        out[zero] = 1.0 / n_classes
-        total[zero] = 1.0
-    return file_ids, out / total
-
-
-def flip_tta_average(p: Any, p_flipped: Any) -> np.ndarray:
-    """Average the probabilities of images and of their flipped copies (test-time augmentation).
-
-    Parameters
-    ----------
-    p : np.ndarray [shape=(n, n_classes)]
-        Probabilities of the original images.
-    p_flipped : np.ndarray [shape=(n, n_classes)]
-        Probabilities of the same images flipped (e.g. in time), same row order.
-
-    Returns
-    -------
-    np.ndarray [shape=(n, n_classes), dtype=float64]
-        ``(p + p_flipped) / 2``.
-
-    Examples
-    --------
-    >>> flip_tta_average([[0.25, 0.75]], [[0.75, 0.25]]).tolist()
-    [[0.5, 0.5]]
-    """
-    a = _check_probs(p, name="p", owner="flip_tta_average")
-    b = _check_probs(p_flipped, name="p_flipped", owner="flip_tta_average")
-    if a.shape != b.shape:
-        raise DataError(
-            "The 'p' and 'p_flipped' arguments of flip_tta_average must have the same shape "
-            f"(the same images in the same order). Got {a.shape} and {b.shape}."
-        )
-    return (a + b) / 2.0
 
 
 def _class_names(classes: Sequence[Any], *, owner: str) -> list:
@@ -229,7 +86,7 @@ def predictions_frame(
     """
     owner = "predictions_frame"
     names = _class_names(classes, owner=owner)
-    p = _check_probs(probs, name="probs", owner=owner)
+    p = check_probs(probs, name="probs", owner=owner)
     n = p.shape[0]
     if p.shape[1] != len(names):
         raise DataError(

@@ -10,13 +10,14 @@ from ._cache import ImageArray as ImageArray
 from ._cache import ImageCache as ImageCache
 from ._cache import render_dataset as render_dataset
 from ._image import _load as load_for_render  # the one config-driven decode (render, prediction, waveforms)
+from ._image import _window_starts as window_plan  # the one window plan (render, signal_windows, waveforms)
 from ._image import feature_matrix as feature_matrix
 from ._image import render_file as render_file
 from ._image import render_signal as render_signal
 from ._image import signal_windows as signal_windows
 from ._image import to_images as to_images
 
-__all__ = ["ImageCache", "ImageArray", "SpectrogramFrontend", "render_dataset", "load_for_render", "feature_matrix", "render_file", "render_signal", "signal_windows",
+__all__ = ["ImageCache", "ImageArray", "SpectrogramFrontend", "render_dataset", "load_for_render", "window_plan", "feature_matrix", "render_file", "render_signal", "signal_windows",
            "to_images"]
 
 

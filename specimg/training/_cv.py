@@ -14,7 +14,6 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 
 from .._io import config_diff
@@ -22,9 +21,9 @@ from ..config import RenderConfig, TrainConfig
 from ..data import (CachedImages, OnTheFlyImages, PixelNormalize, TrainingImages, WaveformSet, file_folds,
                     pseudo_leaks)
 from ..exceptions import ParameterError, TrainingError
+from ..scoring import aggregate_files, label_scores
 from ._callbacks import Callback
 from ._distributed import barrier, init_distributed, is_main_process
-from ._losses import aggregate_files
 from ._run import Run
 from ._trainer import FitResult, Trainer
 
@@ -301,8 +300,7 @@ def _fold_tables(k: int, plan: _Plan, images: TrainingImages, val_rows: np.ndarr
 
 
 def _scores(oof_files: pd.DataFrame) -> Dict[str, float]:
-    y, p = oof_files["label"].astype(str).to_numpy(), oof_files["prediction"].astype(str).to_numpy()
-    return {"accuracy": float(np.mean(y == p)), "uar": float(balanced_accuracy_score(y, p))}
+    return label_scores(oof_files["label"].to_numpy(), oof_files["prediction"].to_numpy())
 
 
 def _train_fold(k: int, run: Run, images: TrainingImages, plan: _Plan, config: TrainConfig, *, meta: Dict[str, Any],

@@ -1,4 +1,4 @@
-"""Class weights, mixup and the file-level metrics the trainer optimises."""
+"""Class weights of the loss; the file-level pooling and metrics the trainer optimises come from :mod:`specimg.scoring`."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from typing import Dict, Literal, Optional, Tuple
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
 from ..exceptions import ParameterError
+from ..scoring import aggregate_files, file_scores
 
 __all__ = ["class_weights", "aggregate_files", "file_scores"]
 
@@ -46,31 +46,3 @@ def class_weights(targets: np.ndarray, num_classes: int, *,
     seen = counts > 0
     w[seen] = counts.sum() / (num_classes * counts[seen])
     return torch.tensor(w, dtype=torch.float32)
-
-
-def aggregate_files(probs: np.ndarray, file_ids: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Average window probabilities per file.
-
-    Parameters
-    ----------
-    probs : np.ndarray [shape=(n_windows, n_classes)]
-    file_ids : np.ndarray [shape=(n_windows,)]
-
-    Returns
-    -------
-    ids : np.ndarray [shape=(n_files,)]
-        Sorted unique file ids.
-    file_probs : np.ndarray [shape=(n_files, n_classes)]
-    """
-    ids, inv = np.unique(np.asarray(file_ids), return_inverse=True)
-    sums = np.zeros((len(ids), probs.shape[1]), dtype=np.float64)
-    np.add.at(sums, inv, probs)
-    counts = np.bincount(inv, minlength=len(ids)).astype(np.float64)
-    return ids, (sums / counts[:, None]).astype(np.float32)
-
-
-def file_scores(file_probs: np.ndarray, file_targets: np.ndarray) -> Dict[str, float]:
-    """File-level accuracy and UAR (unweighted average recall = balanced accuracy)."""
-    pred = np.argmax(file_probs, axis=1)
-    return {"accuracy": float(accuracy_score(file_targets, pred)),
-            "uar": float(balanced_accuracy_score(file_targets, pred))}

@@ -1,0 +1,377 @@
+"""Scores shared by training, prediction and stacking: window -> file pooling and the classification metrics.
+
+One low module (numpy, pandas-free, scikit-learn for the metrics) that every
+stage uses, so a file's probabilities and its accuracy / UAR are computed one
+way everywhere:
+
+- :func:`aggregate_segments` pools window probabilities per file
+  (``mean`` / ``max`` / ``gmean``), :func:`aggregate_files` is its mean used
+  by training, :func:`flip_tta_average` averages a prediction with its flipped
+  twin;
+- :func:`label_scores` (accuracy and UAR of labels), :func:`file_scores`
+  (the same for probabilities against class indices), :func:`uar` and
+  :func:`classification_metrics` (accuracy, UAR, macro-F1, log-loss,
+  per-class scores, confusion matrix), :func:`check_labels`.
+
+UAR, the *unweighted average recall* (mean of the per-class recalls,
+scikit-learn's ``balanced_accuracy_score``), is the headline metric of
+paralinguistic challenges.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Dict, Literal, Sequence, Tuple
+
+import numpy as np
+from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    log_loss,
+    precision_recall_fscore_support,
+)
+
+from .exceptions import DataError, ParameterError
+
+__all__ = ["aggregate_segments", "aggregate_files", "flip_tta_average", "label_scores", "file_scores", "uar",
+           "check_probs", "classification_metrics", "check_labels"]
+
+AggregateMethod = Literal["mean", "max", "gmean"]
+
+
+def check_probs(probs: Any, *, name: str, owner: str, ndim: int = 2) -> np.ndarray:
+    """Return ``probs`` as a finite, non-negative float64 array of ``ndim`` dimensions."""
+    try:
+        arr = np.asarray(probs, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DataError(
+            f"The {name!r} argument of {owner} must be an array of probabilities. "
+            f"It cannot be read as numbers: {exc}."
+        ) from None
+    if arr.ndim != ndim:
+        raise DataError(
+            f"The {name!r} argument of {owner} must have {ndim} dimensions. Got shape {arr.shape}."
+        )
+    if arr.size and not np.all(np.isfinite(arr)):
+        bad = int(np.sum(~np.isfinite(arr)))
+        raise DataError(
+            f"The {name!r} argument of {owner} must be finite. Got {bad} NaN/inf values; "
+            "check the model outputs for overflow."
+        )
+    if arr.size and arr.min() < 0:
+        raise DataError(
+            f"The {name!r} argument of {owner} must hold probabilities >= 0. Got a minimum of "
+            f"{arr.min():.4g}; pass softmax outputs, not logits."
+        )
+    return arr
+
+
+def aggregate_segments(
+    probs: Any,
+    file_index: Any,
+    *,
+    method: AggregateMethod = "mean",
+    eps: float = 1e-7,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Pool segment (window) probabilities into one probability vector per file.
+
+    Parameters
+    ----------
+    probs : np.ndarray [shape=(n_segments, n_classes)]
+        Probabilities of each segment; each row sums to 1.
+    file_index : np.ndarray [shape=(n_segments,)]
+        The file each segment belongs to (ints such as ``file_id`` or strings
+        such as paths).
+    method : {"mean", "max", "gmean"}
+        ``"mean"``: average of the window probabilities.
+        ``"max"``: per-class maximum over windows, renormalised to sum to 1.
+        ``"gmean"``: geometric mean ``exp(mean(log(p + eps)))``, renormalised.
+    eps : float > 0
+        Floor added before the logarithm of ``"gmean"``.
+
+    Returns
+    -------
+    file_ids : np.ndarray [shape=(n_files,)]
+        The distinct values of ``file_index``, sorted (as :func:`numpy.unique`).
+    file_probs : np.ndarray [shape=(n_files, n_classes), dtype=float64]
+        Row ``i`` pools the segments of ``file_ids[i]``; rows sum to 1.
+
+    Raises
+    ------
+    ParameterError
+        ``method`` is unknown or ``eps`` is not > 0.
+    DataError
+        ``probs`` is not a 2-D array of non-negative finite numbers, or
+        ``file_index`` does not have one entry per segment.
+
+    Examples
+    --------
+    >>> p = np.array([[0.8, 0.2], [0.4, 0.6], [0.1, 0.9]])
+    >>> ids, fp = aggregate_segments(p, [7, 7, 3])
+    >>> ids.tolist(), fp.round(2).tolist()
+    ([3, 7], [[0.1, 0.9], [0.6, 0.4]])
+    """
+    if method not in ("mean", "max", "gmean"):
+        raise ParameterError(
+            "The 'method' parameter of aggregate_segments must be one of 'mean', 'max', 'gmean'. "
+            f"Got {method!r}."
+        )
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+        raise ParameterError(f"The 'eps' parameter of aggregate_segments must be a number > 0. Got {eps!r}.")
+    p = check_probs(probs, name="probs", owner="aggregate_segments")
+    index = np.asarray(file_index)
+    if index.ndim != 1 or index.shape[0] != p.shape[0]:
+        raise DataError(
+            "The 'file_index' argument of aggregate_segments must have one entry per segment: "
+            f"shape ({p.shape[0]},). Got shape {index.shape}."
+        )
+    if p.shape[0] == 0:
+        return index[:0], np.zeros((0, p.shape[1]), dtype=np.float64)
+
+    file_ids, inverse = np.unique(index, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    n_files, n_classes = len(file_ids), p.shape[1]
+    counts = np.bincount(inverse, minlength=n_files).astype(np.float64)[:, None]  # (n_files, 1)
+
+    if method == "mean":
+        out = np.zeros((n_files, n_classes))
+        np.add.at(out, inverse, p)
+        out /= counts
+    elif method == "max":
+        out = np.zeros((n_files, n_classes))  # probabilities are >= 0, so 0 is a safe start
+        np.maximum.at(out, inverse, p)
+    else:  # gmean
+        logs = np.zeros((n_files, n_classes))
+        np.add.at(logs, inverse, np.log(p + eps))
+        out = np.exp(logs / counts)
+    total = out.sum(axis=1, keepdims=True)
+    # A file whose windows are all-zero rows gets a uniform vector instead of 0/0.
+    zero = total[:, 0] <= 0
+    if np.any(zero):
+        out[zero] = 1.0 / n_classes
+        total[zero] = 1.0
+    return file_ids, out / total
+
+
+def flip_tta_average(p: Any, p_flipped: Any) -> np.ndarray:
+    """Average the probabilities of images and of their flipped copies (test-time augmentation).
+
+    Parameters
+    ----------
+    p : np.ndarray [shape=(n, n_classes)]
+        Probabilities of the original images.
+    p_flipped : np.ndarray [shape=(n, n_classes)]
+        Probabilities of the same images flipped (e.g. in time), same row order.
+
+    Returns
+    -------
+    np.ndarray [shape=(n, n_classes), dtype=float64]
+        ``(p + p_flipped) / 2``.
+
+    Examples
+    --------
+    >>> flip_tta_average([[0.25, 0.75]], [[0.75, 0.25]]).tolist()
+    [[0.5, 0.5]]
+    """
+    a = check_probs(p, name="p", owner="flip_tta_average")
+    b = check_probs(p_flipped, name="p_flipped", owner="flip_tta_average")
+    if a.shape != b.shape:
+        raise DataError(
+            "The 'p' and 'p_flipped' arguments of flip_tta_average must have the same shape "
+            f"(the same images in the same order). Got {a.shape} and {b.shape}."
+        )
+    return (a + b) / 2.0
+
+
+def aggregate_files(probs: Any, file_ids: Any) -> Tuple[np.ndarray, np.ndarray]:
+    """Average window probabilities per file (:func:`aggregate_segments` with ``method='mean'``), as float32.
+
+    Returns
+    -------
+    ids : np.ndarray [shape=(n_files,)]
+        Sorted unique file ids.
+    file_probs : np.ndarray [shape=(n_files, n_classes), dtype=float32]
+    """
+    ids, fp = aggregate_segments(probs, file_ids, method="mean")
+    return ids, fp.astype(np.float32)
+
+
+def label_scores(y_true: Any, y_pred: Any) -> Dict[str, float]:
+    """``{'accuracy', 'uar'}`` of predicted labels (compared as strings).
+
+    Examples
+    --------
+    >>> label_scores(["a", "a", "b"], ["a", "b", "b"])
+    {'accuracy': 0.6666666666666666, 'uar': 0.75}
+    """
+    t = np.asarray(y_true).astype(str)
+    p = np.asarray(y_pred).astype(str)
+    return {"accuracy": float(np.mean(t == p)) if len(t) else float("nan"), "uar": uar(t, p)}
+
+
+def file_scores(file_probs: np.ndarray, file_targets: np.ndarray) -> Dict[str, float]:
+    """File-level accuracy and UAR of probabilities (argmax) against class indices."""
+    pred = np.argmax(np.asarray(file_probs), axis=1)
+    return {"accuracy": float(accuracy_score(file_targets, pred)),
+            "uar": float(balanced_accuracy_score(file_targets, pred))}
+
+
+def _as_labels(values: Any, *, name: str, owner: str) -> np.ndarray:
+    arr = np.asarray(values, dtype=object)
+    if arr.ndim != 1:
+        raise DataError(f"The {name!r} argument of {owner} must be 1-D (one label per file). Got shape {arr.shape}.")
+    missing = [i for i, v in enumerate(arr) if v is None or (isinstance(v, float) and np.isnan(v))]
+    if missing:
+        raise DataError(
+            f"The {name!r} argument of {owner} has {len(missing)} missing labels (first at row {missing[0]}). "
+            "Drop unlabelled files before scoring."
+        )
+    return arr.astype(str)
+
+
+def check_labels(
+    y: Any, classes: Sequence[Any], *, name: str = "y_true", owner: str = "classification_metrics"
+) -> np.ndarray:
+    """Return ``y`` as an array of str labels, each one of ``classes``.
+
+    Parameters
+    ----------
+    y : sequence [shape=(n_files,)]
+        Labels (compared as strings).
+    classes : sequence of str
+        The allowed labels.
+    name, owner : str
+        Used in the error message.
+
+    Returns
+    -------
+    np.ndarray [shape=(n_files,), dtype=str]
+
+    Raises
+    ------
+    DataError
+        A label is missing or not in ``classes``; the message names the unknown labels.
+    """
+    labels = _as_labels(y, name=name, owner=owner)
+    known = {str(c) for c in classes}
+    unknown = sorted(set(labels.tolist()) - known)
+    if unknown:
+        shown = ", ".join(repr(u) for u in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+        raise DataError(
+            f"The {name!r} argument of {owner} has labels that are not among the {len(known)} classes: {shown}. "
+            f"Known classes: {sorted(known)}. Check that the predictions come from a model trained on these labels."
+        )
+    return labels
+
+
+def uar(y_true: Any, y_pred: Any) -> float:
+    """Unweighted average recall: the mean over classes of the per-class recall.
+
+    Equal to scikit-learn's :func:`~sklearn.metrics.balanced_accuracy_score`;
+    classes absent from ``y_true`` do not count.
+
+    Parameters
+    ----------
+    y_true, y_pred : sequence of str [shape=(n_files,)]
+        True and predicted labels.
+
+    Returns
+    -------
+    float in [0, 1]
+
+    Examples
+    --------
+    >>> uar(["a", "a", "a", "b"], ["a", "a", "b", "b"])  # (2/3 + 1/1) / 2
+    0.8333333333333333
+    """
+    t = _as_labels(y_true, name="y_true", owner="uar")
+    p = _as_labels(y_pred, name="y_pred", owner="uar")
+    if t.shape != p.shape:
+        raise DataError(f"'y_true' and 'y_pred' of uar must have the same length. Got {len(t)} and {len(p)}.")
+    if len(t) == 0:
+        raise DataError("uar needs at least one file. Got empty label arrays.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # y_pred has classes not in y_true: recall is still defined
+        return float(balanced_accuracy_score(t, p))
+
+
+def classification_metrics(y_true: Any, probs: Any, classes: Sequence[Any]) -> Dict[str, Any]:
+    """Score file-level probabilities against true labels.
+
+    Parameters
+    ----------
+    y_true : sequence of str [shape=(n_files,)]
+        True labels, each one of ``classes``.
+    probs : np.ndarray [shape=(n_files, n_classes)]
+        Probabilities in ``classes`` column order; the prediction is the argmax.
+    classes : sequence of str [shape=(n_classes,)]
+
+    Returns
+    -------
+    dict
+        ``n_files``, ``accuracy``, ``uar``, ``macro_f1``, ``log_loss``
+        (computed with all ``classes`` as labels), ``classes``,
+        ``per_class`` (class -> precision, recall, f1, support) and
+        ``confusion`` (list of lists, rows = true class, columns = predicted,
+        in ``classes`` order). Plain Python types, ready for ``json.dump``.
+
+    Raises
+    ------
+    DataError
+        A label of ``y_true`` is not in ``classes`` (the message names it), or
+        the shapes disagree.
+
+    Examples
+    --------
+    >>> m = classification_metrics(["a", "b"], [[0.9, 0.1], [0.2, 0.8]], ["a", "b"])
+    >>> m["accuracy"], m["uar"]
+    (1.0, 1.0)
+    """
+    owner = "classification_metrics"
+    names = [str(c) for c in classes]
+    if len(names) < 1 or len(set(names)) != len(names):
+        raise DataError(f"The 'classes' argument of {owner} must be a non-empty list of distinct labels. Got {names}.")
+    labels = check_labels(y_true, names, name="y_true", owner=owner)
+    try:
+        p = np.asarray(probs, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"The 'probs' argument of {owner} must be a numeric array.") from None
+    if p.ndim != 2 or p.shape != (len(labels), len(names)):
+        raise DataError(
+            f"The 'probs' argument of {owner} must have shape (n_files, n_classes) = ({len(labels)}, {len(names)}). "
+            f"Got {p.shape}."
+        )
+    if len(labels) == 0:
+        raise DataError(f"{owner} needs at least one file. Got empty arrays.")
+    if not np.all(np.isfinite(p)):
+        raise DataError(f"The 'probs' argument of {owner} must be finite. Got NaN/inf values.")
+
+    pred = np.asarray(names, dtype=object)[np.argmax(p, axis=1)].astype(str)
+    prec, rec, f1, support = precision_recall_fscore_support(labels, pred, labels=names, zero_division=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        bal = balanced_accuracy_score(labels, pred)
+        # Rows are renormalised so that slightly-off sums (float32 softmax) do not warn.
+        ll = log_loss(labels, p / np.clip(p.sum(axis=1, keepdims=True), 1e-12, None), labels=names)
+    return {
+        "n_files": int(len(labels)),
+        "accuracy": float(accuracy_score(labels, pred)),
+        "uar": float(bal),
+        "macro_f1": float(f1_score(labels, pred, average="macro", zero_division=0)),
+        "log_loss": float(ll),
+        "classes": names,
+        "per_class": {
+            c: {
+                "precision": float(prec[i]),
+                "recall": float(rec[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, c in enumerate(names)
+        },
+        "confusion": confusion_matrix(labels, pred, labels=names).astype(int).tolist(),
+    }
