@@ -8,7 +8,8 @@ Workloads (issue "Scale and hardening", part 2):
   and concatenated), n_fft 2048, hop 512, 128 mels, 512x512x3 images (the seed's settings).
 
 Methods, each timed per batch (32 and 64 windows) as the median of ``--repeats`` runs after
-one warm-up, in the same process:
+one warm-up each, in the same process, the methods alternated (frontend, cache[, render], then
+the reverse order, ...):
 
 - ``frontend``: waveform batch (an in-memory float32 array) → tensor → device →
   :class:`SpectrogramFrontend` → float images in [0, 1] on the device;
@@ -96,19 +97,22 @@ def long_windows(n: int, seconds: float = 20.0, sr: int = 22050, seed: int = 0) 
     return out
 
 
-def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` runs after one warm-up."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
+def timed(fns: Dict[str, Callable[[], object]], repeats: int, device: torch.device) -> Dict[str, float]:
+    """Median seconds of each ``fn()``: one warm-up call each, then ``repeats`` rounds with the order of the
+    methods reversed every other round (AB, BA, ...), so that a change in the machine's load hits them alike."""
+    for fn in fns.values():
         fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    times: Dict[str, List[float]] = {k: [] for k in fns}
+    for r in range(repeats):
+        for k in (list(fns) if r % 2 == 0 else list(fns)[::-1]):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            fns[k]()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times[k].append(time.perf_counter() - t0)
+    return {k: float(np.median(v)) for k, v in times.items()}
 
 
 def bench_workload(name: str, cfg: RenderConfig, windows: np.ndarray, batch_sizes: List[int], repeats: int,
@@ -126,10 +130,9 @@ def bench_workload(name: str, cfg: RenderConfig, windows: np.ndarray, batch_size
     np.asarray(memmap).sum()  # warm the page cache
 
     rows: List[Dict[str, object]] = []
-    # render path: per window, CPU, independent of the batch size
+    # render path: per window, CPU, independent of the batch size (timed with the CPU's first batch size)
     sub = windows[:render_windows]
-    t = timed(lambda: [render_signal(y, config=cfg) for y in sub], repeats, torch.device("cpu"))
-    render_rate = len(sub) / t
+    render_rate = float("nan")
     for device in devices:
         frontend = SpectrogramFrontend(cfg).to(device)
         for bs in batch_sizes:
@@ -148,10 +151,14 @@ def bench_workload(name: str, cfg: RenderConfig, windows: np.ndarray, batch_size
                 batch = torch.from_numpy(memmap[next(it_idx)])  # (bs, H, W, 3) uint8, fancy-indexed copy
                 return batch.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)  # (bs, 3, H, W)
 
-            t_front = timed(run_frontend, repeats, device)
-            t_cache = timed(run_cache, repeats, device)
-            rows.append(dict(workload=name, device=str(device), batch=bs, frontend=bs / t_front, cache=bs / t_cache,
-                             render=render_rate if device.type == "cpu" else float("nan")))
+            fns: Dict[str, Callable[[], object]] = {"frontend": run_frontend, "cache": run_cache}
+            if device.type == "cpu" and render_rate != render_rate:
+                fns["render"] = lambda: [render_signal(y, config=cfg) for y in sub]
+            t = timed(fns, repeats, device)
+            if "render" in t:
+                render_rate = len(sub) / t["render"]
+            rows.append(dict(workload=name, device=str(device), batch=bs, frontend=bs / t["frontend"],
+                             cache=bs / t["cache"], render=render_rate if device.type == "cpu" else float("nan")))
     return rows
 
 
@@ -293,7 +300,8 @@ def main() -> None:
     fsdd_cfg = RenderConfig(audio=AudioConfig(sample_rate=8000), segment=SegmentConfig(seconds=1.0, hop=0.5),
                             spectrogram=SpectrogramConfig(n_fft=256, hop_length=64, n_mels=64, image_size=(128, 128)))
     long_cfg = RenderConfig(audio=AudioConfig(sample_rate=22050), segment=SegmentConfig(seconds=20.0, hop=10.0),
-                            spectrogram=SpectrogramConfig(image_size=(512, 512)))
+                            spectrogram=SpectrogramConfig(n_fft=2048, hop_length=512, n_mels=128,
+                                                          image_size=(512, 512)))
     rows: List[Dict[str, object]] = []
     pred_rows: List[Dict[str, object]] = []
     train_rows: List[Dict[str, object]] = []

@@ -7,7 +7,10 @@ after ``make demo``).
 Figures printed, all measured in this run:
 
 1. files/s with ``--tta flip`` and ``--tta none`` on FSDD and on long files
-   (120 s at the run's rate), and their ratio (target: flip <= 2.1x the cost);
+   (120 s at the run's rate), and their ratio (target: flip <= 2.1x the cost):
+   each predictor is warmed up by one untimed call, then the two are timed in
+   alternating order (none, flip, flip, none, ...) and the medians of
+   ``--repeats`` compared;
 2. out-of-fold file accuracy per held-out speaker with and without flip TTA,
    and with mean / max / gmean aggregation (each fold model predicts only the
    speaker it never saw);
@@ -63,13 +66,19 @@ def long_files(folder: Path, n: int, sr: int, seconds: float = 120.0, seed: int 
     return folder / "long.csv"
 
 
-def files_per_second(pred, source, repeats: int) -> float:
-    rates = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        res = pred.predict(source, progress=False)
-        rates.append(len(res.files) / (time.perf_counter() - t0))
-    return float(np.median(rates))
+def files_per_second(preds: dict, source, repeats: int) -> dict:
+    """Files/s of each predictor on ``source``: one untimed warm-up call each (first-call costs: imports, the
+    model's first batches, librosa's lazy modules), then ``repeats`` rounds in alternating order (AB, BA, ...);
+    the median of each."""
+    for pred in preds.values():
+        pred.predict(source, progress=False)
+    rates: dict = {k: [] for k in preds}
+    for r in range(repeats):
+        for k in (list(preds) if r % 2 == 0 else list(preds)[::-1]):
+            t0 = time.perf_counter()
+            res = preds[k].predict(source, progress=False)
+            rates[k].append(len(res.files) / (time.perf_counter() - t0))
+    return {k: float(np.median(v)) for k, v in rates.items()}
 
 
 def oof_by_speaker(run: Path, tta: str) -> dict:
@@ -135,8 +144,9 @@ def main() -> None:
         long_csv = long_files(tmp, args.long_files, meta["render"]["audio"]["sample_rate"])
         print(f"\n{'workload':<26} {'tta=none files/s':>17} {'tta=flip files/s':>17} {'cost ratio':>11}")
         for name, src in ((f"FSDD ({len(fsdd_sub)} files)", fsdd_sub), (f"{args.long_files} x 120 s files", long_csv)):
-            none = files_per_second(Predictor.from_run(run, tta="none", device="cpu"), src, args.repeats)
-            flip = files_per_second(Predictor.from_run(run, tta="flip", device="cpu"), src, args.repeats)
+            rate = files_per_second({tta: Predictor.from_run(run, tta=tta, device="cpu") for tta in ("none", "flip")},
+                                    src, args.repeats)
+            none, flip = rate["none"], rate["flip"]
             print(f"{name:<26} {none:>17.2f} {flip:>17.2f} {none / flip:>10.2f}x")
 
         # 2. quality: TTA and aggregation, per held-out speaker

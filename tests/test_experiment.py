@@ -264,7 +264,7 @@ def test_shipped_recipes(fsdd_dir):
     rc = music.render_config("resnet50")
     assert (rc.audio.sample_rate, rc.segment.seconds, rc.segment.hop, rc.audio.min_seconds) == (22050, 20, 10, 120)
     assert set(rc.segment.class_hop.values()) == {5.0} and rc.spectrogram.image_size == (512, 512)
-    assert music.stacking.blend == {"cnn": 0.45, "lgbm": 0.45, "cnn-skip": 0.1}
+    assert music.stacking.blend == {"cnn": 0.45, "cnn-skip": 0.45, "lgbm": 0.1}
     assert music.pseudo.enabled and music.pseudo.threshold == 0.85
     assert {music.train_config(m).weights for m in music.models} == {"hub"}
     voice = load_recipe(RECIPES / "voice_pathology.yaml")

@@ -21,7 +21,7 @@ Example (the FSDD quick recipe, abridged)::
       - {name: resnet_mel64, backbone: test_resnet}
       - {name: effnet_mel64, backbone: test_efficientnet}
       - {name: resnet_mel32, backbone: test_resnet, render: {n_mels: 32}}
-    stacking: {methods: [cnn, cnn-skip, lgbm], blend: {cnn: 0.45, lgbm: 0.45, cnn-skip: 0.1}}
+    stacking: {methods: [cnn, cnn-skip, lgbm], blend: {cnn: 0.45, cnn-skip: 0.45, lgbm: 0.1}}
     pseudo: {enabled: true, threshold: 0.85}
 """
 
@@ -255,7 +255,8 @@ class PseudoSpec:
     ----------
     enabled : bool
     threshold : float in (0, 1]
-        A test file is pseudo-labelled when its top probability reaches it.
+        A test file is pseudo-labelled when its top probability is above it
+        (strictly: at exactly the threshold it is not).
     max_per_class : int or None
         At most this many pseudo-labels per class (most confident first).
     rounds : int
