@@ -61,11 +61,12 @@ def _write_runs(root, *, signal=2.0, seed=0, n=N_FILES, test=False):
     return runs, tests, y, folds
 
 
-@pytest.mark.parametrize("method", ["cnn", "cnn-skip", "lgbm", "blend", "mean"])
+@pytest.mark.parametrize("method", ["cnn", "cnn-skip", "lgbm", "blend", "mean", "seed-blend"])
 def test_stack_writes_contract_outputs_for_each_method(tmp_path, method, capsys):
     runs, tests, y, folds = _write_runs(tmp_path / "runs", test=True)
     out = tmp_path / f"stack_{method}"
-    assert _cli("stack", *runs, "--method", method, "--out", out, "--test", *tests) == 0
+    # --no-compare: only the runs, their mean and the method (the full comparison is tested once, with auto)
+    assert _cli("stack", *runs, "--method", method, "--out", out, "--test", *tests, "--no-compare") == 0
     frame, classes, probs = read_predictions(out / "oof_files.csv")
     assert list(frame.columns[:4]) == ["path", "label", "fold", "prediction"]
     assert classes == CLASSES
@@ -86,14 +87,14 @@ def test_stack_writes_contract_outputs_for_each_method(tmp_path, method, capsys)
 
 def test_mean_and_fixed_blend_are_exact(tmp_path):
     runs, _, y, _ = _write_runs(tmp_path / "runs")
-    _cli("stack", *runs, "--method", "mean", "--out", tmp_path / "mean")
+    _cli("stack", *runs, "--method", "mean", "--out", tmp_path / "mean", "--no-compare")
     _, _, mean_probs = read_predictions(tmp_path / "mean" / "oof_files.csv")
     members = [read_predictions(r / "oof_files.csv")[2] for r in runs]
     np.testing.assert_allclose(mean_probs, np.mean(members, axis=0), atol=1e-9)
     m = json.loads((tmp_path / "mean" / "metrics.json").read_text())
     assert m["stack"] == m["mean"] and m["inner_folds"] is None
 
-    _cli("stack", *runs, "--method", "blend", "--weights", "1,0,0", "--out", tmp_path / "only0")
+    _cli("stack", *runs, "--method", "blend", "--weights", "1,0,0", "--out", tmp_path / "only0", "--no-compare")
     _, _, only0 = read_predictions(tmp_path / "only0" / "oof_files.csv")
     np.testing.assert_allclose(only0, members[0], atol=1e-9)
     m = json.loads((tmp_path / "only0" / "metrics.json").read_text())
@@ -103,7 +104,7 @@ def test_mean_and_fixed_blend_are_exact(tmp_path):
 
 def test_fitted_blend_prefers_the_best_model(tmp_path):
     runs, _, _, _ = _write_runs(tmp_path / "runs")
-    _cli("stack", *runs, "--method", "blend", "--out", tmp_path / "fit", "--names", "good,mid,bad")
+    _cli("stack", *runs, "--method", "blend", "--out", tmp_path / "fit", "--names", "good,mid,bad", "--no-compare")
     m = json.loads((tmp_path / "fit" / "metrics.json").read_text())
     w = m["weights"]
     assert sum(w.values()) == pytest.approx(1.0)
@@ -116,7 +117,7 @@ def test_stacked_oof_is_honest_on_noise(tmp_path):
     from specimg.stacking import LGBMStacker, align_runs
 
     runs, _, _, _ = _write_runs(tmp_path / "runs", signal=0.0, seed=3, n=150)
-    _cli("stack", *runs, "--method", "lgbm", "--out", tmp_path / "lgbm")
+    _cli("stack", *runs, "--method", "lgbm", "--out", tmp_path / "lgbm", "--no-compare")
     m = json.loads((tmp_path / "lgbm" / "metrics.json").read_text())
     _, X, y, classes, _ = align_runs(runs)
     # LightGBM's usual settings (many leaves, small leaves, no early stopping) memorise the noise in-sample ...
@@ -128,10 +129,51 @@ def test_stacked_oof_is_honest_on_noise(tmp_path):
 
 def test_inner_folds_option(tmp_path):
     runs, _, _, _ = _write_runs(tmp_path / "runs")
-    _cli("stack", *runs, "--method", "cnn", "--folds", "2", "--out", tmp_path / "cnn2")
+    _cli("stack", *runs, "--method", "cnn", "--folds", "2", "--out", tmp_path / "cnn2", "--no-compare")
     assert json.loads((tmp_path / "cnn2" / "metrics.json").read_text())["inner_folds"] == 2
     with pytest.raises(ParameterError, match="<= the 3 outer folds"):
         _cli("stack", *runs, "--method", "cnn", "--folds", "5", "--out", tmp_path / "cnn5")
+
+
+def test_stack_auto_reports_every_candidate_and_why(tmp_path, capsys):
+    runs, tests, y, folds = _write_runs(tmp_path / "runs", test=True)
+    out = tmp_path / "auto"
+    assert _cli("stack", *runs, "--out", out, "--test", *tests, "--names", "good,mid,bad") == 0  # auto: the default
+    printed = capsys.readouterr().out
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["method"] == "auto"
+    assert list(m["candidates"]) == ["good", "mid", "bad", "mean", "blend", "cnn", "cnn-skip", "lgbm", "seed-blend",
+                                     "auto"]
+    for name, c in m["candidates"].items():  # pooled and per-fold scores of every candidate, on the same folds
+        assert list(c["folds"]) == ["0", "1", "2"] and sum(f["n_files"] for f in c["folds"].values()) == N_FILES
+        assert name in printed
+    assert m["stack"]["accuracy"] == m["candidates"]["auto"]["accuracy"]
+    sel = m["selection"]
+    assert sel["metric"] == "accuracy" and len(sel["folds"]) == 3
+    assert sel["summary"].startswith("auto picked ") and "by inner cross-validation accuracy" in sel["summary"]
+    for row in sel["folds"]:
+        assert row["choice"] in m["candidates"] and row["reason"].startswith(row["choice"] + ": best inner-CV")
+        assert f"fold {row['fold']}: {row['reason']}" in printed
+    per = pd.read_csv(out / "candidates.csv", dtype={"fold": str})
+    assert set(per["fold"]) == {"0", "1", "2", "all"} and len(per) == 10 * 4
+    test_frame, _, _ = read_predictions(out / "test_files.csv")
+    assert len(test_frame) == 30 and "mean of the fold stackers" in printed
+
+
+def test_stack_draws_the_model_weights(tmp_path):
+    runs, _, _, _ = _write_runs(tmp_path / "runs")
+    out = tmp_path / "cnn"
+    _cli("stack", *runs, "--method", "cnn", "--out", out, "--no-compare")
+    png = (out / "model_weights.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
+    weights = pd.read_csv(out / "model_weights.csv").set_index("model")
+    assert weights.index.tolist() == ["model0", "model1", "model2"] and weights.columns.tolist() == CLASSES
+    np.testing.assert_allclose(weights.sum(axis=0), 1.0)  # per class, the weights of the models sum to 1
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["model_weights"]["model0"] == pytest.approx(weights.loc["model0"].to_dict())
+    assert not (tmp_path / "mean_only" / "model_weights.png").exists()
+    _cli("stack", *runs, "--method", "mean", "--out", tmp_path / "mean_only", "--no-compare")
+    assert not (tmp_path / "mean_only" / "model_weights.png").exists()  # the mean weighs nothing
 
 
 def test_stack_bad_inputs(tmp_path):
@@ -204,6 +246,17 @@ def test_pseudo_label_threshold_and_paths(tmp_path, capsys):
     assert pseudo_mask(resolved).tolist() == [False] * 6 + [True] * 4
     assert (folds[6:] == -1).all() and (folds[:6] >= 0).all()
     assert "4 test file(s)" in capsys.readouterr().out
+
+
+def test_pseudo_label_threshold_is_strict_unless_inclusive(tmp_path, capsys):
+    train_csv, preds = _pseudo_setup(tmp_path)
+    _cli("pseudo-label", preds, "--train", train_csv, "--out", tmp_path / "strict.csv", "--threshold", "0.9")
+    assert pd.read_csv(tmp_path / "strict.csv").query("pseudo")["confidence"].tolist() == [0.95]
+    assert "confidence > 0.9" in capsys.readouterr().out
+    _cli("pseudo-label", preds, "--train", train_csv, "--out", tmp_path / "incl.csv", "--threshold", "0.9",
+         "--inclusive")
+    assert pd.read_csv(tmp_path / "incl.csv").query("pseudo")["confidence"].tolist() == [0.95, 0.90, 0.90]
+    assert "confidence >= 0.9" in capsys.readouterr().out
 
 
 def test_pseudo_label_cap_per_class(tmp_path):

@@ -16,6 +16,7 @@ from specimg.stacking import (
     LGBMStacker,
     WeightedBlend,
     align_runs,
+    compare_stackers,
     cross_val_stack,
     pseudo_training_table,
     select_pseudo_labels,
@@ -142,10 +143,11 @@ def test_fixed_blend_weights_exact():
 
 def test_cnn_skip_changes_the_network(data):
     X, y, X_test, _ = data
-    plain = CNNStacker(hidden=4, epochs=2, seed=0).fit(X, y).predict_proba(X_test)
-    skip = CNNStacker(hidden=4, epochs=2, seed=0, skip=True).fit(X, y).predict_proba(X_test)
+    kw = dict(hidden=4, epochs=2, early_stopping=False)
+    plain = CNNStacker(seed=0, **kw).fit(X, y).predict_proba(X_test)
+    skip = CNNStacker(seed=0, skip=True, **kw).fit(X, y).predict_proba(X_test)
     assert not np.allclose(plain, skip)
-    other_seed = CNNStacker(hidden=4, epochs=2, seed=1).fit(X, y).predict_proba(X_test)
+    other_seed = CNNStacker(seed=1, **kw).fit(X, y).predict_proba(X_test)
     assert not np.allclose(plain, other_seed)
 
 
@@ -196,6 +198,102 @@ def test_predict_input_must_match_fit(data):
         blend.predict_proba(X_test[:, :2])
 
 
+# ---------------------------------------------------------------- starting from the mean
+def _calibrated_by_the_mean(n=600, seed=0):
+    """Labels drawn from the mean of three random models: nothing beats the mean, so a stacker should stay there."""
+    rng = np.random.default_rng(seed)
+    X = _softmax(1.5 * rng.standard_normal((n, 3, len(CLASSES))))
+    codes = np.array([rng.choice(len(CLASSES), p=p) for p in X.mean(axis=1)])
+    return X, np.asarray(CLASSES)[codes]
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_untrained_cnn_stacker_is_the_mean(data, skip):
+    X, y, X_test, _ = data
+    est = CNNStacker(epochs=0, skip=skip, classes=CLASSES).fit(X, y)
+    np.testing.assert_allclose(est.predict_proba(X_test), X_test.mean(axis=1), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(est.model_weights_, np.full((3, len(CLASSES)), 1 / 3), atol=1e-12)
+    assert est.best_epoch_ == 0 and est.temperature_ == 1.0
+    # the network itself at its initialisation, on inputs with zeros (the log never sees a 0)
+    net = CNNStacker(skip=skip, seed=5)._new_net(3, len(CLASSES)).double()
+    xs = np.array([[[1.0, 0, 0, 0], [0.5, 0.5, 0, 0], [0, 0, 0, 1.0]]])
+    import torch
+
+    with torch.no_grad():
+        proba = torch.softmax(net(torch.as_tensor(xs)), dim=1).numpy()
+    np.testing.assert_allclose(proba, xs.mean(axis=1), atol=1e-9)
+
+
+def test_cnn_stacker_stays_at_the_mean_when_the_data_says_nothing():
+    X, y = _calibrated_by_the_mean()
+    groups = np.arange(len(X)) % 5
+    mean = X.mean(axis=1)
+    stopped = CNNStacker(classes=CLASSES).fit(X, y, groups=groups)
+    assert stopped.best_epoch_ <= 2 and stopped.validation_curve_[0] == min(stopped.validation_curve_[:3])
+    assert np.abs(stopped.predict_proba(X) - mean).max() < 0.05
+    # without early stopping and without the pull toward the start it wanders off on the same data ...
+    free = CNNStacker(classes=CLASSES, early_stopping=False, weight_decay=0.0, epochs=100).fit(X, y)
+    assert np.abs(free.predict_proba(X) - mean).max() > 0.2
+    # ... and a strong weight decay toward the start keeps it at the mean even after 100 epochs
+    held = CNNStacker(classes=CLASSES, early_stopping=False, weight_decay=100.0, epochs=100).fit(X, y)
+    assert np.abs(held.predict_proba(X) - mean).max() < 0.01
+
+
+def test_lgbm_stacker_starts_from_the_mean():
+    X, y = _calibrated_by_the_mean()
+    mean = X.mean(axis=1)
+    # one tree that barely moves: the start is the mean (LightGBM's own start would be the class priors)
+    tiny = LGBMStacker(n_estimators=1, learning_rate=1e-9, early_stopping=False, classes=CLASSES).fit(X, y)
+    np.testing.assert_allclose(tiny.predict_proba(X), mean, atol=1e-6)
+    prior = LGBMStacker(n_estimators=1, learning_rate=1e-9, early_stopping=False, start="zero",
+                        classes=CLASSES).fit(X, y)
+    assert np.abs(prior.predict_proba(X) - mean).max() > 0.3
+    # early stopping on held-out groups finds no tree better than the start: zero trees, exactly the mean
+    stopped = LGBMStacker(classes=CLASSES).fit(X, y, groups=np.arange(len(X)) % 5)
+    assert stopped.best_iteration_ == 0 and stopped.booster_ is None
+    np.testing.assert_allclose(stopped.predict_proba(X), mean, atol=1e-9)
+    np.testing.assert_allclose(stopped.model_weights_, 1 / 3)
+
+
+def test_stackers_calibrate_overconfident_models():
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, len(CLASSES), 2000)
+    X = _softmax(4.0 * (np.eye(len(CLASSES))[codes][:, None, :] + rng.standard_normal((2000, 3, len(CLASSES)))))
+    y = np.asarray(CLASSES)[codes]
+
+    def log_loss(p, c):
+        return float(-np.mean(np.log(np.clip(p[np.arange(len(c)), c], 1e-15, None))))
+
+    mean_ll = log_loss(X[1500:].mean(axis=1), codes[1500:])
+    cnn = CNNStacker(classes=CLASSES).fit(X[:1500], y[:1500])
+    assert log_loss(cnn.predict_proba(X[1500:]), codes[1500:]) < mean_ll - 0.01  # the models are too sure
+    lgbm = LGBMStacker(classes=CLASSES).fit(X[:1500], y[:1500])
+    assert log_loss(lgbm.predict_proba(X[1500:]), codes[1500:]) < mean_ll - 0.01
+
+
+def test_early_stopping_holds_out_whole_groups():
+    from specimg.stacking._align import early_stopping_split
+
+    codes = np.arange(200) % 4
+    groups = np.arange(200) // 20  # 10 groups of 20 files
+    train, val = early_stopping_split(codes, groups, fraction=0.2, seed=0)
+    assert not set(groups[train]) & set(groups[val]) and len(set(groups[val])) == 2
+    train, val = early_stopping_split(codes, None, fraction=0.2, seed=0)
+    assert len(val) == 40 and np.bincount(codes[val]).tolist() == [10, 10, 10, 10]  # stratified by class
+    assert early_stopping_split(codes[:5], None, fraction=0.2, seed=0) is None  # too few files to hold some out
+
+
+def test_learned_model_weights_favour_the_informative_model(data):
+    X, y, _, _ = data
+    cnn = CNNStacker(classes=CLASSES).fit(X, y)
+    lgbm = LGBMStacker(classes=CLASSES).fit(X, y)
+    for est in (cnn, lgbm):
+        w = est.model_weights_
+        assert w.shape == (3, len(CLASSES))
+        np.testing.assert_allclose(w.sum(axis=0), 1.0)
+        assert (w[0] > w[1]).all() and (w[0] > w[2]).all(), (type(est).__name__, w)
+
+
 # ---------------------------------------------------------------- inner cross-validation
 def test_cross_val_stack_out_of_fold(data):
     X, y, _, _ = data
@@ -228,6 +326,128 @@ def test_cross_val_stack_keeps_groups_apart(data):
     assert set().union(*held_out) == set(range(8))
     with pytest.raises(DataError, match="groups"):
         cross_val_stack(WeightedBlend(), X, y, groups=groups % 2, n_splits=4)
+
+
+# ---------------------------------------------------------------- every candidate, and auto
+CHEAP = {"cnn": {"hidden": 4, "epochs": 30}, "lgbm": {"n_estimators": 60}}  # small stackers: CI-sized
+
+
+def _folded(n=240, seed=0):
+    X, y = _synthetic(n, seed=seed)
+    return X, y, np.arange(n) % 3  # three outer folds
+
+
+@pytest.fixture(scope="module")
+def comparison():
+    X, y, folds = _folded()
+    X_test, _ = _synthetic(50, seed=9)
+    cmp = compare_stackers(X, y, folds, classes=CLASSES, names=["good", "noise1", "noise2"], X_test=X_test,
+                           params=CHEAP)
+    return X, y, folds, X_test, cmp
+
+
+def test_compare_scores_every_candidate_on_the_same_folds(comparison):
+    X, y, folds, _, cmp = comparison
+    assert cmp.candidates == ["good", "noise1", "noise2", "mean", "blend", "cnn", "cnn-skip", "lgbm", "seed-blend",
+                              "auto"]
+    assert cmp.fold_labels == ["0", "1", "2"]
+    per_fold = cmp.scores[cmp.scores["fold"] != "all"]
+    assert per_fold.groupby("candidate").size().eq(3).all() and (per_fold["n_files"] == 80).all()
+    for c in cmp.candidates:  # each per-fold score is the score of that candidate's predictions on that fold
+        for k, label in enumerate(cmp.fold_labels):
+            rows = folds == int(label)
+            acc = _accuracy(cmp.oof[c][rows], y[rows])
+            assert per_fold.query("candidate == @c and fold == @label")["accuracy"].item() == pytest.approx(acc)
+    np.testing.assert_allclose(cmp.oof["good"], X[:, 0])
+    np.testing.assert_allclose(cmp.oof["mean"], X.mean(axis=1))
+    table = cmp.table()
+    assert table["candidate"].tolist() == cmp.candidates
+    assert [c for c in table.columns if c.startswith("fold ")] == ["fold 0", "fold 1", "fold 2"]
+
+
+def test_outer_folds_are_held_out_for_every_learned_candidate(comparison):
+    X, y, folds, _, cmp = comparison
+    for m in ("blend", "cnn", "cnn-skip", "lgbm"):
+        assert len(cmp.estimators[m]) == 3
+        for k, est in enumerate(cmp.estimators[m]):  # the fold's stacker predicted exactly that fold's rows
+            rows = folds == k
+            np.testing.assert_allclose(cmp.oof[m][rows], est.predict_proba(X[rows]))
+
+
+def test_seed_blend_is_045_045_01_of_the_stackers(comparison):
+    _, _, _, _, cmp = comparison
+    expected = 0.45 * cmp.oof["cnn"] + 0.45 * cmp.oof["cnn-skip"] + 0.1 * cmp.oof["lgbm"]
+    np.testing.assert_allclose(cmp.oof["seed-blend"], expected)
+
+
+def test_test_set_is_the_mean_of_the_fold_stackers(comparison):
+    _, _, _, X_test, cmp = comparison
+    for m in ("cnn", "lgbm", "blend"):
+        expected = np.mean([est.predict_proba(X_test) for est in cmp.estimators[m]], axis=0)
+        np.testing.assert_allclose(cmp.test[m], expected)
+    np.testing.assert_allclose(cmp.test["mean"], X_test.mean(axis=1))
+    picked = cmp.choices["choice"].tolist()
+    per_fold = [cmp.estimators[c][k].predict_proba(X_test) if c in cmp.estimators else None
+                for k, c in enumerate(picked)]
+    if all(p is not None for p in per_fold):
+        np.testing.assert_allclose(cmp.test["auto"], np.mean(per_fold, axis=0))
+    np.testing.assert_allclose(cmp.model_weights["cnn"], np.mean([e.model_weights_ for e in cmp.estimators["cnn"]],
+                                                                 axis=0))
+
+
+def test_auto_picks_by_inner_cv_and_does_not_lose(comparison):
+    _, y, _, _, cmp = comparison
+    pooled = cmp.table().set_index("candidate")["accuracy"]
+    assert pooled["auto"] >= pooled[["good", "noise1", "noise2"]].max() - 0.02  # an unsure model and noise
+    assert pooled["auto"] > pooled["mean"] + 0.2  # the mean drowns the informative model in noise
+    assert len(cmp.choices) == 3 and cmp.choices["choice"].isin(cmp.candidates).all()
+    for _, row in cmp.choices.iterrows():
+        assert row["reason"].startswith(f"{row['choice']}: best inner-CV accuracy on the folds other than fold ")
+        inner = row[[c for c in cmp.candidates if c != "auto"]].astype(float)
+        assert inner[row["choice"]] == inner.max()
+
+
+def test_auto_never_reads_the_outer_fold():
+    """Relabel outer fold 0 so that a noise model is right on all of it: fold 0's choice must not move."""
+    X, y, folds = _folded()
+    kw = dict(classes=CLASSES, names=["good", "noise1", "noise2"], methods=("mean", "blend", "lgbm"), params=CHEAP)
+    before = compare_stackers(X, y, folds, **kw)
+    trap = y.copy()
+    rows = folds == 0
+    trap[rows] = np.asarray(CLASSES)[np.argmax(X[rows, 2], axis=1)]  # noise2 is now perfect on fold 0 only
+    after = compare_stackers(X, trap, folds, **kw)
+    fold0 = after.scores.query("fold == '0'").set_index("candidate")["accuracy"]
+    assert fold0["noise2"] == 1.0 and fold0.drop(["noise2", "auto"]).max() < 1.0  # an outer-score peek would pick it
+    b, a = before.choices.iloc[0], after.choices.iloc[0]
+    assert b["fold"] == a["fold"] == "0" and a["choice"] == b["choice"] != "noise2"
+    inner_cols = [c for c in before.candidates if c != "auto"]
+    pd.testing.assert_series_equal(b[inner_cols].astype(float), a[inner_cols].astype(float))
+    # the other folds train on fold 0, so their inner scores do see the new labels
+    assert not np.allclose(before.choices.iloc[1][inner_cols].astype(float), after.choices.iloc[1][inner_cols].astype(float))
+
+
+def test_paired_comparison(comparison):
+    _, _, _, _, cmp = comparison
+    paired = cmp.paired("mean").set_index("candidate")
+    assert "mean" not in paired.index and {"wins", "losses", "sign_p", "wilcoxon_p", "mcnemar_p"} <= set(paired.columns)
+    good = paired.loc["good"]
+    assert good["wins"] == 3 and good["losses"] == 0 and good["mean_diff"] > 0.2
+    assert good["files_better"] > good["files_worse"] and good["mcnemar_p"] < 1e-6
+    assert good["sign_p"] == pytest.approx(0.25)  # 3 of 3 folds: the least a sign test can say with 3 folds
+    with pytest.raises(ParameterError, match="'baseline'"):
+        cmp.paired("nope")
+
+
+def test_compare_bad_options():
+    X, y, folds = _folded(60)
+    with pytest.raises(ParameterError, match="'methods' parameter .* Got \\['xgb'\\]"):
+        compare_stackers(X, y, folds, classes=CLASSES, methods=("mean", "xgb"))
+    with pytest.raises(ParameterError, match="'metric' parameter .*--metric.* Got 'f1'"):
+        compare_stackers(X, y, folds, classes=CLASSES, metric="f1")
+    with pytest.raises(DataError, match="'folds' argument .* shape \\(60,\\)"):
+        compare_stackers(X, y, folds[:10], classes=CLASSES)
+    with pytest.raises(ParameterError, match="'names' parameter .* each of the 3 models once"):
+        compare_stackers(X, y, folds, classes=CLASSES, names=["a", "a", "b"])
 
 
 # ---------------------------------------------------------------- align_runs

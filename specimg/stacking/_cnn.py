@@ -24,8 +24,9 @@ start on the held-out split, the stacker stays the mean.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -88,6 +89,20 @@ class _StackNet(nn.Module):
         return logits + self.head(h.reshape(b, c * k))  # (B, C)
 
 
+@contextlib.contextmanager
+def _threads(n: Optional[int]) -> Iterator[None]:
+    """Run the block with ``n`` torch CPU threads (None: unchanged), then restore the previous count."""
+    if n is None or n == torch.get_num_threads():
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _check_int(owner: str, name: str, value: Any, low: int) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise ParameterError(f"The {name!r} parameter of {owner} must be an int >= {low}. Got {value!r}.")
@@ -146,6 +161,10 @@ class CNNStacker(_StackerBase):
         same seed and data give the same model (on CPU).
     device : str
         Torch device to train and predict on (``"cpu"``, ``"cuda"``).
+    num_threads : int >= 1 or None
+        Torch CPU threads while fitting and predicting (restored afterwards).
+        The network is tiny: one thread is fastest, and several are much
+        slower on a busy machine. None keeps torch's setting.
     classes : sequence of str, optional
         Labels in the order of the last axis of ``X``. None: the numeric-aware
         sorted labels of ``y`` (``"2" < "10"``), as an image cache orders them.
@@ -193,6 +212,7 @@ class CNNStacker(_StackerBase):
         refit: bool = True,
         seed: int = 0,
         device: str = "cpu",
+        num_threads: Optional[int] = 1,
         classes: Optional[Sequence[str]] = None,
     ) -> None:
         self.hidden = hidden
@@ -208,6 +228,7 @@ class CNNStacker(_StackerBase):
         self.refit = refit
         self.seed = seed
         self.device = device
+        self.num_threads = num_threads
         self.classes = classes
 
     def _validate_params(self) -> None:
@@ -221,6 +242,8 @@ class CNNStacker(_StackerBase):
         _check_float(owner, "lr", self.lr, allow_zero=False)
         _check_float(owner, "weight_decay", self.weight_decay, allow_zero=True)
         _check_float(owner, "validation_fraction", self.validation_fraction, allow_zero=False, below_one=True)
+        if self.num_threads is not None:
+            _check_int(owner, "num_threads", self.num_threads, 1)
         for name in ("skip", "early_stopping", "refit"):
             _check_bool(owner, name, getattr(self, name))
 
@@ -297,6 +320,11 @@ class CNNStacker(_StackerBase):
         """
         self._validate_params()
         arr, codes, names = self._setup_fit(X, y)
+        with _threads(self.num_threads):
+            self._fit(arr, codes, names, groups)
+        return self
+
+    def _fit(self, arr: np.ndarray, codes: np.ndarray, names: List[str], groups: Any) -> None:
         n, n_models, n_classes = arr.shape
         device = torch.device(self.device)
         xs = torch.as_tensor(arr, dtype=_DTYPE, device=device)  # (n, M, C)
@@ -327,7 +355,6 @@ class CNNStacker(_StackerBase):
             self.model_weights_ = net.model_weights().cpu().numpy()
             self.temperature_ = float(torch.exp(net.log_temperature))
         self._finish_fit(names, n_models)
-        return self
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities.
@@ -344,7 +371,7 @@ class CNNStacker(_StackerBase):
         arr = self._check_predict_input(X, method="predict_proba")
         param = next(self.model_.parameters())
         out = []
-        with torch.no_grad():
+        with torch.no_grad(), _threads(getattr(self, "num_threads", 1)):
             for start in range(0, arr.shape[0], 4096):
                 xb = torch.as_tensor(arr[start:start + 4096], dtype=param.dtype, device=param.device)
                 out.append(torch.softmax(self.model_(xb).double(), dim=1).cpu().numpy())
