@@ -10,7 +10,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import pandas as pd
@@ -118,6 +118,28 @@ class FitResult:
     epochs_run: int = 0
     stopped_early: bool = False
     checkpoint: Optional[Path] = None
+
+
+@dataclass
+class _FitState:
+    """The working state of one :meth:`Trainer.fit` (what ``last.pt`` saves besides the trainer's attributes)."""
+
+    loader: Any
+    steps: int
+    order_gen: torch.Generator
+    worker_gen: torch.Generator
+    optimizer: Any
+    scheduler: Any
+    scaler: Any
+    criterion: nn.Module
+    base_meta: Dict[str, Any]
+    last_path: Optional[Path]
+    best_path: Optional[Path]
+    net: Any = None
+    since_best: int = 0
+    best_state: Optional[Dict[str, Any]] = None
+    stopped_early: bool = False
+    best_loss: float = float("inf")
 
 
 class Trainer:
@@ -375,7 +397,34 @@ class Trainer:
         ParameterError
             ``last.pt`` written with another config while ``resume=True``.
         """
-        cfg = self.config
+        num_classes = self._check_data(model, train_data, val_data, num_classes)
+        st = self._prepare(model, train_data, num_classes, meta)
+        self._restore(st, model)
+        st.net = self._wrap(model)
+        cbs = _CallbackList(self.callbacks)
+        cbs("on_train_start", self)
+        while self.epoch < self.config.epochs and not st.stopped_early and not self.stop_training:
+            e = self.epoch  # 0-based index of the epoch being trained
+            cbs("on_epoch_start", self, e + 1)
+            t0 = time.perf_counter()
+            logs, bar = self._train_epoch(st, model, train_data, cbs)
+            self._end_epoch(st, model, val_data, logs, t0, bar)
+            cbs("on_epoch_end", self, e + 1, logs)
+            self.stop_training = any_true(self.stop_training, self.device)  # a callback on any process stops all
+        # the best weights end up in the model
+        if st.best_path is not None and st.best_path.exists():
+            model.load_state_dict(torch.load(st.best_path, map_location="cpu", weights_only=True)["model"])
+        elif st.best_state is not None:
+            model.load_state_dict(st.best_state)
+        result = FitResult(best_epoch=self.best_epoch, best_score=self.best_score, metric=self.config.metric,
+                           history=list(self.history), epochs_run=self.epoch, stopped_early=st.stopped_early,
+                           checkpoint=st.best_path)
+        cbs("on_train_end", self, result)
+        return result
+
+    # ------------------------------------------------------------------ the pieces of fit
+    @staticmethod
+    def _check_data(model: nn.Module, train_data: Any, val_data: Any, num_classes: Optional[int]) -> int:
         if len(train_data) == 0:
             raise DataError("The training split is empty: every file is in the validation fold. Use more files or "
                             "fewer folds.")
@@ -391,8 +440,12 @@ class Trainer:
         if int(train_data.targets.max()) >= num_classes:
             raise DataError(f"Training targets go up to {int(train_data.targets.max())} but num_classes is "
                             f"{num_classes}.")
+        return num_classes
 
-        device = self.device
+    def _prepare(self, model: nn.Module, train_data: Any, num_classes: int,
+                 meta: Optional[Mapping[str, Any]]) -> "_FitState":
+        """The model on its device, the loader, optimizer, schedule, scaler and loss of a fit."""
+        cfg, device = self.config, self.device
         model.to(device)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -410,163 +463,172 @@ class Trainer:
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.epoch, self.global_step, self.history = 0, 0, []
         self.best_score, self.best_epoch, self.stop_training = None, None, False
-        since_best, best_state, stopped_early, best_loss = 0, None, False, float("inf")
-        meta = dict(meta or {})
         base_meta = {"format": CHECKPOINT_FORMAT, "version": 1, "num_classes": num_classes,
-                     "train_config": cfg.to_dict(), "metric": cfg.metric, **meta}
-
+                     "train_config": cfg.to_dict(), "metric": cfg.metric, **dict(meta or {})}
         last_path = best_path = None
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             last_path, best_path = self.out_dir / "last.pt", self.out_dir / "best.pt"
-            if self.resume and last_path.exists():
-                state = torch.load(last_path, map_location="cpu", weights_only=True)
-                self._check_resumable(state, last_path, steps)
-                model.load_state_dict(state["model"])
-                optimizer.load_state_dict(state["optimizer"])
-                scheduler.load_state_dict(state["scheduler"])
-                if scaler.is_enabled() and state["scaler"]:  # empty when saved without fp16 (e.g. on the CPU)
-                    scaler.load_state_dict(state["scaler"])
-                self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
-                rng_ranks = state.get("rng_ranks") or [state["rng"]]
-                self.history = list(state["history"])
-                self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
-                since_best, stopped_early = int(state["since_best"]), bool(state["stopped_early"])
-                best_loss = float(state["best_loss"])
-                _set_rng_state(rng_ranks[self.rank] if len(rng_ranks) == self.world_size else state["rng"])
-            elif not self.resume and self.is_main:
-                for p in (last_path, best_path, self.out_dir / "log.csv"):
-                    p.unlink(missing_ok=True)
-            barrier()  # nobody reads last.pt while rank 0 may still be removing it
+        return _FitState(loader=loader, steps=steps, order_gen=order_gen, worker_gen=worker_gen, optimizer=optimizer,
+                         scheduler=scheduler, scaler=scaler, criterion=criterion, base_meta=base_meta,
+                         last_path=last_path, best_path=best_path)
 
-        net: nn.Module = model
-        if self.world_size > 1:
-            from torch.nn.parallel import DistributedDataParallel
+    def _restore(self, st: "_FitState", model: nn.Module) -> None:
+        """Continue from ``last.pt`` (``resume``), or clear the folder's checkpoints (``resume=False``)."""
+        if st.last_path is None:
+            return
+        if self.resume and st.last_path.exists():
+            state = torch.load(st.last_path, map_location="cpu", weights_only=True)
+            self._check_resumable(state, st.last_path, st.steps)
+            model.load_state_dict(state["model"])
+            st.optimizer.load_state_dict(state["optimizer"])
+            st.scheduler.load_state_dict(state["scheduler"])
+            if st.scaler.is_enabled() and state["scaler"]:  # empty when saved without fp16 (e.g. on the CPU)
+                st.scaler.load_state_dict(state["scaler"])
+            self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
+            rng_ranks = state.get("rng_ranks") or [state["rng"]]
+            self.history = list(state["history"])
+            self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
+            st.since_best, st.stopped_early = int(state["since_best"]), bool(state["stopped_early"])
+            st.best_loss = float(state["best_loss"])
+            _set_rng_state(rng_ranks[self.rank] if len(rng_ranks) == self.world_size else state["rng"])
+        elif not self.resume and self.is_main:
+            for p in (st.last_path, st.best_path, self.out_dir / "log.csv"):  # type: ignore[operator]
+                p.unlink(missing_ok=True)
+        barrier()  # nobody reads last.pt while rank 0 may still be removing it
 
-            net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-            if self.epoch == 0:  # distinct dropout draws per process (the weights come from rank 0)
-                torch.manual_seed(_epoch_seed(cfg.seed, 0, 100 + self.rank))
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        """The module the training steps call: ``model``, or its DistributedDataParallel wrapper under torchrun."""
+        if self.world_size == 1:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
 
-        cbs = _CallbackList(self.callbacks)
-        cbs("on_train_start", self)
+        net = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if self.epoch == 0:  # distinct dropout draws per process (the weights come from rank 0)
+            torch.manual_seed(_epoch_seed(self.config.seed, 0, 100 + self.rank))
+        return net
 
-        mixup = cfg.mixup > 0
-        while self.epoch < cfg.epochs and not stopped_early and not self.stop_training:
-            e = self.epoch  # 0-based index of the epoch being trained
-            train_data.set_epoch(e)
-            order_gen.manual_seed(_epoch_seed(cfg.seed, e, 0))
-            worker_gen.manual_seed(_epoch_seed(cfg.seed, e, 3 + 1000 * self.rank))
-            self._aug_gen.manual_seed(_epoch_seed(cfg.seed, e, 4 + 1000 * self.rank))
-            if isinstance(loader.sampler, DistributedSampler):
-                loader.sampler.set_epoch(e)
-            mix_rng = np.random.default_rng(_epoch_seed(cfg.seed, e, 1))
-            mix_gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, e, 2))
-            cbs("on_epoch_start", self, e + 1)
-            t0 = time.perf_counter()
-            model.train()
-            loss_sum = torch.zeros((), device=device)
-            seen = 0
-            # the bar does not wrap the loader: tqdm would start (and drop) an extra loader iterator,
-            # whose worker prefetch draws one more shuffle from the epoch's generator
-            bar = progress_bar(total=steps, desc=f"{self.desc} epoch {e + 1}/{cfg.epochs}", leave=False, file=sys.stderr,
-                       disable=not self.progress, dynamic_ncols=True)
-            for i, (x, y) in enumerate(loader):
-                x, y = self._to_device(x, train=True), y.to(device, non_blocking=True)  # (B, 3, H, W), (B,)
-                if mixup:
-                    lam = float(mix_rng.beta(cfg.mixup, cfg.mixup))
-                    perm = torch.randperm(len(x), generator=mix_gen).to(device)
-                    x = lam * x + (1.0 - lam) * x[perm]
-                with torch.autocast(device.type, dtype=self.amp_dtype or torch.float32,
-                                    enabled=self.amp_dtype is not None):
-                    logits = net(x)  # (B, n_classes)
-                logits = logits.float()
-                if mixup:
-                    loss = lam * criterion(logits, y) + (1.0 - lam) * criterion(logits, y[perm])
-                else:
-                    loss = criterion(logits, y)
-                self._check_loss(loss, e, i, steps)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.grad_clip is not None:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                self.global_step += 1
-                loss = loss.detach()
-                loss_sum += loss * len(x)
-                seen += len(x)
-                if self.progress and (i % 10 == 0 or i == steps - 1):
-                    bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}",
-                                    lr=f"{optimizer.param_groups[0]['lr']:.2e}", refresh=False)
-                bar.update(1)
-                cbs("on_batch_end", self, i, loss)
-            bar.close()
-            totals = all_sum(torch.stack([loss_sum.float(), torch.tensor(float(seen), device=device)]))
-            logs: Dict[str, Any] = {"epoch": e + 1, "lr": float(optimizer.param_groups[0]["lr"]),
-                                    "train_loss": float(totals[0]) / max(float(totals[1]), 1.0)}
-            if self.world_size > 1:  # every process evaluates (and rank 0 saves) rank 0's BatchNorm statistics
-                for buf in model.buffers():
-                    torch.distributed.broadcast(buf, 0)
-            if val_data is not None:
-                logs.update(self.evaluate(model, val_data))
-                score = logs[f"val_{cfg.metric}"]
-                # ties on the (coarse) file-level metric go to the lower validation loss
-                improved = (self.best_score is None or score > self.best_score
-                            or (score == self.best_score and logs["val_loss"] < best_loss))
-            else:
-                score, improved = None, True
-            logs["best"] = bool(improved)
-            logs["seconds"] = round(time.perf_counter() - t0, 3)
-            if improved:
-                self.best_score, self.best_epoch, since_best = score, e + 1, 0
-                best_loss = logs.get("val_loss", float("inf"))
-                if best_path is not None:
-                    if self.is_main:
-                        atomic_save({**base_meta, "model": model.state_dict(), "epoch": e + 1, "score": score},
-                                    best_path)
-                elif val_data is not None:  # without validation the last epoch is the best: nothing to keep
-                    best_state = copy.deepcopy(model.state_dict())
-            else:
-                since_best += 1
-            self.history.append(logs)
-            self.epoch = e + 1
-            if cfg.patience is not None and since_best >= cfg.patience:
-                stopped_early = True
-            if self.out_dir is not None:
-                rng_ranks = all_gather_objects(_rng_state())
+    def _seed_epoch(self, st: "_FitState", train_data: Any, e: int) -> Tuple[np.random.Generator, torch.Generator]:
+        """Every random draw of epoch ``e`` from ``(seed, epoch)``: the order, the workers, augmentation, mixup."""
+        seed = self.config.seed
+        train_data.set_epoch(e)
+        st.order_gen.manual_seed(_epoch_seed(seed, e, 0))
+        st.worker_gen.manual_seed(_epoch_seed(seed, e, 3 + 1000 * self.rank))
+        self._aug_gen.manual_seed(_epoch_seed(seed, e, 4 + 1000 * self.rank))
+        if isinstance(st.loader.sampler, DistributedSampler):
+            st.loader.sampler.set_epoch(e)
+        return np.random.default_rng(_epoch_seed(seed, e, 1)), torch.Generator().manual_seed(_epoch_seed(seed, e, 2))
+
+    def _step(self, st: "_FitState", model: nn.Module, x: torch.Tensor, y: torch.Tensor, mix: Any, e: int,
+              i: int) -> torch.Tensor:
+        """One optimizer step on a batch (mixup, autocast, the finite-loss check, scaler, clipping, schedule)."""
+        cfg = self.config
+        mix_rng, mix_gen = mix
+        if cfg.mixup > 0:
+            lam = float(mix_rng.beta(cfg.mixup, cfg.mixup))
+            perm = torch.randperm(len(x), generator=mix_gen).to(self.device)
+            x = lam * x + (1.0 - lam) * x[perm]
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            logits = st.net(x)  # (B, n_classes)
+        logits = logits.float()
+        if cfg.mixup > 0:
+            loss = lam * st.criterion(logits, y) + (1.0 - lam) * st.criterion(logits, y[perm])
+        else:
+            loss = st.criterion(logits, y)
+        self._check_loss(loss, e, i, st.steps)
+        st.optimizer.zero_grad(set_to_none=True)
+        st.scaler.scale(loss).backward()
+        if cfg.grad_clip is not None:
+            st.scaler.unscale_(st.optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        st.scaler.step(st.optimizer)
+        st.scaler.update()
+        st.scheduler.step()
+        self.global_step += 1
+        return loss.detach()
+
+    def _train_epoch(self, st: "_FitState", model: nn.Module, train_data: Any,
+                     cbs: _CallbackList) -> Tuple[Dict[str, Any], Any]:
+        """One pass over the training data; returns the epoch's first log entries and its progress bar."""
+        e, device = self.epoch, self.device
+        mix = self._seed_epoch(st, train_data, e)
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        seen = 0
+        # the bar does not wrap the loader: tqdm would start (and drop) an extra loader iterator,
+        # whose worker prefetch draws one more shuffle from the epoch's generator
+        bar = progress_bar(total=st.steps, desc=f"{self.desc} epoch {e + 1}/{self.config.epochs}", leave=False,
+                           file=sys.stderr, disable=not self.progress, dynamic_ncols=True)
+        for i, (x, y) in enumerate(st.loader):
+            x, y = self._to_device(x, train=True), y.to(device, non_blocking=True)  # (B, 3, H, W), (B,)
+            loss = self._step(st, model, x, y, mix, e, i)
+            loss_sum += loss * len(x)
+            seen += len(x)
+            if self.progress and (i % 10 == 0 or i == st.steps - 1):
+                bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}",
+                                lr=f"{st.optimizer.param_groups[0]['lr']:.2e}", refresh=False)
+            bar.update(1)
+            cbs("on_batch_end", self, i, loss)
+        bar.close()
+        totals = all_sum(torch.stack([loss_sum.float(), torch.tensor(float(seen), device=device)]))
+        return ({"epoch": e + 1, "lr": float(st.optimizer.param_groups[0]["lr"]),
+                 "train_loss": float(totals[0]) / max(float(totals[1]), 1.0)}, bar)
+
+    def _end_epoch(self, st: "_FitState", model: nn.Module, val_data: Any, logs: Dict[str, Any], t0: float,
+                   bar: Any) -> None:
+        """Validate, keep the best weights, write ``log.csv`` and ``last.pt``, print the epoch's line."""
+        cfg, e = self.config, self.epoch
+        if self.world_size > 1:  # every process evaluates (and rank 0 saves) rank 0's BatchNorm statistics
+            for buf in model.buffers():
+                torch.distributed.broadcast(buf, 0)
+        score, improved = None, True
+        if val_data is not None:
+            logs.update(self.evaluate(model, val_data))
+            score = logs[f"val_{cfg.metric}"]
+            # ties on the (coarse) file-level metric go to the lower validation loss
+            improved = (self.best_score is None or score > self.best_score
+                        or (score == self.best_score and logs["val_loss"] < st.best_loss))
+        logs["best"] = bool(improved)
+        logs["seconds"] = round(time.perf_counter() - t0, 3)
+        if improved:
+            self.best_score, self.best_epoch, st.since_best = score, e + 1, 0
+            st.best_loss = logs.get("val_loss", float("inf"))
+            if st.best_path is not None:
                 if self.is_main:
-                    pd.DataFrame(self.history).to_csv(self.out_dir / ".log.csv.tmp", index=False)
-                    os.replace(self.out_dir / ".log.csv.tmp", self.out_dir / "log.csv")
-                    atomic_save({**base_meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                                 "epoch": self.epoch, "global_step": self.global_step, "history": self.history,
-                                 "best_score": self.best_score, "best_epoch": self.best_epoch,
-                                 "since_best": since_best, "best_loss": best_loss, "stopped_early": stopped_early,
-                                 "steps_per_epoch": steps, "world_size": self.world_size, "rng": rng_ranks[0],
-                                 "rng_ranks": rng_ranks},
-                                last_path)
-                barrier()
-            if self.progress:
-                msg = f"{self.desc} epoch {e + 1}/{cfg.epochs}: train_loss {logs['train_loss']:.4f}"
-                if val_data is not None:
-                    msg += (f"  val_loss {logs['val_loss']:.4f}  val_{cfg.metric} {score:.4f}"
-                            + ("  *" if improved else ""))
-                bar.write(msg, file=sys.stderr)
-            cbs("on_epoch_end", self, e + 1, logs)
-            self.stop_training = any_true(self.stop_training, device)  # a callback on any process stops them all
+                    atomic_save({**st.base_meta, "model": model.state_dict(), "epoch": e + 1, "score": score},
+                                st.best_path)
+            elif val_data is not None:  # without validation the last epoch is the best: nothing to keep
+                st.best_state = copy.deepcopy(model.state_dict())
+        else:
+            st.since_best += 1
+        self.history.append(logs)
+        self.epoch = e + 1
+        if cfg.patience is not None and st.since_best >= cfg.patience:
+            st.stopped_early = True
+        self._save_last(st, model)
+        if self.progress:
+            msg = f"{self.desc} epoch {e + 1}/{cfg.epochs}: train_loss {logs['train_loss']:.4f}"
+            if val_data is not None:
+                msg += f"  val_loss {logs['val_loss']:.4f}  val_{cfg.metric} {score:.4f}" + ("  *" if improved else "")
+            bar.write(msg, file=sys.stderr)
 
-        # the best weights end up in the model
-        if best_path is not None and best_path.exists():
-            model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True)["model"])
-        elif best_state is not None:
-            model.load_state_dict(best_state)
-        result = FitResult(best_epoch=self.best_epoch, best_score=self.best_score, metric=cfg.metric,
-                           history=list(self.history), epochs_run=self.epoch, stopped_early=stopped_early,
-                           checkpoint=best_path)
-        cbs("on_train_end", self, result)
-        return result
+    def _save_last(self, st: "_FitState", model: nn.Module) -> None:
+        """``log.csv`` and ``last.pt`` (everything a resume needs, every process's RNG state), rank 0 writing."""
+        if self.out_dir is None:
+            return
+        rng_ranks = all_gather_objects(_rng_state())
+        if self.is_main:
+            pd.DataFrame(self.history).to_csv(self.out_dir / ".log.csv.tmp", index=False)
+            os.replace(self.out_dir / ".log.csv.tmp", self.out_dir / "log.csv")
+            atomic_save({**st.base_meta, "model": model.state_dict(), "optimizer": st.optimizer.state_dict(),
+                         "scheduler": st.scheduler.state_dict(), "scaler": st.scaler.state_dict(),
+                         "epoch": self.epoch, "global_step": self.global_step, "history": self.history,
+                         "best_score": self.best_score, "best_epoch": self.best_epoch, "since_best": st.since_best,
+                         "best_loss": st.best_loss, "stopped_early": st.stopped_early, "steps_per_epoch": st.steps,
+                         "world_size": self.world_size, "rng": rng_ranks[0], "rng_ranks": rng_ranks},
+                        st.last_path)
+        barrier()
 
     def _diverged(self, what: str, epoch: int) -> TrainingError:
         cfg = self.config
