@@ -223,6 +223,68 @@ def _read_run(source: RunSource) -> Tuple[pd.DataFrame, List[str], np.ndarray]:
     return read_predictions(source)
 
 
+def _check_same_classes(classes: List[str], ref: List[str], name: str, ref_name: str) -> None:
+    if set(classes) == set(ref):
+        return
+    missing = sorted(set(ref) - set(classes))
+    added = sorted(set(classes) - set(ref))
+    detail = "; ".join(part for part in (
+        f"it lacks class {', '.join(map(repr, missing))}" if missing else "",
+        f"it has extra class {', '.join(map(repr, added))}" if added else "",
+    ) if part)
+    raise DataError(f"The classes of {name} differ from those of {ref_name}: {detail}. "
+                    "Stack only runs trained on the same label set.")
+
+
+def _check_same_files(frame: pd.DataFrame, paths: List[str], name: str, ref_name: str) -> None:
+    these, ref = set(frame["path"]), set(paths)
+    if these == ref:
+        return
+    lacking = [p for p in paths if p not in these]
+    if lacking:
+        raise DataError(f"File {lacking[0]!r} is in {ref_name} but missing from {name}"
+                        + (f" ({len(lacking)} files missing in all)" if len(lacking) > 1 else "")
+                        + ". All runs must predict the same files; re-run prediction or drop the file everywhere.")
+    extra = sorted(these - ref)
+    raise DataError(f"File {extra[0]!r} is in {name} but not in {ref_name}"
+                    + (f" ({len(extra)} extra files in all)" if len(extra) > 1 else "")
+                    + ". All runs must predict the same files.")
+
+
+def _labels_of(aligned: pd.DataFrame, name: str, require: bool) -> Optional[np.ndarray]:
+    if "label" in aligned.columns and aligned["label"].notna().all():
+        return aligned["label"].astype(str).to_numpy(dtype=object)
+    if require:
+        raise DataError(f"{name} has no labels for every file (column 'label'), but stacking needs labelled "
+                        "out-of-fold predictions (RUN/oof_files.csv written by `specimg train`; require_folds=True). "
+                        "Give test predictions with --test (require_folds=False).")
+    return None
+
+
+def _folds_of(aligned: pd.DataFrame, name: str, require: bool) -> Optional[np.ndarray]:
+    if "fold" in aligned.columns:
+        return aligned["fold"].to_numpy(dtype=np.int64)
+    if require:
+        raise DataError(f"{name} has no 'fold' column, but stacking needs out-of-fold predictions (RUN/oof_files.csv "
+                        "written by `specimg train`; require_folds=True). Give test predictions with --test "
+                        "(require_folds=False).")
+    return None
+
+
+def _check_agree(values: np.ndarray, ref: np.ndarray, paths: List[str], name: str, ref_name: str, *,
+                 what: str) -> None:
+    diff = np.flatnonzero(values != ref)
+    if not diff.size:
+        return
+    i = int(diff[0])
+    if what == "label":
+        raise DataError(f"File {paths[i]!r} has label {values[i]!r} in {name} but {ref[i]!r} in {ref_name}. "
+                        "The runs must be trained on the same labels.")
+    raise DataError(f"File {paths[i]!r} is in fold {int(values[i])} in {name} but in fold {int(ref[i])} in "
+                    f"{ref_name}. Stack only runs that share one fold split, or the stacker learns from leaked "
+                    "predictions.")
+
+
 def align_runs(
     frames_or_paths: Sequence[RunSource],
     *,
@@ -274,87 +336,27 @@ def align_runs(
 
     ref_frame, ref_classes, _ = runs[0]
     paths = ref_frame["path"].tolist()
-    ref_paths = set(paths)
-    ref_set = set(ref_classes)
     X = np.empty((len(paths), len(runs), len(ref_classes)), dtype=np.float64)
     y: Optional[np.ndarray] = None
     y_from = ""
     folds: Optional[np.ndarray] = None
     folds_from = ""
-
     for m, ((frame, classes, probs), name) in enumerate(zip(runs, names)):
-        if set(classes) != ref_set:
-            missing = sorted(ref_set - set(classes))
-            added = sorted(set(classes) - ref_set)
-            detail = "; ".join(
-                part for part in (
-                    f"it lacks class {', '.join(map(repr, missing))}" if missing else "",
-                    f"it has extra class {', '.join(map(repr, added))}" if added else "",
-                ) if part
-            )
-            raise DataError(
-                f"The classes of {name} differ from those of {names[0]}: {detail}. "
-                "Stack only runs trained on the same label set."
-            )
-        these = set(frame["path"])
-        if these != ref_paths:
-            lacking = [p for p in paths if p not in these]
-            extra = sorted(these - ref_paths)
-            if lacking:
-                raise DataError(
-                    f"File {lacking[0]!r} is in {names[0]} but missing from {name}"
-                    + (f" ({len(lacking)} files missing in all)" if len(lacking) > 1 else "")
-                    + ". All runs must predict the same files; re-run prediction or drop the file everywhere."
-                )
-            raise DataError(
-                f"File {extra[0]!r} is in {name} but not in {names[0]}"
-                + (f" ({len(extra)} extra files in all)" if len(extra) > 1 else "")
-                + ". All runs must predict the same files."
-            )
+        _check_same_classes(classes, ref_classes, name, names[0])
+        _check_same_files(frame, paths, name, names[0])
         row = pd.Series(np.arange(len(frame)), index=frame["path"]).loc[paths].to_numpy()
-        col = [classes.index(c) for c in ref_classes]
-        X[:, m, :] = probs[row][:, col]
+        X[:, m, :] = probs[row][:, [classes.index(c) for c in ref_classes]]
         aligned = frame.iloc[row].reset_index(drop=True)
-
-        has_labels = "label" in aligned.columns and aligned["label"].notna().all()
-        if require_folds and not has_labels:
-            raise DataError(
-                f"{name} has no labels for every file (column 'label'), but stacking needs labelled out-of-fold "
-                "predictions (RUN/oof_files.csv written by `specimg train`; require_folds=True). Give test "
-                "predictions with --test (require_folds=False)."
-            )
-        if has_labels:
-            labels = aligned["label"].astype(str).to_numpy(dtype=object)
+        labels = _labels_of(aligned, name, require_folds)
+        if labels is not None:
             if y is None:
                 y, y_from = labels, name
-            else:
-                diff = np.flatnonzero(labels != y)
-                if diff.size:
-                    i = int(diff[0])
-                    raise DataError(
-                        f"File {paths[i]!r} has label {labels[i]!r} in {name} but {y[i]!r} in {y_from}. "
-                        "The runs must be trained on the same labels."
-                    )
-        has_folds = "fold" in aligned.columns
-        if require_folds and not has_folds:
-            raise DataError(
-                f"{name} has no 'fold' column, but stacking needs out-of-fold predictions (RUN/oof_files.csv "
-                "written by `specimg train`; require_folds=True). Give test predictions with --test "
-                "(require_folds=False)."
-            )
-        if has_folds:
-            f = aligned["fold"].to_numpy(dtype=np.int64)
+            _check_agree(labels, y, paths, name, y_from, what="label")
+        f = _folds_of(aligned, name, require_folds)
+        if f is not None:
             if folds is None:
                 folds, folds_from = f, name
-            else:
-                diff = np.flatnonzero(f != folds)
-                if diff.size:
-                    i = int(diff[0])
-                    raise DataError(
-                        f"File {paths[i]!r} is in fold {int(f[i])} in {name} "
-                        f"but in fold {int(folds[i])} in {folds_from}. "
-                        "Stack only runs that share one fold split, or the stacker learns from leaked predictions."
-                    )
+            _check_agree(f, folds, paths, name, folds_from, what="fold")
     return paths, X, y, list(ref_classes), folds
 
 

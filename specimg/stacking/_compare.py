@@ -25,7 +25,7 @@ import pandas as pd
 
 from ..audio import sort_labels
 from ..exceptions import DataError, ParameterError
-from ..predict.metrics import uar
+from ..scoring import uar
 from ._align import _check_y, check_stack_input, fit_with_groups
 
 __all__ = ["StackComparison", "compare_stackers", "make_stacker", "SEED_BLEND", "STACK_METHODS", "CANDIDATES"]
@@ -345,6 +345,42 @@ def _check_compare_args(X: Any, y: Any, folds: Any, classes: Optional[Sequence[s
     return arr, np.fromiter((index[v] for v in labels), dtype=np.int64, count=len(labels)), names, f
 
 
+@dataclass
+class _Setup:
+    """What every outer fold of :func:`compare_stackers` shares."""
+
+    arr: np.ndarray
+    codes: np.ndarray
+    folds: np.ndarray
+    classes: List[str]
+    model_keys: List[str]
+    methods: List[str]
+    params: Mapping[str, Mapping[str, Any]]
+    weights: Optional[Sequence[float]]
+    metric: str
+    seed: int
+
+
+def _outer_fold(s: _Setup, label: str, tr: np.ndarray, te: np.ndarray, t_arr: Optional[np.ndarray],
+                auto: bool) -> Tuple[Dict[str, Any], Dict[str, np.ndarray], Optional[Dict[str, np.ndarray]],
+                                     Dict[str, np.ndarray], Optional[Dict[str, Any]]]:
+    """Fit the learned candidates on the training folds; predict the held-out fold (and the test set); choose."""
+    labels = np.asarray(s.classes, dtype=object)[s.codes]
+    learned = _learned_needed(s.methods)
+    fitted = _fit_learned(s.arr[tr], labels[tr], s.folds[tr], learned, s.classes, s.params, s.weights, s.seed)
+    held = _probs(s.arr[te], fitted, s.model_keys, s.methods)
+    on_test = None if t_arr is None else _probs(t_arr, fitted, s.model_keys, s.methods)
+    w = _weights(fitted, s.model_keys, s.methods, len(s.classes))
+    if not auto:
+        return fitted, held, on_test, w, None
+    choice, reason, inner = _inner_choice(s.arr[tr], s.codes[tr], s.folds[tr], s.classes, s.model_keys, s.methods,
+                                          s.params, s.weights, s.metric, s.seed, held=f"fold {label}")
+    held["auto"], w["auto"] = held[choice], w[choice]
+    if on_test is not None:
+        on_test["auto"] = on_test[choice]
+    return fitted, held, on_test, w, {"choice": choice, "reason": reason, **inner}
+
+
 def _model_keys(names: Sequence[str]) -> List[str]:
     """Model names as candidate names: a model called like a method (or 'auto') is prefixed with 'model:'."""
     return [f"model:{n}" if n in STACK_METHODS else str(n) for n in names]
@@ -427,7 +463,6 @@ def compare_stackers(
         params["cnn-skip"] = params["cnn"]
     methods = [m for m in CANDIDATES if m in methods or (m in SEED_BLEND and "seed-blend" in methods)]
     learned = _learned_needed(methods)
-    labels = np.asarray(classes_, dtype=object)[codes]
     splits = _outer_splits(codes, f, n_splits, seed)
     candidates = model_keys + methods + (["auto"] if auto else [])
     oof = {c: np.zeros((n, n_classes)) for c in candidates}
@@ -436,22 +471,15 @@ def compare_stackers(
     estimators: Dict[str, List[Any]] = {m: [] for m in learned}
     fold_of_file = np.zeros(n, dtype=np.int64)
     rows, choice_rows = [], []
+    setup = _Setup(arr=arr, codes=codes, folds=f, classes=classes_, model_keys=model_keys, methods=methods,
+                   params=params, weights=weights, metric=metric, seed=seed)
     for k, (label, tr, te) in enumerate(splits):
         fold_of_file[te] = k
-        fitted = _fit_learned(arr[tr], labels[tr], f[tr], learned, classes_, params, weights, seed)
+        fitted, held, on_test, w, choice = _outer_fold(setup, label, tr, te, t_arr, auto)
         for m, est in fitted.items():
             estimators[m].append(est)
-        held = _probs(arr[te], fitted, model_keys, methods)
-        on_test = None if t_arr is None else _probs(t_arr, fitted, model_keys, methods)
-        w = _weights(fitted, model_keys, methods, n_classes)
-        if auto:
-            choice, reason, inner = _inner_choice(arr[tr], codes[tr], f[tr], classes_, model_keys, methods, params,
-                                                  weights, metric, seed, held=f"fold {label}")
-            held["auto"] = held[choice]
-            w["auto"] = w[choice]
-            if on_test is not None:
-                on_test["auto"] = on_test[choice]
-            choice_rows.append({"fold": label, "choice": choice, "reason": reason, **inner})
+        if choice is not None:
+            choice_rows.append({"fold": label, **choice})
         for c in candidates:
             oof[c][te] = held[c]
             weight_sum[c] += w[c]

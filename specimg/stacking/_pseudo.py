@@ -195,6 +195,28 @@ def _relative_or_absolute(abspath: str, folder: Path) -> str:
         return str(Path(abspath).resolve())
 
 
+def _test_audio(frame: pd.DataFrame, test_predictions: Any, test_input: Any, source: str) -> List[str]:
+    """The absolute audio path of every predicted test file (from the test input, or next to the predictions)."""
+    from ..audio import read_table
+
+    if test_input is not None:
+        tt = read_table(test_input)
+        where = dict(zip(tt["path"], tt["abspath"]))
+        absent = [p for p in frame["path"] if p not in where]
+        if absent:
+            raise DataError(f"{len(absent)} predicted file(s) are not in the test input, e.g. {absent[0]!r}. Pass the "
+                            "same test CSV or folder that was predicted.")
+        return [where[p] for p in frame["path"]]
+    base = Path.cwd() if isinstance(test_predictions, pd.DataFrame) else Path(test_predictions).parent
+    test_abs = [p if os.path.isabs(p) else str(base / p) for p in frame["path"]]
+    lost = [p for p, a in zip(frame["path"], test_abs) if not os.path.exists(a)]
+    if lost:
+        raise DataError(f"Test file {lost[0]!r} is not found next to {source}"
+                        + (f" ({len(lost)} files missing)" if len(lost) > 1 else "")
+                        + ". Pass the test input that was predicted (--test-input) so its paths can be found.")
+    return test_abs
+
+
 def pseudo_label_table(
     test_predictions: Union[PathLike, pd.DataFrame],
     train: Union[PathLike, pd.DataFrame],
@@ -265,23 +287,7 @@ def pseudo_label_table(
         raise DataError(f"The test predictions' classes {classes} differ from the training labels "
                         f"{sorted(set(table['label']))}. Predict with runs trained on this training set.")
 
-    # where the test audio is
-    if test_input is not None:
-        tt = read_table(test_input)
-        where = dict(zip(tt["path"], tt["abspath"]))
-        absent = [p for p in frame["path"] if p not in where]
-        if absent:
-            raise DataError(f"{len(absent)} predicted file(s) are not in the test input, e.g. {absent[0]!r}. Pass the "
-                            "same test CSV or folder that was predicted.")
-        test_abs = [where[p] for p in frame["path"]]
-    else:
-        base = Path.cwd() if isinstance(test_predictions, pd.DataFrame) else Path(test_predictions).parent
-        test_abs = [p if os.path.isabs(p) else str(base / p) for p in frame["path"]]
-        lost = [p for p, a in zip(frame["path"], test_abs) if not os.path.exists(a)]
-        if lost:
-            raise DataError(f"Test file {lost[0]!r} is not found next to {source}"
-                            + (f" ({len(lost)} files missing)" if len(lost) > 1 else "")
-                            + ". Pass the test input that was predicted (--test-input) so its paths can be found.")
+    test_abs = _test_audio(frame, test_predictions, test_input, source)
     train_abs = {str(Path(a).resolve()) for a in table["abspath"]}
     clash = [p for p, a in zip(frame["path"], test_abs) if str(Path(a).resolve()) in train_abs]
     if clash:

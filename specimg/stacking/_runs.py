@@ -22,7 +22,7 @@ from .._io import atomic_write_csv, atomic_write_text
 from ..exceptions import DataError, ParameterError
 from ..predict.aggregate import predictions_frame
 from ._align import align_runs
-from ._compare import CANDIDATES, SEED_BLEND, STACK_METHODS, StackComparison, compare_stackers
+from ._compare import CANDIDATES, STACK_METHODS, StackComparison, compare_stackers
 
 __all__ = ["StackResult", "stack_runs"]
 
@@ -342,27 +342,29 @@ def stack_runs(
     k = _check_inner_folds(inner_folds, n_outer)
     by_method = _params_by_method(method, params)
     t_paths, t_X, t_y = _test_input(test, len(sources), classes) if test is not None else (None, None, None)
-    if compare or method == "auto":
-        methods = [m for m in CANDIDATES if len(sources) > 1 or m not in ("mean", "blend")]
-    else:
-        methods = [m for m in ("mean", method) if m in CANDIDATES and (len(sources) > 1 or m != "mean")]
-    cmp = compare_stackers(X, y, folds, classes=classes, names=member_names, X_test=t_X, methods=methods,
+    cmp = compare_stackers(X, y, folds, classes=classes, names=member_names, X_test=t_X,
+                           methods=_methods_for(method, compare, len(sources)),
                            auto=method == "auto", metric=metric, params=by_method, weights=weights,
                            n_splits=None if k == n_outer else k, seed=seed)
     model_keys = cmp.candidates[:len(sources)]
-    key = method
     learns = method not in ("mean",) and not (method == "blend" and weights is not None)
-    metrics = _metrics(cmp, method, key, member_names, model_keys, len(paths), n_outer, k, learns)
-    oof_frame = predictions_frame(paths, cmp.oof[key], classes, labels=y, folds=folds)
+    metrics = _metrics(cmp, method, method, member_names, model_keys, len(paths), n_outer, k, learns)
     test_frame = None
     if t_X is not None and cmp.test is not None:
-        test_frame = predictions_frame(t_paths, cmp.test[key], classes, labels=t_y)
-        tm = _test_metrics(cmp, key, t_y, member_names, model_keys)
+        test_frame = predictions_frame(t_paths, cmp.test[method], classes, labels=t_y)
+        tm = _test_metrics(cmp, method, t_y, member_names, model_keys)
         if tm is not None:
             metrics["test"] = tm
-    estimators = list(cmp.estimators.get(key, []))
-    return StackResult(method=method, names=member_names, classes=list(classes), oof=oof_frame, metrics=metrics,
-                       test=test_frame, comparison=cmp, estimators=estimators)
+    return StackResult(method=method, names=member_names, classes=list(classes),
+                       oof=predictions_frame(paths, cmp.oof[method], classes, labels=y, folds=folds),
+                       metrics=metrics, test=test_frame, comparison=cmp, estimators=list(cmp.estimators.get(method, [])))
+
+
+def _methods_for(method: str, compare: bool, n_runs: int) -> List[str]:
+    """The combinations to score: all of them (``auto`` chooses among all), or the mean and ``method``."""
+    if compare or method == "auto":
+        return [m for m in CANDIDATES if n_runs > 1 or m not in ("mean", "blend")]
+    return [m for m in ("mean", method) if m in CANDIDATES and (n_runs > 1 or m != "mean")]
 
 
 def _params_by_method(method: str, params: Optional[Mapping[str, Any]]) -> Dict[str, Mapping[str, Any]]:
