@@ -352,6 +352,10 @@ def _levers(yp, spec, F, frames, hwc, mm, mm3, tmp: Path, repeats: int, sfft) ->
         ("FFT of the file's frames: float32", lambda: sfft.rfft(frames_v[:128] * w32, axis=-1), n_blocks),
         ("mel product: dense (n_mels x bins)", lambda: power @ dense, n_blocks),
         ("mel product: 8 bands of the filterbank", lambda: im._apply_bank(bank, power, out), n_blocks),
+        ("|X|^2, then the bands' product", lambda: im._apply_bank(
+            bank, np.square(spec32.real) + np.square(spec32.imag), out), n_blocks),
+        ("squared (re, im) pairs in the bands' product (specimg)", lambda: im._apply_bank(
+            bank, np.square(spec32.view(np.float32)), out, interleaved=True), n_blocks),
         ("store: 3 HWC channels into a memmap", lambda: mm3.__setitem__(slice(None), hwc), 1.0),
         ("store: 1 plane into a memmap", lambda: mm.__setitem__(slice(None), hwc[..., 0]), 1.0),
         ("PNG copies: RGB, level 6 (per image)", lambda: _png(hwc[0], tmp, "RGB", 6), 1.0),
@@ -365,7 +369,7 @@ def _levers(yp, spec, F, frames, hwc, mm, mm3, tmp: Path, repeats: int, sfft) ->
 
 def _dense_part(group, n_fft: int) -> np.ndarray:
     """One band group's weights placed in the full (bins, bands) filterbank."""
-    a, b, lo, hi, w = group
+    a, b, lo, hi, w = group[:5]
     full = np.zeros((n_fft // 2 + 1, b - a), np.float32)
     full[lo:hi] = w
     return full

@@ -72,7 +72,9 @@ def mel_power(y: np.ndarray, *, sr: int, config: SpectrogramConfig) -> np.ndarra
     n_fft, hop, p = config.n_fft, config.hop_length, float(config.power)
     window = _window(n_fft, config.win_length)  # (n_fft,) float32
     bank = _mel_bank(int(sr), n_fft, config.n_mels, float(config.fmin), config.fmax)
-    padded = np.pad(np.asarray(y, dtype=np.float32), n_fft // 2)  # center=True, pad_mode='constant'
+    half = n_fft // 2
+    padded = np.zeros(len(y) + 2 * half, dtype=np.float32)  # center=True, pad_mode='constant'
+    padded[half:half + len(y)] = y
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop]  # (n_frames, n_fft), a view
     out = np.empty((len(frames), config.n_mels), dtype=np.float32)
     buf = np.empty((min(_FRAMES_PER_BLOCK, len(frames)), n_fft), dtype=np.float32)
@@ -80,11 +82,13 @@ def mel_power(y: np.ndarray, *, sr: int, config: SpectrogramConfig) -> np.ndarra
         e = min(s + _FRAMES_PER_BLOCK, len(frames))
         x = np.multiply(frames[s:e], window, out=buf[: e - s])
         spec = scipy.fft.rfft(x, axis=-1, overwrite_x=True, workers=1)  # (b, n_fft // 2 + 1) complex64
-        power = np.square(spec.real)
-        power += np.square(spec.imag)  # |X|^2
-        if p != 2.0:
-            power **= p / 2.0  # |X|^p, the exponent librosa applies before the filterbank
-        _apply_bank(bank, power, out[s:e])
+        parts = spec.view(np.float32)  # (b, 2 * n_bins): re, im, re, im ...
+        np.square(parts, out=parts)
+        if p == 2.0:  # the bands' weights are doubled (one for re^2, one for im^2): |X|^2 inside the product
+            _apply_bank(bank, parts, out[s:e], interleaved=True)
+        else:  # |X|^p, the exponent librosa applies before the filterbank
+            power = (parts[:, 0::2] + parts[:, 1::2]) ** (p / 2.0)
+            _apply_bank(bank, power, out[s:e])
     if p != 2.0:
         np.power(out, 2.0 / p, out=out)  # bring any exponent to power 2 for the dB scale
     return out.T
@@ -108,11 +112,12 @@ def _window(n_fft: int, win_length: Optional[int]) -> np.ndarray:
 
 @functools.lru_cache(maxsize=16)
 def _mel_bank(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: Optional[float]
-              ) -> List[Tuple[int, int, int, int, np.ndarray]]:
+              ) -> List[Tuple[int, int, int, int, np.ndarray, np.ndarray]]:
     """``librosa.filters.mel`` cut into groups of adjacent bands, each with the bins its filters cover.
 
-    Returns ``[(first band, last band + 1, first bin, last bin + 1, weights (bins, bands))]``: the product
-    with a power spectrum touches the non-zero part of the filterbank only.
+    Returns ``[(first band, last band + 1, first bin, last bin + 1, weights (bins, bands), the same weights
+    repeated per bin (2 * bins, bands))]``: the product with a power spectrum touches the non-zero part of
+    the filterbank only; the repeated weights apply to squared (re, im) pairs directly.
     """
     import librosa
 
@@ -123,14 +128,22 @@ def _mel_bank(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: Optional[floa
         b = min(a + step, n_mels)
         cols = np.flatnonzero(basis[a:b].any(axis=0))
         lo, hi = (int(cols[0]), int(cols[-1]) + 1) if cols.size else (0, 1)
-        groups.append((a, b, lo, hi, np.ascontiguousarray(basis[a:b, lo:hi].T)))
+        w = np.ascontiguousarray(basis[a:b, lo:hi].T)
+        groups.append((a, b, lo, hi, w, np.ascontiguousarray(np.repeat(w, 2, axis=0))))
     return groups
 
 
-def _apply_bank(bank: List[Tuple[int, int, int, int, np.ndarray]], power: np.ndarray, out: np.ndarray) -> None:
-    """``out[:, bands] = power[:, bins] @ weights`` for each group: (frames, bins) -> (frames, n_mels)."""
-    for a, b, lo, hi, w in bank:
-        out[:, a:b] = power[:, lo:hi] @ w
+def _apply_bank(bank: List[Tuple[int, int, int, int, np.ndarray, np.ndarray]], power: np.ndarray, out: np.ndarray,
+                *, interleaved: bool = False) -> None:
+    """``out[:, bands] = power[:, bins] @ weights`` for each group: (frames, bins) -> (frames, n_mels).
+
+    ``interleaved``: ``power`` holds (re^2, im^2) pairs, (frames, 2 * bins).
+    """
+    for a, b, lo, hi, w, w2 in bank:
+        if interleaved:
+            out[:, a:b] = power[:, 2 * lo:2 * hi] @ w2
+        else:
+            out[:, a:b] = power[:, lo:hi] @ w
 
 
 def _minmax(x: np.ndarray) -> np.ndarray:
