@@ -189,13 +189,13 @@ def alternated(sides: List[str], repeats: int, run: Callable[[str, int], dict]) 
     return runs
 
 
-def compare(csv: Path, tmp: Path, n: int, repeats: int, processes: List[int]) -> None:
+def compare(csv: Path, tmp: Path, n: int, repeats: int, processes: List[int], hops: List[float]) -> None:
     sides = ["seed", "specimg", "specimg+png"]
     print("img/s: wall clock; CPU ms/img: user + system time of the run's processes per image (what the machine's "
           "other load does not change); ratio: the seed's median over this side's, per column")
     print(f"{'hop':>4} {'P':>2} {'side':<12} {'images':>6} {'img/s':>8} {'ratio':>7} {'CPU ms/img':>11} {'ratio':>7} "
           f"{'peak MB':>8}   runs (img/s)")
-    for hop in (10.0, 5.0):
+    for hop in hops:
         for p in processes:
             runs = alternated(sides, repeats, lambda s, r: run_side(s, csv, tmp / f"{s}_{hop}_{p}_{r}", hop, n, p))
             rate = {s: float(np.median([x["images"] / x["seconds"] for x in v])) for s, v in runs.items()}
@@ -401,6 +401,7 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=20)
     ap.add_argument("--processes", type=int, nargs="+", default=[1, 2], help="process counts (both sides)")
     ap.add_argument("--repeats", type=int, default=3, help="runs per side and setting; the median is quoted")
+    ap.add_argument("--hops", type=float, nargs="+", default=[10.0, 5.0], help="window hops in seconds")
     ap.add_argument("--quick", action="store_true", help="4 files of 60 s, 1 repeat, no FSDD")
     ap.add_argument("--stages", action="store_true", help="only the per-stage breakdown of one 120 s file")
     ap.add_argument("--thread-ab", action="store_true",
@@ -433,7 +434,7 @@ def main() -> None:
             print(f"hop 10, {p} workers: one thread per worker {one:.1f} img/s vs default threads "
                   f"{dflt:.1f} img/s: ratio {one / dflt:.2f}x")
             return
-        compare(csv, tmp, args.files, args.repeats, args.processes)
+        compare(csv, tmp, args.files, args.repeats, args.processes, args.hops)
         if not args.quick and (FSDD / "labels.csv").exists():
             p = max(args.processes)
             f = fsdd_render(tmp / "fsdd", p)

@@ -287,3 +287,9 @@ def test_clear_removes_the_cache_files_only(rendered, tmp_path):
     (root / "png").mkdir()
     ImageCache.clear(root)
     assert sorted(p.name for p in root.iterdir()) == ["notes.txt"]
+
+
+def test_the_layout_names_are_the_files_written(rendered):
+    root = rendered[0].root
+    assert sorted(p.name for p in root.iterdir()) == sorted(ImageCache.LAYOUT_FILES)
+    assert (root / ImageCache.IMAGES_FILE).is_file() and (root / ImageCache.ERRORS_FILE).is_file()

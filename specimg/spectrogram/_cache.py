@@ -240,6 +240,9 @@ class ImageCache:
         ``path, error`` of the files that could not be rendered.
     """
 
+    #: The names of the layout (``cache.root / ImageCache.ERRORS_FILE`` ...): other modules use these.
+    CONFIG_FILE, IMAGES_FILE, SEGMENTS_FILE, FILES_FILE, ERRORS_FILE, PNG_DIR = (
+        CONFIG_FILE, IMAGES_FILE, SEGMENTS_FILE, FILES_FILE, ERRORS_FILE, PNG_DIR)
     #: The files of a finished cache (what :meth:`clear` removes, with ``png/``).
     LAYOUT_FILES = (CONFIG_FILE, IMAGES_FILE, SEGMENTS_FILE, FILES_FILE, ERRORS_FILE)
 
