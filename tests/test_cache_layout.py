@@ -293,3 +293,18 @@ def test_the_layout_names_are_the_files_written(rendered):
     root = rendered[0].root
     assert sorted(p.name for p in root.iterdir()) == sorted(ImageCache.LAYOUT_FILES)
     assert (root / ImageCache.IMAGES_FILE).is_file() and (root / ImageCache.ERRORS_FILE).is_file()
+
+
+def test_a_full_disk_is_a_clear_error_before_any_work(rendered, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    def full(fd, offset, size):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    calls, real = [], cache_mod._render_job
+    monkeypatch.setattr(cache_mod, "_render_job", lambda *a: calls.append(a[1]) or real(*a))
+    with pytest.raises(DataError, match=r"Not enough disk space for the image cache.*MiB.*another --out"):
+        render_dataset(rendered[1], tmp_path / "c", rendered[2], progress=False)
+    assert calls == [] and not (tmp_path / "c" / "config.json").exists()

@@ -22,6 +22,7 @@ finished cache equals an uninterrupted run.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -690,11 +691,31 @@ def _make_plan(shard_dir: Path, table: pd.DataFrame, config: RenderConfig, previ
         if stale.suffix != ".json" or json.loads(stale.read_text()).get("row") is not None:
             stale.unlink(missing_ok=True)
     if plan.n_rows:
-        np.lib.format.open_memmap(plan.images, mode="w+", dtype=np.uint8, shape=(plan.n_rows, *plan.stored))
+        _preallocate(plan.images, (plan.n_rows, *plan.stored))
     else:  # no file's length is known in advance: every file gets a shard
         _atomic_npy(np.zeros((0, *plan.stored), np.uint8), plan.images)
     _atomic_csv(frame, plan_csv)  # after images.npy: a plan.csv vouches for its file
     return plan
+
+
+def _preallocate(path: Path, shape: Tuple[int, ...]) -> None:
+    """An ``.npy`` of zeros the workers fill in place, its disk space reserved now: a full disk is a clear error
+    before any work, not a worker killed by SIGBUS when it writes."""
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    size = int(mm.offset) + int(mm.nbytes)
+    del mm
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with open(path, "r+b") as fh:
+        try:
+            os.posix_fallocate(fh.fileno(), 0, size)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                path.unlink(missing_ok=True)
+                raise DataError(f"Not enough disk space for the image cache in {str(path.parent.parent)!r}: its "
+                                f"images need {size / 2**20:.1f} MiB ({shape[0]} images of {shape[1:]} bytes). Free "
+                                "some space or render into another --out folder.") from None
+            # another error (a file system without fallocate): the file stays sparse, filled as written
 
 
 def _copy_reused(plan: _Plan, previous: Optional[ImageCache], reuse: Dict[str, int]) -> None:
