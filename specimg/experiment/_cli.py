@@ -10,19 +10,15 @@ __all__ = ["add_experiment_parser"]
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
-    import os
-
-    from ..exceptions import ParameterError
+    from ..training import is_main_process
     from ._recipe import load_recipe
     from ._runner import run_experiment
 
-    if os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
-        raise ParameterError("specimg experiment runs in one process (its render, stacking and report steps would "
-                             "race under torchrun). Run it with plain `specimg experiment`, or train its models one "
-                             "by one with `torchrun --nproc_per_node N -m specimg train`.")
     recipe = load_recipe(args.recipe)
     out = Path(args.out) if args.out else Path("runs") / recipe.name
     result = run_experiment(recipe, out, resume=args.resume, verbose=not args.quiet, workers=args.workers)
+    if not is_main_process():  # under torchrun, rank 0 reports
+        return 0
     ran = sum(1 for v in result.steps.values() if v == "ran")
     print(f"{len(result.steps)} step(s): {ran} ran, {len(result.steps) - ran} skipped (inputs unchanged)")
     print(result.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
@@ -38,7 +34,10 @@ def add_experiment_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "model, predict the test set (fold ensemble + flip TTA), score the stackers with an inner "
                     "cross-validation, blend them, optionally retrain with pseudo-labels, and write OUT/report.md. "
                     "Running it again skips every step whose inputs did not change; after editing one model, only "
-                    "that model and what depends on it run again.")
+                    "that model and what depends on it run again. A model with `train: {images: on-the-fly}` "
+                    "trains on images made on the device from the audio (no image cache). Under `torchrun "
+                    "--nproc_per_node N -m specimg experiment ...` the models train data-parallel and rank 0 alone "
+                    "renders, predicts, stacks, pseudo-labels and reports.")
     p.add_argument("recipe", metavar="RECIPE.yaml", help="the recipe (paths in it are relative to its folder)")
     p.add_argument("--out", metavar="DIR", help="experiment folder (default: runs/<recipe name>)")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,

@@ -58,9 +58,8 @@ _TRAIN_ELSEWHERE = {
     "seed": "Set it once, with the top-level 'seed' key: the seed also draws the folds, and every model must "
             "share one fold split for stacking.",
     "backbone": "Set the backbone per model: models[i].backbone.",
-    "frontend": "An experiment renders one image cache per spectrogram config and shares it between its models, "
-                "so it trains from cached images; train a model with the device front end with `specimg train "
-                "--frontend gpu` instead.",
+    "frontend": "It is the deprecated spelling of 'images': write images: on-the-fly (no image cache, the images "
+                "are made on the training device) or images: cached.",
 }
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 

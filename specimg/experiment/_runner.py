@@ -18,8 +18,8 @@ Layout of an experiment folder::
 from __future__ import annotations
 
 import json
+import logging
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -34,6 +34,8 @@ from ..stacking import stack_runs
 from ._steps import Steps, atomic_csv, atomic_text, file_digest, file_stat, fingerprint, table_digest
 
 __all__ = ["run_experiment", "ExperimentResult"]
+
+_logger = logging.getLogger(__name__)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -145,8 +147,9 @@ def _prepare_data(recipe: Recipe, out: Path) -> _Data:
 
 
 def _cache_id(cache: Any) -> Dict[str, Any]:
-    return {"hash": cache.config.hash(), "files": file_digest(cache.root / "files.csv"),
-            "segments": file_digest(cache.root / "segments.csv"), "shape": list(cache.images.shape)}
+    """What a step that reads an image cache depends on: its config and its tables."""
+    return {"hash": cache.config.hash(), "files": fingerprint(cache.files.to_csv(index=False)),
+            "segments": fingerprint(cache.segments.to_csv(index=False)), "shape": list(cache.images.shape)}
 
 
 def _check_before_work(recipe: Recipe) -> None:
@@ -190,86 +193,98 @@ def _check_folds(recipe: Recipe, table: pd.DataFrame) -> None:
 
 # --------------------------------------------------------------------------- one experiment
 class _Runner:
+    """The steps of one experiment, each skipped when the fingerprint of its inputs did not change.
+
+    One mechanism (:meth:`step`) decides for every step. Under ``torchrun``
+    rank 0 decides and the others follow; the training steps run on every
+    process (data-parallel, :func:`~specimg.training.train_cv`), every other
+    step on rank 0 alone while the others wait.
+    """
+
     def __init__(self, recipe: Recipe, out: Path, *, resume: bool, verbose: bool, workers: int) -> None:
+        from ..training import is_main_process
+
         self.recipe = recipe
         self.out = out
-        self.steps = Steps(out, resume=resume, verbose=verbose)
-        self.verbose = verbose
+        self.main = is_main_process()
+        self.verbose = verbose and self.main
+        self.steps = Steps(out, resume=resume, verbose=self.verbose)
         self.workers = workers
         self.render_cfg: Dict[str, RenderConfig] = {m.name: recipe.render_config(m) for m in recipe.models}
         self.train_cfg: Dict[str, TrainConfig] = {m.name: recipe.train_config(m) for m in recipe.models}
 
+    def on_the_fly(self, name: str) -> bool:
+        return self.train_cfg[name].images == "on-the-fly"
+
+    def step(self, name: str, fp: str, outputs: Sequence[Path], work: Any, *, everyone: bool = False,
+             info: Any = None) -> bool:
+        """Run ``work()`` unless step ``name`` finished with fingerprint ``fp`` and its outputs exist.
+
+        ``everyone``: every process runs it (training); otherwise rank 0
+        alone. ``info(result)`` adds entries to the step's record. Returns
+        whether the step ran.
+        """
+        from ..training import barrier, broadcast_object
+
+        done = broadcast_object(self.steps.is_done(name, fp, outputs) if self.main else None)
+        if done:
+            self.steps.log[name] = "skipped"
+            return False
+        if self.main:
+            self.steps.start(name)
+        result = work() if everyone or self.main else None
+        barrier()
+        if self.main:
+            self.steps.mark(name, fp, outputs, **(info(result) if info is not None else {}))
+        self.steps.log[name] = "ran"
+        barrier()
+        return True
+
     # ---------------------------------------------------------------- render
     def render(self, data: _Data) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+        """One image cache per distinct render config of the cached models (on-the-fly models render nothing)."""
         from ..spectrogram import ImageCache, render_dataset
 
         train_caches: Dict[str, Any] = {}
         test_caches: Dict[str, Any] = {}
-        for cfg in {c.hash(): c for c in self.render_cfg.values()}.values():
-            h = cfg.hash()
+        cached = {self.render_cfg[n].hash(): self.render_cfg[n] for n in self.render_cfg if not self.on_the_fly(n)}
+        for h, cfg in cached.items():
             root = self.out / "caches" / h
-            step = f"render/{h}/train"
             fp = fingerprint({"render": cfg.to_dict(), "table": table_digest(data.train_table)})
-            done = self.steps.is_done(step, fp, [root / "train" / "config.json"])
-            if done and ImageCache.is_complete(root / "train"):
-                train_caches[h] = ImageCache.open(root / "train")
-            else:
-                self.steps.start(step)
-                cache = render_dataset(data.train_source, root / "train", cfg, workers=self.workers,
-                                       overwrite=True, progress=self.verbose)
-                train_caches[h] = cache
-                self.steps.mark(step, fp, [root / "train" / "config.json"], n_files=len(cache.files),
-                                n_errors=len(cache.errors))
+            self.step(f"render/{h}/train", fp, [root / "train" / "config.json"],
+                      lambda: render_dataset(data.train_source, root / "train", cfg, workers=self.workers,
+                                             overwrite=True, progress=self.verbose),
+                      info=lambda c: {"n_files": len(c.files), "n_errors": len(c.errors)})
+            train_caches[h] = ImageCache.open(root / "train")
             if data.test_table is None:
                 continue
-            step = f"render/{h}/test"
             fp = fingerprint({"render": cfg.to_dict(), "table": table_digest(data.test_table)})
-            if self.steps.is_done(step, fp, [root / "test" / "config.json"]) and ImageCache.is_complete(root / "test"):
-                test_caches[h] = ImageCache.open(root / "test")
-            else:
-                self.steps.start(step)
-                # Test files are rendered unlabelled, as at inference time (a per-class hop must not see their
-                # labels), under their absolute path; outputs map them back to the test table's paths.
-                unlabelled = pd.DataFrame({"path": data.test_table["abspath"].astype(str), "label": None})
-                gc = self.recipe.data.group_column
-                if gc is not None and gc in data.test_table.columns:  # carried to pseudo-labelled rows
-                    unlabelled[gc] = data.test_table[gc].to_numpy()
-                cache = render_dataset(unlabelled, root / "test", cfg, workers=self.workers, overwrite=True,
-                                       progress=self.verbose)
-                test_caches[h] = cache
-                self.steps.mark(step, fp, [root / "test" / "config.json"], n_files=len(cache.files),
-                                n_errors=len(cache.errors))
+            self.step(f"render/{h}/test", fp, [root / "test" / "config.json"],
+                      lambda: render_dataset(self._unlabelled(data), root / "test", cfg, workers=self.workers,
+                                             overwrite=True, progress=self.verbose),
+                      info=lambda c: {"n_files": len(c.files), "n_errors": len(c.errors)})
+            test_caches[h] = ImageCache.open(root / "test")
         return train_caches, test_caches
+
+    def _unlabelled(self, data: _Data) -> pd.DataFrame:
+        """The test files unlabelled, as at inference time (a per-class hop must not see their labels), under their
+        absolute path; outputs map them back to the test table's paths. The group column is carried along."""
+        table = pd.DataFrame({"path": data.test_table["abspath"].astype(str), "label": None})
+        gc = self.recipe.data.group_column
+        if gc is not None and gc in data.test_table.columns:  # carried to pseudo-labelled rows
+            table[gc] = data.test_table[gc].to_numpy()
+        return table
 
     # ---------------------------------------------------------------- one round
     def run_round(self, rnd: int, root: Path, train_caches: Mapping[str, Any], test_caches: Mapping[str, Any],
-                  data: _Data) -> Dict[str, Any]:
-        from ..training import train_cv
-
+                  data: _Data, train_source: Any) -> Dict[str, Any]:
+        """Train every model (on its cache, or on the audio for on-the-fly models), predict the test set, stack."""
         prefix = f"round{rnd}"
-        model_fp: Dict[str, str] = {}
-        for m in self.recipe.models:
-            cfg, rcfg = self.train_cfg[m.name], self.render_cfg[m.name]
-            cache = train_caches[rcfg.hash()]
-            run = root / "models" / m.name
-            step = f"{prefix}/train/{m.name}"
-            fp = fingerprint({"train": cfg.result_dict(), "cache": _cache_id(cache)})
-            model_fp[m.name] = fp
-            outputs = [run / "oof_files.csv", run / "metrics.json", run / "config.json"]
-            if not self.steps.is_done(step, fp, outputs):
-                self.steps.start(step)
-                rec = self.steps.record(step)
-                changed = rec is not None and rec.get("fingerprint") != fp
-                # a changed model config discards the old run; an interrupted one resumes its folds
-                train_cv(cache, run, cfg, resume=self.steps.resume and not changed, verbose=self.verbose)
-                _check_pseudo_guard(cache, run)
-                self.steps.mark(step, fp, outputs)
-
+        model_fp = {m.name: self._train(prefix, root, m.name, train_caches, train_source) for m in self.recipe.models}
         if data.test_table is not None:
             for m in self.recipe.models:
-                self._predict(prefix, root / "models" / m.name, m.name, model_fp[m.name],
-                              test_caches[self.render_cfg[m.name].hash()], data.test_table)
-
+                test = test_caches.get(self.render_cfg[m.name].hash()) if not self.on_the_fly(m.name) else None
+                self._predict(prefix, root / "models" / m.name, m.name, model_fp[m.name], test, data)
         names = [m.name for m in self.recipe.models]
         member_dirs = {n: root / "models" / n for n in names}
         st = self.recipe.stacking
@@ -287,146 +302,164 @@ class _Runner:
             member_dirs["blend"] = root / "stack" / "blend"
         return member_dirs
 
-    def _predict(self, prefix: str, run: Path, name: str, model_fp: str, test_cache: Any,
-                 test_table: pd.DataFrame) -> None:
-        from ..predict import Predictor
-        from ..predict.aggregate import predictions_frame
+    def _train(self, prefix: str, root: Path, name: str, train_caches: Mapping[str, Any], train_source: Any) -> str:
+        """Cross-validate one model (every process under torchrun); returns its fingerprint."""
+        from ..audio import read_table
+        from ..training import Run, train_cv
+
+        cfg, rcfg = self.train_cfg[name], self.render_cfg[name]
+        run, step = root / "models" / name, f"{prefix}/train/{name}"
+        if self.on_the_fly(name):  # the audio is decoded once per render config into <root>/waves/<hash>
+            source, render = train_source, rcfg
+            inputs: Any = {"table": table_digest(read_table(train_source)), "render": rcfg.to_dict()}
+            cache_dir: Optional[Path] = root / "waves" / rcfg.hash()
+        else:
+            source, render, cache_dir = train_caches[rcfg.hash()], None, None
+            inputs = _cache_id(source)
+        fp = fingerprint({"train": cfg.result_dict(), "input": inputs})
+        rec = self.steps.record(step)
+        changed = rec is not None and rec.get("fingerprint") != fp
+
+        def work() -> None:
+            # a changed model config discards the old run; an interrupted one resumes its folds
+            train_cv(source, run, cfg, render_config=render, cache_dir=cache_dir,
+                     resume=self.steps.resume and not changed, verbose=self.verbose)
+            if self.main:
+                _check_pseudo_guard(Run.open(run), source.files if not isinstance(source, (str, Path))
+                                    else read_table(source))
+
+        self.step(step, fp, [run / Run.OOF_FILES, run / Run.METRICS, run / Run.CONFIG], work, everyone=True)
+        return fp
+
+    def _predict(self, prefix: str, run: Path, name: str, model_fp: str, test_cache: Any, data: _Data) -> None:
+        """The fold ensemble's test-set predictions, ``RUN/test_files.csv`` (from the test cache, or the audio)."""
+        from ..training import Run
 
         cfg = self.train_cfg[name]
-        step = f"{prefix}/predict/{name}"
-        ckpts = sorted(run.glob("fold_*/best.pt"))
+        ckpts = [Run(run).checkpoint(k) for k in Run(run).trained_folds()]
+        test_id = _cache_id(test_cache) if test_cache is not None else table_digest(data.test_table)
         fp = fingerprint({"model": model_fp, "checkpoints": [[str(c.relative_to(run)), *file_stat(c)] for c in ckpts],
-                          "test": _cache_id(test_cache), "tta": cfg.tta, "paths": table_digest(test_table)})
-        out = run / "test_files.csv"
-        if self.steps.is_done(step, fp, [out]):
-            return
-        self.steps.start(step)
-        pred = Predictor.from_run(run, device=cfg.device, tta=cfg.tta)
-        res = pred.predict(test_cache, progress=self.verbose)
-        to_path = dict(zip(test_table["abspath"].astype(str), test_table["path"]))
-        label_of = dict(zip(test_table["path"], test_table["label"]))
-        paths = [to_path[p] for p in res.files["path"]]
-        probs = res.files[[f"prob_{c}" for c in res.classes]].to_numpy(dtype=np.float64)
-        probs /= probs.sum(axis=1, keepdims=True)
-        labels = [label_of[p] for p in paths]
-        labelled = all(v is not None for v in labels)
-        frame = predictions_frame(paths, probs, res.classes, labels=labels if labelled else None)
-        atomic_csv(frame, out)
-        self.steps.mark(step, fp, [out], n_files=len(frame), n_errors=len(res.errors))
+                          "test": test_id, "tta": cfg.tta, "paths": table_digest(data.test_table)})
+        out = run / Run.TEST_FILES
+        self.step(f"{prefix}/predict/{name}", fp, [out],
+                  lambda: _predict_test(run, cfg, test_cache, data, self._unlabelled(data), self.workers,
+                                        self.verbose),
+                  info=lambda r: {"n_files": r[0], "n_errors": r[1]})
 
     def _stack(self, step: str, out: Path, method: str, names: Sequence[str], dirs: Sequence[Path],
                has_test: bool, *, weights: Optional[Sequence[float]] = None,
                params: Optional[Mapping[str, Any]] = None) -> None:
+        from ..training import Run
+
         st = self.recipe.stacking
-        oof = [d / "oof_files.csv" for d in dirs]
-        test = [d / "test_files.csv" for d in dirs] if has_test else None
+        oof = [d / Run.OOF_FILES for d in dirs]
+        test = [d / Run.TEST_FILES for d in dirs] if has_test else None
         fp = fingerprint({"method": method, "names": list(names), "weights": weights, "params": dict(params or {}),
                           "inner_folds": st.folds, "seed": self.recipe.seed,
                           "oof": [file_digest(p) for p in oof], "test": [file_digest(p) for p in test or []]})
-        outputs = [out / "oof_files.csv", out / "metrics.json"] + ([out / "test_files.csv"] if has_test else [])
-        if self.steps.is_done(step, fp, outputs):
-            return
-        self.steps.start(step)
-        res = stack_runs(oof, method=method, names=names, test=test, weights=weights, inner_folds=st.folds,
-                         params=params, seed=self.recipe.seed)
-        res.write(out)
-        self.steps.mark(step, fp, outputs)
+        outputs = [out / Run.OOF_FILES, out / Run.METRICS] + ([out / Run.TEST_FILES] if has_test else [])
+        self.step(step, fp, outputs,
+                  lambda: stack_runs(oof, method=method, names=names, test=test, weights=weights,
+                                     inner_folds=st.folds, params=params, seed=self.recipe.seed).write(out))
 
     # ---------------------------------------------------------------- pseudo-labels
     def pseudo_round(self, rnd: int, previous: Mapping[str, Path], train_caches: Mapping[str, Any],
-                     test_caches: Mapping[str, Any], data: _Data) -> Optional[Dict[str, Any]]:
-        """Select pseudo-labels from the previous round and build the merged caches of round ``rnd``.
+                     test_caches: Mapping[str, Any], data: _Data) -> Optional[Tuple[Dict[str, Any], Path]]:
+        """Select pseudo-labels from the previous round; the merged caches and training table of round ``rnd``.
 
         Returns None when no test file reaches the threshold (the round is not run).
         """
-        from ..predict.aggregate import read_predictions
-        from ..stacking import pseudo_training_table, select_pseudo_labels
-
         ps = self.recipe.pseudo
         root = self.out / f"round{rnd}"
         src = previous[ps.source] / "test_files.csv"
-        step = f"round{rnd}/pseudo-labels"
         fp = fingerprint({"source": file_digest(src), "threshold": ps.threshold, "max_per_class": ps.max_per_class,
-                          "train": table_digest(data.train_table)})
+                          "inclusive": getattr(ps, "inclusive", False), "train": table_digest(data.train_table)})
         picked_csv, table_csv = root / "pseudo_labels.csv", root / "train.csv"
-        if not self.steps.is_done(step, fp, [picked_csv, table_csv]):
-            self.steps.start(step)
-            frame, classes, probs = read_predictions(src)
-            picked = select_pseudo_labels(frame["path"].tolist(), probs, classes, threshold=ps.threshold,
-                                          max_per_class=ps.max_per_class)
-            abspath = dict(zip(data.test_table["path"], data.test_table["abspath"].astype(str)))
-            truth = dict(zip(data.test_table["path"], data.test_table["label"]))
-            picked["abspath"] = [abspath[p] for p in picked["path"]]
-            if all(truth.get(p) is not None for p in picked["path"]):
-                picked["true_label"] = [truth[p] for p in picked["path"]]
-            atomic_csv(picked, picked_csv)
-            base = _table_csv(data.train_table)
-            extra = picked[["abspath", "label", "confidence"]].rename(columns={"abspath": "path"})
-            extra["path"] = [str(Path(a).resolve()) for a in extra["path"]]
-            gc = self.recipe.data.group_column
-            if gc is not None and gc in data.test_table.columns:
-                group_of = dict(zip(data.test_table["path"], data.test_table[gc]))
-                extra[gc] = [group_of[p] for p in picked["path"]]
-            atomic_csv(pseudo_training_table(base, extra), table_csv)
-            self.steps.mark(step, fp, [picked_csv, table_csv], n_pseudo=len(picked))
+        self.step(f"round{rnd}/pseudo-labels", fp, [picked_csv, table_csv],
+                  lambda: _write_pseudo_tables(self.recipe, src, data, picked_csv, table_csv),
+                  info=lambda n: {"n_pseudo": n})
         picked = pd.read_csv(picked_csv, dtype={"path": str, "label": str, "abspath": str, "true_label": str},
                              keep_default_na=False)
         if picked.empty:  # nothing confident enough: this round would repeat the previous one
             return None
-        merged: Dict[str, Any] = {}
-        for h, cache in train_caches.items():
-            merged[h] = self._merged_cache(rnd, h, cache, test_caches[h], picked)
-        return merged
+        merged = {h: self._merged_cache(rnd, h, cache, test_caches[h], picked) for h, cache in train_caches.items()}
+        return merged, table_csv
 
     def _merged_cache(self, rnd: int, h: str, train: Any, test: Any, picked: pd.DataFrame) -> Any:
         """The training cache plus the pseudo-labelled test files' images (no re-rendering)."""
         from ..spectrogram import ImageCache
 
         root = self.out / f"round{rnd}" / "caches" / h / "train"
-        step = f"round{rnd}/merge/{h}"
         fp = fingerprint({"train": _cache_id(train), "test": _cache_id(test),
                           "picked": picked[["abspath", "label"]].to_csv(index=False)})
-        if self.steps.is_done(step, fp, [root / "config.json"]) and ImageCache.is_complete(root):
-            return ImageCache.open(root)
-        self.steps.start(step)
-        label_of = dict(zip(picked["abspath"], picked["label"]))
-        tfiles = test.files[test.files["path"].isin(label_of)].copy()
-        tseg = test.segments
-        rows_train = np.arange(len(train.images))
-        fid_t = tseg["file_id"].to_numpy()
-        rows_test = np.flatnonzero(np.isin(fid_t, tfiles["file_id"].to_numpy()))
-        n = len(rows_train) + len(rows_test)
-        root.mkdir(parents=True, exist_ok=True)
-        for name in ("config.json", "images.npy", "segments.csv", "files.csv"):  # an older merge is stale
-            (root / name).unlink(missing_ok=True)
-        tmp = root / ".merge.npy"
-        images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, *train.images.shape[1:]))
-        try:
-            step_rows = 512
-            n_train = len(rows_train)
-            for s in range(0, n_train, step_rows):
-                e = min(s + step_rows, n_train)
-                images[s:e] = train.images[s:e]
-            for j in range(0, len(rows_test), step_rows):
-                chunk = rows_test[j:j + step_rows]
-                images[n_train + j:n_train + j + len(chunk)] = test.images[chunk]
-            images.flush()
-            offset = int(train.files["file_id"].max()) + 1
-            base_files = train.files.copy()
-            base_files["pseudo"] = False
-            tfiles = tfiles.assign(label=[label_of[p] for p in tfiles["path"]], pseudo=True,
-                                   group=tfiles["path"], file_id=tfiles["file_id"].to_numpy() + offset)
-            files = pd.concat([base_files, tfiles.drop(columns=["n_segments"], errors="ignore")],
-                              ignore_index=True)
-            files = files.drop(columns=["n_segments"])
-            segs = pd.concat([train.segments, tseg.iloc[rows_test].assign(file_id=fid_t[rows_test] + offset)],
-                             ignore_index=True)
-            cache = ImageCache.from_arrays(root, images, segs, files, config=train.config)
-        finally:
-            del images
-            tmp.unlink(missing_ok=True)
-        self.steps.mark(step, fp, [root / "config.json"], n_files=len(cache.files), n_pseudo=int(len(tfiles)))
-        return cache
+        self.step(f"round{rnd}/merge/{h}", fp, [root / "config.json"],
+                  lambda: _merge_pseudo(train, test, picked, root),
+                  info=lambda c: {"n_files": len(c.files), "n_pseudo": int(c.files["pseudo"].sum())})
+        return ImageCache.open(root)
+
+
+def _predict_test(run: Path, cfg: TrainConfig, test_cache: Any, data: _Data, unlabelled: pd.DataFrame,
+                  workers: int, verbose: bool) -> Tuple[int, int]:
+    """Write ``RUN/test_files.csv``: the fold ensemble on the test cache, or (on-the-fly models) on the audio."""
+    from ..predict import Predictor, predictions_frame
+    from ..training import Run
+
+    pred = Predictor.from_run(run, device=cfg.device, tta=cfg.tta)
+    if test_cache is not None:
+        res = pred.predict(test_cache, progress=verbose)
+    else:
+        res = pred.predict(unlabelled, workers=workers, progress=verbose)
+    to_path = dict(zip(data.test_table["abspath"].astype(str), data.test_table["path"]))
+    label_of = dict(zip(data.test_table["path"], data.test_table["label"]))
+    paths = [to_path[p] for p in res.files["path"]]
+    probs = res.files[[f"prob_{c}" for c in res.classes]].to_numpy(dtype=np.float64)
+    probs = probs / probs.sum(axis=1, keepdims=True)
+    labels = [label_of[p] for p in paths]
+    labelled = all(v is not None for v in labels)
+    frame = predictions_frame(paths, probs, res.classes, labels=labels if labelled else None)
+    Run(run).write_table(Run.TEST_FILES, frame)
+    return len(frame), len(res.errors)
+
+
+def _write_pseudo_tables(recipe: Recipe, src: Path, data: _Data, picked_csv: Path, table_csv: Path) -> int:
+    """The pseudo-labelled test files (``pseudo_labels.csv``) and the training table with them (``train.csv``)."""
+    from ..predict import read_predictions
+    from ..stacking import pseudo_training_table, select_pseudo_labels
+
+    ps = recipe.pseudo
+    frame, classes, probs = read_predictions(src)
+    extra_kw = {"inclusive": ps.inclusive} if hasattr(ps, "inclusive") else {}
+    picked = select_pseudo_labels(frame["path"].tolist(), probs, classes, threshold=ps.threshold,
+                                  max_per_class=ps.max_per_class, **extra_kw)
+    abspath = dict(zip(data.test_table["path"], data.test_table["abspath"].astype(str)))
+    truth = dict(zip(data.test_table["path"], data.test_table["label"]))
+    picked["abspath"] = [abspath[p] for p in picked["path"]]
+    if all(truth.get(p) is not None for p in picked["path"]):
+        picked["true_label"] = [truth[p] for p in picked["path"]]
+    atomic_csv(picked, picked_csv)
+    base = _table_csv(data.train_table)
+    extra = picked[["abspath", "label", "confidence"]].rename(columns={"abspath": "path"})
+    extra["path"] = [str(Path(a).resolve()) for a in extra["path"]]
+    gc = recipe.data.group_column
+    if gc is not None and gc in data.test_table.columns:
+        group_of = dict(zip(data.test_table["path"], data.test_table[gc]))
+        extra[gc] = [group_of[p] for p in picked["path"]]
+    atomic_csv(pseudo_training_table(base, extra), table_csv)
+    return int(len(picked))
+
+
+def _merge_pseudo(train: Any, test: Any, picked: pd.DataFrame, root: Path) -> Any:
+    """``train`` followed by the picked test files (labelled, ``pseudo=True``, each its own group), as a new cache."""
+    label_of = dict(zip(picked["abspath"], picked["label"]))
+    base = train.select(np.ones(len(train.files), dtype=bool))
+    base.files["pseudo"] = False
+    chosen = test.select(test.files["path"].isin(label_of).to_numpy())
+    chosen.files["label"] = [label_of[p] for p in chosen.files["path"]]
+    chosen.files["pseudo"] = True
+    chosen.files["group"] = chosen.files["path"]
+    base.files = base.files.drop(columns=["n_segments"], errors="ignore")
+    chosen.files = chosen.files.drop(columns=["n_segments"], errors="ignore")
+    return base.concat(chosen, out=root)
 
 
 def _shared_groups(recipe: Recipe, data: _Data) -> List[str]:
@@ -438,25 +471,24 @@ def _shared_groups(recipe: Recipe, data: _Data) -> List[str]:
     return sorted(train & set(data.test_table[gc].dropna().astype(str)))
 
 
-def _check_pseudo_guard(cache: Any, run: Path) -> None:
-    """Pseudo-labelled files must never be validated on: fold -1 in folds.csv and absent from the OOF."""
+def _check_pseudo_guard(run: Any, files: pd.DataFrame) -> None:
+    """Pseudo-labelled files (``files``' pseudo column) must never be validated on: fold -1 in folds.csv and
+    absent from the out-of-fold table."""
     from ..data import pseudo_mask
 
-    mask = pseudo_mask(cache.files)
+    mask = pseudo_mask(files)
     if not mask.any():
         return
-    pseudo_paths = set(cache.files["path"][mask])
-    oof = pd.read_csv(run / "oof_files.csv", dtype={"path": str}, usecols=["path"])
-    leaked = sorted(pseudo_paths & set(oof["path"]))
-    folds_csv = run / "folds.csv"
-    if folds_csv.is_file():
-        folds = pd.read_csv(folds_csv, dtype={"path": str})
+    pseudo_paths = set(files["path"][mask])
+    leaked = sorted(pseudo_paths & set(run.oof_files["path"]))
+    folds = run.folds
+    if folds is not None:
         bad = folds[folds["path"].isin(pseudo_paths) & (folds["fold"] != -1)]
         leaked += sorted(set(bad["path"]) - set(leaked))
     if leaked:
-        raise DataError(f"{len(leaked)} pseudo-labelled file(s) were put in a validation fold of {str(run)!r}, e.g. "
-                        f"{leaked[0]!r}; their out-of-fold scores would be meaningless. This is a bug in training's "
-                        "handling of the 'pseudo' column.")
+        raise DataError(f"{len(leaked)} pseudo-labelled file(s) were put in a validation fold of {str(run.root)!r}, "
+                        f"e.g. {leaked[0]!r}; their out-of-fold scores would be meaningless. This is a bug in "
+                        "training's handling of the 'pseudo' column.")
 
 
 # --------------------------------------------------------------------------- the report
@@ -613,70 +645,98 @@ def run_experiment(
     >>> res = run_experiment("examples/recipes/music_genre_quick.yaml", "runs/quick")  # doctest: +SKIP
     >>> print(res.table.to_string())  # doctest: +SKIP
     """
+    from ..training import barrier, init_distributed, is_main_process
+
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ParameterError(f"The 'workers' parameter of run_experiment must be an int >= 1. Got {workers!r}.")
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
     _check_before_work(recipe)
+    # under torchrun: one process group for the whole experiment (gloo when every model trains on the CPU)
+    devices = {recipe.train_config(m).device for m in recipe.models}
+    init_distributed("gloo" if devices == {"cpu"} else None)
+    main = is_main_process()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        recipe_json = json.dumps(recipe.to_dict(), indent=2, default=str)
+        if not (out / "recipe.json").is_file() or (out / "recipe.json").read_text(encoding="utf-8") != recipe_json:
+            atomic_text(out / "recipe.json", recipe_json)
+        data = _prepare_data(recipe, out)  # rank 0 writes the derived tables, the others read them after
+    barrier()
+    if not main:
+        data = _prepare_data(recipe, out)
     runner = _Runner(recipe, out, resume=resume, verbose=verbose, workers=workers)
-    recipe_json = json.dumps(recipe.to_dict(), indent=2, default=str)
-    if not (out / "recipe.json").is_file() or (out / "recipe.json").read_text(encoding="utf-8") != recipe_json:
-        atomic_text(out / "recipe.json", recipe_json)
-
-    data = _prepare_data(recipe, out)
     train_caches, test_caches = runner.render(data)
-    classes = list(next(iter(train_caches.values())).classes)
-    rounds: List[Tuple[int, Dict[str, Path]]] = [(1, runner.run_round(1, out, train_caches, test_caches, data))]
-    pseudo_info: List[str] = []
-    if recipe.pseudo.enabled:
-        for rnd in range(2, recipe.pseudo.rounds + 2):
-            merged = runner.pseudo_round(rnd, rounds[-1][1], train_caches, test_caches, data)
-            picked = pd.read_csv(out / f"round{rnd}" / "pseudo_labels.csv", dtype=str, keep_default_na=False)
-            msg = (f"round {rnd}: {len(picked)} of {len(data.test_table)} test files reached confidence >= "
-                   f"{recipe.pseudo.threshold} in `{recipe.pseudo.source}` of round {rnd - 1}")
-            if len(picked) and "true_label" in picked.columns:
-                msg += f"; {np.mean(picked['label'] == picked['true_label']):.4f} of these pseudo-labels are correct"
-            if merged is None:
-                pseudo_info.append(msg + f"; round {rnd} was not run (lower pseudo.threshold to pseudo-label some)")
-                break
-            pseudo_info.append(msg)
-            shared = _shared_groups(recipe, data)
-            if shared:
-                pseudo_info.append(
-                    f"**Caveat**: the test set shares {len(shared)} `{recipe.data.group_column}` value(s) with the "
-                    f"training set (e.g. {', '.join(map(str, shared[:3]))}). Pseudo-labelled files join every "
-                    "training split, so in round "
-                    f"{rnd} a validation {recipe.data.group_column} is also trained on through its pseudo-labelled "
-                    f"test files: the out-of-fold scores of round {rnd} are optimistic and not comparable with "
-                    "round 1. Compare the rounds on the test scores.")
-            rounds.append((rnd, runner.run_round(rnd, out / f"round{rnd}", merged, test_caches, data)))
+    rounds: List[Tuple[int, Dict[str, Path]]] = [
+        (1, runner.run_round(1, out, train_caches, test_caches, data, data.train_source))]
+    pseudo_info = _pseudo_rounds(runner, rounds, train_caches, test_caches, data) if recipe.pseudo.enabled else []
+    table = pd.DataFrame([r for rnd, dirs in rounds for r in _round_rows(rnd, recipe, dirs)])
+    final = _report(runner, table, rounds, train_caches, test_caches, data, pseudo_info)
+    if runner.verbose:
+        _logger.info("%s\nreport: %s", table.to_string(index=False, float_format=lambda v: f"{v:.4f}"),
+                     out / "report.md")
+    return ExperimentResult(out_dir=out, table=table, report=out / "report.md", steps=dict(runner.steps.log),
+                            final=final)
 
-    rows = [r for rnd, dirs in rounds for r in _round_rows(rnd, recipe, dirs)]
-    table = pd.DataFrame(rows)
+
+def _pseudo_rounds(runner: _Runner, rounds: List[Tuple[int, Dict[str, Path]]], train_caches: Mapping[str, Any],
+                   test_caches: Mapping[str, Any], data: _Data) -> List[str]:
+    """The pseudo-label rounds (appended to ``rounds``); returns the report's lines about them."""
+    recipe, out = runner.recipe, runner.out
+    info: List[str] = []
+    for rnd in range(2, recipe.pseudo.rounds + 2):
+        merged = runner.pseudo_round(rnd, rounds[-1][1], train_caches, test_caches, data)
+        picked = pd.read_csv(out / f"round{rnd}" / "pseudo_labels.csv", dtype=str, keep_default_na=False)
+        op = ">=" if getattr(recipe.pseudo, "inclusive", False) else ">"
+        msg = (f"round {rnd}: {len(picked)} of {len(data.test_table)} test files reached confidence {op} "
+               f"{recipe.pseudo.threshold} in `{recipe.pseudo.source}` of round {rnd - 1}")
+        if len(picked) and "true_label" in picked.columns:
+            msg += f"; {np.mean(picked['label'] == picked['true_label']):.4f} of these pseudo-labels are correct"
+        if merged is None:
+            info.append(msg + f"; round {rnd} was not run (lower pseudo.threshold to pseudo-label some)")
+            break
+        info.append(msg)
+        shared = _shared_groups(recipe, data)
+        if shared:
+            gc = recipe.data.group_column
+            info.append(
+                f"**Caveat**: the test set shares {len(shared)} `{gc}` value(s) with the training set (e.g. "
+                f"{', '.join(map(str, shared[:3]))}). Pseudo-labelled files join every training split, so in round "
+                f"{rnd} a validation {gc} is also trained on through its pseudo-labelled test files: the out-of-fold "
+                f"scores of round {rnd} are optimistic and not comparable with round 1. Compare the rounds on the "
+                "test scores.")
+        merged_caches, round_table = merged
+        rounds.append((rnd, runner.run_round(rnd, out / f"round{rnd}", merged_caches, test_caches, data,
+                                             round_table)))
+    return info
+
+
+def _report(runner: _Runner, table: pd.DataFrame, rounds: List[Tuple[int, Dict[str, Path]]],
+            train_caches: Mapping[str, Any], test_caches: Mapping[str, Any], data: _Data,
+            pseudo_info: List[str]) -> str:
+    """``report.md``, ``report.csv`` and the plots of the final result (rank 0); returns the final result's name."""
+    from ..audio import sort_labels
+
+    recipe, out = runner.recipe, runner.out
     last_rnd, last = rounds[-1]
     final_key = "blend" if "blend" in last else (
         [m for m in recipe.stacking.methods if m in last][-1] if recipe.stacking.methods else None)
     final = f"round{last_rnd}/{final_key or 'mean of models'}"
-    step = "report"
     inputs = sorted(out.glob("**/oof_files.csv")) + sorted(out.glob("**/test_files.csv"))
     inputs = [p for p in inputs if "fold_" not in p.parent.name]
     fp = fingerprint({"table": table.to_csv(index=False), "inputs": [file_digest(p) for p in inputs],
                       "final": final})
-    outputs = [out / "report.md", out / "report.csv", out / "report" / "report.md"]
-    if not runner.steps.is_done(step, fp, outputs):
-        runner.steps.start(step)
+    classes = sort_labels(data.train_table["label"].dropna().astype(str).unique())
+
+    def work() -> None:
         _write_final_report(out, recipe, last, final_key, final)
         atomic_csv(table, out / "report.csv")
         render_errors = _render_errors(out, train_caches, "training") + _render_errors(out, test_caches, "test")
         atomic_text(out / "report.md", _markdown(recipe, table, data, classes, pseudo_info, final, render_errors))
-        runner.steps.mark(step, fp, outputs)
-    if verbose:
-        print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"), file=sys.stderr)
-        print(f"report: {out / 'report.md'}", file=sys.stderr)
-    return ExperimentResult(out_dir=out, table=table, report=out / "report.md", steps=dict(runner.steps.log),
-                            final=final)
+
+    runner.step("report", fp, [out / "report.md", out / "report.csv", out / "report" / "report.md"], work)
+    return final
 
 
 def _write_final_report(out: Path, recipe: Recipe, dirs: Mapping[str, Path], key: Optional[str], final: str) -> None:

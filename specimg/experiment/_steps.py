@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Union
@@ -22,6 +22,8 @@ from .._io import atomic_write_csv as atomic_csv
 from .._io import atomic_write_text as atomic_text
 
 __all__ = ["Steps", "fingerprint", "file_digest", "atomic_text", "atomic_csv", "table_digest"]
+
+_logger = logging.getLogger(__name__)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -113,13 +115,13 @@ class Steps:
             return False
         self.log[step] = "skipped"
         if self.verbose:
-            print(f"[skip] {step} (inputs unchanged)", file=sys.stderr)
+            _logger.info("[skip] %s (inputs unchanged)", step)
         return True
 
     def start(self, step: str) -> None:
         """Announce a step that is about to run."""
         if self.verbose:
-            print(f"[run ] {step}", file=sys.stderr)
+            _logger.info("[run ] %s", step)
 
     def mark(self, step: str, fp: str, outputs: Iterable[PathLike] = (), **info: Any) -> None:
         """Record a finished step (written last, atomically)."""

@@ -6,7 +6,10 @@ from ._checkpoint import load_trained as load_trained
 from ._checkpoint import read_checkpoint as read_checkpoint
 from ._cv import CVResult as CVResult
 from ._cv import train_cv as train_cv
+from ._distributed import barrier as barrier
+from ._distributed import broadcast_object as broadcast_object
 from ._distributed import init_distributed as init_distributed
+from ._distributed import is_main_process as is_main_process
 from ._run import Run as Run
 from ._losses import aggregate_files as aggregate_files
 from ._losses import class_weights as class_weights
@@ -36,4 +39,7 @@ __all__ = [
     "file_scores",
     "resolve_device",
     "init_distributed",
+    "is_main_process",
+    "barrier",
+    "broadcast_object",
 ]

@@ -210,8 +210,13 @@ def _data_hash(files: pd.DataFrame, folds: np.ndarray, group_column: Optional[st
     return h.hexdigest()[:16]
 
 
-def _ident(config: TrainConfig, render: Dict[str, Any], classes: List[str], data_hash: Optional[str]) -> Dict:
-    return {"train": config.result_dict(), "render": render, "classes": classes, "data_hash": data_hash}
+def _ident(config: TrainConfig, render: Dict[str, Any], classes: List[str], data_hash: Optional[str], *,
+           full: bool = False) -> Dict:
+    """What a run's fingerprint covers; ``full``: every training option (defaults included), to show a diff."""
+    train = config.result_dict()
+    if full:
+        train = {k: v for k, v in config.to_dict().items() if k not in TrainConfig.RUNTIME_FIELDS}
+    return {"train": train, "render": render, "classes": classes, "data_hash": data_hash}
 
 
 def _data_root(files: pd.DataFrame) -> Optional[str]:
@@ -249,9 +254,9 @@ def _check_previous(run: Run, config: TrainConfig, resolved: Dict[str, Any], *, 
     if old.get("fingerprint") == resolved["fingerprint"]:
         return
     old_train = TrainConfig.from_dict(old["train"]) if "train" in old else None
-    old_ident = _ident(old_train, old.get("render", {}), old.get("classes"), old.get("data_hash")) \
+    old_ident = _ident(old_train, old.get("render", {}), old.get("classes"), old.get("data_hash"), full=True) \
         if old_train is not None else {}
-    new_ident = _ident(config, resolved["render"], resolved["classes"], resolved["data_hash"])
+    new_ident = _ident(config, resolved["render"], resolved["classes"], resolved["data_hash"], full=True)
     diff = config_diff(old_ident, new_ident) or ["unreadable config.json or a run of an older specimg"]
     if resume:
         raise ParameterError(f"{str(run.root)!r} holds a run with another config or data ({'; '.join(diff[:6])}). "

@@ -20,7 +20,7 @@ import torch.distributed as dist
 from ..exceptions import ParameterError
 
 __all__ = ["init_distributed", "dist_info", "is_main_process", "barrier", "all_gather_objects", "all_sum",
-           "any_true"]
+           "any_true", "broadcast_object"]
 
 
 def _env_world_size() -> int:
@@ -90,6 +90,15 @@ def all_gather_objects(obj: Any) -> List[Any]:
     out: List[Any] = [None] * world
     dist.all_gather_object(out, obj)
     return out
+
+
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every process (``obj`` itself in a single process)."""
+    if dist_info()[2] == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def all_sum(values: torch.Tensor) -> torch.Tensor:

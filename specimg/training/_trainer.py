@@ -647,10 +647,12 @@ class Trainer:
             raise self._diverged(f"the training loss is {float(loss.detach()):g} at step {step + 1}/{steps}", epoch + 1)
 
     def _check_resumable(self, state: Mapping[str, Any], path: Path, steps: int) -> None:
-        old = TrainConfig.from_dict(state["train_config"]).result_dict()
-        new = self.config.result_dict()
+        old_cfg = TrainConfig.from_dict(state["train_config"])
+        old, new = old_cfg.to_dict(), self.config.to_dict()
         diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
-                if old.get(k) != new.get(k)]
+                if old.get(k) != new.get(k) and k not in TrainConfig.RUNTIME_FIELDS]
+        if old_cfg.result_dict() == self.config.result_dict():
+            diff = []
         if diff:
             raise ParameterError(f"{str(path)!r} was written with another config ({'; '.join(diff[:6])}). Pass "
                                  "resume=False (--no-resume) to start this fold over, or write to another folder.")
