@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -22,6 +23,8 @@ from ..exceptions import AudioError, DataError, ParameterError
 from .._io import atomic_write_csv, atomic_write_text, tmp_beside
 from .._parallel import failure_reason, single_threaded_worker
 from .._progress import progress_bar
+
+_logger = logging.getLogger(__name__)
 
 __all__ = ["WaveformSet", "WaveformDataset"]
 
@@ -174,9 +177,8 @@ class WaveformSet:
         files = files[front + [c for c in files.columns if c not in front]]
         segments = pd.DataFrame(seg_rows, columns=["file_id", "segment", "start", "end", "sample"])
         if errors and _is_rank_zero():  # under torchrun every process loads the audio; one of them reports
-            print(f"specimg: {len(errors)} file(s) could not be loaded and are left out:", file=sys.stderr)
-            for p, e in list(errors.items())[:20]:
-                print(f"  {p}: {e}", file=sys.stderr)
+            _logger.warning("%d file(s) could not be loaded and are left out:\n%s", len(errors),
+                            "\n".join(f"  {p}: {e}" for p, e in list(errors.items())[:20]))
         data = cls(config=config, signal=sink.finish(), offsets=np.asarray(sink.offsets, dtype=np.int64),
                    references=np.asarray(refs, dtype=np.float32), files=files, segments=segments,
                    classes=sort_labels(l for l in files["label"] if l is not None),
