@@ -167,6 +167,16 @@ class ImageArray:
         """The stored planes of some rows, not expanded: ``(.., H, W)`` or ``(.., H, W, 3)``."""
         return np.asarray(self.stored[self._stored_index(key)])
 
+    def read(self, rows: Any) -> np.ndarray:
+        """:meth:`planes_of` some rows of this array, read from the file with plain reads when it is one (the
+        pages stay in the OS's cache, not in this process: a copy of a whole cache keeps its memory flat)."""
+        idx = self._stored_index(rows)
+        if self._source is None or isinstance(idx, (int, np.integer)):
+            return self.planes_of(rows)
+        idx = np.arange(self._n_stored)[idx] if isinstance(idx, slice) else idx
+        filename, _, shape, offset = self._source
+        return _read_rows(filename, idx, offset, tuple(shape[1:]))
+
     def __getitem__(self, key: Any) -> np.ndarray:
         rest: Tuple[Any, ...] = ()
         if isinstance(key, tuple):
@@ -199,7 +209,7 @@ class ImageArray:
         h, w = self._hw
         step = rows_per_block or max(1, _CHUNK_BYTES // (h * w * self.planes))
         for s in range(0, len(self), step):
-            yield self.planes_of(slice(s, min(s + step, len(self))))
+            yield self.read(slice(s, min(s + step, len(self))))
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -596,18 +606,48 @@ def expected_windows(path: PathLike, config: RenderConfig, label: Optional[str])
     return len(segment_bounds(n, sr=a.sample_rate, seconds=seg.seconds, hop=seg.hop_for(label), last=seg.last))
 
 
-#: The render's preallocated images.npy opened in this process (a worker maps it once).
-_TARGETS: Dict[str, np.ndarray] = {}
+#: Where the rows of an .npy start and what one row is, per file (a worker parses the header once).
+_TARGETS: Dict[str, Tuple[int, Tuple[int, ...]]] = {}
+
+
+def _npy_layout(path: Union[str, Path]) -> Tuple[int, Tuple[int, ...]]:
+    """(byte offset of row 0, shape of one row) of a C-ordered uint8 ``.npy`` file."""
+    key = str(path)
+    if key not in _TARGETS:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, _ = read(fh)
+            _TARGETS[key] = (fh.tell(), tuple(int(s) for s in shape[1:]))
+    return _TARGETS[key]
+
+
+def _map_rows(path: Union[str, Path], first: int, n: int) -> np.ndarray:
+    """Rows ``[first, first + n)`` of an ``.npy`` mapped writable on their own: a process holds one file's
+    pages at a time, so its memory does not grow with the cache."""
+    offset, row = _npy_layout(path)
+    return np.memmap(path, dtype=np.uint8, mode="r+", offset=offset + first * int(np.prod(row)), shape=(n, *row))
+
+
+def _read_rows(path: Union[str, Path], rows: np.ndarray, data_offset: Optional[int] = None,
+               row: Optional[Tuple[int, ...]] = None) -> np.ndarray:
+    """Rows of a uint8 ``.npy`` read with plain reads, one per run of consecutive rows (nothing stays mapped)."""
+    if data_offset is None or row is None:
+        data_offset, row = _npy_layout(path)
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.empty((len(rows), *row), dtype=np.uint8)
+    row_bytes = int(np.prod(row))
+    with open(path, "rb") as fh:
+        starts = np.concatenate([[0], np.flatnonzero(np.diff(rows) != 1) + 1, [len(rows)]])
+        for a, b in zip(starts[:-1], starts[1:]):
+            if b > a:
+                fh.seek(data_offset + int(rows[a]) * row_bytes)
+                fh.readinto(memoryview(out[a:b]).cast("B"))
+    return out
 
 
 def _target_rows(target: Optional[Tuple[str, int, int]]) -> Optional[np.ndarray]:
-    if target is None:
-        return None
-    path, offset, n = target
-    mm = _TARGETS.get(path)
-    if mm is None:
-        mm = _TARGETS[path] = np.load(path, mmap_mode="r+")
-    return mm[offset:offset + n]
+    return None if target is None else _map_rows(*target)
 
 
 def _render_job(abspath: str, path: str, label: Optional[str], config_dict: Dict[str, Any], shard_dir: str,
@@ -723,11 +763,11 @@ def _copy_reused(plan: _Plan, previous: Optional[ImageCache], reuse: Dict[str, i
     if previous is None or not reuse:
         return
     rows_of = previous.segments.groupby("file_id").indices
-    target = np.load(plan.images, mmap_mode="r+")
     for p, off, n in plan.table.loc[plan.table["kind"] == "reuse", ["path", "offset", "n"]].itertuples(index=False):
-        block = previous.images.planes_of(rows_of[reuse[p]])
-        target[off:off + n] = block if block.ndim == len(plan.stored) + 1 else block[..., 0]
-    del target
+        block = previous.images.read(rows_of[reuse[p]])
+        target = _map_rows(plan.images, int(off), int(n))
+        target[:] = block if block.ndim == len(plan.stored) + 1 else block[..., 0]
+        del target
 
 
 def _validate_against_data(table: pd.DataFrame, config: RenderConfig) -> None:
@@ -859,15 +899,16 @@ def render_dataset(
 
     shard_dir = root / (PARTIAL_PREFIX + h)
     shard_dir.mkdir(exist_ok=True)
-    plan = _make_plan(shard_dir, table, config, previous, reuse)
-    _copy_reused(plan, previous, reuse)
     errors: Dict[str, str] = {}
+    _TARGETS.clear()
     try:
+        plan = _make_plan(shard_dir, table, config, previous, reuse)
+        _copy_reused(plan, previous, reuse)
         _run_jobs(plan, config, workers=workers, png_dir=str(root / PNG_DIR) if png else None, strict=strict,
                   progress=progress, errors=errors)
+        cache = _finish(root, plan, table, config, previous, reuse, errors)
     finally:
-        _TARGETS.clear()  # the serial path mapped images.npy in this process
-    cache = _finish(root, plan, table, config, previous, reuse, errors)
+        _TARGETS.clear()  # the .npy headers this process parsed: the next render may plan other files
     if png and previous is not None:
         _write_reused_pngs(cache, reuse)
     shutil.rmtree(shard_dir, ignore_errors=True)
@@ -988,9 +1029,8 @@ def _finish(root: Path, plan: _Plan, table: pd.DataFrame, config: RenderConfig, 
 
 def _part_blocks(plan: _Plan, parts: List[Tuple[int, tuple, Dict[str, Any]]]) -> Iterator[np.ndarray]:
     """Each finished file's planes in table order, from the partial images.npy or its own shard."""
-    rows = np.load(plan.images, mmap_mode="r") if plan.n_rows else None
     for _, src, _ in parts:
         if src[0] == "rows":
-            yield rows[src[1]:src[1] + src[2]]  # type: ignore[index]
+            yield _read_rows(plan.images, np.arange(src[1], src[1] + src[2]))
         else:
             yield np.load(src[1])
