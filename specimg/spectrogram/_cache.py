@@ -887,15 +887,9 @@ def render_dataset(
         if stale.name != PARTIAL_PREFIX + h:
             shutil.rmtree(stale, ignore_errors=True)
 
-    reuse: Dict[str, int] = {}
-    if previous is not None:
-        prev_label = dict(zip(previous.files["path"], previous.files["label"]))
-        prev_id = dict(zip(previous.files["path"], previous.files["file_id"]))
-        for path, label in zip(table["path"], table["label"]):
-            if path in prev_id and prev_label[path] == label:
-                reuse[path] = int(prev_id[path])
-        if len(reuse) == len(table) == len(previous.files) and (previous.errors is None or previous.errors.empty):
-            return previous  # nothing to do: the same files, the same config
+    reuse = _reusable(previous, table)
+    if previous is not None and len(reuse) == len(table) == len(previous.files) and previous.errors.empty:
+        return previous  # nothing to do: the same files, the same config
 
     shard_dir = root / (PARTIAL_PREFIX + h)
     shard_dir.mkdir(exist_ok=True)
@@ -920,6 +914,15 @@ def render_dataset(
         if len(errors) > 20:
             print(f"  ... and {len(errors) - 20} more", file=sys.stderr)
     return cache
+
+
+def _reusable(previous: Optional[ImageCache], table: pd.DataFrame) -> Dict[str, int]:
+    """path -> file id in the previous cache, for the input's files it holds with the same label."""
+    if previous is None:
+        return {}
+    prev_label = dict(zip(previous.files["path"], previous.files["label"]))
+    prev_id = dict(zip(previous.files["path"], previous.files["file_id"]))
+    return {p: int(prev_id[p]) for p, l in zip(table["path"], table["label"]) if p in prev_id and prev_label[p] == l}
 
 
 def _run_jobs(plan: _Plan, config: RenderConfig, *, workers: int, png_dir: Optional[str], strict: bool,
