@@ -22,7 +22,8 @@ from ..audio import sort_labels
 from ..exceptions import DataError, NotFittedError, ParameterError
 from ..predict.aggregate import read_predictions
 
-__all__ = ["align_runs", "cross_val_stack", "check_stack_input", "early_stopping_split", "fit_with_groups"]
+__all__ = ["align_runs", "cross_val_stack", "check_stack_input", "early_stopping_split", "fit_with_groups",
+           "beats_the_start"]
 
 RunSource = Union[str, "os.PathLike[str]", pd.DataFrame]
 
@@ -193,6 +194,21 @@ def early_stopping_split(
     if len(train) == 0 or len(val) == 0:
         return None
     return np.sort(train), np.sort(val)
+
+
+def beats_the_start(start_losses: np.ndarray, losses: np.ndarray, *, tol_se: float) -> bool:
+    """Whether held-out per-file losses improve on the start's by more than ``tol_se`` standard errors (paired).
+
+    A stacker starts from the mean of the models; it may move away only when the
+    improvement of the held-out log-loss is larger than the noise of that
+    estimate: ``mean(d) > tol_se * std(d) / sqrt(n)`` with ``d = start_losses - losses``.
+    """
+    d = np.asarray(start_losses, dtype=np.float64) - np.asarray(losses, dtype=np.float64)
+    if d.size == 0 or d.mean() <= 0:
+        return False
+    if tol_se <= 0 or d.size < 2:
+        return True
+    return bool(d.mean() > tol_se * d.std(ddof=1) / np.sqrt(d.size))
 
 
 def fit_with_groups(estimator: Any, X: np.ndarray, y: np.ndarray, groups: Optional[np.ndarray], **kwargs: Any) -> Any:

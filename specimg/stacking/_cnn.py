@@ -19,7 +19,8 @@ the cross-entropy plus a weight decay toward that start (an L2 pull of every
 parameter back to its initial value), stops early when the log-loss of a
 held-out split (whole groups when ``fit`` is given them) stops improving, and
 refits on all files for the best number of epochs. When no epoch beats the
-start on the held-out split, the stacker stays the mean.
+start on the held-out split by more than its noise (``tol_se`` standard errors
+of the paired per-file difference), the stacker stays the mean.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import torch
 from torch import nn
 
 from ..exceptions import ParameterError
-from ._align import _StackerBase, early_stopping_split
+from ._align import _StackerBase, beats_the_start, early_stopping_split
 
 __all__ = ["CNNStacker"]
 
@@ -152,6 +153,11 @@ class CNNStacker(_StackerBase):
         for ``n_iter_no_change`` epochs; epoch 0 (the mean) competes too.
     validation_fraction : float in (0, 1)
     n_iter_no_change : int >= 1
+    tol_se : float >= 0
+        The best epoch replaces the start (the mean) only when its held-out
+        log-loss is lower by more than ``tol_se`` standard errors of the
+        per-file paired difference; otherwise the stacker stays the mean.
+        0: any improvement.
     refit : bool
         After early stopping, train again on all files for the best number
         of epochs (False: keep the network of the best epoch, trained on the
@@ -202,13 +208,14 @@ class CNNStacker(_StackerBase):
         hidden: int = 16,
         skip: bool = False,
         epochs: int = 200,
-        lr: float = 3e-3,
+        lr: float = 1e-2,
         weight_decay: float = 1e-3,
         batch_size: int = 128,
         n_layers: int = 2,
         early_stopping: bool = True,
         validation_fraction: float = 0.2,
         n_iter_no_change: int = 10,
+        tol_se: float = 2.0,
         refit: bool = True,
         seed: int = 0,
         device: str = "cpu",
@@ -225,6 +232,7 @@ class CNNStacker(_StackerBase):
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
+        self.tol_se = tol_se
         self.refit = refit
         self.seed = seed
         self.device = device
@@ -241,6 +249,7 @@ class CNNStacker(_StackerBase):
         _check_int(owner, "seed", self.seed, 0)
         _check_float(owner, "lr", self.lr, allow_zero=False)
         _check_float(owner, "weight_decay", self.weight_decay, allow_zero=True)
+        _check_float(owner, "tol_se", self.tol_se, allow_zero=True)
         _check_float(owner, "validation_fraction", self.validation_fraction, allow_zero=False, below_one=True)
         if self.num_threads is not None:
             _check_int(owner, "num_threads", self.num_threads, 1)
@@ -265,10 +274,11 @@ class CNNStacker(_StackerBase):
         decay = float(self.weight_decay)
         curve: List[float] = []
         val_curve: List[float] = []
-        best_epoch, best_state = 0, None
+        best_epoch, best_state, start_state = 0, None, None
         if val is not None:
-            val_curve.append(self._val_loss(net, *val))
-            best_state = {k: v.clone() for k, v in net.state_dict().items()}
+            start_losses = best_losses = self._val_losses(net, *val)
+            val_curve.append(float(start_losses.mean()))
+            start_state = best_state = {k: v.clone() for k, v in net.state_dict().items()}
         for epoch in range(1, epochs + 1):
             net.train()
             order = torch.randperm(n, generator=gen).to(xs.device)
@@ -284,23 +294,28 @@ class CNNStacker(_StackerBase):
                 total += float(loss.detach()) * len(idx)
             curve.append(total / n)
             if val is not None:
-                val_curve.append(self._val_loss(net, *val))
+                losses = self._val_losses(net, *val)
+                val_curve.append(float(losses.mean()))
                 if val_curve[-1] < val_curve[best_epoch] - 1e-9:
-                    best_epoch, best_state = epoch, {k: v.clone() for k, v in net.state_dict().items()}
+                    best_epoch, best_losses = epoch, losses
+                    best_state = {k: v.clone() for k, v in net.state_dict().items()}
                 elif epoch - best_epoch >= int(self.n_iter_no_change):
                     break
         if val is None:
             best_epoch = epochs
-        elif best_state is not None:
+        elif best_epoch and not beats_the_start(start_losses, best_losses, tol_se=float(self.tol_se)):
+            best_epoch, best_state = 0, start_state  # no epoch beats the mean by more than the noise: stay there
+        if best_state is not None:
             net.load_state_dict(best_state)
         net.eval()
         return curve, val_curve, best_epoch
 
     @staticmethod
-    def _val_loss(net: _StackNet, xv: torch.Tensor, yv: torch.Tensor) -> float:
+    def _val_losses(net: _StackNet, xv: torch.Tensor, yv: torch.Tensor) -> np.ndarray:
+        """Per-file held-out cross-entropy, shape ``(n_val,)``."""
         net.eval()
         with torch.no_grad():
-            return float(torch.nn.functional.cross_entropy(net(xv), yv))
+            return torch.nn.functional.cross_entropy(net(xv), yv, reduction="none").double().cpu().numpy()
 
     def fit(self, X: Any, y: Any, *, groups: Any = None) -> "CNNStacker":
         """Train on out-of-fold probabilities.

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..exceptions import DataError, ParameterError
-from ._align import _StackerBase, early_stopping_split
+from ._align import _StackerBase, beats_the_start, early_stopping_split
 from ._cnn import _check_bool, _check_float, _check_int
 
 __all__ = ["LGBMStacker"]
@@ -54,6 +54,11 @@ class LGBMStacker(_StackerBase):
         for ``n_iter_no_change`` rounds; zero trees competes too.
     validation_fraction : float in (0, 1)
     n_iter_no_change : int >= 1
+    tol_se : float >= 0
+        With ``start='mean'``, the trees replace the start only when their
+        held-out log-loss is lower by more than ``tol_se`` standard errors of
+        the per-file paired difference; otherwise zero trees (the mean). 0:
+        any improvement.
     refit : bool
         After early stopping, boost again on all files for the best number of
         rounds (False: keep the model trained without the held-out files).
@@ -107,6 +112,7 @@ class LGBMStacker(_StackerBase):
         early_stopping: bool = True,
         validation_fraction: float = 0.2,
         n_iter_no_change: int = 20,
+        tol_se: float = 2.0,
         refit: bool = True,
         extra_features: Optional[Sequence[str]] = None,
         random_state: int = 0,
@@ -122,6 +128,7 @@ class LGBMStacker(_StackerBase):
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
+        self.tol_se = tol_se
         self.refit = refit
         self.extra_features = extra_features
         self.random_state = random_state
@@ -154,6 +161,7 @@ class LGBMStacker(_StackerBase):
         _check_int(owner, "n_iter_no_change", self.n_iter_no_change, 1)
         _check_float(owner, "learning_rate", self.learning_rate, allow_zero=False)
         _check_float(owner, "reg_lambda", self.reg_lambda, allow_zero=True)
+        _check_float(owner, "tol_se", self.tol_se, allow_zero=True)
         _check_float(owner, "validation_fraction", self.validation_fraction, allow_zero=False, below_one=True)
         _check_bool(owner, "early_stopping", self.early_stopping)
         _check_bool(owner, "refit", self.refit)
@@ -256,10 +264,12 @@ class LGBMStacker(_StackerBase):
         model = self._boost(features[tr], codes[tr], margin[tr], int(self.n_estimators),
                             val=(features[va], codes[va], margin[va]))
         best = int(model.best_iteration_ or model.n_estimators)
-        if self.start == "mean":  # does any tree beat the start (the mean of the models) on the held-out rows?
-            start_loss = _log_loss(self._margin_proba(None, features[va], margin[va], len(model.classes_)),
-                                   np.searchsorted(model.classes_, codes[va]))
-            if start_loss <= next(iter(model.best_score_["valid_0"].values())):
+        if self.start == "mean":  # do the trees beat the start (the mean of the models) by more than the noise?
+            n_present = len(model.classes_)
+            idx = np.searchsorted(model.classes_, codes[va])
+            start = _file_losses(self._margin_proba(None, features[va], margin[va], n_present), idx)
+            trees = _file_losses(self._margin_proba(model, features[va], margin[va], n_present, best), idx)
+            if not beats_the_start(start, trees, tol_se=float(self.tol_se)):
                 return 0, None
         return best, model
 
@@ -312,10 +322,11 @@ class LGBMStacker(_StackerBase):
         total = w.sum(axis=0, keepdims=True)
         return np.where(total > 0, w / np.where(total > 0, total, 1.0), 1.0 / n_models)
 
-    def _margin_proba(self, booster: Any, features: np.ndarray, margin: np.ndarray, n_present: int) -> np.ndarray:
+    @staticmethod
+    def _margin_proba(booster: Any, features: np.ndarray, margin: np.ndarray, n_present: int,
+                      num_iteration: Optional[int] = None) -> np.ndarray:
         """Probabilities over the present classes: softmax (sigmoid for two) of start margin + trees."""
-        raw = 0.0 if booster is None else booster.predict(features, raw_score=True,
-                                                          num_iteration=self.best_iteration_ or None)
+        raw = 0.0 if booster is None else booster.predict(features, raw_score=True, num_iteration=num_iteration or None)
         z = margin + raw  # the start margin is 0 with start='zero' (LightGBM's own start is in raw)
         if n_present == 2:
             p1 = 1.0 / (1.0 + np.exp(-np.asarray(z)))
@@ -348,11 +359,11 @@ class LGBMStacker(_StackerBase):
             )
         features = np.concatenate([arr.reshape(arr.shape[0], -1), ext], axis=1)
         margin = self._start_margin(arr, self.present_)
-        raw = self._margin_proba(self.booster_, features, margin, len(self.present_))
+        raw = self._margin_proba(self.booster_, features, margin, len(self.present_), self.best_iteration_)
         proba = np.zeros((arr.shape[0], len(self.classes_)))
         proba[:, self.present_] = raw
         return proba / proba.sum(axis=1, keepdims=True)
 
 
-def _log_loss(proba: np.ndarray, codes: np.ndarray) -> float:
-    return float(-np.mean(np.log(np.clip(proba[np.arange(len(codes)), codes], _EPS, None))))
+def _file_losses(proba: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    return -np.log(np.clip(proba[np.arange(len(codes)), codes], _EPS, None))

@@ -91,9 +91,9 @@ class StackResult:
         if weights:
             frame = pd.DataFrame(weights).T.reindex(index=self.names, columns=self.classes)
             atomic_write_csv(frame.rename_axis("model").reset_index(), out / "model_weights.csv")
+            n_folds = len(self.comparison.fold_labels) if self.comparison is not None else self.metrics["outer_folds"]
             plot_model_weights(frame.to_numpy(), self.names, self.classes, path=out / "model_weights.png",
-                               title=f"{self.method}: per-class model weights (mean of {self.metrics['inner_folds']} "
-                                     "fold stackers)")
+                               title=f"{self.method}: per-class model weights (mean of the {n_folds} fold stackers)")
         atomic_write_text(out / "metrics.json", json.dumps(self.metrics, indent=2) + "\n")
         return out
 
