@@ -634,6 +634,56 @@ class TrainConfig(_Config):
         :class:`~specimg.spectrogram.SpectrogramFrontend` (the same images
         to +-1 pixel level), then augmented there. On a machine without a
         GPU the same front end runs on the CPU.
+    multi_label : bool or None
+        The task. ``None``: multi-label when the input holds tag sets (a
+        ``labels`` column, multi-hot class columns or an annotation table;
+        see :func:`~specimg.audio.read_table`), else single-label.
+        ``True`` trains a one-label-per-file table as multi-label too (one
+        sigmoid per class). The run stores the task it resolved
+        (``config.json``). Multi-label runs train with a binary
+        cross-entropy per class, predict sigmoid scores (rows do not sum to
+        1), pool windows per class (``multi_label_pooling``), pick the best
+        epoch by ``multi_label_metric`` and store per-class thresholds
+        fitted on the out-of-fold scores; ``metric``, ``class_weights`` and
+        ``label_smoothing`` are single-label options.
+    multi_label_loss : {'bce', 'focal', 'asymmetric'}
+        Multi-label loss: binary cross-entropy with logits; its focal
+        variant (each term scaled by ``(1 - p_t) ** focal_gamma``, Lin et
+        al. 2017); or the asymmetric loss of Ridnik et al. 2021 (negatives
+        focused by ``focal_gamma``, their probabilities shifted down by
+        0.05, positives plain), for many negatives per positive.
+    focal_gamma : float
+        The focusing exponent of the focal and asymmetric losses (Ridnik et
+        al. use 4 for the asymmetric loss).
+    pos_weight : {'none', 'balanced'}
+        Weight of the positive term of each class's loss: ``'balanced'``
+        is ``n_negative / n_positive`` over the fold's training windows
+        (clipped to [1, 100]), ``'none'`` is 1.
+    multi_label_pooling : {'max', 'mean'}
+        How a file's window scores pool into its scores, per class, with no
+        renormalisation: the maximum (a tag present anywhere in the file) or
+        the mean.
+    multi_label_metric : {'macro_ap', 'macro_roc_auc'}
+        What picks the best epoch of a multi-label run: macro average
+        precision (scikit-learn) or macro ROC-AUC over the classes present
+        in the validation fold, on files (pooled) for tag tables and on
+        windows for annotated recordings.
+    mixup_targets : {'union', 'mix'}
+        Multi-label mixup targets: ``'union'`` gives a mixed image the tags
+        of both images (both sounds are in it), ``'mix'`` the
+        ``lam``-weighted mean of their targets. Single-label mixup always
+        mixes.
+    event_min_seconds : float
+        An annotated event labels a window that it overlaps by at least this
+        many seconds...
+    event_min_fraction : float or None
+        ... or by at least this fraction of the event's duration (a short
+        call wholly inside a window counts); ``None``: the seconds rule
+        alone.
+    negative_ratio : float or None
+        Keep at most this many windows without any tag per window with one,
+        in each fold's training split (drawn with ``seed``); ``None`` keeps
+        every negative. Validation keeps all.
     frontend : {'cpu', 'gpu'} or None
         Deprecated spelling of ``images`` (``'cpu'`` is ``'cached'``,
         ``'gpu'`` is ``'on-the-fly'``), accepted with a
@@ -682,6 +732,16 @@ class TrainConfig(_Config):
     seed: int = 0
     tta: Literal["flip", "none"] = "flip"
     images: Literal["cached", "on-the-fly"] = "cached"
+    multi_label: Optional[bool] = None
+    multi_label_loss: Literal["bce", "focal", "asymmetric"] = "bce"
+    focal_gamma: float = 2.0
+    pos_weight: Literal["none", "balanced"] = "none"
+    multi_label_pooling: Literal["max", "mean"] = "max"
+    multi_label_metric: Literal["macro_ap", "macro_roc_auc"] = "macro_ap"
+    mixup_targets: Literal["union", "mix"] = "union"
+    event_min_seconds: float = 0.25
+    event_min_fraction: Optional[float] = 0.5
+    negative_ratio: Optional[float] = None
     frontend: Optional[str] = None
 
     #: Fields that change how fast a run goes but not its result; a run may be
@@ -759,7 +819,24 @@ class TrainConfig(_Config):
         _int_in(o, "seed", self.seed, 0)
         _choice(o, "tta", self.tta, ("flip", "none"))
         object.__setattr__(self, "images", images_kind(self.images, owner=o, legacy=self.frontend, stacklevel=4))
+        self._check_multi_label(o)
         object.__setattr__(self, "frontend", None)
+
+    def _check_multi_label(self, o: str) -> None:
+        if self.multi_label is not None and not isinstance(self.multi_label, bool):
+            _fail(o, "multi_label", "None (decided by the input), True or False", self.multi_label)
+        _choice(o, "multi_label_loss", self.multi_label_loss, ("bce", "focal", "asymmetric"))
+        _float_in(o, "focal_gamma", self.focal_gamma, 0.0, 10.0, hi_open=False)
+        _choice(o, "pos_weight", self.pos_weight, ("none", "balanced"))
+        _choice(o, "multi_label_pooling", self.multi_label_pooling, ("max", "mean"))
+        _choice(o, "multi_label_metric", self.multi_label_metric, ("macro_ap", "macro_roc_auc"))
+        _choice(o, "mixup_targets", self.mixup_targets, ("union", "mix"))
+        _float_in(o, "event_min_seconds", self.event_min_seconds, 0.0, math.inf,
+                  fix="It is the overlap in seconds that makes an event label a window; 0 counts any overlap.")
+        check_float(self.event_min_fraction, "event_min_fraction", owner=o, low=0.0, high=1.0, include_low=False,
+                    allow_none=True, fix="It is a fraction of the event's duration; None uses event_min_seconds alone.")
+        check_float(self.negative_ratio, "negative_ratio", owner=o, low=0.0, include_low=False, allow_none=True,
+                    fix="None keeps every window without a tag.")
 
     def to_dict(self) -> dict:
         d = super().to_dict()

@@ -11,7 +11,13 @@ way everywhere:
 - :func:`label_scores` (accuracy and UAR of labels), :func:`file_scores`
   (the same for probabilities against class indices), :func:`uar` and
   :func:`classification_metrics` (accuracy, UAR, macro-F1, log-loss,
-  per-class scores, confusion matrix), :func:`check_labels`.
+  per-class scores, confusion matrix), :func:`check_labels`;
+- multi-label (one independent score per class, multi-hot truth):
+  :func:`average_precisions` and :func:`roc_aucs` per class,
+  :func:`multilabel_scores` (macro / micro AP, macro ROC-AUC: what training
+  picks its best epoch by), :func:`fit_thresholds` (per-class thresholds of
+  maximum F1) and :func:`multilabel_metrics` (all of them, with F1 at
+  thresholds), :func:`check_multi_hot`.
 
 UAR, the *unweighted average recall* (mean of the per-class recalls,
 scikit-learn's ``balanced_accuracy_score``), is the headline metric of
@@ -21,23 +27,27 @@ paralinguistic challenges.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Dict, Literal, Sequence, Tuple
+from typing import Any, Dict, Literal, Optional, Sequence, Tuple
 
 import numpy as np
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import (
     accuracy_score,
+    average_precision_score,
     balanced_accuracy_score,
     confusion_matrix,
     f1_score,
     log_loss,
+    precision_recall_curve,
     precision_recall_fscore_support,
+    roc_auc_score,
 )
 
 from .exceptions import DataError, ParameterError
 
 __all__ = ["aggregate_segments", "aggregate_files", "flip_tta_average", "label_scores", "file_scores", "uar",
-           "check_probs", "classification_metrics", "check_labels"]
+           "check_probs", "classification_metrics", "check_labels", "check_multi_hot", "average_precisions",
+           "roc_aucs", "multilabel_scores", "fit_thresholds", "multilabel_metrics"]
 
 AggregateMethod = Literal["mean", "max", "gmean"]
 
@@ -75,6 +85,7 @@ def aggregate_segments(
     *,
     method: AggregateMethod = "mean",
     eps: float = 1e-7,
+    normalize: bool = True,
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Pool segment (window) probabilities into one probability vector per file.
 
@@ -91,13 +102,20 @@ def aggregate_segments(
         ``"gmean"``: geometric mean ``exp(mean(log(p + eps)))``, renormalised.
     eps : float > 0
         Floor added before the logarithm of ``"gmean"``.
+    normalize : bool
+        ``True`` (single-label probabilities): the pooled rows are
+        renormalised to sum to 1. ``False`` (multi-label scores, one sigmoid
+        per class): each class is pooled on its own and nothing is
+        renormalised (``"max"`` is then the per-class maximum, ``"mean"``
+        the per-class mean).
 
     Returns
     -------
     file_ids : np.ndarray [shape=(n_files,)]
         The distinct values of ``file_index``, sorted (as :func:`numpy.unique`).
     file_probs : np.ndarray [shape=(n_files, n_classes), dtype=float64]
-        Row ``i`` pools the segments of ``file_ids[i]``; rows sum to 1.
+        Row ``i`` pools the segments of ``file_ids[i]``; rows sum to 1
+        (with ``normalize``).
 
     Raises
     ------
@@ -147,6 +165,8 @@ def aggregate_segments(
         logs = np.zeros((n_files, n_classes))
         np.add.at(logs, inverse, np.log(p + eps))
         out = np.exp(logs / counts)
+    if not normalize:
+        return file_ids, out
     total = out.sum(axis=1, keepdims=True)
     # A file whose windows are all-zero rows gets a uniform vector instead of 0/0.
     zero = total[:, 0] <= 0
@@ -374,4 +394,200 @@ def classification_metrics(y_true: Any, probs: Any, classes: Sequence[Any]) -> D
             for i, c in enumerate(names)
         },
         "confusion": confusion_matrix(labels, pred, labels=names).astype(int).tolist(),
+    }
+
+
+# --------------------------------------------------------------------------- multi-label
+def check_multi_hot(y: Any, n_classes: int, *, name: str = "y_true", owner: str = "multilabel_metrics") -> np.ndarray:
+    """Return ``y`` as a ``(n, n_classes)`` array of 0 / 1 (bool), or raise a DataError naming the problem."""
+    try:
+        arr = np.asarray(y, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"The {name!r} argument of {owner} must be a multi-hot array of 0 and 1.") from None
+    if arr.ndim != 2 or arr.shape[1] != n_classes:
+        raise DataError(f"The {name!r} argument of {owner} must have shape (n, {n_classes}) (one 0/1 column per "
+                        f"class). Got {arr.shape}.")
+    if arr.size and not np.isin(arr, (0.0, 1.0)).all():
+        raise DataError(f"The {name!r} argument of {owner} must hold only 0 and 1 (tag absent / present).")
+    return arr > 0.5
+
+
+def _scores(scores: Any, shape: Tuple[int, int], owner: str) -> np.ndarray:
+    s = check_probs(scores, name="scores", owner=owner)
+    if s.shape != shape:
+        raise DataError(f"The 'scores' argument of {owner} must have shape {shape} (as y_true). Got {s.shape}.")
+    return s
+
+
+def average_precisions(y_true: Any, scores: Any) -> np.ndarray:
+    """Average precision of every class (scikit-learn ``average_precision_score``); NaN without a positive.
+
+    Parameters
+    ----------
+    y_true : np.ndarray [shape=(n, n_classes)]
+        Multi-hot truth.
+    scores : np.ndarray [shape=(n, n_classes)]
+        Independent scores (sigmoid outputs).
+
+    Returns
+    -------
+    ap : np.ndarray [shape=(n_classes,), dtype=float64]
+
+    Examples
+    --------
+    >>> average_precisions([[1, 0], [0, 0], [1, 0]], [[0.9, 0.2], [0.1, 0.3], [0.4, 0.1]]).tolist()
+    [1.0, nan]
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    y = check_multi_hot(y_true, s.shape[1] if s.ndim == 2 else -1, owner="average_precisions")
+    s = _scores(s, y.shape, "average_precisions")
+    out = np.full(y.shape[1], np.nan)
+    for c in range(y.shape[1]):
+        if y[:, c].any():
+            out[c] = average_precision_score(y[:, c], s[:, c])
+    return out
+
+
+def roc_aucs(y_true: Any, scores: Any) -> np.ndarray:
+    """ROC-AUC of every class; NaN for a class without positives or without negatives.
+
+    Examples
+    --------
+    >>> roc_aucs([[1, 1], [0, 1], [1, 1]], [[0.9, 0.2], [0.1, 0.3], [0.4, 0.1]]).tolist()
+    [1.0, nan]
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    y = check_multi_hot(y_true, s.shape[1] if s.ndim == 2 else -1, owner="roc_aucs")
+    s = _scores(s, y.shape, "roc_aucs")
+    out = np.full(y.shape[1], np.nan)
+    for c in range(y.shape[1]):
+        if y[:, c].any() and not y[:, c].all():
+            out[c] = roc_auc_score(y[:, c], s[:, c])
+    return out
+
+
+def _nanmean(values: np.ndarray) -> float:
+    values = np.asarray(values, dtype=np.float64)
+    return float(np.mean(values[~np.isnan(values)])) if (~np.isnan(values)).any() else float("nan")
+
+
+def multilabel_scores(y_true: Any, scores: Any) -> Dict[str, float]:
+    """``macro_ap``, ``micro_ap`` and ``macro_roc_auc`` of multi-label scores.
+
+    The macro averages are over the classes where the score is defined
+    (a positive; for ROC-AUC also a negative); the micro AP ranks every
+    (item, class) pair together. NaN when no class qualifies.
+
+    Examples
+    --------
+    >>> m = multilabel_scores([[1, 0], [0, 1], [1, 0]], [[0.9, 0.2], [0.1, 0.8], [0.6, 0.1]])
+    >>> m["macro_ap"], m["micro_ap"], m["macro_roc_auc"]
+    (1.0, 1.0, 1.0)
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    y = check_multi_hot(y_true, s.shape[1] if s.ndim == 2 else -1, owner="multilabel_scores")
+    s = _scores(s, y.shape, "multilabel_scores")
+    micro = float(average_precision_score(y.ravel(), s.ravel())) if y.any() else float("nan")
+    return {"macro_ap": _nanmean(average_precisions(y, s)), "micro_ap": micro,
+            "macro_roc_auc": _nanmean(roc_aucs(y, s))}
+
+
+def fit_thresholds(y_true: Any, scores: Any, *, default: float = 0.5) -> np.ndarray:
+    """Per-class decision thresholds of maximum F1 (a score ``>=`` its threshold is a detection).
+
+    For each class the threshold is the score, among the observed ones,
+    whose F1 (scikit-learn ``precision_recall_curve``) is highest; ties go to
+    the highest threshold (fewer false alarms). A class without a positive
+    keeps ``default``.
+
+    Parameters
+    ----------
+    y_true : np.ndarray [shape=(n, n_classes)]
+    scores : np.ndarray [shape=(n, n_classes)]
+    default : float
+
+    Returns
+    -------
+    thresholds : np.ndarray [shape=(n_classes,), dtype=float64]
+
+    Examples
+    --------
+    >>> fit_thresholds([[1], [0], [1], [0]], [[0.8], [0.3], [0.4], [0.6]]).tolist()
+    [0.4]
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    y = check_multi_hot(y_true, s.shape[1] if s.ndim == 2 else -1, owner="fit_thresholds")
+    s = _scores(s, y.shape, "fit_thresholds")
+    out = np.full(y.shape[1], float(default))
+    for c in range(y.shape[1]):
+        if not y[:, c].any():
+            continue
+        precision, recall, thresholds = precision_recall_curve(y[:, c], s[:, c])
+        p, r = precision[:-1], recall[:-1]  # the last point (recall 0) has no threshold
+        f1 = np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-12), 0.0)
+        best = np.flatnonzero(f1 >= f1.max() - 1e-12)
+        out[c] = float(thresholds[best].max())
+    return out
+
+
+def multilabel_metrics(y_true: Any, scores: Any, classes: Sequence[Any], *,
+                       thresholds: Optional[Any] = None) -> Dict[str, Any]:
+    """Score multi-label predictions: AP, ROC-AUC and F1 at per-class thresholds.
+
+    Parameters
+    ----------
+    y_true : np.ndarray [shape=(n, n_classes)]
+        Multi-hot truth (a row of zeros: a negative).
+    scores : np.ndarray [shape=(n, n_classes)]
+        Independent scores in ``classes`` column order.
+    classes : sequence of str [shape=(n_classes,)]
+    thresholds : np.ndarray [shape=(n_classes,)] or None
+        Decision thresholds (a score ``>=`` its threshold is a detection);
+        ``None``: 0.5 for every class.
+
+    Returns
+    -------
+    dict
+        ``n_files``, ``task`` (``'multi-label'``), ``macro_ap``, ``micro_ap``,
+        ``macro_roc_auc``, ``macro_f1``, ``micro_f1`` (at the thresholds),
+        ``classes``, ``thresholds`` and ``per_class`` (class -> ``ap``,
+        ``roc_auc``, ``precision``, ``recall``, ``f1``, ``threshold``,
+        ``support``; NaN where undefined). Plain Python types.
+
+    Examples
+    --------
+    >>> m = multilabel_metrics([[1, 0], [0, 1], [1, 1]], [[0.9, 0.2], [0.1, 0.8], [0.6, 0.7]], ["a", "b"])
+    >>> m["macro_ap"], m["macro_f1"]
+    (1.0, 1.0)
+    """
+    owner = "multilabel_metrics"
+    names = [str(c) for c in classes]
+    if not names or len(set(names)) != len(names):
+        raise DataError(f"The 'classes' argument of {owner} must be a non-empty list of distinct tags. Got {names}.")
+    y = check_multi_hot(y_true, len(names), owner=owner)
+    s = _scores(scores, y.shape, owner)
+    if len(y) == 0:
+        raise DataError(f"{owner} needs at least one file. Got empty arrays.")
+    t = np.full(len(names), 0.5) if thresholds is None else np.asarray(thresholds, dtype=np.float64)
+    if t.shape != (len(names),) or not np.isfinite(t).all():
+        raise DataError(f"The 'thresholds' argument of {owner} must hold one finite number per class "
+                        f"({len(names)}). Got shape {t.shape}.")
+    pred = s >= t[None, :]
+    prec, rec, f1, support = precision_recall_fscore_support(y, pred, average=None, zero_division=0)
+    ap, auc = average_precisions(y, s), roc_aucs(y, s)
+    summary = multilabel_scores(y, s)
+
+    def num(v: float) -> Optional[float]:
+        return None if np.isnan(v) else float(v)
+
+    return {
+        "n_files": int(len(y)), "task": "multi-label",
+        "macro_ap": num(summary["macro_ap"]), "micro_ap": num(summary["micro_ap"]),
+        "macro_roc_auc": num(summary["macro_roc_auc"]),
+        "macro_f1": float(f1_score(y, pred, average="macro", zero_division=0)),
+        "micro_f1": float(f1_score(y, pred, average="micro", zero_division=0)),
+        "classes": names, "thresholds": [float(v) for v in t],
+        "per_class": {c: {"ap": num(ap[i]), "roc_auc": num(auc[i]), "precision": float(prec[i]),
+                          "recall": float(rec[i]), "f1": float(f1[i]), "threshold": float(t[i]),
+                          "support": int(support[i])} for i, c in enumerate(names)},
     }

@@ -1,4 +1,11 @@
-"""Audio in: loading, padding by tiling, segmentation, the input table."""
+"""Audio in: loading, padding by tiling, segmentation, the input table (single- or multi-label, annotations)."""
+
+from ._annotations import file_tags as file_tags
+from ._annotations import is_multilabel_table as is_multilabel_table
+from ._annotations import parse_events as parse_events
+from ._annotations import parse_tags as parse_tags
+from ._annotations import tags_json as tags_json
+from ._annotations import tags_text as tags_text
 
 from ._load import audio_duration as audio_duration
 from ._load import check_audio as check_audio
@@ -20,4 +27,10 @@ __all__ = [
     "read_table",
     "sort_labels",
     "AUDIO_EXTENSIONS",
+    "file_tags",
+    "is_multilabel_table",
+    "parse_events",
+    "parse_tags",
+    "tags_json",
+    "tags_text",
 ]

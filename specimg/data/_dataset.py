@@ -42,6 +42,8 @@ class SegmentDataset(Dataset):
         channels).
     targets : np.ndarray [shape=(n_images,), dtype=int] or None
         Class index of every image row; ``None`` (or ``-1``) for unlabelled.
+        Multi-label: a multi-hot array [shape=(n_images, n_classes)] (each
+        item's target is then a float32 tensor of 0 and 1).
     rows : np.ndarray [shape=(n,), dtype=int] or None
         The image rows this dataset serves (a fold); ``None`` is all of them.
     file_ids : np.ndarray [shape=(n_images,), dtype=int] or None
@@ -97,8 +99,8 @@ class SegmentDataset(Dataset):
             raise DataError(f"SegmentDataset rows must lie in [0, {n}); got {self.rows.min()}..{self.rows.max()}.")
         if targets is None:
             targets = np.full(n, -1, dtype=np.int64)
-        targets = np.asarray(targets, dtype=np.int64)
-        if targets.shape != (n,):
+        targets = _as_targets(targets)
+        if targets.shape[:1] != (n,):
             raise DataError(f"SegmentDataset targets must have one entry per image ({n}); got shape {targets.shape}.")
         self._all_targets = targets
         self._all_file_ids = None if file_ids is None else np.asarray(file_ids, dtype=np.int64)
@@ -171,7 +173,7 @@ class SegmentDataset(Dataset):
     def __len__(self) -> int:
         return int(self.rows.size)
 
-    def __getitem__(self, index: int) -> Tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int) -> Tuple[torch.Tensor, Any]:
         row = int(self.rows[index])
         image = np.asarray(self._array()[row])  # (H, W, 3) uint8
         if self.transform is not None:
@@ -185,7 +187,22 @@ class SegmentDataset(Dataset):
         x = torch.from_numpy(image).permute(2, 0, 1)  # (3, H, W) uint8
         if self._norm is not None:
             x = self._norm(x)  # (3, H, W) float32
-        return x, int(self._all_targets[row])
+        return x, item_target(self._all_targets, row)
+
+
+def _as_targets(targets: Any) -> np.ndarray:
+    """Class indices (1-D, int64) or multi-hot multi-label targets (2-D, float32)."""
+    arr = np.asarray(targets)
+    if arr.ndim == 2:
+        return arr.astype(np.float32)
+    return arr.astype(np.int64)
+
+
+def item_target(targets: np.ndarray, row: int) -> Any:
+    """One item's target: a class index (int) or a multi-hot float32 tensor [shape=(n_classes,)]."""
+    if targets.ndim == 2:
+        return torch.from_numpy(np.array(targets[row], dtype=np.float32))
+    return int(targets[row])
 
 
 def _memmap_source(images: np.ndarray) -> Optional[tuple]:

@@ -371,7 +371,7 @@ class WaveformDataset(Dataset):
     data : WaveformSet
     targets : np.ndarray [shape=(n_windows,), dtype=int] or None
         Class of every segment row (``-1``: unlabelled); default from
-        ``data.classes``.
+        ``data.classes``. Multi-label: multi-hot [shape=(n_windows, n_classes)].
     rows : np.ndarray or None
         The segment rows this dataset serves (a fold); ``None``: all.
     file_ids : np.ndarray or None
@@ -393,9 +393,11 @@ class WaveformDataset(Dataset):
             from ._dataset import cache_targets
 
             _, targets = cache_targets(data)  # type: ignore[arg-type]
+        from ._dataset import _as_targets
+
         self.data = data
-        self._all_targets = np.asarray(targets, dtype=np.int64)
-        if self._all_targets.shape != (n,):
+        self._all_targets = _as_targets(targets)
+        if self._all_targets.shape[:1] != (n,):
             raise DataError(f"WaveformDataset targets must have one entry per window ({n}); got shape "
                             f"{self._all_targets.shape}.")
         self._all_file_ids = (data.segments["file_id"].to_numpy(dtype=np.int64) if file_ids is None
@@ -423,14 +425,18 @@ class WaveformDataset(Dataset):
     def __len__(self) -> int:
         return int(self.rows.size)
 
-    def __getitem__(self, index: int) -> Tuple[Tuple[torch.Tensor, torch.Tensor], int]:
+    def __getitem__(self, index: int) -> Tuple[Tuple[torch.Tensor, torch.Tensor], Any]:
+        from ._dataset import item_target
+
         row = int(self.rows[index])
         wave, ref = self.data.windows(np.array([row]))
-        return (torch.from_numpy(wave[0]), torch.tensor(float(ref[0]))), int(self._all_targets[row])
+        return (torch.from_numpy(wave[0]), torch.tensor(float(ref[0]))), item_target(self._all_targets, row)
 
     def __getitems__(self, indices: List[int]) -> List[Tuple[Tuple[torch.Tensor, torch.Tensor], int]]:
         """Batched fetch (one gather for the whole batch), used by the DataLoader."""
+        from ._dataset import item_target
+
         rows = self.rows[np.asarray(indices, dtype=np.int64)]
         waves, refs = self.data.windows(rows)
         w, r = torch.from_numpy(waves), torch.from_numpy(refs)
-        return [((w[i], r[i]), int(self._all_targets[row])) for i, row in enumerate(rows)]
+        return [((w[i], r[i]), item_target(self._all_targets, row)) for i, row in enumerate(rows)]

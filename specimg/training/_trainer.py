@@ -28,6 +28,7 @@ from ._callbacks import Callback, _CallbackList
 from ._checkpoint import CHECKPOINT_FORMAT, atomic_save
 from ._distributed import all_gather_objects, all_sum, any_true, barrier, dist_info, shard_rows
 from ._losses import aggregate_files, class_weights, file_scores
+from ._multilabel import mixup_targets, multilabel_criterion, multilabel_validation
 from ._schedule import build_optimizer, build_scheduler
 
 __all__ = ["Trainer", "FitResult", "resolve_device"]
@@ -331,7 +332,8 @@ class Trainer:
         was_training = model.training
         model.eval()
         # the inference core of Predictor and of the exported graph: normalise, flip TTA, softmax
-        core = Ensemble([model], normalize=self.normalize, tta=tta, channels_last=self.channels_last)
+        core = Ensemble([model], normalize=self.normalize, tta=tta, channels_last=self.channels_last,
+                        activation="sigmoid" if self.multi_label else "softmax")
         out = []
         share = data if self.world_size == 1 else Subset(data, shard_rows(len(data)).tolist())
         for x, _ in self._loader(share, train=False):
@@ -350,12 +352,20 @@ class Trainer:
         return probs
 
     def evaluate(self, model: nn.Module, data: SegmentDataset) -> Dict[str, float]:
-        """Validation loss (window level) and file-level accuracy and UAR (with ``config.tta``)."""
+        """Validation loss (window level) and file-level accuracy and UAR (with ``config.tta``).
+
+        Multi-label (``config.multi_label``): the window loss, and macro /
+        micro AP and macro ROC-AUC of the scores pooled per ``data.file_ids``
+        (``config.multi_label_pooling``).
+        """
         probs = self.predict(model, data)
         if not np.isfinite(probs).all():
             raise self._diverged(f"{int((~np.isfinite(probs).all(1)).sum())} of {len(probs)} validation windows "
                                  "have non-finite probabilities", self.epoch + 1)
         targets = data.targets
+        if self.multi_label:
+            ids = data.file_ids if data.file_ids is not None else np.arange(len(data))
+            return multilabel_validation(probs, targets, ids, pooling=self.config.multi_label_pooling)
         loss = float(-np.log(np.clip(probs[np.arange(len(targets)), targets], 1e-12, None)).mean())
         fids = data.file_ids if data.file_ids is not None else np.arange(len(data))
         ids, fprobs = aggregate_files(probs, fids)
@@ -397,7 +407,8 @@ class Trainer:
         ParameterError
             ``last.pt`` written with another config while ``resume=True``.
         """
-        num_classes = self._check_data(model, train_data, val_data, num_classes)
+        num_classes = (self._check_multilabel_data(train_data, val_data, num_classes) if self.multi_label else
+                       self._check_data(model, train_data, val_data, num_classes))
         st = self._prepare(model, train_data, num_classes, meta)
         self._restore(st, model)
         st.net = self._wrap(model)
@@ -416,13 +427,43 @@ class Trainer:
             model.load_state_dict(torch.load(st.best_path, map_location="cpu", weights_only=True)["model"])
         elif st.best_state is not None:
             model.load_state_dict(st.best_state)
-        result = FitResult(best_epoch=self.best_epoch, best_score=self.best_score, metric=self.config.metric,
+        result = FitResult(best_epoch=self.best_epoch, best_score=self.best_score, metric=self.metric,
                            history=list(self.history), epochs_run=self.epoch, stopped_early=st.stopped_early,
                            checkpoint=st.best_path)
         cbs("on_train_end", self, result)
         return result
 
     # ------------------------------------------------------------------ the pieces of fit
+    @property
+    def multi_label(self) -> bool:
+        """Whether this trainer fits a multi-label model (``config.multi_label is True``): sigmoid, BCE, AP."""
+        return self.config.multi_label is True
+
+    @property
+    def metric(self) -> str:
+        """The validation metric that picks the best epoch (``config.metric``, multi-label ``multi_label_metric``)."""
+        return self.config.multi_label_metric if self.multi_label else self.config.metric
+
+    @staticmethod
+    def _check_multilabel_data(train_data: Any, val_data: Any, num_classes: Optional[int]) -> int:
+        """Multi-hot (n, C) targets of 0/1 (mixup may blend them later) in both splits; returns C."""
+        if len(train_data) == 0:
+            raise DataError("The training split is empty: every file is in the validation fold. Use more files or "
+                            "fewer folds.")
+        for name, data in (("training", train_data), ("validation", val_data)):
+            if data is None:
+                continue
+            t = np.asarray(data.targets)
+            if t.ndim != 2 or (t.size and not np.isin(t, (0.0, 1.0)).all()):
+                raise DataError(f"A multi-label fit (multi_label=True) needs multi-hot {name} targets of shape "
+                                f"(n, n_classes) holding 0 and 1. Got shape {t.shape}.")
+            if name == "validation" and len(data) == 0:
+                raise DataError("The validation split is empty.")
+        n = int(np.asarray(train_data.targets).shape[1])
+        if num_classes is not None and int(num_classes) != n:
+            raise DataError(f"The multi-hot targets have {n} columns but num_classes is {num_classes}.")
+        return n
+
     @staticmethod
     def _check_data(model: nn.Module, train_data: Any, val_data: Any, num_classes: Optional[int]) -> int:
         if len(train_data) == 0:
@@ -457,14 +498,17 @@ class Trainer:
                                     warmup_epochs=cfg.warmup_epochs, schedule=cfg.schedule,
                                     step_size=cfg.step_size, step_gamma=cfg.step_gamma)
         scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        weight = class_weights(train_data.targets, num_classes, mode=cfg.class_weights)
-        criterion = nn.CrossEntropyLoss(weight=None if weight is None else weight.to(device),
-                                        label_smoothing=cfg.label_smoothing)
+        if self.multi_label:
+            criterion: nn.Module = multilabel_criterion(cfg, np.asarray(train_data.targets)).to(device)
+        else:
+            weight = class_weights(train_data.targets, num_classes, mode=cfg.class_weights)
+            criterion = nn.CrossEntropyLoss(weight=None if weight is None else weight.to(device),
+                                            label_smoothing=cfg.label_smoothing)
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.epoch, self.global_step, self.history = 0, 0, []
         self.best_score, self.best_epoch, self.stop_training = None, None, False
         base_meta = {"format": CHECKPOINT_FORMAT, "version": 1, "num_classes": num_classes,
-                     "train_config": cfg.to_dict(), "metric": cfg.metric, **dict(meta or {})}
+                     "train_config": cfg.to_dict(), "metric": self.metric, **dict(meta or {})}
         last_path = best_path = None
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -532,7 +576,9 @@ class Trainer:
                             enabled=self.amp_dtype is not None):
             logits = st.net(x)  # (B, n_classes)
         logits = logits.float()
-        if cfg.mixup > 0:
+        if cfg.mixup > 0 and self.multi_label:
+            loss = st.criterion(logits, mixup_targets(y, perm, lam, cfg.mixup_targets))
+        elif cfg.mixup > 0:
             loss = lam * st.criterion(logits, y) + (1.0 - lam) * st.criterion(logits, y[perm])
         else:
             loss = st.criterion(logits, y)
@@ -585,7 +631,7 @@ class Trainer:
         score, improved = None, True
         if val_data is not None:
             logs.update(self.evaluate(model, val_data))
-            score = logs[f"val_{cfg.metric}"]
+            score = logs[f"val_{self.metric}"]
             # ties on the (coarse) file-level metric go to the lower validation loss
             improved = (self.best_score is None or score > self.best_score
                         or (score == self.best_score and logs["val_loss"] < st.best_loss))
@@ -610,7 +656,7 @@ class Trainer:
         if self.progress:
             msg = f"{self.desc} epoch {e + 1}/{cfg.epochs}: train_loss {logs['train_loss']:.4f}"
             if val_data is not None:
-                msg += f"  val_loss {logs['val_loss']:.4f}  val_{cfg.metric} {score:.4f}" + ("  *" if improved else "")
+                msg += f"  val_loss {logs['val_loss']:.4f}  val_{self.metric} {score:.4f}" + ("  *" if improved else "")
             bar.write(msg, file=sys.stderr)
 
     def _save_last(self, st: "_FitState", model: nn.Module) -> None:
