@@ -20,6 +20,10 @@ Wilcoxon signed-rank test and a sign test; per-file discordant pairs with an exa
 
     nice -n 10 .venv/bin/python benchmarks/ensemble.py --runs-dir /work/bench_out/ensemble_runs \\
         --out /work/bench_out/ensemble > /work/bench_out/ensemble.log 2>&1 &
+    # on two cores, two training processes (one thread each), then the stacking (trains nothing more):
+    B="nice -n 10 .venv/bin/python benchmarks/ensemble.py --runs-dir /work/bench_out/ensemble_runs"
+    $B --train-only --only lite0_mel48,lite1_mel40 & $B --train-only --only lite0_mfcc48,lite0_mel32 & wait
+    $B --out /work/bench_out/ensemble
     .venv/bin/python benchmarks/ensemble.py --quick      # smoke run: 300 files, 3 speakers, 3 epochs (minutes)
 
 Trained runs are kept in ``--runs-dir``: a second call with the same options trains nothing (``train_cv``
@@ -35,7 +39,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 import pandas as pd
@@ -62,7 +66,8 @@ def fsdd_table(fsdd: Path, *, quick: bool, takes: int) -> pd.DataFrame:
     return df[["path", "label", "speaker"]].reset_index(drop=True)
 
 
-def train_models(table: pd.DataFrame, runs_dir: Path, *, quick: bool, epochs: int, workers: int) -> List[Path]:
+def train_models(table: pd.DataFrame, runs_dir: Path, *, quick: bool, epochs: int, workers: int,
+                 only: Sequence[str] = ()) -> List[Path]:
     """Render each distinct image config once and cross-validate every model (resumes; finished runs are kept)."""
     from specimg.presets import fsdd_render_config, fsdd_train_config
     from specimg.spectrogram import render_dataset
@@ -71,6 +76,8 @@ def train_models(table: pd.DataFrame, runs_dir: Path, *, quick: bool, epochs: in
     n_splits = table["speaker"].nunique()
     runs = []
     for name, (backbone, size, spec) in MODELS.items():
+        if only and name not in only:
+            continue
         size = {48: 40, 40: 32, 32: 32}[size] if quick else size
         rcfg = fsdd_render_config(size)
         rcfg = rcfg.replace(spectrogram=rcfg.spectrogram.replace(**spec))
@@ -155,9 +162,11 @@ def main(argv=None) -> int:
     p.add_argument("--fsdd", type=Path, default=FSDD, help=f"FSDD folder (default {FSDD})")
     p.add_argument("--epochs", type=int, help="epochs per fold (default 3)")
     p.add_argument("--takes", type=int, default=25, help="takes per digit and speaker (default 25 of 50)")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: tiny images, busy cores)")
     p.add_argument("--workers", type=int, default=1, help="render processes")
     p.add_argument("--train-only", action="store_true", help="train (or resume) the runs and stop")
+    p.add_argument("--only", metavar="NAME,...", help=f"train only these models (of {', '.join(MODELS)}); with "
+                   "--train-only, several processes can share the training (each its own models)")
     args = p.parse_args(argv)
     if not (args.fsdd / "labels.csv").is_file():
         p.error(f"FSDD not found at {args.fsdd} (expected labels.csv there); pass --fsdd.")
@@ -169,10 +178,16 @@ def main(argv=None) -> int:
     epochs = args.epochs or 3
     t0 = time.perf_counter()
     table = fsdd_table(args.fsdd, quick=args.quick, takes=args.takes)
-    runs = train_models(table, runs_dir, quick=args.quick, epochs=epochs, workers=args.workers)
+    only = args.only.split(",") if args.only else ()
+    unknown = sorted(set(only) - set(MODELS))
+    if unknown:
+        p.error(f"--only names unknown models {unknown}; the models are {', '.join(MODELS)}.")
+    runs = train_models(table, runs_dir, quick=args.quick, epochs=epochs, workers=args.workers, only=only)
     print(f"training: {time.perf_counter() - t0:.0f} s", flush=True)
     if args.train_only:
         return 0
+    if only:
+        p.error("--only trains some models; stack them all with a call without --only (it trains nothing new)")
     res = stack(runs, table, out)
     text = report(res, n_files=len(table), epochs=epochs, quick=args.quick)
     (out / "ensemble_table.md").write_text(text + "\n")
