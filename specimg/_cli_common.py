@@ -9,7 +9,8 @@ from .config import AudioConfig, RenderConfig, SegmentConfig, SpectrogramConfig,
 from ._validation import finite_float
 from .exceptions import ParameterError
 
-__all__ = ["add_render_options", "render_config_from_args", "parse_class_hop", "parse_image_size"]
+__all__ = ["add_render_options", "render_config_from_args", "parse_class_hop", "parse_image_size",
+           "add_table_options", "input_table"]
 
 
 def parse_class_hop(items) -> Dict[str, float]:
@@ -104,3 +105,24 @@ def render_config_from_args(args: argparse.Namespace) -> RenderConfig:
             fmin=args.fmin, fmax=args.fmax, top_db=args.top_db, image_size=parse_image_size(args.image_size),
             channels=args.channels),
     )
+
+
+def add_table_options(p: argparse.ArgumentParser) -> None:
+    """``--annotation-column`` and ``--recording``: how an annotation (Raven selection) table is read."""
+    g = p.add_argument_group("annotation tables (multi-label input)")
+    g.add_argument("--annotation-column", metavar="COL", default=None,
+                   help="the column of a Raven selection table (or of a path,start,end,... table) that holds the "
+                        "tags (default: the first of Annotation, Species, Label, ... present)")
+    g.add_argument("--recording", metavar="PATH", default=None,
+                   help="the audio file a Raven selection table without a 'Begin Path' / 'Begin File' column "
+                        "annotates (relative to the table's folder)")
+
+
+def input_table(args: argparse.Namespace, source: str):
+    """``source`` as given, or (with ``--annotation-column`` / ``--recording``) the table read with them."""
+    column, recording = getattr(args, "annotation_column", None), getattr(args, "recording", None)
+    if column is None and recording is None:
+        return source
+    from .audio import read_table
+
+    return read_table(source, annotation_column=column, recording=recording)

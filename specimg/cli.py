@@ -13,7 +13,7 @@ import sys
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import __version__
-from ._cli_common import add_render_options, render_config_from_args
+from ._cli_common import add_render_options, add_table_options, input_table, render_config_from_args
 from .exceptions import SpecimgError
 
 __all__ = ["main", "build_parser"]
@@ -23,8 +23,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
     from .spectrogram import render_dataset
 
     config = render_config_from_args(args)
-    cache = render_dataset(args.input, args.out, config, workers=args.workers, png=args.png, strict=args.strict,
-                           overwrite=args.overwrite, progress=not args.quiet)
+    cache = render_dataset(input_table(args, args.input), args.out, config, workers=args.workers, png=args.png,
+                           strict=args.strict, overwrite=args.overwrite, progress=not args.quiet)
     n_err = len(cache.errors)
     print(f"rendered {len(cache.files)} file(s) into {len(cache.images)} image(s) of "
           f"{'x'.join(map(str, cache.images.shape[1:]))} in {cache.root}"
@@ -93,6 +93,7 @@ def build_parser(*, lazy: bool = False) -> argparse.ArgumentParser:
     p.add_argument("input", help="CSV (path,label[,group]; paths relative to the CSV) or a folder of audio")
     p.add_argument("--out", required=True, help="cache folder")
     add_render_options(p)
+    add_table_options(p)
     p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
     p.add_argument("--png", action="store_true", help="also write PNG images under OUT/png/")
     p.add_argument("--strict", action="store_true", help="stop at the first bad file")

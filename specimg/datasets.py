@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Optional, Union
 
 from .exceptions import DataError
 
-__all__ = ["fsdd_path", "download_fsdd", "fsdd_labels", "FSDD_URL", "FSDD_ARCHIVE_SHA256", "FSDD_VERSION"]
+__all__ = ["fsdd_path", "download_fsdd", "fsdd_labels", "fsdd_mixtures", "fsdd_recordings", "FSDD_URL",
+           "FSDD_ARCHIVE_SHA256", "FSDD_VERSION"]
 
 _logger = logging.getLogger(__name__)
 
@@ -266,3 +267,8 @@ def fsdd_labels(recordings: PathLike) -> "pd.DataFrame":
         rows.append({"path": f"recordings/{p.name}", "label": int(m.group(1)), "speaker": m.group(2),
                      "sample_rate": int(info.samplerate), "seconds": round(info.frames / info.samplerate, 4)})
     return pd.DataFrame(rows, columns=["path", "label", "speaker", "sample_rate", "seconds"])
+
+
+# multi-label data with exact answers: two-digit mixtures, annotated long recordings
+from ._fsdd_multilabel import fsdd_mixtures as fsdd_mixtures  # noqa: E402
+from ._fsdd_multilabel import fsdd_recordings as fsdd_recordings  # noqa: E402

@@ -205,7 +205,7 @@ def window_label_text(targets: np.ndarray, classes: Sequence[str]) -> List[str]:
 
 
 def multilabel_folds(files: pd.DataFrame, classes: Sequence[str], *, n_splits: int = 5,
-                     group_column: Optional[str] = None, seed: int = 0) -> np.ndarray:
+                     group_column: Optional[str] = None, seed: int = 0, warn: bool = True) -> np.ndarray:
     """Assign every file to a fold: groups kept whole, tags balanced across folds.
 
     Each group (a file, or the files sharing a ``group_column`` value) is one
@@ -223,6 +223,8 @@ def multilabel_folds(files: pd.DataFrame, classes: Sequence[str], *, n_splits: i
     n_splits : int >= 2
     group_column : str or None
     seed : int
+    warn : bool
+        Log a warning for tags found in fewer groups than folds.
 
     Returns
     -------
@@ -254,7 +256,7 @@ def multilabel_folds(files: pd.DataFrame, classes: Sequence[str], *, n_splits: i
     np.maximum.at(yg[:, :-1], groups, y.astype(np.int64))
     yg[:, -1] = yg[:, :-1].sum(axis=1) == 0
     rare = [c for c, k in zip(classes, yg[:, :-1].sum(axis=0)) if k < n_splits]
-    if rare:
+    if rare and warn:
         _logger.warning("tag(s) %s occur in fewer groups than the %d folds: some folds validate without them "
                         "(their scores there are left out)", rare[:10], n_splits)
     group_fold = np.full(len(names), -1, dtype=np.int64)

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from .._cli_common import add_table_options
+
 __all__ = ["add_predict_parsers"]
 
 
@@ -35,11 +37,17 @@ def _images_option(args: argparse.Namespace) -> str:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from ._predictor import Predictor
 
+    from .._cli_common import input_table
+    from ._multilabel_cli import write_run_detections
+
     pred = Predictor.from_run(args.run, folds=_folds(args.folds), device=args.device, tta=args.tta,
                               aggregate=args.aggregate, batch_size=args.batch_size, images=_images_option(args))
     out = Path(args.out)
-    res = pred.predict(args.input, segments=args.segments, workers=args.workers, progress=not args.quiet,
-                       strict=args.strict, out=out, part_files=args.part_files)
+    res = pred.predict(input_table(args, args.input), segments=args.segments or args.detections,
+                       workers=args.workers, progress=not args.quiet, strict=args.strict, out=out,
+                       part_files=args.part_files)
+    if args.detections:
+        print(write_run_detections(pred, res, out, args.detection_threshold))
     msg = (f"predicted {len(res.files)} file(s) with {len(pred.models)} fold model(s), tta={args.tta}, "
            f"images={pred.images} on {pred.device} -> {out}")
     if "label" in res.files.columns and res.files["label"].notna().all():
@@ -57,9 +65,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from ._evaluate import evaluate_predictions, run_images
+    from .._cli_common import input_table
+    from ._multilabel_cli import evaluate_options, multilabel_summary
 
-    images = run_images(args.run, labels=args.labels) if args.run else None
-    m = evaluate_predictions(args.preds, labels=args.labels, report=args.report, format=args.format, images=images)
+    labels = input_table(args, args.labels) if args.labels else None
+    task = evaluate_options(args)
+    images = run_images(args.run, labels=args.labels) if args.run and not task.get("multi_label") else None
+    m = evaluate_predictions(args.preds, labels=labels, report=args.report, format=args.format, images=images,
+                             **task)
+    if m.get("task") in ("multi-label", "detection"):
+        print(multilabel_summary(m, args.report))
+        return 0
     print(f"{m['n_files']} files: accuracy "
           f"{m['accuracy']:.4f}  UAR {m['uar']:.4f}  macro-F1 {m['macro_f1']:.4f}  log-loss {m['log_loss']:.4f}"
           + (f"  report: {args.report}" if args.report else ""))
@@ -96,10 +112,18 @@ def add_predict_parsers(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("input", help="CSV, class-folder tree, plain folder of audio, or an image cache")
     p.add_argument("--out", required=True, help="predictions CSV")
     p.add_argument("--tta", choices=("flip", "none"), default="flip", help="horizontal-flip TTA (default: flip)")
-    p.add_argument("--aggregate", choices=("mean", "max", "gmean"), default="mean",
-                   help="how window probabilities pool into the file's (default: mean)")
+    p.add_argument("--aggregate", choices=("mean", "max", "gmean"), default=None,
+                   help="how window probabilities pool into the file's (default: mean; a multi-label run: its "
+                        "multi_label_pooling, per class)")
     p.add_argument("--folds", default="all", help="'all' (default) or fold indices, e.g. 0,2")
     p.add_argument("--segments", action="store_true", help="also write per-window probabilities")
+    p.add_argument("--detections", action="store_true",
+                   help="multi-label runs: also write <stem>_detections.csv (path,start,end,class,score: windows at "
+                        "or above their class's threshold, neighbours merged) and its Raven selection table "
+                        "<stem>_detections.selections.txt; implies --segments")
+    p.add_argument("--detection-threshold", type=float, default=None, metavar="T",
+                   help="one detection threshold for every class (default: the run's window thresholds)")
+    add_table_options(p)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="auto|cpu|cuda")
     p.add_argument("--workers", type=int, default=1,
@@ -126,7 +150,12 @@ def add_predict_parsers(sub: "argparse._SubParsersAction") -> None:
     e.add_argument("--report", help="folder for the report (plots, tables, report.md/html)")
     e.add_argument("--format", choices=("markdown", "html"), default="markdown")
     e.add_argument("--run", help="run folder: example spectrograms in the report, from its image cache or "
-                                 "rendered with its config from the audio (found through --labels or the run)")
+                                 "rendered with its config from the audio (found through --labels or the run); "
+                                 "for a multi-label run, its task and per-class thresholds")
+    e.add_argument("--multi-label", action="store_true", default=None,
+                   help="score independent per-class scores (default: when the table has a 'labels' column, is a "
+                        "detection table, or --labels holds tag sets)")
+    add_table_options(e)
     e.set_defaults(func=_cmd_evaluate)
 
     x = sub.add_parser("export", help="export fold models to ONNX or TorchScript")

@@ -45,7 +45,8 @@ def _missing(preds: Any, labelled: list, predicted: set) -> Dict[str, str]:
 
 def evaluate_predictions(preds: Union[PathLike, pd.DataFrame], *, labels: Optional[Union[PathLike, pd.DataFrame]] = None,
                          report: Optional[PathLike] = None, format: Literal["markdown", "html"] = "markdown",
-                         images: Optional[Callable[[str], Any]] = None, title: str = "specimg evaluation"
+                         images: Optional[Callable[[str], Any]] = None, title: str = "specimg evaluation",
+                         multi_label: Optional[bool] = None, thresholds: Optional[Dict[str, Any]] = None
                          ) -> Dict[str, Any]:
     """Score a file-level prediction table.
 
@@ -68,6 +69,14 @@ def evaluate_predictions(preds: Union[PathLike, pd.DataFrame], *, labels: Option
     format : {'markdown', 'html'}
     images : callable, optional
         ``path -> uint8 image`` for example spectrograms in the report.
+    multi_label : bool or None
+        Multi-label predictions (independent scores per class; see
+        :mod:`specimg.predict._evaluate_multilabel`): macro / micro AP,
+        per-class AP, ROC-AUC and F1 at ``thresholds``, precision-recall
+        curves in the report. ``None``: when ``preds`` has a ``labels``
+        column, is a detection table, or ``labels`` holds tag sets.
+    thresholds : dict or None
+        Multi-label: a run's ``thresholds.json`` (else 0.5 per class).
 
     Returns
     -------
@@ -81,6 +90,11 @@ def evaluate_predictions(preds: Union[PathLike, pd.DataFrame], *, labels: Option
         Labels the predictions' classes do not include, files with no label,
         predicted files that are not in ``labels``.
     """
+    from ._evaluate_multilabel import evaluate_multilabel, is_multilabel_input
+
+    if is_multilabel_input(preds, labels, multi_label):
+        return evaluate_multilabel(preds, labels=labels, report=report, format=format, title=title,
+                                   thresholds=thresholds)
     frame, classes, probs = read_predictions(preds)
     source = "the prediction frame" if isinstance(preds, pd.DataFrame) else f"prediction file {str(preds)!r}"
     if frame.empty:
@@ -193,5 +207,6 @@ def report_run(run: PathLike, *, format: Literal["markdown", "html"] = "markdown
     backbone = opened.config.get("backbone") if opened.has_config() else None
     images = run_images(run) if opened.has_config() else None
     evaluate_predictions(opened.path(Run.OOF_FILES), report=Path(run) / "report", format=format, images=images,
-                         title=f"Out-of-fold predictions of {Path(run).name} ({backbone})")
+                         title=f"Out-of-fold predictions of {Path(run).name} ({backbone})",
+                         multi_label=opened.multi_label or None, thresholds=opened.thresholds)
     return Path(run) / "report"

@@ -28,12 +28,15 @@ class ExportedEnsemble(Ensemble):
     pixel values in [0, 255] (a cached image, channels first) at the models'
     input size. Normalisation, the softmax, optional flip TTA and the average
     over folds happen inside, so the artifact needs nothing but the image.
-    Output: ``float32 [shape=(batch, n_classes)]`` probabilities.
+    Output: ``float32 [shape=(batch, n_classes)]`` probabilities (a
+    multi-label run's: ``activation='sigmoid'``, one independent score per
+    class).
     """
 
     def __init__(self, models: Sequence[nn.Module], mean: Sequence[float], std: Sequence[float],
-                 tta: bool = True) -> None:
-        super().__init__(models, normalize=PixelNormalize(mean, std), tta="flip" if tta else "none")
+                 tta: bool = True, activation: str = "softmax") -> None:
+        super().__init__(models, normalize=PixelNormalize(mean, std), tta="flip" if tta else "none",
+                         activation=activation)  # type: ignore[arg-type]
 
 
 def export_run(run: PathLike, out: PathLike, *, format: Literal["onnx", "torchscript"] = "onnx",
@@ -67,7 +70,9 @@ def export_run(run: PathLike, out: PathLike, *, format: Literal["onnx", "torchsc
         raise ParameterError(f"The 'format' option must be 'onnx' or 'torchscript'. Got {format!r}.")
     from ..training import Run
 
-    models, meta = Run.open(run).load_models(folds, device="cpu")
+    opened = Run.open(run)
+    models, meta = opened.load_models(folds, device="cpu")
+    activation = "sigmoid" if opened.multi_label else "softmax"
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     groups = [([m], [k]) for m, k in zip(models, meta["folds"])] if per_fold else [(models, meta["folds"])]
@@ -76,7 +81,7 @@ def export_run(run: PathLike, out: PathLike, *, format: Literal["onnx", "torchsc
     written = []
     for ms, ks in groups:
         target = out.with_name(f"{out.stem}_fold{ks[0]}{out.suffix}") if per_fold else out
-        module = ExportedEnsemble(ms, meta["mean"], meta["std"], tta=tta).eval()
+        module = ExportedEnsemble(ms, meta["mean"], meta["std"], tta=tta, activation=activation).eval()
         tmp = target.with_name(f".{target.name}.tmp")
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -87,7 +92,8 @@ def export_run(run: PathLike, out: PathLike, *, format: Literal["onnx", "torchsc
             else:
                 torch.jit.save(torch.jit.trace(module, example), str(tmp))
         os.replace(tmp, target)
-        sidecar = {"format": format, "classes": meta["classes"], "folds": ks, "tta": tta,
+        sidecar = {"format": format, "classes": meta["classes"], "folds": ks, "tta": tta, "task": opened.task,
+                   "activation": activation, **({"thresholds": opened.thresholds} if opened.multi_label else {}),
                    "input": {"name": "images", "shape": ["batch", 3, h, w], "dtype": "float32",
                              "range": [0, 255], "layout": "NCHW, low frequencies at the bottom row"},
                    "render": meta["render"], "backbone": meta.get("backbone")}

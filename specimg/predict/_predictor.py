@@ -24,6 +24,7 @@ from ..audio import read_table
 from ..config import LEGACY_FRONTEND, RenderConfig, images_kind
 from ..exceptions import AudioError, DataError, ParameterError
 from ..spectrogram import ImageCache
+from . import _multilabel_predict as mlp
 from ._inputs import PredictionInput, payload_stream, prediction_input
 from .aggregate import aggregate_segments
 
@@ -158,6 +159,19 @@ class Predictor:
         ``'gpu'``: ``'on-the-fly'``).
     model_names : list of str or None
         How errors name the models (``Predictor.from_run``: ``'fold 3'``).
+    activation : {'softmax', 'sigmoid'}
+        ``'sigmoid'`` for a multi-label run (``from_run`` reads the run's
+        task): independent scores per class, pooled per file without
+        renormalisation; the file table's ``prediction`` is then the tags
+        whose score reaches their threshold (``;``-separated), its
+        ``labels`` the true tags when the input has them, and the window
+        table's ``labels`` each window's true tags (from the input's events).
+    thresholds : dict or None
+        Multi-label decision thresholds, ``{'file': {class: t}, 'window':
+        {class: t}}`` (a run's ``thresholds.json``); ``None``: 0.5.
+    event_overlap : (float, float or None)
+        How annotated events label windows (``TrainConfig.event_min_seconds``,
+        ``event_min_fraction``): the window table's ``labels``.
 
     Notes
     -----
@@ -185,9 +199,15 @@ class Predictor:
     def __init__(self, models: Sequence[nn.Module], *, classes: Sequence[str], render_config: RenderConfig,
                  mean: Sequence[float], std: Sequence[float], input_size: Sequence[int], device: str = "auto",
                  tta: TTA = "flip", aggregate: Aggregate = "mean", batch_size: int = 64, images: Images = "cached",
-                 frontend: Optional[str] = None, model_names: Optional[Sequence[str]] = None) -> None:
+                 frontend: Optional[str] = None, model_names: Optional[Sequence[str]] = None,
+                 activation: str = "softmax", thresholds: Optional[Dict[str, Any]] = None,
+                 event_overlap: Tuple[float, Optional[float]] = (0.25, 0.5)) -> None:
         o = "Predictor"
         self.images = images_kind(images, owner=o, legacy=frontend)
+        self.activation = check_choice(activation, "activation", ("softmax", "sigmoid"), owner=o)
+        self.multi_label = self.activation == "sigmoid"
+        self.thresholds = thresholds
+        self.event_overlap = event_overlap
         check_choice(tta, "tta", ("flip", "none"), owner=o)
         check_choice(aggregate, "aggregate", ("mean", "max", "gmean"), owner=o)
         check_int(batch_size, "batch_size", owner=o, low=1)
@@ -206,7 +226,8 @@ class Predictor:
         # the inference core shared with training's validation and the exported graph; channels-last input is
         # what the cached images (HWC) give after the permute, and convolutions are faster on it
         self._normalize = PixelNormalize(mean, std)
-        self.core = Ensemble(self.models, normalize=self._normalize, tta=tta, channels_last=True).to(self.device)
+        self.core = Ensemble(self.models, normalize=self._normalize, tta=tta, channels_last=True,
+                             activation=self.activation).to(self.device)
         self.amp_dtype = torch.bfloat16 if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else None
         self.input: PredictionInput = prediction_input(self.images, render_config, input_hw=self.input_hw, mean=mean,
                                                        std=std, device=self.device)
@@ -220,7 +241,7 @@ class Predictor:
 
     @classmethod
     def from_run(cls, run: PathLike, *, folds: Union[str, int, Sequence[int]] = "all", device: str = "auto",
-                 tta: TTA = "flip", aggregate: Aggregate = "mean", batch_size: int = 64,
+                 tta: TTA = "flip", aggregate: Optional[Aggregate] = None, batch_size: int = 64,
                  images: Literal["auto", "cached", "on-the-fly"] = "auto",
                  frontend: Optional[str] = None) -> "Predictor":
         """Load a run folder's fold models (:meth:`specimg.training.Run.load_models`).
@@ -230,7 +251,9 @@ class Predictor:
         run : path or Run
             A folder written by :func:`specimg.training.train_cv`.
         folds, device, tta, aggregate, batch_size
-            As for :class:`Predictor` and :func:`load_run_models`.
+            As for :class:`Predictor` and :func:`load_run_models`;
+            ``aggregate=None`` is ``'mean'`` for a single-label run and the
+            run's ``multi_label_pooling`` for a multi-label one.
         images : {'auto', 'cached', 'on-the-fly'}
             ``'auto'``: the input the run was trained with (``'cached'`` for
             runs from before the option existed).
@@ -254,10 +277,11 @@ class Predictor:
         dev = _resolve_device(device)
         run = Run.open(run)
         models, meta = run.load_models(folds, device=dev)
+        task = mlp.run_task_options(run, aggregate)
         pred = cls(models, classes=meta["classes"], render_config=RenderConfig.from_dict(meta["render"]),
                    mean=meta["mean"], std=meta["std"], input_size=meta["input_size"], device=str(dev), tta=tta,
-                   aggregate=aggregate, batch_size=batch_size, images=run.images if images == "auto" else images,
-                   model_names=[f"fold {k}" for k in meta["folds"]])
+                   batch_size=batch_size, images=run.images if images == "auto" else images,
+                   model_names=[f"fold {k}" for k in meta["folds"]], **task)
         pred.run_meta = meta
         return pred
 
@@ -287,7 +311,8 @@ class Predictor:
 
         bad = []
         for name, model in zip(self.model_names, self.models):
-            one = Ensemble([model], normalize=self._normalize, tta=self.tta, channels_last=True)
+            one = Ensemble([model], normalize=self._normalize, tta=self.tta, channels_last=True,
+                           activation=self.activation)
             (p,) = self.input.window_probs([payload], one, self.batch_size)
             if not np.isfinite(p).all():
                 bad.append(name)
@@ -332,7 +357,8 @@ class Predictor:
         return self.input.window_probs(payloads, self._ensemble, self.batch_size)
 
     def _pool(self, window_probs: np.ndarray) -> np.ndarray:
-        _, p = aggregate_segments(window_probs, np.zeros(len(window_probs), dtype=np.int64), method=self.aggregate)
+        _, p = aggregate_segments(window_probs, np.zeros(len(window_probs), dtype=np.int64), method=self.aggregate,
+                                  normalize=not self.multi_label)
         return p[0]
 
     def predict_signal(self, y: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -463,6 +489,8 @@ class Predictor:
                 h.update(name.encode())
                 h.update(t.detach().cpu().contiguous().numpy().tobytes())
         h.update(json.dumps({"classes": self.classes, "render": self.render_config.to_dict(), "tta": self.tta,
+                             **({"activation": self.activation, "thresholds": self.thresholds,
+                                 "event_overlap": list(self.event_overlap)} if self.multi_label else {}),
                              "aggregate": self.aggregate, "batch": self.batch_size, "images": self.images,
                              "input": list(self.input_hw), "segments": segments, "part": part_files,
                              "rows": table[["path", "abspath"]].astype(str).values.tolist()}).encode())
@@ -476,6 +504,7 @@ class Predictor:
         errors: Dict[str, str] = {}
         pending: List[Tuple[int, Any]] = []
         has_labels = table["label"].notna().any()
+        tags = mlp.TableTags(table, self) if self.multi_label else None
 
         def fail_file(i: int, reason: str) -> None:
             path = table["path"].iat[i]
@@ -491,9 +520,10 @@ class Predictor:
                     fail_file(i, f"{', '.join(names)} gave NaN/inf probabilities for it (the model's output "
                                  "overflowed); it is left out. Predict with --folds without that model, or retrain it")
                     continue
-                rows.append(self._file_row(table, i, wp, has_labels))
+                rows.append(self._file_row(table, i, wp, has_labels) if tags is None else tags.file_row(i, wp))
                 if segments:
-                    seg_rows.extend(self._segment_rows(rows[-1]["path"], payload[1], wp))
+                    seg_rows.extend(self._segment_rows(rows[-1]["path"], payload[1], wp) if tags is None else
+                                    tags.segment_rows(i, payload[1], wp))
             pending.clear()
 
         for i, res in payload_stream(table["abspath"].tolist(), self.render_config, self.images, workers):
@@ -506,10 +536,11 @@ class Predictor:
                 flush()
         if pending:
             flush()
-        files = pd.DataFrame(rows, columns=["path"] + (["label"] if has_labels else []) + ["prediction"]
+        label_cols = (["label"] if has_labels else []) if tags is None else tags.file_columns
+        files = pd.DataFrame(rows, columns=["path"] + label_cols + ["prediction"]
                              + [f"prob_{c}" for c in self.classes])
         seg_df = pd.DataFrame(seg_rows, columns=["path", "segment", "start", "end"]
-                              + [f"prob_{c}" for c in self.classes])
+                              + ([] if tags is None else tags.segment_columns) + [f"prob_{c}" for c in self.classes])
         err = pd.DataFrame({"path": list(errors), "error": list(errors.values())}, columns=["path", "error"])
         return files, seg_df, err
 
@@ -548,12 +579,15 @@ class Predictor:
                              for s in progress_bar(range(0, len(cache.images), step), desc="predict", unit="batch",
                                                    disable=not progress)]
                             or [np.zeros((0, len(self.classes)), np.float32)])
-        ids, fp = aggregate_segments(wp, fids, method=self.aggregate)
+        ids, fp = aggregate_segments(wp, fids, method=self.aggregate, normalize=not self.multi_label)
         files = cache.files.set_index("file_id").loc[ids]
         out = pd.DataFrame({"path": files["path"].to_numpy()})
-        if files["label"].notna().any():
+        if self.multi_label:
+            out = mlp.cache_file_columns(self, files, fp, out)
+        elif files["label"].notna().any():
             out["label"] = files["label"].to_numpy()
-        out["prediction"] = np.asarray(self.classes, dtype=object)[fp.argmax(1)]
+        if not self.multi_label:
+            out["prediction"] = np.asarray(self.classes, dtype=object)[fp.argmax(1)]
         for j, c in enumerate(self.classes):
             out[f"prob_{c}"] = fp[:, j]
         seg_df = None
@@ -614,8 +648,9 @@ class _Parts:
         f, s, e, done = self._names(p)
         if not done.exists():
             return None
-        strings = {"path": str, "label": str, "prediction": str}
-        return (pd.read_csv(f, dtype=strings, keep_default_na=False), pd.read_csv(s, dtype={"path": str}),
+        strings = {"path": str, "label": str, "labels": str, "prediction": str}
+        return (pd.read_csv(f, dtype=strings, keep_default_na=False),
+                pd.read_csv(s, dtype={"path": str, "labels": str}, keep_default_na=False),
                 pd.read_csv(e, dtype=str, keep_default_na=False))
 
     def remove(self) -> None:

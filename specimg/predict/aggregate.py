@@ -9,7 +9,10 @@ stacking exchange::
 
     path, [label], [fold], prediction, prob_<class 0>, prob_<class 1>, ...
 
-one row per file, the ``prob_`` columns in class order and summing to 1.
+one row per file, the ``prob_`` columns in class order and summing to 1. A
+multi-label table (one independent sigmoid score per class) has ``labels``
+(true tags, ``;``-separated) instead of ``label``, its ``prediction`` is the
+tags at or above their thresholds, and its rows need not sum to 1.
 """
 
 from __future__ import annotations
@@ -144,6 +147,8 @@ def _as_int_folds(values: np.ndarray, *, where: str) -> np.ndarray:
 
 def read_predictions(
     path_or_df: Union[str, "os.PathLike[str]", pd.DataFrame],
+    *,
+    multi_label: Optional[bool] = None,
 ) -> Tuple[pd.DataFrame, list, np.ndarray]:
     """Read and validate a file-level prediction table.
 
@@ -152,6 +157,10 @@ def read_predictions(
     path_or_df : str, path-like or pd.DataFrame
         A CSV written by :func:`predictions_frame` (e.g. ``RUN/oof_files.csv``),
         or the frame itself.
+    multi_label : bool or None
+        ``True``: independent scores in [0, 1] per class (a multi-label run's
+        table), no sum to check; ``None``: multi-label when the table has a
+        ``labels`` column (true tags), else single-label (rows must sum to 1).
 
     Returns
     -------
@@ -184,7 +193,7 @@ def read_predictions(
         try:
             frame = pd.read_csv(
                 source,
-                dtype={"path": str, "label": str, "prediction": str},
+                dtype={"path": str, "label": str, "labels": str, "prediction": str},
                 keep_default_na=False,
                 na_values={"label": [""], "prediction": [""], "fold": ["", "nan", "NaN"]},
             )
@@ -243,20 +252,33 @@ def read_predictions(
             + (f" ({int(bad.sum())} such rows in all)" if bad.sum() > 1 else "")
             + ". Predict these files again, or drop their rows."
         )
+    if multi_label is None:
+        multi_label = "labels" in frame.columns
     sums = probs.sum(axis=1)
-    off = np.abs(sums - 1.0) > _SUM_TOL
+    off = (probs > 1.0 + 1e-6).any(axis=1) if multi_label else np.abs(sums - 1.0) > _SUM_TOL
+    if off.any() and multi_label:
+        i = int(np.argmax(off))
+        raise DataError(f"{source}: the scores of file {frame['path'].iloc[i]!r} must lie in [0, 1] (a multi-label "
+                        f"table holds one sigmoid score per class). Got {probs[i].tolist()}.")
     if off.any():
         i = int(np.argmax(off))
         raise DataError(
             f"{source}: the probabilities of file {frame['path'].iloc[i]!r} must sum to 1 (+/- {_SUM_TOL}). "
-            f"They sum to {sums[i]:.6g}."
+            f"They sum to {sums[i]:.6g}. (A multi-label table's scores need not: it has a 'labels' column, or "
+            "pass multi_label=True.)"
         )
 
     if "label" in frame.columns:
         frame["label"] = [None if _is_missing(v) else str(v) for v in frame["label"].tolist()]
     if "fold" in frame.columns:
         frame["fold"] = _as_int_folds(frame["fold"].to_numpy(), where=f"column 'fold' of {source}")
-    if "prediction" not in frame.columns:
+    if multi_label:
+        for col in ("labels", "prediction"):  # tag sets: an empty cell is the empty set
+            if col in frame.columns:
+                frame[col] = ["" if _is_missing(v) else str(v) for v in frame[col].tolist()]
+        if "prediction" not in frame.columns:
+            frame["prediction"] = [";".join(c for c, v in zip(classes, row) if v >= 0.5) for row in probs]
+    elif "prediction" not in frame.columns:
         frame["prediction"] = [classes[i] for i in np.argmax(probs, axis=1)] if len(frame) else []
     else:
         frame["prediction"] = frame["prediction"].astype(str)

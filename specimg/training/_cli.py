@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from .._cli_common import add_render_options, parse_image_size, render_config_from_args
+from .._cli_common import add_render_options, add_table_options, input_table, parse_image_size, render_config_from_args
 from .._cli_config import add_config_flags, given_config_flags
 from ..config import RenderConfig, TrainConfig
 from ..exceptions import ParameterError
@@ -58,6 +58,7 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "keep the decoded audio (default RUN/audio)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines (the summary is kept)")
     add_render_options(p)  # the same options as `specimg render`; they apply to audio input only
+    add_table_options(p)
     p.set_defaults(image_size=None)  # None: audio renders at 512; a cache keeps its own size
     p.set_defaults(func=run_train)
     return p
@@ -104,8 +105,8 @@ def run_train(args: argparse.Namespace) -> int:
     config, render = build_configs(args, audio_input=audio_input)
     folds: Optional[List[int]] = args.fold
     quiet = bool(getattr(args, "quiet", False))
-    result = train_cv(args.input, args.out, config, render_config=render, cache_dir=args.cache, folds=folds,
-                      resume=not args.no_resume, verbose=not quiet)
+    result = train_cv(input_table(args, args.input), args.out, config, render_config=render, cache_dir=args.cache,
+                      folds=folds, resume=not args.no_resume, verbose=not quiet)
     if is_main_process():
         print(result.summary())
     return 0

@@ -19,9 +19,10 @@ from torch import nn
 from .._io import config_diff
 from ..config import RenderConfig, TrainConfig
 from ..data import (CachedImages, OnTheFlyImages, PixelNormalize, TrainingImages, WaveformSet, file_folds,
-                    pseudo_leaks)
+                    pseudo_leaks, sample_negatives, window_label_text)
 from ..exceptions import ParameterError, TrainingError
 from ..scoring import aggregate_files, label_scores
+from . import _cv_multilabel as ml
 from ._callbacks import Callback
 from ._distributed import barrier, init_distributed, is_main_process
 from ._run import Run
@@ -69,6 +70,8 @@ class CVResult:
     def summary(self) -> str:
         """A few lines: mean +- std over folds, each fold, each group."""
         m = self.metrics
+        if m.get("task") == "multi-label":
+            return ml.summary(self.run_dir, self.folds, m)
         n = len(self.folds)
         lines = [f"{n}/{m['n_splits']} fold(s) done in {self.run_dir}"]
         if n:
@@ -113,7 +116,12 @@ def _render_or_load(source: Any, run: Run, config: TrainConfig, render_config: O
 
     # the fold plan of the input table fails the same way before the render as after it (bad files only remove
     # files): a missing group column or too many folds is reported before any audio work
-    file_folds(read_table(source), n_splits=config.n_splits, group_column=config.group_column, seed=config.seed)
+    table = read_table(source)
+    multi = ml.is_multilabel(table, config)
+    if multi:
+        ml.check_folds(table, config)
+    else:
+        file_folds(table, n_splits=config.n_splits, group_column=config.group_column, seed=config.seed)
     workers = max(1, config.num_workers if config.num_workers else min(8, os.cpu_count() or 1))
     rcfg = render_config or RenderConfig()
     on_the_fly = config.images == "on-the-fly"
@@ -126,6 +134,8 @@ def _render_or_load(source: Any, run: Run, config: TrainConfig, render_config: O
     barrier()
     if not is_main_process():
         data = WaveformSet.open(target) if on_the_fly else ImageCache.open(target)
+    if multi:  # a reused cache keeps its images, not its tags: the input table's tags and events count
+        ml.refresh_tags(data, table)
     return OnTheFlyImages(data) if on_the_fly else CachedImages(data)
 
 
@@ -171,6 +181,9 @@ class _Plan:
     targets: np.ndarray  # (n_windows,) class index of every window
     window_file_row: np.ndarray  # (n_windows,) row of ``files`` of every window
     fid_to_row: Dict[int, int]
+    task: str = "single-label"  # or 'multi-label': ``targets`` then multi-hot (n_windows, n_classes)
+    score_ids: Optional[np.ndarray] = None  # (n_windows,) the unit validation scores pool over (None: the file)
+    config: Optional[TrainConfig] = None  # the config with the task resolved (multi_label=True for multi-label)
 
     @property
     def window_fold(self) -> np.ndarray:
@@ -191,15 +204,23 @@ def _plan(images: TrainingImages, config: TrainConfig, probe: nn.Module) -> _Pla
     from ..models import backbone_data_config
 
     files = images.files
-    fold_of_file = file_folds(files, n_splits=config.n_splits, group_column=config.group_column, seed=config.seed)
     image_size = _image_size(config, probe, images.rendered_size)
     data_cfg = backbone_data_config(probe, image_size=image_size)
     file_ids, targets = images.targets()
     fid_to_row = {int(f): i for i, f in enumerate(files["file_id"].to_numpy())}
     window_file_row = np.array([fid_to_row[int(f)] for f in file_ids], dtype=np.int64)
-    return _Plan(files=files, classes=images.classes, fold_of_file=fold_of_file, image_size=image_size,
+    task, classes, score_ids = "single-label", images.classes, None
+    if ml.is_multilabel(files, config):
+        task, config = "multi-label", config.replace(multi_label=True)
+        classes, targets, fold_of_file, score_ids = ml.targets_and_folds(
+            files, images.segments, config, offset=images.config.audio.offset,
+            window_seconds=images.config.segment.seconds)
+    else:
+        fold_of_file = file_folds(files, n_splits=config.n_splits, group_column=config.group_column,
+                                  seed=config.seed)
+    return _Plan(files=files, classes=classes, fold_of_file=fold_of_file, image_size=image_size,
                  data_cfg=data_cfg, file_ids=file_ids, targets=targets, window_file_row=window_file_row,
-                 fid_to_row=fid_to_row)
+                 fid_to_row=fid_to_row, task=task, score_ids=score_ids, config=config)
 
 
 def _data_hash(files: pd.DataFrame, folds: np.ndarray, group_column: Optional[str]) -> str:
@@ -207,6 +228,9 @@ def _data_hash(files: pd.DataFrame, folds: np.ndarray, group_column: Optional[st
     groups = files[group_column] if group_column else files["path"]
     for p, lab, g, n, f in zip(files["path"], files["label"], groups, files["n_segments"], folds):
         h.update(f"{p}\t{lab}\t{g}\t{n}\t{f}\n".encode())
+    for col in ("labels", "events"):  # multi-label tables: their tags and events decide the targets
+        if col in files.columns:
+            h.update("\n".join(map(str, files[col])).encode())
     return h.hexdigest()[:16]
 
 
@@ -243,7 +267,7 @@ def _resolved_config(images: TrainingImages, config: TrainConfig, plan: _Plan) -
             "images": images.kind, "data_root": _data_root(plan.files), "image_size": list(plan.image_size),
             "data": {"input_size": list(d["input_size"]), "mean": list(d["mean"]), "std": list(d["std"])},
             "n_files": int(len(plan.files)), "n_images": int(images.n_windows), "data_hash": data_hash,
-            "fingerprint": fingerprint}
+            "fingerprint": fingerprint, "task": plan.task}
 
 
 def _check_previous(run: Run, config: TrainConfig, resolved: Dict[str, Any], *, resume: bool, main: bool) -> None:
@@ -270,6 +294,10 @@ def _check_previous(run: Run, config: TrainConfig, resolved: Dict[str, Any], *, 
 
 def _fold_table(plan: _Plan, config: TrainConfig) -> pd.DataFrame:
     table = pd.DataFrame({"path": plan.files["path"], "label": plan.files["label"], "fold": plan.fold_of_file})
+    if plan.task == "multi-label":  # a file's tags: the union of its windows' targets
+        tags = np.zeros((len(plan.files), len(plan.classes)), dtype=np.float32)
+        np.maximum.at(tags, plan.window_file_row, plan.targets)
+        table.insert(2, "labels", window_label_text(tags, plan.classes))
     if config.group_column:
         table.insert(2, config.group_column, plan.files[config.group_column].to_numpy())
     return table
@@ -322,9 +350,13 @@ def _train_fold(k: int, run: Run, images: TrainingImages, plan: _Plan, config: T
     # that voice into the fold's score.
     train_rows = np.flatnonzero((plan.window_fold != k) & ~leaks)
     val_rows = np.flatnonzero(plan.window_fold == k)
+    if plan.task == "multi-label":  # at most negative_ratio windows without a tag per tagged one (training only)
+        train_rows = sample_negatives(train_rows, plan.targets, config.negative_ratio, seed=_fold_seed(config.seed, k))
     kw = dict(config=config, image_size=plan.image_size, num_classes=len(plan.classes))
     train_ds = images.dataset(train_rows, plan.targets, plan.file_ids, train=True, **kw)
-    val_ds = images.dataset(val_rows, plan.targets, plan.file_ids, train=False, **kw)
+    # validation scores pool over files, or over windows (``score_ids``) for annotated recordings
+    val_ids = plan.file_ids if plan.score_ids is None else plan.score_ids
+    val_ds = images.dataset(val_rows, plan.targets, val_ids, train=False, **kw)
     torch.manual_seed(_fold_seed(config.seed, k))
     model = create_backbone(config.backbone, num_classes=len(plan.classes), weights=config.weights,
                             drop_rate=config.drop_rate, **config.backbone_kwargs)
@@ -334,9 +366,17 @@ def _train_fold(k: int, run: Run, images: TrainingImages, plan: _Plan, config: T
     result = trainer.fit(model, train_ds, val_ds, num_classes=len(plan.classes), meta={**meta, "fold": k})
     probs = trainer.predict(model, val_ds)  # (n_val_windows, n_classes)
     _check_finite(probs, k, result)
-    seg_df, file_df = _fold_tables(k, plan, images, val_rows, probs)
+    if plan.task == "multi-label":
+        seg_df, file_df = ml.fold_tables(k, files=plan.files, segments=images.segments, classes=plan.classes,
+                                         window_file_row=plan.window_file_row, file_ids=plan.file_ids,
+                                         fid_to_row=plan.fid_to_row, targets=plan.targets, val_rows=val_rows,
+                                         probs=probs, pooling=config.multi_label_pooling)
+        scores: Dict[str, Any] = ml.fold_scores(seg_df, file_df, plan.classes)
+    else:
+        seg_df, file_df = _fold_tables(k, plan, images, val_rows, probs)
+        scores = _scores(file_df)
     if main:
-        info = {"fold": k, "fingerprint": fingerprint, **_scores(file_df), "n_files": int(len(file_df)),
+        info = {"fold": k, "fingerprint": fingerprint, **scores, "n_files": int(len(file_df)),
                 "n_windows": int(len(seg_df)), "best_epoch": result.best_epoch, "best_score": result.best_score,
                 "epochs_run": result.epochs_run, "stopped_early": result.stopped_early}
         run.write_fold(k, seg_df, file_df, info)
@@ -461,6 +501,7 @@ def train_cv(
     images, probe = _open_input(source, run, config, render_config, cache_dir, verbose)
     plan = _plan(images, config, probe)
     del probe
+    config = plan.config or config  # the task resolved: multi-label runs train with multi_label=True
     resolved = _resolved_config(images, config, plan)
     fingerprint = resolved["fingerprint"]
     _check_previous(run, config, resolved, resume=resume, main=main)
@@ -497,8 +538,9 @@ def _concat_folds(run: Run, done: List[int], plan: _Plan) -> Tuple[pd.DataFrame,
         seg, files, info = run.read_fold(k)
         seg_parts.append(seg)
         file_parts.append(files)
-        per_fold[str(k)] = {key: info[key] for key in ("accuracy", "uar", "n_files", "n_windows", "best_epoch",
-                                                       "best_score", "epochs_run", "stopped_early")}
+        keys = ml.SCORE_KEYS if plan.task == "multi-label" else ("accuracy", "uar")
+        per_fold[str(k)] = {key: info.get(key) for key in (*keys, "n_files", "n_windows", "best_epoch",
+                                                           "best_score", "epochs_run", "stopped_early")}
     cols = [f"prob_{c}" for c in plan.classes]
     if not file_parts:
         return (pd.DataFrame(columns=["path", "label", "fold", "prediction", *cols]),
@@ -536,7 +578,15 @@ def _collect(run: Run, config: TrainConfig, plan: _Plan, fingerprint: str, fit_r
              write: bool = True) -> CVResult:
     done = [k for k in range(config.n_splits) if run.fold_done(k, fingerprint)]
     oof_files, oof_segments, per_fold = _concat_folds(run, done, plan)
-    metrics = _metrics(config, done, per_fold, oof_files, plan.files)
+    if plan.task == "multi-label":
+        metrics = ml.metrics(config, done, per_fold, oof_files, oof_segments, plan.classes)
+        if done:  # per-class thresholds of maximum F1 on the pooled out-of-fold scores, stored with the run
+            fitted = ml.thresholds(oof_files, oof_segments, plan.classes, config)
+            oof_files = ml.apply_thresholds(oof_files, plan.classes, fitted)
+            if write:
+                run.write_thresholds(fitted)
+    else:
+        metrics = _metrics(config, done, per_fold, oof_files, plan.files)
     if write:
         run.write_table(Run.OOF_SEGMENTS, oof_segments)
         run.write_table(Run.OOF_FILES, oof_files)

@@ -13,6 +13,7 @@ Layout::
       oof_files.csv        path, label, fold, prediction, prob_<class>...
       oof_segments.csv     path, segment, start, end, fold, prob_<class>...
       metrics.json         per-fold and mean +- std scores
+      thresholds.json      (multi-label) per-class decision thresholds fitted on the out-of-fold scores
       test_files.csv       (experiments) test-set predictions of the fold ensemble
 """
 
@@ -35,7 +36,7 @@ __all__ = ["Run"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-_STR_COLUMNS = {"path": str, "label": str, "prediction": str}
+_STR_COLUMNS = {"path": str, "label": str, "labels": str, "prediction": str}
 
 
 def _read_json(path: Path) -> Optional[Dict[str, Any]]:
@@ -72,6 +73,7 @@ class Run:
     OOF_SEGMENTS = "oof_segments.csv"
     TEST_FILES = "test_files.csv"
     METRICS = "metrics.json"
+    THRESHOLDS = "thresholds.json"
     FOLD_DIR = "fold_{}"
     FOLD_INFO = "fold.json"
     BEST = "best.pt"
@@ -182,6 +184,30 @@ class Run:
         return str(value)
 
     @property
+    def task(self) -> str:
+        """``'single-label'`` or ``'multi-label'``: what :func:`~specimg.training.train_cv` resolved (runs from
+        before multi-label support are single-label)."""
+        return str(self.config.get("task", "single-label")) if self.has_config() else "single-label"
+
+    @property
+    def multi_label(self) -> bool:
+        return self.task == "multi-label"
+
+    @property
+    def thresholds(self) -> Optional[Dict[str, Any]]:
+        """The per-class thresholds of a multi-label run (``thresholds.json``), or None.
+
+        ``{'classes': [...], 'file': {class: t}, 'window': {class: t}, ...}``:
+        a file's pooled score (``file``) or a window's score (``window``) at or
+        above its class's threshold is a detection.
+        """
+        return _read_json(self.path(self.THRESHOLDS))
+
+    def write_thresholds(self, thresholds: Mapping[str, Any]) -> Path:
+        atomic_write_text(self.path(self.THRESHOLDS), json.dumps(dict(thresholds), indent=2) + "\n")
+        return self.path(self.THRESHOLDS)
+
+    @property
     def fingerprint(self) -> Optional[str]:
         return self.config.get("fingerprint") if self.has_config() else None
 
@@ -258,7 +284,7 @@ class Run:
     def read_fold(self, fold: int) -> Tuple[pd.DataFrame, pd.DataFrame, Dict[str, Any]]:
         """A finished fold's (segments, files, info)."""
         d = self.fold_dir(fold)
-        seg = pd.read_csv(d / self.OOF_SEGMENTS, dtype={"path": str})
+        seg = pd.read_csv(d / self.OOF_SEGMENTS, dtype={"path": str, "labels": str})
         files = pd.read_csv(d / self.OOF_FILES, dtype=_STR_COLUMNS, keep_default_na=False)
         return seg, files, self.fold_info(fold) or {}
 
@@ -266,7 +292,7 @@ class Run:
         """Remove every fold and the run-level tables (a run retrained from scratch with another config)."""
         for d in self.root.glob(self.FOLD_DIR.format("*")):
             shutil.rmtree(d, ignore_errors=True)
-        for name in (self.OOF_SEGMENTS, self.OOF_FILES, self.METRICS):
+        for name in (self.OOF_SEGMENTS, self.OOF_FILES, self.METRICS, self.THRESHOLDS):
             self.path(name).unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ tables
@@ -277,7 +303,7 @@ class Run:
                             "`specimg train` command again to resume it.")
         if strings:
             return pd.read_csv(path, dtype=_STR_COLUMNS, keep_default_na=False)
-        return pd.read_csv(path, dtype={"path": str})
+        return pd.read_csv(path, dtype={"path": str, "labels": str})
 
     @property
     def oof_files(self) -> pd.DataFrame:
@@ -298,7 +324,7 @@ class Run:
     def folds(self) -> Optional[pd.DataFrame]:
         """``folds.csv`` (path, label[, group], fold), or None for runs without one."""
         path = self.path(self.FOLDS)
-        return pd.read_csv(path, dtype={"path": str, "label": str}) if path.is_file() else None
+        return pd.read_csv(path, dtype={"path": str, "label": str, "labels": str}) if path.is_file() else None
 
     @property
     def metrics(self) -> Dict[str, Any]:
