@@ -308,3 +308,29 @@ def test_a_full_disk_is_a_clear_error_before_any_work(rendered, tmp_path, monkey
     with pytest.raises(DataError, match=r"Not enough disk space for the image cache.*MiB.*another --out"):
         render_dataset(rendered[1], tmp_path / "c", rendered[2], progress=False)
     assert calls == [] and not (tmp_path / "c" / "config.json").exists()
+
+
+def test_a_record_cut_by_a_kill_is_not_a_record(rendered, tmp_path, monkeypatch):
+    table, cfg = rendered[1], rendered[2]
+    real, n = cache_mod.render_planes, []
+
+    def dies(*a, **k):
+        n.append(1)
+        if len(n) == 5:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(cache_mod, "render_planes", dies)
+    with pytest.raises(KeyboardInterrupt):
+        render_dataset(table, tmp_path / "c", cfg, progress=False)
+    (journal,) = (tmp_path / "c").glob(".partial-*/done.jsonl")
+    assert len(journal.read_text().splitlines()) == 4
+    with open(journal, "a") as fh:  # the kill came in the middle of the fifth line
+        fh.write('{"path": "%s", "label": "x", "bou' % table["path"].iloc[4])
+    monkeypatch.setattr(cache_mod, "render_planes", real)
+    calls, real_job = [], cache_mod._render_job
+    monkeypatch.setattr(cache_mod, "_render_job", lambda *a: calls.append(a[1]) or real_job(*a))
+    cache = render_dataset(table, tmp_path / "c", cfg, progress=False)
+    assert calls == list(table["path"].iloc[4:])
+    np.testing.assert_array_equal(cache.images, rendered[0].images)
+    pd.testing.assert_frame_equal(cache.files, rendered[0].files)

@@ -36,14 +36,19 @@ def _run_and_kill(cmd, ready, timeout=120.0):
     return False
 
 
+def _rendered(out: Path) -> int:
+    """Files a render in progress has recorded as finished: a line each in ``.partial-*/done.jsonl``."""
+    return sum(len(p.read_text().splitlines()) for p in out.glob(".partial-*/done.jsonl"))
+
+
 def test_kill9_render_then_resume(fsdd_subset_csv, tmp_path):
     cli = [sys.executable, "-m", "specimg", "render", str(fsdd_subset_csv)]
     out = tmp_path / "killed"
     killed = _run_and_kill(cli + ["--out", str(out), *RENDER_OPTS],
-                           lambda: len(list(out.glob(".partial-*/*.json"))) >= 10)
+                           lambda: _rendered(out) >= 10)
     assert killed, "the render finished before it could be killed"
     assert not (out / "config.json").exists()  # no finished-looking cache after a kill
-    done_before = len(list(out.glob(".partial-*/*.json")))
+    done_before = _rendered(out)
     subprocess.run(cli + ["--out", str(out), *RENDER_OPTS], check=True, capture_output=True)
     subprocess.run(cli + ["--out", str(tmp_path / "clean"), *RENDER_OPTS], check=True, capture_output=True)
     a, b = ImageCache.open(out), ImageCache.open(tmp_path / "clean")

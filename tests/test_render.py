@@ -155,10 +155,11 @@ def test_resume_after_kill_equals_uninterrupted(fsdd_subset_csv, small_config, t
     with pytest.raises(KeyboardInterrupt):
         render_dataset(fsdd_subset_csv, tmp_path / "r", small_config, progress=False)
     assert not (tmp_path / "r" / "images.npy").exists() and not (tmp_path / "r" / "config.json").exists()
-    done = list((tmp_path / "r").glob(".partial-*/*.json"))
+    (journal,) = (tmp_path / "r").glob(".partial-*/done.jsonl")
+    done = [json.loads(line) for line in journal.read_text().splitlines()]
     assert len(done) == 6 and not list((tmp_path / "r").glob(".partial-*/*.tmp"))
     # the six finished files wrote straight into their rows of the preallocated images: no shard of their own
-    assert all(json.loads(p.read_text())["row"] is not None for p in done)
+    assert all(r["row"] is not None for r in done)
     assert [p.name for p in (tmp_path / "r").glob(".partial-*/*.npy")] == ["images.npy"]
     monkeypatch.setattr(cache_mod, "render_planes", real)
     calls, real_job = [], cache_mod._render_job

@@ -11,8 +11,9 @@ Layout of a cache folder (every name is defined once, here: :data:`CONFIG_FILE`,
     errors.csv     path, error  (files that could not be rendered)
     png/           optional PNG copies for people to look at
     .partial-<hash>/  a render in progress: plan.csv (each file's rows), images.npy (preallocated from the
-                   files' lengths, filled in place by the workers), <key>.json per finished file (written
-                   last) and <key>.npy for a file whose window count was not known in advance
+                   files' lengths, filled in place by the workers), done.jsonl (one line per finished file,
+                   appended when it is finished) and <key>.npy for a file whose window count was not known
+                   in advance
 
 Whatever is stored, :attr:`ImageCache.images` reads as ``(n_images, H, W, 3)``
 uint8 (:class:`ImageArray`). Every write is atomic (temporary file +
@@ -59,10 +60,11 @@ SEGMENTS_FILE = "segments.csv"
 FILES_FILE = "files.csv"
 ERRORS_FILE = "errors.csv"
 PNG_DIR = "png"
-#: A render in progress: ``.partial-<config hash>/`` with :data:`PLAN_FILE`, its own :data:`IMAGES_FILE` and
-#: one ``<key>.json`` (and maybe ``<key>.npy``) per finished file.
+#: A render in progress: ``.partial-<config hash>/`` with :data:`PLAN_FILE`, its own :data:`IMAGES_FILE`,
+#: :data:`DONE_FILE` (a line per finished file) and a ``<key>.npy`` shard per file rendered off the plan.
 PARTIAL_PREFIX = ".partial-"
 PLAN_FILE = "plan.csv"
+DONE_FILE = "done.jsonl"
 #: 1: images.npy always (n, H, W, 3); 2: (n, H, W) when the channels are copies. Both open.
 LAYOUT = 2
 #: Rows copied at a time when a cache is written from another (memory stays flat).
@@ -650,11 +652,11 @@ def _target_rows(target: Optional[Tuple[str, int, int]]) -> Optional[np.ndarray]
     return None if target is None else _map_rows(*target)
 
 
-def _render_job(abspath: str, path: str, label: Optional[str], config_dict: Dict[str, Any], shard_dir: str,
+def _render_job(abspath: str, path: str, label: Optional[str], config: RenderConfig, shard_dir: str,
                 png_dir: Optional[str], target: Optional[Tuple[str, int, int]] = None) -> Dict[str, Any]:
     """Render one file (runs in a worker process): straight into its planned rows of the partial images.npy
-    (``target``: file, first row, rows) when it has as many windows as planned, else into a shard of its own."""
-    config = RenderConfig.from_dict(config_dict)
+    (``target``: file, first row, rows) when it has as many windows as planned, else into a shard of its own.
+    Returns the file's record (its windows' bounds, its row), which the parent appends to ``done.jsonl``."""
     key = _key(path)
     try:
         y = _load(abspath, config)
@@ -668,10 +670,9 @@ def _render_job(abspath: str, path: str, label: Optional[str], config_dict: Dict
         _atomic_npy(planes, shard / f"{key}.npy")
     if png_dir is not None:
         _write_pngs(planes, Path(png_dir) / (label if label is not None else "unlabelled"), path)
-    meta = {"path": path, "label": label, "duration": len(y) / float(config.audio.sample_rate),
-            "bounds": bounds.tolist(), "row": target[1] if in_place else None}  # type: ignore[index]
-    atomic_write_text(shard / f"{key}.json", json.dumps(meta))  # written last: marks the file done
-    return {"ok": True, "path": path}
+    record = {"path": path, "label": label, "duration": len(y) / float(config.audio.sample_rate),
+              "bounds": bounds.tolist(), "row": target[1] if in_place else None}  # type: ignore[index]
+    return {"ok": True, "path": path, "record": record}  # the parent records it: the file is done
 
 
 @dataclass
@@ -690,15 +691,23 @@ class _Plan:
     def n_rows(self) -> int:
         return int(self.table["n"].clip(lower=0).sum())
 
-    def done(self, path: str) -> Optional[Dict[str, Any]]:
-        """The finished file's record, or None (a record of a row this plan does not give it is stale)."""
-        mj = self.shard_dir / f"{_key(path)}.json"
-        if not mj.exists():
-            return None
-        meta = json.loads(mj.read_text())
-        if meta.get("row") is None:
-            return meta if (self.shard_dir / f"{_key(path)}.npy").exists() else None
-        return meta
+    @property
+    def journal(self) -> Path:
+        return self.shard_dir / DONE_FILE
+
+    def records(self) -> Dict[str, Dict[str, Any]]:
+        """path -> record of each finished file, from ``done.jsonl`` (a line cut by a kill is not a record; a
+        file rendered off the plan counts only with its shard)."""
+        out: Dict[str, Dict[str, Any]] = {}
+        if self.journal.exists():
+            for line in self.journal.read_text(encoding="utf-8").splitlines():
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if rec.get("row") is not None or (self.shard_dir / f"{_key(rec['path'])}.npy").exists():
+                    out[rec["path"]] = rec
+        return out
 
 
 def _make_plan(shard_dir: Path, table: pd.DataFrame, config: RenderConfig, previous: Optional[ImageCache],
@@ -727,9 +736,10 @@ def _make_plan(shard_dir: Path, table: pd.DataFrame, config: RenderConfig, previ
         if old[["path", "kind", "n", "offset"]].equals(frame[["path", "kind", "n", "offset"]]) and \
                 list(old["label"]) == list(frame["label"]):
             return plan  # the same run again: its finished rows stand
-    for stale in [plan_csv, plan.images, *shard_dir.glob("*.json")]:  # records of rows of another plan
-        if stale.suffix != ".json" or json.loads(stale.read_text()).get("row") is not None:
-            stale.unlink(missing_ok=True)
+    shards = [r for r in plan.records().values() if r.get("row") is None]  # still valid: in their own files
+    for stale in (plan_csv, plan.images):
+        stale.unlink(missing_ok=True)
+    atomic_write_text(plan.journal, "".join(json.dumps(r) + "\n" for r in shards))  # rows of another plan: gone
     if plan.n_rows:
         _preallocate(plan.images, (plan.n_rows, *plan.stored))
     else:  # no file's length is known in advance: every file gets a shard
@@ -928,26 +938,29 @@ def _reusable(previous: Optional[ImageCache], table: pd.DataFrame) -> Dict[str, 
 def _run_jobs(plan: _Plan, config: RenderConfig, *, workers: int, png_dir: Optional[str], strict: bool,
               progress: bool, errors: Dict[str, str]) -> None:
     """Render the planned files not finished yet, in this process or a pool of ``workers``."""
-    images = str(plan.images)
+    images, finished = str(plan.images), plan.records()
     todo = []
     for p, a, l, kind, n, off in plan.table[["path", "abspath", "label", "kind", "n", "offset"]].itertuples(
             index=False):
-        if kind == "render" and plan.done(p) is None:
+        if kind == "render" and p not in finished:
             todo.append((a, p, l, (images, int(off), int(n)) if n >= 0 else None))
-    cfg_dict, shard = config.to_dict(), str(plan.shard_dir)
+    shard = str(plan.shard_dir)
     bar = progress_bar(total=len(todo), desc="render", unit="file", disable=not progress or not todo, file=sys.stderr)
+    journal = open(plan.journal, "a", encoding="utf-8")
+    if journal.tell() and not plan.journal.read_bytes().endswith(b"\n"):
+        journal.write("\n")  # a line cut by a kill stays a line of its own (not a record)
     try:
         if workers == 1 or len(todo) <= 1:
             for a, p, l, target in todo:
-                _collect(_render_job(a, p, l, cfg_dict, shard, png_dir, target), errors, strict)
+                _collect(_render_job(a, p, l, config, shard, png_dir, target), errors, strict, journal)
                 bar.update(1)
             return
         warm_up(config)  # librosa's lazy imports, the window and filterbank: once here, inherited by forked workers
         with ProcessPoolExecutor(max_workers=workers, initializer=single_threaded_worker) as pool:
-            futures = [pool.submit(_render_job, a, p, l, cfg_dict, shard, png_dir, t) for a, p, l, t in todo]
+            futures = [pool.submit(_render_job, a, p, l, config, shard, png_dir, t) for a, p, l, t in todo]
             try:
                 for fut in as_completed(futures):
-                    _collect(fut.result(), errors, strict)
+                    _collect(fut.result(), errors, strict, journal)
                     bar.update(1)
             except BaseException:
                 for f in futures:
@@ -955,10 +968,15 @@ def _run_jobs(plan: _Plan, config: RenderConfig, *, workers: int, png_dir: Optio
                 raise
     finally:
         bar.close()
+        journal.close()
 
 
-def _collect(res: Dict[str, Any], errors: Dict[str, str], strict: bool) -> None:
-    if not res["ok"]:
+def _collect(res: Dict[str, Any], errors: Dict[str, str], strict: bool, journal: Any) -> None:
+    """Record a finished file (one line, flushed: a killed run keeps it) or its error."""
+    if res["ok"]:
+        journal.write(json.dumps(res["record"]) + "\n")
+        journal.flush()
+    else:
         errors[res["path"]] = res["error"]
         if strict:
             raise AudioError(res["path"], res["error"] + " (stopped by --strict; drop --strict to skip bad files)")
@@ -981,6 +999,7 @@ def _finish(root: Path, plan: _Plan, table: pd.DataFrame, config: RenderConfig, 
     order, else rewritten without the failed files' rows; then the tables and ``config.json``, last."""
     prev_rows = previous.segments.groupby("file_id").indices if previous is not None else {}
     prev_files = previous.files.set_index("path") if previous is not None else None
+    finished = plan.records()
     parts = []  # (table row, ('rows', offset, n) or ('shard', path), meta)
     for i, (p, kind, n, off) in enumerate(plan.table[["path", "kind", "n", "offset"]].itertuples(index=False)):
         if p in errors:
@@ -991,7 +1010,7 @@ def _finish(root: Path, plan: _Plan, table: pd.DataFrame, config: RenderConfig, 
                     "bounds": pseg[["start", "end"]].to_numpy().tolist()}
             parts.append((i, ("rows", int(off), int(n)), meta))
             continue
-        meta = plan.done(p)
+        meta = finished.get(p)
         if meta is None:
             errors.setdefault(p, "was not rendered (the run was interrupted); run the same command again")
         elif meta.get("row") is None:
