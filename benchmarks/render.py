@@ -282,7 +282,6 @@ def stages(csv: Path, tmp: Path, repeats: int) -> None:
         hwc = before_images(F_before, frames)
         planes = im.window_planes(F, frames, config=spec)
         mm = np.lib.format.open_memmap(tmp / "rows.npy", mode="w+", dtype=np.uint8, shape=planes.shape)
-        mm3 = np.lib.format.open_memmap(tmp / "rows3.npy", mode="w+", dtype=np.uint8, shape=hwc.shape)
 
         def shard_then_copy() -> None:  # before: a shard per file, then consolidation reads it into images.npy
             np.save(tmp / "shard.npy", hwc)
@@ -329,11 +328,11 @@ def stages(csv: Path, tmp: Path, repeats: int) -> None:
             total = sum(t.values())
             print(f"    {'= per file':<52} {total:8.1f} ms  ({total / n_win:.2f} ms/image, "
                   f"{seed_file_ms / total:.1f}x the seed loop)")
-        _levers(yp, spec, F, frames, hwc, mm, mm3, tmp, repeats, scipy.fft)
-        del mm, mm3
+        _levers(yp, spec, hwc, tmp, repeats, scipy.fft)
+        del mm
 
 
-def _levers(yp, spec, F, frames, hwc, mm, mm3, tmp: Path, repeats: int, sfft) -> None:
+def _levers(yp, spec, hwc, tmp: Path, repeats: int, sfft) -> None:
     """Each lever of issue 14 alone: its time against the alternative it replaced, on the same file."""
     from specimg.spectrogram import _image as im
 
@@ -346,6 +345,7 @@ def _levers(yp, spec, F, frames, hwc, mm, mm3, tmp: Path, repeats: int, sfft) ->
     power = np.square(spec32.real) + np.square(spec32.imag)
     out = np.empty((128, spec.n_mels), np.float32)
     n_blocks = len(frames_v) / 128.0
+    plane = np.ascontiguousarray(hwc[..., 0])  # (n_windows, H, W): what specimg stores
     rows = [
         ("FFT of the file's frames: float64 (librosa's)",
          lambda: sfft.rfft(frames_v[:128] * w32.astype(np.float64), axis=-1), n_blocks),
@@ -356,8 +356,8 @@ def _levers(yp, spec, F, frames, hwc, mm, mm3, tmp: Path, repeats: int, sfft) ->
             bank, np.square(spec32.real) + np.square(spec32.imag), out), n_blocks),
         ("squared (re, im) pairs in the bands' product (specimg)", lambda: im._apply_bank(
             bank, np.square(spec32.view(np.float32)), out, interleaved=True), n_blocks),
-        ("store: 3 HWC channels into a memmap", lambda: mm3.__setitem__(slice(None), hwc), 1.0),
-        ("store: 1 plane into a memmap", lambda: mm.__setitem__(slice(None), hwc[..., 0]), 1.0),
+        ("store: 3 HWC channels into a new .npy (memmap)", lambda: _store(tmp / "s3.npy", hwc), 1.0),
+        ("store: 1 plane into a new .npy (memmap)", lambda: _store(tmp / "s1.npy", plane), 1.0),
         ("PNG copies: RGB, level 6 (per image)", lambda: _png(hwc[0], tmp, "RGB", 6), 1.0),
         ("PNG copies: grayscale, level 1 (specimg, per image)", lambda: _png(hwc[0, :, :, 0], tmp, "L", 1), 1.0),
     ]
@@ -365,6 +365,14 @@ def _levers(yp, spec, F, frames, hwc, mm, mm3, tmp: Path, repeats: int, sfft) ->
     for name, fn, scale in rows:
         print(f"    {name:<52} {_median_ms(fn, repeats) * scale:8.2f} ms")
     print(f"    bytes per image stored: 3 HWC channels {hwc[0].nbytes}, one plane {hwc[0, :, :, 0].nbytes}")
+
+
+def _store(path: Path, images: np.ndarray) -> None:
+    """Write images into a new file's memmap (first touch of every page, as a render's rows)."""
+    path.unlink(missing_ok=True)
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=images.shape)
+    mm[:] = images
+    del mm
 
 
 def _dense_part(group, n_fft: int) -> np.ndarray:
