@@ -52,6 +52,11 @@ def _cmd_stack(args: argparse.Namespace) -> int:
                      inner_folds=args.folds, seed=args.seed, compare=not args.no_compare, metric=args.metric)
     out = res.write(args.out)
     m = res.metrics
+    if m.get("task") == "multi-label":
+        from ._multilabel import summary_lines
+
+        print("\n".join(summary_lines(m, out)))
+        return 0
     print(f"{m['n_files']} out-of-fold files, {len(m['models'])} models, {m['outer_folds']} outer folds; every "
           "candidate scored on the same folds (* = --method " + args.method + ")")
     _print_candidates(m, args.method)
@@ -106,7 +111,7 @@ def add_stack_parsers(subparsers: Any) -> None:
                     "stacker predicts the test set, the fold predictions are averaged into DIR/test_files.csv.")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders or out-of-fold prediction CSVs")
     p.add_argument("--method", default="auto",
-                   choices=("auto", "cnn", "cnn-skip", "lgbm", "blend", "mean", "seed-blend"),
+                   choices=("auto", "cnn", "cnn-skip", "lgbm", "blend", "mean", "seed-blend", "logistic"),
                    help="what DIR/oof_files.csv and test_files.csv hold: auto (default: chosen per fold by inner "
                         "cross-validation), the CNN stacker (with residual connections: cnn-skip), LightGBM, the "
                         "weighted blend (fixed --weights or fitted), the plain mean, or the seed's blend")

@@ -284,8 +284,10 @@ def stack_runs(
     oof : sequence of path or DataFrame [shape=(n_models,)]
         Run folders (their ``oof_files.csv`` is read) or prediction tables
         with ``label`` and ``fold`` columns.
-    method : {'auto', 'cnn', 'cnn-skip', 'lgbm', 'blend', 'mean', 'seed-blend'}
-        The predictions returned. ``'auto'``: per fold, the candidate with
+    method : {'auto', 'cnn', 'cnn-skip', 'lgbm', 'blend', 'mean', 'seed-blend', 'logistic'}
+        The predictions returned (multi-label runs: ``'auto'``, ``'mean'``,
+        ``'blend'`` with weights or ``'logistic'``, see
+        :mod:`specimg.stacking._multilabel`). ``'auto'``: per fold, the candidate with
         the best ``metric`` in an inner cross-validation on the other folds;
         ``'seed-blend'``: 0.45 CNN + 0.45 CNN-skip + 0.1 LightGBM. ``'mean'``
         and ``'blend'`` with fixed ``weights`` learn nothing.
@@ -329,6 +331,11 @@ def stack_runs(
     >>> res.metrics["stack"]["accuracy"], res.metrics["selection"]["summary"]  # doctest: +SKIP
     """
     sources = list(oof) if not isinstance(oof, (str, os.PathLike, pd.DataFrame)) else [oof]
+    from ._multilabel import is_multilabel_source, stack_multilabel
+
+    if sources and is_multilabel_source(sources[0]):  # independent sigmoid scores: combined class by class
+        return stack_multilabel(sources, method=method, names=_member_names(sources, names), test=test,
+                                weights=_check_weights(weights, len(sources)))
     _check_sources(sources, method)
     member_names = _member_names(sources, names)
     weights = _check_weights(weights, len(sources))
