@@ -183,3 +183,12 @@ def test_mel_spectrogram_equals_librosas(sr, n_fft, hop, win, power, fsdd_dir):
     np.testing.assert_allclose(ours, ref, rtol=2e-3, atol=1e-6 * ref.max())
     db = librosa.power_to_db(ours, ref=np.max, top_db=80.0) - librosa.power_to_db(ref, ref=np.max, top_db=80.0)
     assert np.abs(db).max() < 0.02  # dB; a grey level is 80 / 255 = 0.31 dB
+
+
+def test_the_front_end_resolves_a_bare_spectrogram_config_at_its_rate():
+    torch = pytest.importorskip("torch")
+    from specimg.spectrogram import SpectrogramFrontend
+
+    fe = SpectrogramFrontend(SpectrogramConfig(image_size=(32, 32)), sample_rate=8000)
+    assert (fe.config.n_fft, fe.config.hop_length, fe.config.n_mels) == (256, 93, 128)
+    assert tuple(fe(torch.zeros(2, 8000) + 0.01 * torch.randn(2, 8000)).shape) == (2, 3, 32, 32)

@@ -176,7 +176,7 @@ class SpectrogramFrontend(nn.Module):
                     f"The 'sample_rate' parameter of SpectrogramFrontend must be an int > 0 (Hz) when config is a "
                     f"SpectrogramConfig. Got {sample_rate!r}. Pass sample_rate=..., or a RenderConfig.")
             sr = int(sample_rate)
-            spec = config
+            spec = config.resolve(sr)  # the rate-dependent defaults (n_fft, hop_length, n_mels) in samples
             self.n_samples = None
         else:
             raise ParameterError(f"The 'config' parameter of SpectrogramFrontend must be a RenderConfig or a "
