@@ -385,8 +385,12 @@ def _train_fold(k: int, run: Run, images: TrainingImages, plan: _Plan, config: T
 
 # --------------------------------------------------------------------------- the runner
 def _fold_list(folds: Union[None, int, Sequence[int]], n_splits: int) -> List[int]:
-    if folds is None:
-        return list(range(n_splits))
+    if folds is None:  # all folds; SPECIMG_MAX_FOLDS=N keeps the first N of the plan (smoke runs: the docs' tests)
+        cap = os.environ.get("SPECIMG_MAX_FOLDS", "").strip()
+        if cap and (not cap.isdigit() or int(cap) < 1):
+            raise ParameterError(f"The SPECIMG_MAX_FOLDS environment variable must be an int >= 1 (the most folds "
+                                 f"a train_cv call trains when it is not given folds). Got {cap!r}.")
+        return list(range(min(n_splits, int(cap)) if cap else n_splits))
     todo = [folds] if isinstance(folds, (int, np.integer)) else list(folds)
     bad = [f for f in todo if isinstance(f, bool) or not isinstance(f, (int, np.integer)) or not 0 <= f < n_splits]
     if bad or not todo:
@@ -456,7 +460,9 @@ def train_cv(
         Where to render audio input (``images='on-the-fly'``: where to keep
         the decoded audio).
     folds : None, int or sequence of int
-        The folds to run (``None``: all ``config.n_splits``).
+        The folds to run (``None``: all ``config.n_splits``, or the first
+        ``N`` when the ``SPECIMG_MAX_FOLDS`` environment variable is ``N``:
+        a smoke run; the rest can be trained later, without it).
     callbacks : iterable of Callback
         Passed to every fold's :class:`Trainer`.
     resume : bool
