@@ -235,7 +235,7 @@ def _check_intervals(rows: pd.DataFrame, where: str) -> None:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise DataError(f"{where}: row {i + 1} ({rows['path'].iat[i]!r}, label {rows['label'].iat[i]!r}) has start "
-                        f"{rows['start'].iat[i]!r} and end {rows['end'].iat[i]!r}; an event needs 0 <= start < end "
+                        f"{rows['start'].iat[i]!s} and end {rows['end'].iat[i]!s}; an event needs 0 <= start < end "
                         f"(seconds)" + (f" ({int(bad.sum())} such rows)" if bad.sum() > 1 else "") + ".")
 
 

@@ -1,6 +1,13 @@
 """Predictions: fold ensembles with flip TTA, window -> file aggregation, metrics, reports, export."""
 
+from ._detect import detect as detect
+from ._detect import match_detections as match_detections
+from ._detect import to_raven as to_raven
+from ._detect import write_detections as write_detections
+from ._detect import write_raven as write_raven
 from ._evaluate import evaluate_predictions as evaluate_predictions
+from ._evaluate_multilabel import evaluate_multilabel as evaluate_multilabel
+from ._multilabel_report import plot_pr_curves as plot_pr_curves
 from ._evaluate import report_run as report_run
 from ._export import ExportedEnsemble as ExportedEnsemble
 from ._export import export_run as export_run
@@ -38,4 +45,11 @@ __all__ = [
     "write_report",
     "plot_confusion",
     "plot_recall",
+    "detect",
+    "match_detections",
+    "to_raven",
+    "write_raven",
+    "write_detections",
+    "evaluate_multilabel",
+    "plot_pr_curves",
 ]
