@@ -51,6 +51,7 @@ API_MODULES: Tuple[Tuple[str, str], ...] = (
     ("specimg.data", "Datasets, transforms and folds"),
     ("specimg.models", "Backbones and weights"),
     ("specimg.training", "Training and cross-validation"),
+    ("specimg.scoring", "Scores: window-to-file pooling and metrics"),
     ("specimg.predict", "Prediction, metrics, reports and export"),
     ("specimg.stacking", "Stacking and pseudo-labels"),
     ("specimg.experiment", "Experiments (recipes)"),
