@@ -9,7 +9,7 @@ and validated), all on the same folds, with the FSDD presets (:mod:`specimg.pres
 - ``lite1_mel40``: ``tf_efficientnet_lite1`` (another backbone) on 40x40 mel images;
 - ``lite0_mel32``: ``tf_efficientnet_lite0`` on 32x32 mel images (another image size).
 
-CPU-sized: takes 0-24 of every digit and speaker (1,500 files; ``--takes 50`` for all 3,000), 3 epochs per fold.
+CPU-sized: takes 0-24 of every digit and speaker (1,500 files; ``--takes 50`` for all 3,000), 6 epochs per fold.
 
 Their out-of-fold predictions are then stacked with :func:`specimg.stacking.compare_stackers`: every candidate
 (each model alone, the mean, the fitted blend, the CNN stackers, LightGBM, the seed's 0.45/0.45/0.1 blend and
@@ -23,7 +23,7 @@ Wilcoxon signed-rank test and a sign test; per-file discordant pairs with an exa
     # on two cores, two training processes (one thread each), then the stacking (trains nothing more):
     B="nice -n 10 .venv/bin/python benchmarks/ensemble.py --runs-dir /work/bench_out/ensemble_runs"
     $B --train-only --only lite0_mel48,lite1_mel40 & $B --train-only --only lite0_mfcc48,lite0_mel32 & wait
-    $B --out /work/bench_out/ensemble
+    $B --out /work/bench_out/ensemble --stack-only
     .venv/bin/python benchmarks/ensemble.py --quick      # smoke run: 300 files, 3 speakers, 3 epochs (minutes)
 
 Trained runs are kept in ``--runs-dir``: a second call with the same options trains nothing (``train_cv``
@@ -160,11 +160,14 @@ def main(argv=None) -> int:
     p.add_argument("--runs-dir", type=Path, help="where the trained runs are kept (default OUT/runs)")
     p.add_argument("--out", type=Path, help="output folder (default bench_out/ensemble[_quick])")
     p.add_argument("--fsdd", type=Path, default=FSDD, help=f"FSDD folder (default {FSDD})")
-    p.add_argument("--epochs", type=int, help="epochs per fold (default 3)")
+    p.add_argument("--epochs", type=int, help="epochs per fold (default 6; quick 3)")
     p.add_argument("--takes", type=int, default=25, help="takes per digit and speaker (default 25 of 50)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: tiny images, busy cores)")
     p.add_argument("--workers", type=int, default=1, help="render processes")
     p.add_argument("--train-only", action="store_true", help="train (or resume) the runs and stop")
+    p.add_argument("--stack-only", action="store_true",
+                   help="stack the runs already in --runs-dir without calling train_cv (a library whose config "
+                        "fields changed since the runs were trained would otherwise refuse to resume them)")
     p.add_argument("--only", metavar="NAME,...", help=f"train only these models (of {', '.join(MODELS)}); with "
                    "--train-only, several processes can share the training (each its own models)")
     args = p.parse_args(argv)
@@ -175,15 +178,18 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     out = args.out or REPO / "bench_out" / ("ensemble_quick" if args.quick else "ensemble")
     runs_dir = args.runs_dir or out / "runs"
-    epochs = args.epochs or 3
+    epochs = args.epochs or (3 if args.quick else 6)
     t0 = time.perf_counter()
     table = fsdd_table(args.fsdd, quick=args.quick, takes=args.takes)
     only = args.only.split(",") if args.only else ()
     unknown = sorted(set(only) - set(MODELS))
     if unknown:
         p.error(f"--only names unknown models {unknown}; the models are {', '.join(MODELS)}.")
-    runs = train_models(table, runs_dir, quick=args.quick, epochs=epochs, workers=args.workers, only=only)
-    print(f"training: {time.perf_counter() - t0:.0f} s", flush=True)
+    if args.stack_only:
+        runs = [runs_dir / name for name in MODELS]
+    else:
+        runs = train_models(table, runs_dir, quick=args.quick, epochs=epochs, workers=args.workers, only=only)
+        print(f"training: {time.perf_counter() - t0:.0f} s", flush=True)
     if args.train_only:
         return 0
     if only:

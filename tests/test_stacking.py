@@ -260,18 +260,18 @@ def test_lgbm_stacker_starts_from_the_mean():
 
 def test_stackers_calibrate_overconfident_models():
     rng = np.random.default_rng(0)
-    codes = rng.integers(0, len(CLASSES), 2000)
-    X = _softmax(4.0 * (np.eye(len(CLASSES))[codes][:, None, :] + rng.standard_normal((2000, 3, len(CLASSES)))))
+    codes = rng.integers(0, len(CLASSES), 1200)
+    X = _softmax(4.0 * (np.eye(len(CLASSES))[codes][:, None, :] + rng.standard_normal((1200, 3, len(CLASSES)))))
     y = np.asarray(CLASSES)[codes]
 
     def log_loss(p, c):
         return float(-np.mean(np.log(np.clip(p[np.arange(len(c)), c], 1e-15, None))))
 
-    mean_ll = log_loss(X[1500:].mean(axis=1), codes[1500:])
-    cnn = CNNStacker(classes=CLASSES).fit(X[:1500], y[:1500])
-    assert log_loss(cnn.predict_proba(X[1500:]), codes[1500:]) < mean_ll - 0.01  # the models are too sure
-    lgbm = LGBMStacker(classes=CLASSES).fit(X[:1500], y[:1500])
-    assert log_loss(lgbm.predict_proba(X[1500:]), codes[1500:]) < mean_ll - 0.01
+    mean_ll = log_loss(X[900:].mean(axis=1), codes[900:])  # 0.86
+    cnn = CNNStacker(classes=CLASSES).fit(X[:900], y[:900])
+    assert log_loss(cnn.predict_proba(X[900:]), codes[900:]) < mean_ll - 0.02  # the models are too sure (0.83)
+    lgbm = LGBMStacker(classes=CLASSES).fit(X[:900], y[:900])
+    assert log_loss(lgbm.predict_proba(X[900:]), codes[900:]) < mean_ll - 0.05  # (0.74)
 
 
 def test_early_stopping_holds_out_whole_groups():
