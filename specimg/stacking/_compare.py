@@ -298,8 +298,13 @@ def _select(inner: Mapping[str, Mapping[str, float]], metric: str, model_keys: S
     best_model = min(model_keys, key=lambda c: _rank_key(c, inner[c], metric, model_keys))
     if best_model not in shown:
         shown.append(best_model)
-    return best, (f"{best}: best inner-CV {metric.replace('_', '-')} on the folds other than {held} "
-                  f"({', '.join(fmt(c) for c in shown)})")
+    why = (f"{best}: best inner-CV {metric.replace('_', '-')} on the folds other than {held} "
+           f"({', '.join(fmt(c) for c in shown)})")
+    if len(ranked) > 1 and metric != "log_loss" and round(inner[ranked[1]][metric], 12) == round(inner[best][metric], 12):
+        why += (f"; tie with {ranked[1]} broken by the lower log-loss ({inner[best]['log_loss']:.6g} < "
+                f"{inner[ranked[1]]['log_loss']:.6g})" if inner[best]["log_loss"] < inner[ranked[1]]["log_loss"]
+                else f"; tie with {ranked[1]} goes to the simpler candidate")
+    return best, why
 
 
 def _inner_choice(X: np.ndarray, codes: np.ndarray, groups: np.ndarray, classes: List[str], model_keys: List[str],

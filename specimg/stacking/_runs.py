@@ -199,10 +199,19 @@ def _scores(frame: pd.DataFrame, candidate: str) -> Dict[str, float]:
     return {"accuracy": float(row["accuracy"]), "uar": float(row["uar"])}
 
 
+def _candidate_scores(cmp: StackComparison, candidate: str) -> Dict[str, Any]:
+    """Pooled ``accuracy, uar, log_loss`` of a candidate and its ``accuracy, uar, n_files`` on each outer fold."""
+    rows = cmp.scores[cmp.scores["candidate"] == candidate]
+    pooled = rows[rows["fold"] == "all"].iloc[0]
+    return {"kind": cmp.kinds[candidate], **{m: float(pooled[m]) for m in ("accuracy", "uar", "log_loss")},
+            "folds": {str(r["fold"]): {"accuracy": float(r["accuracy"]), "uar": float(r["uar"]),
+                                       "n_files": int(r["n_files"])}
+                      for _, r in rows[rows["fold"] != "all"].iterrows()}}
+
+
 def _metrics(cmp: StackComparison, method: str, key: str, member_names: List[str], model_keys: List[str],
              n_files: int, n_outer: int, k: int, learns: bool) -> Dict[str, Any]:
     scores = cmp.scores
-    per = scores[scores["fold"] != "all"]
     metrics: Dict[str, Any] = {
         "method": method,
         "classes": list(cmp.classes),
@@ -213,21 +222,14 @@ def _metrics(cmp: StackComparison, method: str, key: str, member_names: List[str
         "models": {n: _scores(scores, mk) for n, mk in zip(member_names, model_keys)},
         "mean": _scores(scores, "mean") if "mean" in cmp.candidates else _scores(scores, model_keys[0]),
         "stack": _scores(scores, key),
-        "candidates": {
-            c: {"kind": cmp.kinds[c], **{m: float(v) for m, v in scores[(scores["candidate"] == c)
-                                                                        & (scores["fold"] == "all")]
-                                         [["accuracy", "uar", "log_loss"]].iloc[0].items()},
-                "folds": {str(r["fold"]): {"accuracy": float(r["accuracy"]), "uar": float(r["uar"]),
-                                           "n_files": int(r["n_files"])}
-                          for _, r in per[per["candidate"] == c].iterrows()}}
-            for c in cmp.candidates},
+        "candidates": {c: _candidate_scores(cmp, c) for c in cmp.candidates},
     }
     if cmp.choices is not None:
-        picked = cmp.choices["choice"].value_counts()
+        picked = ", ".join(f"{c} in {int(n)} of {len(cmp.choices)} folds"
+                           for c, n in cmp.choices["choice"].value_counts().items())
         metrics["selection"] = {
             "metric": cmp.metric,
-            "summary": (f"auto picked {', '.join(f'{c} in {int(n)} of {len(cmp.choices)} folds' for c, n in picked.items())}"
-                        f", each by inner cross-validation {cmp.metric} on the other folds only"),
+            "summary": f"auto picked {picked}, each by inner cross-validation {cmp.metric} on the other folds only",
             "folds": cmp.choices[["fold", "choice", "reason"]].to_dict(orient="records"),
         }
     if method not in ("mean",) and key in cmp.model_weights:
