@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Optional, Sequence, Tuple, Union
+from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -49,6 +49,17 @@ def _clips(fsdd: Optional[PathLike]) -> Tuple[Path, dict]:
     return root, {k: [p for _, p in sorted(v)] for k, v in table.items()}
 
 
+def _digit_stream(rng: np.random.Generator) -> Iterator[str]:
+    """Digits from back-to-back seeded permutations of 0-9 (never the same digit twice in a row)."""
+    last = None
+    while True:
+        perm = [str(d) for d in rng.permutation(10)]
+        if perm[0] == last:
+            perm[0], perm[-1] = perm[-1], perm[0]
+        yield from perm
+        last = perm[-1]
+
+
 def _read(path: Path) -> np.ndarray:
     import soundfile as sf
 
@@ -64,8 +75,9 @@ def fsdd_mixtures(out_dir: PathLike, *, per_pair: int = 20, pairs: Sequence[Tupl
 
     Mixture ``i`` of a pair adds digit ``a`` by its first speaker and digit
     ``b != a`` by its second (each peak-normalised, the shorter centred on
-    the longer, the sum scaled by 0.5); digits and takes are drawn with
-    ``seed``.
+    the longer, the sum scaled by 0.5). The digits come two by two from
+    seeded permutations of 0-9, so every 5 mixtures of a pair hold every digit
+    once; the takes are drawn with ``seed``.
 
     Parameters
     ----------
@@ -98,8 +110,9 @@ def fsdd_mixtures(out_dir: PathLike, *, per_pair: int = 20, pairs: Sequence[Tupl
     rng = np.random.default_rng(seed)
     rows = []
     for s1, s2 in pairs:
+        digits = _digit_stream(rng)
         for i in range(per_pair):
-            a, b = (str(d) for d in rng.choice(10, size=2, replace=False))
+            a, b = next(digits), next(digits)
             ta, tb = (int(rng.choice(list(takes))) for _ in range(2))
             pa, pb = clips[(s1, a)][ta], clips[(s2, b)][tb]
             ya, yb = _read(pa), _read(pb)
@@ -124,8 +137,9 @@ def fsdd_recordings(out_dir: PathLike, *, speakers: Sequence[str] = ("george", "
     """Write long recordings of FSDD digits separated by silences, and their exact annotation table.
 
     Each recording starts with a silence, then alternates a digit (a random
-    digit and take of its speaker) and a silence of ``gap`` seconds (drawn
-    uniformly, rounded to whole samples). A faint noise floor (``noise``, as
+    take of its speaker; the digits of a speaker's recordings come from
+    seeded permutations of 0-9, so every 10 of them hold each digit once) and
+    a silence of ``gap`` seconds (drawn uniformly, rounded to whole samples). A faint noise floor (``noise``, as
     a fraction of full scale, seeded) keeps the silences from being digital
     zeros.
 
@@ -163,6 +177,7 @@ def fsdd_recordings(out_dir: PathLike, *, speakers: Sequence[str] = ("george", "
     rng = np.random.default_rng(seed)
     rows, sr = [], 8000
     for speaker in speakers:
+        stream = _digit_stream(rng)
         for r in range(per_speaker):
             parts, pos = [], 0
             name = f"recordings/{speaker}_{r:02d}.wav"
@@ -170,7 +185,7 @@ def fsdd_recordings(out_dir: PathLike, *, speakers: Sequence[str] = ("george", "
                 silence = int(round(rng.uniform(lo, hi) * sr))
                 parts.append(np.zeros(silence, np.float32))
                 pos += silence
-                d = str(int(rng.integers(10)))
+                d = next(stream)
                 y = _read(clips[(speaker, d)][int(rng.choice(list(takes)))]) * 0.8
                 rows.append({"path": name, "start": round(pos / sr, 6), "end": round((pos + len(y)) / sr, 6),
                              "label": d, "speaker": speaker})

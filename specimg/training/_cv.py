@@ -585,7 +585,8 @@ def _collect(run: Run, config: TrainConfig, plan: _Plan, fingerprint: str, fit_r
     done = [k for k in range(config.n_splits) if run.fold_done(k, fingerprint)]
     oof_files, oof_segments, per_fold = _concat_folds(run, done, plan)
     if plan.task == "multi-label":
-        metrics = ml.metrics(config, done, per_fold, oof_files, oof_segments, plan.classes)
+        metrics = ml.metrics(config, done, per_fold, oof_files, oof_segments, plan.classes,
+                             level="file" if plan.score_ids is None else "window")
         if done:  # per-class thresholds of maximum F1 on the pooled out-of-fold scores, stored with the run
             fitted = ml.thresholds(oof_files, oof_segments, plan.classes, config)
             oof_files = ml.apply_thresholds(oof_files, plan.classes, fitted)

@@ -139,9 +139,13 @@ def fold_scores(seg_df: pd.DataFrame, file_df: pd.DataFrame, classes: Sequence[s
 
 
 def metrics(config: TrainConfig, done: List[int], per_fold: Dict[str, Any], oof_files: pd.DataFrame,
-            oof_segments: pd.DataFrame, classes: Sequence[str]) -> Dict[str, Any]:
-    """``metrics.json`` of a multi-label run: per fold, mean / std over folds, pooled out-of-fold scores."""
-    out: Dict[str, Any] = {"task": "multi-label", "metric": config.multi_label_metric,
+            oof_segments: pd.DataFrame, classes: Sequence[str], *, level: str = "file") -> Dict[str, Any]:
+    """``metrics.json`` of a multi-label run: per fold, mean / std over folds, pooled out-of-fold scores.
+
+    ``level``: what the best epoch was chosen on, ``'file'`` (tag tables) or
+    ``'window'`` (annotated recordings).
+    """
+    out: Dict[str, Any] = {"task": "multi-label", "metric": config.multi_label_metric, "level": level,
                            "pooling": config.multi_label_pooling, "n_splits": config.n_splits, "folds_done": done,
                            "folds": per_fold, "group_column": config.group_column}
     if not done:
@@ -182,13 +186,17 @@ def summary(run_dir: Any, folds: List[int], m: Dict[str, Any]) -> str:
         return "n/a" if v is None else f"{v:.4f}"
 
     lines = [f"{len(folds)}/{m['n_splits']} fold(s) done in {run_dir} (multi-label)"]
+    w = "window_" if m.get("level") == "window" else ""  # annotated recordings: their windows are what counts
+    other = "" if w else "window_"
     if folds:
-        lines.append(f"file macro AP {fmt(m['mean']['macro_ap'])} +- {fmt(m['std']['macro_ap'])}   "
-                     f"macro ROC-AUC {fmt(m['mean']['macro_roc_auc'])}   window macro AP "
-                     f"{fmt(m['mean']['window_macro_ap'])}   (mean +- std over folds)")
+        lines.append(f"{w.rstrip('_') or 'file'} macro AP {fmt(m['mean'][w + 'macro_ap'])} +- "
+                     f"{fmt(m['std'][w + 'macro_ap'])}   macro ROC-AUC {fmt(m['mean'][w + 'macro_roc_auc'])}   "
+                     f"{other.rstrip('_') or 'file'} macro AP {fmt(m['mean'][other + 'macro_ap'])}   "
+                     "(mean +- std over folds)")
         for k in folds:
             f = m["folds"][str(k)]
-            lines.append(f"  fold {k}: macro AP {fmt(f['macro_ap'])}  window macro AP {fmt(f['window_macro_ap'])}  "
-                         f"({f['n_files']} files, best epoch {f['best_epoch']}/{f['epochs_run']})")
+            lines.append(f"  fold {k}: macro AP {fmt(f[w + 'macro_ap'])} ({w.rstrip('_') or 'file'}s)  "
+                         f"({f['n_files']} files, {f['n_windows']} windows, best epoch "
+                         f"{f['best_epoch']}/{f['epochs_run']})")
     return "\n".join(lines)
 
