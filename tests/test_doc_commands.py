@@ -44,7 +44,8 @@ RUNNER = Path(__file__).with_name("_doc_runner.py")
 #: test_every_block_is_run_or_marked_with_a_reason and not run).
 PAGES = ["README.md", "docs/index.md", "docs/getting-started.md", "docs/audio.md", "docs/spectrogram.md",
          "docs/data.md", "docs/backbones.md", "docs/custom-backbone.md", "docs/training.md", "docs/predict.md",
-         "docs/stacking.md", "docs/frontend.md", "docs/gpu.md", "docs/recipes.md", "docs/cli.md", "docs/api.md"]
+         "docs/stacking.md", "docs/multilabel.md", "docs/frontend.md", "docs/gpu.md", "docs/recipes.md", "docs/cli.md",
+         "docs/api.md"]
 SHELL = ("bash", "sh", "shell", "console")
 FENCE = re.compile(r"^```\s*([\w+-]*)")
 NOT_RUN = re.compile(r"^<!--\s*not-run:(.*?)-->\s*$")
