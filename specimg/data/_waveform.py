@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -21,7 +20,7 @@ from ..audio import read_table, sort_labels
 from ..config import RenderConfig
 from ..exceptions import AudioError, DataError, ParameterError
 from .._io import atomic_write_csv, atomic_write_text, tmp_beside
-from .._parallel import failure_reason, single_threaded_worker
+from .._parallel import failure_reason, pool_map
 from .._progress import progress_bar
 
 _logger = logging.getLogger(__name__)
@@ -143,15 +142,9 @@ class WaveformSet:
             if workers == 1 or len(jobs) < 2:
                 for i, (a, lab) in enumerate(jobs):
                     take(i, _load_job(a, lab, cfg))
-            else:
-                import librosa  # noqa: F401  imported once, inherited by forked workers
-
-                with ProcessPoolExecutor(max_workers=workers, initializer=single_threaded_worker) as pool:
-                    chunk = max(1, min(64, len(jobs) // (8 * workers)))
-                    it = pool.map(_load_job, [a for a, _ in jobs], [lab for _, lab in jobs], [cfg] * len(jobs),
-                                  chunksize=chunk)
-                    for i, res in enumerate(it):
-                        take(i, res)
+            else:  # a worker that dies (out of memory, a decoder crash) costs only its file (WORKER_DIED)
+                for i, res in pool_map(_load_job, [(a, lab, cfg) for a, lab in jobs], workers=workers, window=4):
+                    take(i, res)
         except BaseException:
             sink.abort()
             raise
