@@ -483,3 +483,27 @@ def test_cli_train_predict_evaluate_stack_on_an_annotation_table(recordings, tin
     rc, out, err = cli(["stack", run, "--out", tmp_path / "stack", "--method", "logistic"], capsys)
     assert rc == 0, err
     assert "logistic (stack)" in out
+
+
+def test_images_made_on_the_fly_train_and_predict_multilabel(mixtures, tiny_backbone, tmp_path):
+    from specimg.predict import Predictor
+    from specimg.training import Run, train_cv
+
+    render = RenderConfig(audio=AudioConfig(sample_rate=8000), segment=SegmentConfig(seconds=1.0, hop=0.5),
+                          spectrogram=SpectrogramConfig(n_fft=256, hop_length=32, n_mels=32, image_size=(32, 32)))
+    cfg = TrainConfig(backbone=tiny_backbone, weights="none", epochs=1, n_splits=2, group_column="group",
+                      batch_size=8, device="cpu", num_workers=0, images="on-the-fly", multi_label_pooling="mean",
+                      multi_label_loss="asymmetric", pos_weight="balanced")
+    res = train_cv(mixtures, tmp_path / "run", cfg, render_config=render, folds=[0], verbose=False)
+    run = Run.open(res.run_dir)
+    assert run.images == "on-the-fly" and run.task == "multi-label"
+    seg = run.oof_segments
+    pred = Predictor.from_run(run.root, device="cpu")
+    assert pred.images == "on-the-fly" and pred.aggregate == "mean"
+    out = pred.predict(mixtures, segments=True, progress=False)
+    held = out.segments[out.segments["path"].isin(seg["path"])].reset_index(drop=True)
+    cols = [f"prob_{c}" for c in run.classes]
+    np.testing.assert_allclose(held[cols].to_numpy(), seg[cols].to_numpy(), atol=1e-5)  # one fold, same core
+    files = out.files[out.files["path"].isin(seg["path"])]
+    means = seg.groupby("path", sort=False)[cols].mean().loc[files["path"]]
+    np.testing.assert_allclose(files[cols].to_numpy(), means.to_numpy(), atol=1e-6)  # mean pooling per class
