@@ -141,7 +141,9 @@ def test_two_processes_with_the_device_front_end(tones, tmp_path):
     assert len(files) == 18 and set(files["fold"]) == {0}
     assert float((files["label"] == files["prediction"]).mean()) >= 0.9
     assert not (tmp_path / "run" / "cache").exists()
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["frontend"] == "gpu"
+    from specimg.training import Run
+
+    assert Run.open(tmp_path / "run").images == "on-the-fly"  # what --frontend gpu means
     assert proc.stdout.count("fold(s) done in") == 1
 
 
