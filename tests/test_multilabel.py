@@ -480,9 +480,9 @@ def test_cli_train_predict_evaluate_stack_on_an_annotation_table(recordings, tin
     rc, out, err = cli(["evaluate", tmp_path / "preds_segments.csv", "--run", run], capsys)
     assert rc == 0, err
     assert f"{len(expected)} windows (multi-label)" in out
-    rc, out, err = cli(["stack", run, "--out", tmp_path / "stack", "--method", "logistic"], capsys)
+    rc, out, err = cli(["stack", run, "--out", tmp_path / "stack", "--method", "blend"], capsys)
     assert rc == 0, err
-    assert "logistic (stack)" in out
+    assert "logistic (stack)" in out  # a fitted blend of multi-label runs: a logistic regression per class
 
 
 def test_images_made_on_the_fly_train_and_predict_multilabel(mixtures, tiny_backbone, tmp_path):

@@ -111,7 +111,7 @@ def add_stack_parsers(subparsers: Any) -> None:
                     "stacker predicts the test set, the fold predictions are averaged into DIR/test_files.csv.")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders or out-of-fold prediction CSVs")
     p.add_argument("--method", default="auto",
-                   choices=("auto", "cnn", "cnn-skip", "lgbm", "blend", "mean", "seed-blend", "logistic"),
+                   choices=("auto", "cnn", "cnn-skip", "lgbm", "blend", "mean", "seed-blend"),
                    help="what DIR/oof_files.csv and test_files.csv hold: auto (default: chosen per fold by inner "
                         "cross-validation), the CNN stacker (with residual connections: cnn-skip), LightGBM, the "
                         "weighted blend (fixed --weights or fitted), the plain mean, or the seed's blend")

@@ -5,7 +5,8 @@ probability vectors that sum to one. A multi-label run scores every class on
 its own (a sigmoid each), so its runs are combined class by class:
 
 - ``'mean'``: the mean of the runs' scores;
-- ``'blend'``: their weighted mean with fixed ``weights``;
+- ``'blend'`` with ``weights``: their weighted mean; without weights a
+  fitted blend, the same as ``'logistic'``;
 - ``'logistic'``: :class:`MultiLabelStacker`, one logistic regression per
   class on the runs' logits of that class (scikit-learn), a sigmoid out;
 - ``'auto'``: on each outer fold, the better of ``'mean'`` and
@@ -183,7 +184,7 @@ def _inner_choice(X: np.ndarray, Y: np.ndarray, folds: np.ndarray) -> Tuple[str,
 def _outer(X: np.ndarray, Y: np.ndarray, folds: np.ndarray, method: str, weights: Optional[Sequence[float]],
            X_test: Optional[np.ndarray]) -> Tuple[np.ndarray, Optional[np.ndarray], List[Dict[str, Any]]]:
     """Honest out-of-fold scores of ``method``, its test scores (mean of the fold stackers), the choices."""
-    if method in ("mean", "blend"):
+    if method in ("mean", "blend"):  # 'blend' here has its weights (a fitted blend is 'logistic')
         test = None if X_test is None else _mean(X_test, weights)
         return _mean(X, weights), test, []
     oof, tests, choices = np.zeros(Y.shape), [], []
@@ -224,8 +225,7 @@ def stack_multilabel(sources: Sequence[RunSource], *, method: str = "auto", name
     Raises
     ------
     ParameterError
-        A method the multi-label runs do not have, ``'blend'`` without
-        weights.
+        A method the multi-label runs do not have.
     """
     from ._runs import StackResult
 
@@ -233,9 +233,8 @@ def stack_multilabel(sources: Sequence[RunSource], *, method: str = "auto", name
         raise ParameterError(f"The runs are multi-label (independent scores per class): stack them with method "
                              f"{', '.join(map(repr, MULTILABEL_METHODS))} (--method). Got {method!r}; the CNN, "
                              "LightGBM and seed-blend stackers combine single-label probabilities.")
-    if method == "blend" and weights is None:
-        raise ParameterError("For multi-label runs method='blend' needs its weights (--weights W1,W2,...); "
-                             "method='logistic' fits a combination per class.")
+    if method == "blend" and weights is None:  # a fitted blend of multi-label runs: per class, on the logits
+        method = "logistic"
     paths, X, Y, classes, folds = align_multilabel_runs(sources)
     if Y is None or folds is None:  # align_multilabel_runs(require_folds=True) guarantees both
         raise DataError("Stacking multi-label runs needs labelled out-of-fold predictions with a 'fold' column.")

@@ -288,8 +288,8 @@ def stack_runs(
         with ``label`` and ``fold`` columns.
     method : {'auto', 'cnn', 'cnn-skip', 'lgbm', 'blend', 'mean', 'seed-blend', 'logistic'}
         The predictions returned (multi-label runs: ``'auto'``, ``'mean'``,
-        ``'blend'`` with weights or ``'logistic'``, see
-        :mod:`specimg.stacking._multilabel`). ``'auto'``: per fold, the candidate with
+        ``'blend'`` (fixed ``weights``, or fitted per class on the logits)
+        or its alias ``'logistic'``, see :mod:`specimg.stacking._multilabel`). ``'auto'``: per fold, the candidate with
         the best ``metric`` in an inner cross-validation on the other folds;
         ``'seed-blend'``: 0.45 CNN + 0.45 CNN-skip + 0.1 LightGBM. ``'mean'``
         and ``'blend'`` with fixed ``weights`` learn nothing.
