@@ -179,56 +179,61 @@ def read_predictions(
         a path is repeated, or a row of probabilities is invalid. The message
         names the source, the column or row, and the fix.
     """
+    frame, source = _load_predictions(path_or_df)
+    classes, prob_cols = _prob_columns(frame, source)
+    probs = _checked_probs(frame, prob_cols, source)
+    if multi_label is None:
+        multi_label = "labels" in frame.columns
+    _check_sums(frame, probs, source, multi_label=multi_label)
+    return _normalised_columns(frame, classes, probs, source, multi_label=multi_label), classes, probs
+
+
+def _load_predictions(path_or_df: Union[str, "os.PathLike[str]", pd.DataFrame]) -> Tuple[pd.DataFrame, str]:
+    """The table (a copy, index reset) and how messages name it."""
     if isinstance(path_or_df, pd.DataFrame):
-        source = "the prediction frame"
         frame = path_or_df.copy()
         if "path" in frame.columns:
             frame["path"] = frame["path"].astype(str)
-    else:
-        source = str(path_or_df)
-        if not Path(source).is_file():
-            raise DataError(
-                f"Prediction file {source!r} does not exist. Pass the path of a CSV such as RUN/oof_files.csv."
-            )
-        try:
-            frame = pd.read_csv(
-                source,
-                dtype={"path": str, "label": str, "labels": str, "prediction": str},
-                keep_default_na=False,
-                na_values={"label": [""], "prediction": [""], "fold": ["", "nan", "NaN"]},
-            )
-        except pd.errors.EmptyDataError:
-            raise DataError(f"Prediction file {source!r} is empty (no header, no rows). Pass a CSV written by "
-                            "`specimg predict` or a run's oof_files.csv.") from None
-        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-            raise DataError(f"Prediction file {source!r} cannot be read as CSV: {exc}. Pass a CSV written by "
-                            "`specimg predict` or a run's oof_files.csv.") from None
-    frame = frame.reset_index(drop=True)
+        return frame.reset_index(drop=True), "the prediction frame"
+    source = str(path_or_df)
+    if not Path(source).is_file():
+        raise DataError(f"Prediction file {source!r} does not exist. Pass the path of a CSV such as RUN/oof_files.csv.")
+    try:
+        frame = pd.read_csv(source, dtype={"path": str, "label": str, "labels": str, "prediction": str},
+                            keep_default_na=False,
+                            na_values={"label": [""], "prediction": [""], "fold": ["", "nan", "NaN"]})
+    except pd.errors.EmptyDataError:
+        raise DataError(f"Prediction file {source!r} is empty (no header, no rows). Pass a CSV written by "
+                        "`specimg predict` or a run's oof_files.csv.") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"Prediction file {source!r} cannot be read as CSV: {exc}. Pass a CSV written by "
+                        "`specimg predict` or a run's oof_files.csv.") from None
+    return frame.reset_index(drop=True), source
 
+
+def _prob_columns(frame: pd.DataFrame, source: str) -> Tuple[list, list]:
+    """(classes, prob columns), after checking the path column and that each file has one row."""
     if "path" not in frame.columns:
-        raise DataError(
-            f"{source} has no 'path' column. A prediction table needs the columns path, [label], [fold], "
-            f"prediction, prob_<class>...; found {list(frame.columns)}."
-        )
+        raise DataError(f"{source} has no 'path' column. A prediction table needs the columns path, [label], "
+                        f"[fold], prediction, prob_<class>...; found {list(frame.columns)}.")
     prob_cols = [c for c in frame.columns if str(c).startswith(PROB_PREFIX)]
     if not prob_cols:
-        raise DataError(
-            f"{source} has no '{PROB_PREFIX}<class>' columns. A prediction table needs one probability column "
-            f"per class; found {list(frame.columns)}."
-        )
+        raise DataError(f"{source} has no '{PROB_PREFIX}<class>' columns. A prediction table needs one probability "
+                        f"column per class; found {list(frame.columns)}.")
     classes = [str(c)[len(PROB_PREFIX):] for c in prob_cols]
     if any(c == "" for c in classes):
         raise DataError(f"{source} has a probability column named just {PROB_PREFIX!r}; name it prob_<class>.")
-
     dup = frame["path"].duplicated(keep=False)
     if dup.any():
         repeated = frame.loc[dup, "path"].unique().tolist()
-        raise DataError(
-            f"{source} must have one row per file, but path {repeated[0]!r} is repeated"
-            + (f" (and {len(repeated) - 1} more)" if len(repeated) > 1 else "")
-            + "; aggregate segment predictions to files first."
-        )
+        raise DataError(f"{source} must have one row per file, but path {repeated[0]!r} is repeated"
+                        + (f" (and {len(repeated) - 1} more)" if len(repeated) > 1 else "")
+                        + "; aggregate segment predictions to files first.")
+    return classes, prob_cols
 
+
+def _checked_probs(frame: pd.DataFrame, prob_cols: list, source: str) -> np.ndarray:
+    """The probabilities as float64, every one a finite number >= 0 (the message names the file)."""
     try:
         probs = frame[prob_cols].to_numpy(dtype=np.float64)
     except (TypeError, ValueError):
@@ -240,34 +245,39 @@ def read_predictions(
                     f"Column {c!r} of {source} must hold a probability for every file, but file "
                     f"{frame['path'].iloc[i]!r} has {frame[c].iloc[i]!r}"
                     + (f" ({bad_rows.size} such rows in all)" if bad_rows.size > 1 else "")
-                    + ". Predict these files again, or drop their rows."
-                ) from None
+                    + ". Predict these files again, or drop their rows.") from None
         raise
     bad = ~np.isfinite(probs).all(axis=1) | (probs < 0).any(axis=1)
     if bad.any():
         i = int(np.argmax(bad))
-        raise DataError(
-            f"{source}: the probabilities of file {frame['path'].iloc[i]!r} must be finite and >= 0. "
-            f"Got {probs[i].tolist()}"
-            + (f" ({int(bad.sum())} such rows in all)" if bad.sum() > 1 else "")
-            + ". Predict these files again, or drop their rows."
-        )
-    if multi_label is None:
-        multi_label = "labels" in frame.columns
+        raise DataError(f"{source}: the probabilities of file {frame['path'].iloc[i]!r} must be finite and >= 0. "
+                        f"Got {probs[i].tolist()}" + (f" ({int(bad.sum())} such rows in all)" if bad.sum() > 1 else "")
+                        + ". Predict these files again, or drop their rows.")
+    return probs
+
+
+def _check_sums(frame: pd.DataFrame, probs: np.ndarray, source: str, *, multi_label: bool) -> None:
+    """Single-label rows sum to 1; multi-label scores lie in [0, 1]."""
+    if multi_label:
+        off = (probs > 1.0 + 1e-6).any(axis=1)
+        if off.any():
+            i = int(np.argmax(off))
+            raise DataError(f"{source}: the scores of file {frame['path'].iloc[i]!r} must lie in [0, 1] (a "
+                            f"multi-label table holds one sigmoid score per class). Got {probs[i].tolist()}.")
+        return
     sums = probs.sum(axis=1)
-    off = (probs > 1.0 + 1e-6).any(axis=1) if multi_label else np.abs(sums - 1.0) > _SUM_TOL
-    if off.any() and multi_label:
-        i = int(np.argmax(off))
-        raise DataError(f"{source}: the scores of file {frame['path'].iloc[i]!r} must lie in [0, 1] (a multi-label "
-                        f"table holds one sigmoid score per class). Got {probs[i].tolist()}.")
+    off = np.abs(sums - 1.0) > _SUM_TOL
     if off.any():
         i = int(np.argmax(off))
         raise DataError(
             f"{source}: the probabilities of file {frame['path'].iloc[i]!r} must sum to 1 (+/- {_SUM_TOL}). "
             f"They sum to {sums[i]:.6g}. (A multi-label table's scores need not: it has a 'labels' column, or "
-            "pass multi_label=True.)"
-        )
+            "pass multi_label=True.)")
 
+
+def _normalised_columns(frame: pd.DataFrame, classes: list, probs: np.ndarray, source: str, *,
+                        multi_label: bool) -> pd.DataFrame:
+    """``label`` as str or None, ``fold`` as int, ``prediction`` filled in when absent."""
     if "label" in frame.columns:
         frame["label"] = [None if _is_missing(v) else str(v) for v in frame["label"].tolist()]
     if "fold" in frame.columns:
@@ -282,4 +292,4 @@ def read_predictions(
         frame["prediction"] = [classes[i] for i in np.argmax(probs, axis=1)] if len(frame) else []
     else:
         frame["prediction"] = frame["prediction"].astype(str)
-    return frame, classes, probs
+    return frame
