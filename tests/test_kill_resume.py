@@ -211,7 +211,13 @@ def test_kill9_experiment_then_resume(fsdd_subset_csv, kill_env, tmp_path, capsy
     # every table and report: data, caches, models' out-of-fold and test predictions, stackers, blend, report
     outputs = sorted(p.relative_to(clean) for p in clean.rglob("*") if p.suffix in (".csv", ".md")
                      and not p.parent.name.startswith("fold_"))
-    assert len(outputs) == 32 and Path("stack/blend/test_files.csv") in outputs
+    names = {p.as_posix() for p in outputs}
+    must = {f"models/{m}/{t}" for m in ("a", "b") for t in ("oof_files.csv", "oof_segments.csv", "folds.csv",
+                                                             "test_files.csv")}
+    must |= {f"stack/{s}/{t}" for s in ("mean", "lgbm", "blend") for t in ("oof_files.csv", "test_files.csv")}
+    must |= {"report.md", "report.csv", "report/report.md", "report/test/report.md"}
+    assert must <= names, sorted(must - names)
+    assert len(outputs) >= 32
     for rel in outputs:
         assert (out / rel).read_text() == (clean / rel).read_text(), rel
     for model in ("a", "b"):
