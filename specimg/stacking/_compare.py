@@ -285,7 +285,7 @@ def _rank_key(name: str, s: Mapping[str, float], metric: str, model_keys: Sequen
     """Sort key, best first: the metric, then the log-loss, then the simpler candidate."""
     primary = s["log_loss"] if metric == "log_loss" else -s[metric]
     simple = _SIMPLER_FIRST.index("<models>" if name in model_keys else name)
-    return (round(primary, 12), round(s["log_loss"], 12), simple)
+    return (round(primary, 12), round(s["log_loss"], 6), simple)  # log-losses within 1e-6: the same predictions
 
 
 def _select(inner: Mapping[str, Mapping[str, float]], metric: str, model_keys: Sequence[str],
@@ -301,9 +301,9 @@ def _select(inner: Mapping[str, Mapping[str, float]], metric: str, model_keys: S
     why = (f"{best}: best inner-CV {metric.replace('_', '-')} on the folds other than {held} "
            f"({', '.join(fmt(c) for c in shown)})")
     if len(ranked) > 1 and metric != "log_loss" and round(inner[ranked[1]][metric], 12) == round(inner[best][metric], 12):
-        why += (f"; tie with {ranked[1]} broken by the lower log-loss ({inner[best]['log_loss']:.6g} < "
-                f"{inner[ranked[1]]['log_loss']:.6g})" if inner[best]["log_loss"] < inner[ranked[1]]["log_loss"]
-                else f"; tie with {ranked[1]} goes to the simpler candidate")
+        a, b = round(inner[best]["log_loss"], 6), round(inner[ranked[1]]["log_loss"], 6)
+        why += (f"; tie with {ranked[1]} broken by the lower log-loss ({a:.6f} < {b:.6f})" if a < b
+                else f"; tie with {ranked[1]} (same log-loss) goes to the simpler candidate")
     return best, why
 
 
