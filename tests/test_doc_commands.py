@@ -19,8 +19,10 @@ How a page runs (``tests/_doc_runner.py``):
   ``<!-- not-run: REASON -->`` on the lines just before it. Marked blocks are counted and reported; an
   unmarked block that fails fails the test, with the page, line and output.
 
-Measured on the 2-core development machine: about 4 minutes for all pages (most of it the trainings of the
-training, prediction, stacking and recipe pages), see the durations each page prints.
+The pages' ``specimg`` commands run through a fork server that imports torch and the rest once
+(``tests/_cli_server.py``): on the predict page 147 s instead of 223 s wall in one A/B on the loaded
+development machine (``SPECIMG_DOC_NO_SERVER=1`` runs every command as its own process). Each page prints
+the duration of each block.
 """
 
 from __future__ import annotations
