@@ -150,7 +150,6 @@ def setup_logging(verbosity: int = 0) -> None:
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(handler)
     logger.setLevel({-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG))
-    logger.propagate = False
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -26,10 +26,10 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
@@ -42,7 +42,7 @@ from .._io import atomic_write_csv as _atomic_csv
 from .._io import atomic_write_text
 from .._io import config_diff as _config_diff
 from .._io import tmp_beside as _tmp_beside
-from .._parallel import failure_reason, single_threaded_worker
+from .._parallel import failure_reason, pool_map
 from .._progress import progress_bar
 from ..audio import read_table, segment_bounds, sort_labels
 from ..config import CACHE_FORMAT_VERSION, RenderConfig
@@ -54,6 +54,8 @@ __all__ = ["ImageCache", "ImageArray", "render_dataset", "atomic_write_text"]
 PathLike = Union[str, "os.PathLike[str]"]
 
 #: The files of a finished cache folder.
+_logger = logging.getLogger(__name__)
+
 CONFIG_FILE = "config.json"
 IMAGES_FILE = "images.npy"
 SEGMENTS_FILE = "segments.csv"
@@ -917,12 +919,9 @@ def render_dataset(
         _write_reused_pngs(cache, reuse)
     shutil.rmtree(shard_dir, ignore_errors=True)
     if errors:
-        print(f"specimg render: {len(errors)} file(s) could not be rendered (listed in {root / ERRORS_FILE}):",
-              file=sys.stderr)
-        for p, e in list(errors.items())[:20]:
-            print(f"  {p}: {e}", file=sys.stderr)
-        if len(errors) > 20:
-            print(f"  ... and {len(errors) - 20} more", file=sys.stderr)
+        _logger.warning("specimg render: %d file(s) could not be rendered (listed in %s):\n%s%s", len(errors),
+                        root / ERRORS_FILE, "\n".join(f"  {p}: {e}" for p, e in list(errors.items())[:20]),
+                        f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else "")
     return cache
 
 
@@ -956,16 +955,13 @@ def _run_jobs(plan: _Plan, config: RenderConfig, *, workers: int, png_dir: Optio
                 bar.update(1)
             return
         warm_up(config)  # librosa's lazy imports, the window and filterbank: once here, inherited by forked workers
-        with ProcessPoolExecutor(max_workers=workers, initializer=single_threaded_worker) as pool:
-            futures = [pool.submit(_render_job, a, p, l, config, shard, png_dir, t) for a, p, l, t in todo]
-            try:
-                for fut in as_completed(futures):
-                    _collect(fut.result(), errors, strict, journal)
-                    bar.update(1)
-            except BaseException:
-                for f in futures:
-                    f.cancel()
-                raise
+        # a worker that dies (out of memory, a decoder crash) costs only its file, named in errors.csv
+        jobs = [(a, p, l, config, shard, png_dir, t) for a, p, l, t in todo]
+        for i, res in pool_map(_render_job, jobs, workers=workers, window=4):
+            if isinstance(res, str):  # WORKER_DIED
+                res = {"ok": False, "path": todo[i][1], "error": res}
+            _collect(res, errors, strict, journal)
+            bar.update(1)
     finally:
         bar.close()
         journal.close()
