@@ -321,9 +321,10 @@ def _window_plan(y: np.ndarray, *, config: RenderConfig, label: Optional[str], p
     """Pad a signal and plan its windows: (padded y, [start, end) samples, [first, last) STFT frames)."""
     sr = config.audio.sample_rate
     seg, spec = config.segment, config.spectrogram
-    y = pad_audio(y, length=config.min_samples, mode=config.audio.pad_mode, min_samples=spec.n_fft, sr=sr,
-                  path=path)
     win = int(round(seg.seconds * sr))
+    # the shortest audio used: one STFT frame (n_fft), or one whole window when windows are shorter than that
+    y = pad_audio(y, length=config.min_samples, mode=config.audio.pad_mode, min_samples=min(spec.n_fft, win), sr=sr,
+                  path=path)
     if len(y) < win:
         raise AudioError(path, f"lasts {len(y) / sr:.3f} s, shorter than one {seg.seconds} s window, and padding is "
                                "off. Use pad_mode 'tile' or 'zero', or a shorter window.")
