@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 
 from ..config import RenderConfig, TrainConfig
+from ..spectrogram import ImageCache
+from ..training import Run
 from ..exceptions import DataError, ParameterError
 from ._recipe import Recipe, load_recipe
 from ..stacking import stack_runs
@@ -251,7 +253,7 @@ class _Runner:
         for h, cfg in cached.items():
             root = self.out / "caches" / h
             fp = fingerprint({"render": cfg.to_dict(), "table": table_digest(data.train_table)})
-            self.step(f"render/{h}/train", fp, [root / "train" / "config.json"],
+            self.step(f"render/{h}/train", fp, [root / "train" / ImageCache.CONFIG_FILE],
                       lambda: render_dataset(data.train_source, root / "train", cfg, workers=self.workers,
                                              overwrite=True, progress=self.verbose),
                       info=lambda c: {"n_files": len(c.files), "n_errors": len(c.errors)})
@@ -259,7 +261,7 @@ class _Runner:
             if data.test_table is None:
                 continue
             fp = fingerprint({"render": cfg.to_dict(), "table": table_digest(data.test_table)})
-            self.step(f"render/{h}/test", fp, [root / "test" / "config.json"],
+            self.step(f"render/{h}/test", fp, [root / "test" / ImageCache.CONFIG_FILE],
                       lambda: render_dataset(self._unlabelled(data), root / "test", cfg, workers=self.workers,
                                              overwrite=True, progress=self.verbose),
                       info=lambda c: {"n_files": len(c.files), "n_errors": len(c.errors)})
@@ -371,7 +373,7 @@ class _Runner:
         """
         ps = self.recipe.pseudo
         root = self.out / f"round{rnd}"
-        src = previous[ps.source] / "test_files.csv"
+        src = previous[ps.source] / Run.TEST_FILES
         fp = fingerprint({"source": file_digest(src), "threshold": ps.threshold, "max_per_class": ps.max_per_class,
                           "inclusive": getattr(ps, "inclusive", False), "train": table_digest(data.train_table)})
         picked_csv, table_csv = root / "pseudo_labels.csv", root / "train.csv"
@@ -392,7 +394,7 @@ class _Runner:
         root = self.out / f"round{rnd}" / "caches" / h / "train"
         fp = fingerprint({"train": _cache_id(train), "test": _cache_id(test),
                           "picked": picked[["abspath", "label"]].to_csv(index=False)})
-        self.step(f"round{rnd}/merge/{h}", fp, [root / "config.json"],
+        self.step(f"round{rnd}/merge/{h}", fp, [root / ImageCache.CONFIG_FILE],
                   lambda: _merge_pseudo(train, test, picked, root),
                   info=lambda c: {"n_files": len(c.files), "n_pseudo": int(c.files["pseudo"].sum())})
         return ImageCache.open(root)
@@ -530,11 +532,11 @@ def _round_rows(rnd: int, recipe: Recipe, dirs: Mapping[str, Path]) -> List[Dict
         entries.append(("blend", "blend", dirs["blend"]))
     for kind, name, d in entries:
         if d is None:
-            oof = _mean_scores([dirs[n] for n in models], "oof_files.csv")
-            test = _mean_scores([dirs[n] for n in models], "test_files.csv")
+            oof = _mean_scores([dirs[n] for n in models], Run.OOF_FILES)
+            test = _mean_scores([dirs[n] for n in models], Run.TEST_FILES)
         else:
-            oof = _scores_of(d / "oof_files.csv")
-            test = _scores_of(d / "test_files.csv")
+            oof = _scores_of(d / Run.OOF_FILES)
+            test = _scores_of(d / Run.TEST_FILES)
         row: Dict[str, Any] = {"round": rnd, "kind": kind, "name": name,
                                "n_files": oof["n_files"] if oof else None,
                                "oof_accuracy": oof["accuracy"] if oof else None,
@@ -759,11 +761,11 @@ def _write_final_report(out: Path, recipe: Recipe, dirs: Mapping[str, Path], key
         paths, X, y, classes, _ = align_runs(files, require_folds=False)
         return (paths, y, X.mean(axis=1), classes) if y is not None else None
 
-    oof = load("oof_files.csv")
+    oof = load(Run.OOF_FILES)
     if oof is not None:
         write_report(out / "report", oof[1], oof[2], oof[3], paths=oof[0],
                      title=f"{recipe.name}: out-of-fold predictions of {final}", extra={"result": final})
-    test = load("test_files.csv")
+    test = load(Run.TEST_FILES)
     if test is not None:
         write_report(out / "report" / "test", test[1], test[2], test[3], paths=test[0],
                      title=f"{recipe.name}: test predictions of {final}", extra={"result": final})
