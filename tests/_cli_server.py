@@ -22,6 +22,9 @@ import sys
 import traceback
 from pathlib import Path
 
+#: The first argument that asks the server to run a documentation page (tests/_doc_runner.py) instead of a command.
+RUN_PAGE = "__run_page__"
+
 SHIM = '''#!{python} -S
 import json, os, socket, struct, sys
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -70,10 +73,19 @@ def _child(conn: socket.socket, request: dict, fds: list) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        sys.argv = ["specimg", *request["argv"]]
-        from specimg.cli import main
+        argv = request["argv"]
+        if argv[:1] == [RUN_PAGE]:  # a documentation page: its runner, forked with the imports already done
+            sys.argv = [str(Path(__file__).with_name("_doc_runner.py")), *argv[1:]]
+            sys.path.insert(0, str(Path(__file__).parent))
+            import _doc_runner
 
-        code = int(main(request["argv"]) or 0)
+            _doc_runner.main(*argv[1:])
+            code = 0
+        else:
+            sys.argv = ["specimg", *argv]
+            from specimg.cli import main
+
+            code = int(main(argv) or 0)
     except SystemExit as exc:  # argparse errors and --help
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:  # noqa: BLE001 - reported as the real command would
@@ -89,7 +101,9 @@ def _child(conn: socket.socket, request: dict, fds: list) -> None:
 
 
 def serve(path: str) -> None:
-    import matplotlib  # noqa: F401  everything a command may import, once, before any fork
+    import matplotlib  # noqa: F401  everything a command or a page may import, once, before any fork
+    import matplotlib.pyplot  # noqa: F401
+    import specimg  # noqa: F401
     import specimg.cli
     import specimg.experiment  # noqa: F401
     import specimg.stacking  # noqa: F401

@@ -78,7 +78,9 @@ def main(blocks_json: str, results_jsonl: str) -> None:
     blocks = json.loads(Path(blocks_json).read_text())
     namespace: dict = {"__name__": "__main__"}
     state = Path(results_jsonl).with_suffix(".shell-state")
-    if any(b["run"] and b["kind"] == "shell" for b in blocks) and not os.environ.get("SPECIMG_DOC_NO_SERVER"):
+    if os.environ.get("SPECIMG_CLI_SERVER"):  # forked by a running server (the test session's): use it
+        server, sock, env, folder = None, None, dict(os.environ), None
+    elif any(b["run"] and b["kind"] == "shell" for b in blocks) and not os.environ.get("SPECIMG_DOC_NO_SERVER"):
         server, sock, env, folder = _start_server()
     else:
         server, sock, env, folder = None, None, dict(os.environ), None

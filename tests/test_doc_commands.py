@@ -33,6 +33,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List
@@ -150,8 +151,35 @@ def _env() -> dict:
     return env
 
 
+@pytest.fixture(scope="module")
+def cli_server(tmp_path_factory):
+    """One fork server for every page: it imports torch, timm and the rest once; each page's runner and each of
+    its ``specimg`` commands is a process forked from it (``tests/_cli_server.py``). ``SPECIMG_DOC_NO_SERVER=1``
+    runs every page and command as a process of its own instead."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import tempfile
+
+    from _cli_server import stop, write_shim
+
+    if os.environ.get("SPECIMG_DOC_NO_SERVER"):
+        yield None
+        return
+    folder = Path(tempfile.mkdtemp(prefix="spdoc"))  # a short path: a Unix socket's name is at most ~100 bytes
+    sock = str(folder / "s")
+    server = subprocess.Popen([sys.executable, str(Path(__file__).with_name("_cli_server.py")), sock], env=_env())
+    deadline = time.time() + 300
+    while not Path(sock + ".ready").exists():
+        assert server.poll() is None and time.time() < deadline, "the specimg fork server did not start"
+        time.sleep(0.05)
+    shim = write_shim(folder / "bin")
+    yield {"SPECIMG_CLI_SERVER": sock, "PATH": f"{shim}{os.pathsep}{_env()['PATH']}", "shim": str(shim / "specimg")}
+    stop(sock)
+    server.wait(timeout=60)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.mark.parametrize("page", [p for p in PAGES if page_blocks(p)])
-def test_page_runs_as_written(page, fsdd_subset, tmp_path):
+def test_page_runs_as_written(page, fsdd_subset, tmp_path, cli_server):
     blocks = page_blocks(page)
     (tmp_path / "shared" / "datasets").mkdir(parents=True)
     (tmp_path / "shared" / "datasets" / "fsdd").symlink_to(fsdd_subset)
@@ -159,8 +187,12 @@ def test_page_runs_as_written(page, fsdd_subset, tmp_path):
     shutil.copytree(ROOT / "examples" / "recipes", work / "examples" / "recipes")
     spec, results = tmp_path / "blocks.json", tmp_path / "results.jsonl"
     spec.write_text(json.dumps([b.__dict__ for b in blocks]))
-    proc = subprocess.run([sys.executable, str(RUNNER), str(spec), str(results)], cwd=work, env=_env(),
-                          capture_output=True, text=True, timeout=1800)
+    if cli_server is None:
+        command, env = [sys.executable, str(RUNNER), str(spec), str(results)], _env()
+    else:  # the page's runner forked from the warm server
+        command = [sys.executable, cli_server["shim"], "__run_page__", str(spec), str(results)]
+        env = {**_env(), "SPECIMG_CLI_SERVER": cli_server["SPECIMG_CLI_SERVER"], "PATH": cli_server["PATH"]}
+    proc = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, f"the runner itself failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     rows = [json.loads(line) for line in results.read_text().splitlines()]
     assert [r["line"] for r in rows] == [b.line for b in blocks]
