@@ -602,6 +602,19 @@ class TrainConfig(_Config):
     patience : int or None
         Early stopping: stop a fold after this many epochs without a better
         validation metric; ``None`` disables it.
+    validate_last : int or None
+        Validate only the last this many epochs (the best epoch is chosen
+        among them; ``patience`` counts validated epochs only); ``None``
+        validates every epoch. ``1`` keeps the last epoch, chosen without
+        looking at the validation fold, and saves the time of the other
+        validation passes.
+    ema : float or None
+        Keep an exponential moving average of the weights (timm
+        ``ModelEmaV3``, buffers included) with this decay, warmed up as
+        ``min(ema, 1 - (1 + step) ** -0.75)`` so that short runs average
+        over fewer steps; validation, ``best.pt`` and the model that ``fit``
+        returns use the averaged weights. ``None`` disables it; ``0.998`` is
+        about the last 500 steps.
     grad_clip : float or None
         Clip the global gradient norm to this value; ``None`` disables it.
     amp : {'auto', 'bf16', 'fp16', 'off'}
@@ -724,6 +737,8 @@ class TrainConfig(_Config):
     n_splits: int = 5
     group_column: Optional[str] = None
     patience: Optional[int] = None
+    validate_last: Optional[int] = None
+    ema: Optional[float] = None
     grad_clip: Optional[float] = None
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     channels_last: bool = True
@@ -807,6 +822,10 @@ class TrainConfig(_Config):
         if self.group_column is not None and (not isinstance(self.group_column, str) or not self.group_column):
             _fail(o, "group_column", "None or the name of a column of the input table", self.group_column)
         _int_in(o, "patience", self.patience, 1, allow_none=True, fix="Use None to turn early stopping off.")
+        _int_in(o, "validate_last", self.validate_last, 1, allow_none=True,
+                fix="Use None to validate every epoch, 1 for the last epoch only.")
+        _float_in(o, "ema", self.ema, 0.0, 1.0, allow_none=True,
+                  fix="It is the decay of the weight average, e.g. 0.998; None turns it off.")
         _positive(o, "grad_clip", self.grad_clip, allow_none=True)
         _choice(o, "amp", self.amp, ("auto", "bf16", "fp16", "off"))
         if not isinstance(self.channels_last, bool):

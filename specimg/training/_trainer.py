@@ -141,6 +141,11 @@ class _FitState:
     best_state: Optional[Dict[str, Any]] = None
     stopped_early: bool = False
     best_loss: float = float("inf")
+    ema: Any = None  # timm ModelEmaV3 when config.ema is set
+
+    def judged(self, model: nn.Module) -> nn.Module:
+        """The weights that are validated and kept: the moving average when there is one, else ``model``."""
+        return model if self.ema is None else self.ema.module
 
 
 class Trainer:
@@ -427,6 +432,8 @@ class Trainer:
             model.load_state_dict(torch.load(st.best_path, map_location="cpu", weights_only=True)["model"])
         elif st.best_state is not None:
             model.load_state_dict(st.best_state)
+        elif st.ema is not None:  # no validation data, no checkpoint: the last epoch's average
+            model.load_state_dict(st.ema.module.state_dict())
         result = FitResult(best_epoch=self.best_epoch, best_score=self.best_score, metric=self.metric,
                            history=list(self.history), epochs_run=self.epoch, stopped_early=st.stopped_early,
                            checkpoint=st.best_path)
@@ -513,9 +520,14 @@ class Trainer:
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             last_path, best_path = self.out_dir / "last.pt", self.out_dir / "best.pt"
+        ema = None
+        if cfg.ema is not None:
+            from timm.utils import ModelEmaV3
+
+            ema = ModelEmaV3(model, decay=cfg.ema, use_warmup=True, warmup_power=0.75)
         return _FitState(loader=loader, steps=steps, order_gen=order_gen, worker_gen=worker_gen, optimizer=optimizer,
                          scheduler=scheduler, scaler=scaler, criterion=criterion, base_meta=base_meta,
-                         last_path=last_path, best_path=best_path)
+                         last_path=last_path, best_path=best_path, ema=ema)
 
     def _restore(self, st: "_FitState", model: nn.Module) -> None:
         """Continue from ``last.pt`` (``resume``), or clear the folder's checkpoints (``resume=False``)."""
@@ -525,6 +537,8 @@ class Trainer:
             state = torch.load(st.last_path, map_location="cpu", weights_only=True)
             self._check_resumable(state, st.last_path, st.steps)
             model.load_state_dict(state["model"])
+            if st.ema is not None:
+                st.ema.module.load_state_dict(state["ema"])
             st.optimizer.load_state_dict(state["optimizer"])
             st.scheduler.load_state_dict(state["scheduler"])
             if st.scaler.is_enabled() and state["scaler"]:  # empty when saved without fp16 (e.g. on the CPU)
@@ -592,6 +606,8 @@ class Trainer:
         st.scaler.update()
         st.scheduler.step()
         self.global_step += 1
+        if st.ema is not None:
+            st.ema.update(model, step=self.global_step)
         return loss.detach()
 
     def _train_epoch(self, st: "_FitState", model: nn.Module, train_data: Any,
@@ -625,12 +641,16 @@ class Trainer:
                    bar: Any) -> None:
         """Validate, keep the best weights, write ``log.csv`` and ``last.pt``, print the epoch's line."""
         cfg, e = self.config, self.epoch
+        judged = st.judged(model)
         if self.world_size > 1:  # every process evaluates (and rank 0 saves) rank 0's BatchNorm statistics
-            for buf in model.buffers():
+            for buf in [*model.buffers(), *(judged.buffers() if judged is not model else ())]:
                 torch.distributed.broadcast(buf, 0)
         score, improved = None, True
-        if val_data is not None:
-            logs.update(self.evaluate(model, val_data))
+        validate = val_data is not None and (cfg.validate_last is None or e >= cfg.epochs - cfg.validate_last)
+        if val_data is not None and not validate:  # an epoch before the validated ones: nothing to compare
+            improved = False
+        if validate:
+            logs.update(self.evaluate(judged, val_data))
             score = logs[f"val_{self.metric}"]
             # ties on the (coarse) file-level metric go to the lower validation loss
             improved = (self.best_score is None or score > self.best_score
@@ -642,11 +662,11 @@ class Trainer:
             st.best_loss = logs.get("val_loss", float("inf"))
             if st.best_path is not None:
                 if self.is_main:
-                    atomic_save({**st.base_meta, "model": model.state_dict(), "epoch": e + 1, "score": score},
+                    atomic_save({**st.base_meta, "model": judged.state_dict(), "epoch": e + 1, "score": score},
                                 st.best_path)
             elif val_data is not None:  # without validation the last epoch is the best: nothing to keep
-                st.best_state = copy.deepcopy(model.state_dict())
-        else:
+                st.best_state = copy.deepcopy(judged.state_dict())
+        elif validate:
             st.since_best += 1
         self.history.append(logs)
         self.epoch = e + 1
@@ -655,7 +675,7 @@ class Trainer:
         self._save_last(st, model)
         if self.progress:
             msg = f"{self.desc} epoch {e + 1}/{cfg.epochs}: train_loss {logs['train_loss']:.4f}"
-            if val_data is not None:
+            if validate:
                 msg += f"  val_loss {logs['val_loss']:.4f}  val_{self.metric} {score:.4f}" + ("  *" if improved else "")
             bar.write(msg, file=sys.stderr)
 
@@ -667,7 +687,8 @@ class Trainer:
         if self.is_main:
             pd.DataFrame(self.history).to_csv(self.out_dir / ".log.csv.tmp", index=False)
             os.replace(self.out_dir / ".log.csv.tmp", self.out_dir / "log.csv")
-            atomic_save({**st.base_meta, "model": model.state_dict(), "optimizer": st.optimizer.state_dict(),
+            extra = {} if st.ema is None else {"ema": st.ema.module.state_dict()}
+            atomic_save({**st.base_meta, "model": model.state_dict(), **extra, "optimizer": st.optimizer.state_dict(),
                          "scheduler": st.scheduler.state_dict(), "scaler": st.scaler.state_dict(),
                          "epoch": self.epoch, "global_step": self.global_step, "history": self.history,
                          "best_score": self.best_score, "best_epoch": self.best_epoch, "since_best": st.since_best,
