@@ -1,80 +1,149 @@
-"""FSDD training variants on the hardest held-out speaker: what the preset's choices are worth.
+"""FSDD training variants, one held-out speaker at a time: what the presets' choices are worth.
 
 Trains ``tf_efficientnet_lite0`` (offline ImageNet weights) on five FSDD
-speakers and scores file accuracy on the sixth (fold 5 = theo, the speaker the
-issue's hand-rolled anchor scored 0.60 on), 8 epochs each, one torch thread per
-variant, for:
+speakers and scores file accuracy on the sixth, one torch thread per run, for
+the variants below. Every (variant, fold) pair is its own run folder
+(``OUT/<variant>/fold<k>``), so that several commands can train different
+folds side by side and a later command with the same variants and folds only
+collects the finished runs into the table (finished folds are skipped).
 
-- ``adamw_noflip``: AdamW lr 1e-3, no horizontal flip, time/freq masks;
-- ``sgd_flip``: SGD lr 0.01, flip p=0.5, time/freq masks;
-- ``sgd_flip_stretch``: as ``sgd_flip`` plus frequency/time stretches of 15 %
-  (the preset, :func:`specimg.presets.fsdd_train_config`);
-- ``noflip``: the preset without the horizontal flip (a digit played backwards is
-  another sound: does the flip help speech?);
-- ``zero_pad``: the preset's training on clips zero-padded to 1 s instead of looped;
-- ``img96``: on 96x96 images instead of 64x64.
+Each row gives the **best-epoch** file accuracy (the epoch picked on the
+held-out speaker itself, as ``train_cv`` does: optimistic) and the
+**last-epoch** one (no choice made on the test speaker), the epoch picked, and
+the fold's wall-clock and process CPU seconds (CPU time is what load from other
+jobs on a shared machine distorts least).
 
-Every variant but ``zero_pad`` renders looped clips (the seed's ``pad_mode='tile'``),
-as when the first variants were measured; the preset now zero-pads
-(:func:`specimg.presets.fsdd_render_config`), so ``zero_pad`` is the preset and
-``sgd_flip_stretch`` is it with looping.
+The first variants (``adamw_noflip`` ... ``img96``) are the demo preset's
+history, measured on fold 5 (theo) with looped clips; ``zero_pad`` is the demo
+preset (:func:`specimg.presets.fsdd_train_config`). The ``acc_*`` variants are
+the accuracy preset (:func:`specimg.presets.fsdd_accuracy_train_config`)
+and its ablations, each with one lever switched off; ``demo_*`` the fast demo
+candidates.
 
-Run: ``.venv/bin/python benchmarks/fsdd_variants.py [--fold 5] [--epochs 8]`` (about 5 min per variant on one core).
+Run: ``.venv/bin/python benchmarks/fsdd_variants.py --folds 3,4 --variants zero_pad,acc`` (one process; to use
+two cores, start two commands on different ``--folds`` with ``--threads 1``, then one more to print the table).
+``--list`` prints the variants.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
+from typing import Any, Dict, Tuple
 
+import numpy as np
 import pandas as pd
 import torch
 
-from specimg.presets import fsdd_render_config, fsdd_train_config
+from specimg.presets import (fsdd_accuracy_render_config, fsdd_accuracy_train_config, fsdd_render_config,
+                             fsdd_train_config)
 from specimg.spectrogram import render_dataset
 from specimg.training import train_cv
 
 ROOT = Path(__file__).resolve().parents[1]
 FSDD = ROOT.parent / "shared" / "datasets" / "fsdd"
 
-VARIANTS = {
-    "adamw_noflip": dict(optimizer="adamw", lr=1e-3, hflip=0.0, freq_stretch=0.0, time_stretch=0.0),
-    "sgd_flip": dict(optimizer="sgd", lr=0.01, hflip=0.5, freq_stretch=0.0, time_stretch=0.0),
-    "sgd_flip_stretch": dict(),  # the preset
-    "noflip": dict(hflip=0.0),
-    "zero_pad": dict(),
-    "img96": dict(),
+_OLD = dict(epochs=8)  # the demo preset's history was measured at 8 epochs
+#: variant -> (base preset, TrainConfig overrides). ``demo``: fsdd_train_config; ``acc``: the accuracy preset.
+VARIANTS: Dict[str, Tuple[str, Dict[str, Any]]] = {
+    "adamw_noflip": ("demo", dict(_OLD, optimizer="adamw", lr=1e-3, hflip=0.0, freq_stretch=0.0, time_stretch=0.0)),
+    "sgd_flip": ("demo", dict(_OLD, optimizer="sgd", lr=0.01, hflip=0.5, freq_stretch=0.0, time_stretch=0.0)),
+    "sgd_flip_stretch": ("demo", dict(_OLD)),  # the preset with looped clips
+    "noflip": ("demo", dict(_OLD, hflip=0.0)),
+    "zero_pad": ("demo", dict(_OLD)),  # the demo preset as it was before issue 14 (8 epochs)
+    "img96": ("demo", dict(_OLD)),
+    # the demo preset now (see specimg.presets.fsdd_train_config)
+    "demo": ("demo", dict()),
+    # the accuracy preset and its ablations (one lever off each)
+    "acc": ("acc", dict()),
+    "acc_no_ema": ("acc", dict(ema=None)),
+    "acc_no_mixup": ("acc", dict(mixup=0.0)),
+    "acc_no_smoothing": ("acc", dict(label_smoothing=0.0)),
+    "acc_8ep": ("acc", dict(epochs=8)),
+    # fast demo candidates (48x48 images, batches of 64, the last epoch kept)
+    "fast5": ("demo", dict(epochs=5, batch_size=64, lr=0.02, validate_last=1)),
+    "fast5_ema": ("demo", dict(epochs=5, batch_size=64, lr=0.02, validate_last=1, ema=0.99)),
+    "fast6_64": ("demo", dict(epochs=6, batch_size=64, lr=0.02, validate_last=1)),
 }
-#: Variants rendered differently from the preset: (image size, pad mode).
-RENDERS = {"zero_pad": (64, "zero"), "img96": (96, "tile")}
+#: Variants rendered differently from their preset: (image size, pad mode).
+RENDERS = {"adamw_noflip": (64, "tile"), "sgd_flip": (64, "tile"), "sgd_flip_stretch": (64, "tile"),
+           "noflip": (64, "tile"), "img96": (96, "tile"),
+           "fast5": (48, "zero"), "fast5_ema": (48, "zero")}
+
+
+def variant_configs(name: str, epochs: int | None = None):
+    """(render config, train config) of a variant; ``epochs`` overrides the variant's own."""
+    base, overrides = VARIANTS[name]
+    overrides = dict(overrides)
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    if base == "acc":
+        rcfg, tcfg = fsdd_accuracy_render_config(), fsdd_accuracy_train_config(device="cpu", **overrides)
+    else:
+        rcfg, tcfg = fsdd_render_config(), fsdd_train_config(device="cpu", **overrides)
+    if name in RENDERS:
+        size, pad = RENDERS[name]
+        rcfg = fsdd_render_config(size)
+        rcfg = rcfg.replace(audio=rcfg.audio.replace(pad_mode=pad))
+    return rcfg, tcfg
+
+
+def run_one(name: str, fold: int, out: Path, epochs: int | None) -> Dict[str, Any]:
+    """Train (or collect) one variant on one held-out fold; the table row."""
+    rcfg, cfg = variant_configs(name, epochs)
+    cache_dir = out / "caches" / rcfg.hash()[:12]
+    cache = render_dataset(FSDD / "labels.csv", cache_dir, rcfg, workers=2, progress=False)
+    run_dir = out / name / f"fold{fold}"
+    timing = run_dir / "timing.json"
+    t0, c0 = time.perf_counter(), time.process_time()
+    res = train_cv(cache, run_dir, cfg, folds=[fold], verbose=False)
+    if fold in res.fit_results:  # trained by this call: its times are this call's
+        timing.write_text(json.dumps({"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
+                                      "threads": torch.get_num_threads()}))
+    times = json.loads(timing.read_text()) if timing.exists() else {}
+    (speaker, row), = res.metrics["per_group"].items()
+    log = pd.read_csv(run_dir / f"fold_{fold}" / "log.csv")
+    acc = log["val_accuracy"]
+    f = res.metrics["folds"][str(fold)]
+    return {"variant": name, "fold": fold, "held_out": speaker, "best_epoch_acc": round(row["accuracy"], 4),
+            "last_epoch_acc": round(float(acc.iloc[-1]), 4), "best_epoch": f"{f['best_epoch']}/{f['epochs_run']}",
+            "per_epoch": " ".join("-" if np.isnan(a) else f"{a:.2f}" for a in acc),
+            "wall_s": round(times.get("wall_s", float("nan"))), "cpu_s": round(times.get("cpu_s", float("nan")))}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--fold", type=int, default=5)
-    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--folds", default="5", help="held-out folds, comma-separated (0 yweweler, 1 lucas, 2 jackson, "
+                                                 "3 nicolas, 4 george, 5 theo)")
+    ap.add_argument("--fold", type=int, default=None, help="one fold (older spelling of --folds)")
+    ap.add_argument("--epochs", type=int, default=None, help="override every variant's epochs")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--out", default=str(ROOT / "bench_out" / "variants"))
-    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--variants", default="zero_pad,acc")
+    ap.add_argument("--list", action="store_true", help="print the variants and exit")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    if args.list:
+        for name, (base, over) in VARIANTS.items():
+            print(f"{name:>18}: {base} preset {over or ''}")
+        return
+    torch.set_num_threads(args.threads)
+    folds = [args.fold] if args.fold is not None else [int(k) for k in args.folds.split(",")]
     out = Path(args.out)
     rows = []
     for name in args.variants.split(","):
-        size, pad = RENDERS.get(name, (64, "tile"))
-        rcfg = fsdd_render_config(size)
-        rcfg = rcfg.replace(audio=rcfg.audio.replace(pad_mode=pad))
-        cache = render_dataset(FSDD / "labels.csv", out / f"cache_{size}_{pad}", rcfg, workers=2, progress=False)
-        t0 = time.perf_counter()
-        cfg = fsdd_train_config(epochs=args.epochs, device="cpu", **VARIANTS[name])
-        res = train_cv(cache, out / name, cfg, folds=[args.fold], verbose=False)
-        (speaker, row), = res.metrics["per_group"].items()
-        log = pd.read_csv(out / name / f"fold_{args.fold}" / "log.csv")
-        rows.append({"variant": name, "held_out": speaker, "file_accuracy": row["accuracy"],
-                     "per_epoch": " ".join(f"{a:.2f}" for a in log["val_accuracy"]),
-                     "seconds": round(time.perf_counter() - t0)})
-        print(rows[-1], flush=True)
-    print(pd.DataFrame(rows).to_string(index=False))
+        for k in folds:
+            rows.append(run_one(name, k, out, args.epochs))
+            print(rows[-1], flush=True)
+    table = pd.DataFrame(rows)
+    print(table.to_string(index=False))
+    if len(folds) > 1:
+        summary = table.groupby("variant", sort=False).agg(
+            best_epoch_acc=("best_epoch_acc", "mean"), last_epoch_acc=("last_epoch_acc", "mean"),
+            wall_s=("wall_s", "sum"), cpu_s=("cpu_s", "sum"), folds=("fold", "count"))
+        print(f"\nmean over folds {folds}:")
+        print(summary.round(4).to_string())
 
 
 if __name__ == "__main__":
