@@ -603,9 +603,9 @@ class TrainConfig(_Config):
         Early stopping: stop a fold after this many epochs without a better
         validation metric; ``None`` disables it.
     validate_last : int or None
-        Validate only the last this many epochs (the best epoch is chosen
-        among them; ``patience`` counts validated epochs only); ``None``
-        validates every epoch. ``1`` keeps the last epoch, chosen without
+        Validate only the last this many epochs and keep the best of them
+        (``patience`` counts validated epochs only); ``None`` validates every
+        epoch. ``1`` keeps the last epoch, chosen without
         looking at the validation fold, and saves the time of the other
         validation passes.
     ema : float or None

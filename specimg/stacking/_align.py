@@ -228,11 +228,13 @@ def _run_name(source: RunSource, i: int) -> str:
 
 def _read_run(source: RunSource) -> Tuple[pd.DataFrame, List[str], np.ndarray]:
     if not isinstance(source, pd.DataFrame) and Path(source).is_dir():
+        from ..training import Run  # the run folder's layout (imported here: it brings torch)
+
         folder = Path(source)
-        source = folder / "oof_files.csv"
+        source = folder / Run.OOF_FILES
         if not source.is_file():
             hint = ("its training has not finished a fold yet: run the same `specimg train` command again (it "
-                    "resumes)" if (folder / "config.json").is_file() else
+                    "resumes)" if (folder / Run.CONFIG).is_file() else
                     "it is not a run folder written by `specimg train`")
             raise DataError(f"Run folder {str(folder)!r} has no oof_files.csv: {hint}. Or pass the path of an "
                             "out-of-fold prediction CSV instead.")

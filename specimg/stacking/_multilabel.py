@@ -44,7 +44,9 @@ MULTILABEL_METHODS = ("auto", "mean", "blend", "logistic")
 
 def _table(source: RunSource) -> RunSource:
     if not isinstance(source, pd.DataFrame) and Path(source).is_dir():
-        return Path(source) / "oof_files.csv"
+        from ..training import Run  # the run folder's layout (imported here: it brings torch)
+
+        return Path(source) / Run.OOF_FILES
     return source
 
 
@@ -54,8 +56,10 @@ def is_multilabel_source(source: RunSource) -> bool:
     import json
 
     if not isinstance(source, pd.DataFrame) and Path(source).is_dir():
+        from ..training import Run
+
         try:
-            if json.loads((Path(source) / "config.json").read_text()).get("task") == "multi-label":
+            if json.loads((Path(source) / Run.CONFIG).read_text()).get("task") == "multi-label":
                 return True
         except (OSError, ValueError):
             pass
