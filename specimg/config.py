@@ -615,6 +615,13 @@ class TrainConfig(_Config):
         over fewer steps; validation, ``best.pt`` and the model that ``fit``
         returns use the averaged weights. ``None`` disables it; ``0.998`` is
         about the last 500 steps.
+    freeze : tuple of str, str or None
+        Modules of the backbone kept at their pretrained weights, by name
+        relative to the model (``model.named_modules()``; a comma-separated
+        string works too), e.g. ``("conv_stem", "bn1", "blocks.0",
+        "blocks.1")``; their BatchNorm statistics stay fixed as well, and
+        the backward pass stops before them, which saves time. ``None``
+        trains every layer.
     grad_clip : float or None
         Clip the global gradient norm to this value; ``None`` disables it.
     amp : {'auto', 'bf16', 'fp16', 'off'}
@@ -739,6 +746,7 @@ class TrainConfig(_Config):
     patience: Optional[int] = None
     validate_last: Optional[int] = None
     ema: Optional[float] = None
+    freeze: Union[str, Tuple[str, ...], None] = None
     grad_clip: Optional[float] = None
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     channels_last: bool = True
@@ -826,6 +834,12 @@ class TrainConfig(_Config):
                 fix="Use None to validate every epoch, 1 for the last epoch only.")
         _float_in(o, "ema", self.ema, 0.0, 1.0, allow_none=True,
                   fix="It is the decay of the weight average, e.g. 0.998; None turns it off.")
+        if self.freeze is not None:
+            names = self.freeze.split(",") if isinstance(self.freeze, str) else self.freeze
+            if (not isinstance(names, (list, tuple)) or not names
+                    or not all(isinstance(n, str) and n.strip() for n in names)):
+                _fail(o, "freeze", "None, or module names such as ('conv_stem', 'bn1', 'blocks.0')", self.freeze)
+            object.__setattr__(self, "freeze", tuple(n.strip() for n in names))
         _positive(o, "grad_clip", self.grad_clip, allow_none=True)
         _choice(o, "amp", self.amp, ("auto", "bf16", "fp16", "off"))
         if not isinstance(self.channels_last, bool):

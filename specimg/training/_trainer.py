@@ -64,6 +64,21 @@ def _amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
     return torch.bfloat16 if amp == "bf16" else torch.float16
 
 
+def _freeze(model: nn.Module, names: Optional[Tuple[str, ...]]) -> Tuple[nn.Module, ...]:
+    """Stop the gradients of ``config.freeze``'s modules; they are returned to be kept in eval mode."""
+    if not names:
+        return ()
+    modules = dict(model.named_modules())
+    unknown = [n for n in names if n not in modules]
+    if unknown:
+        top = ", ".join(n for n, _ in model.named_children())
+        raise ParameterError(f"freeze={list(names)!r}: {unknown} not among the model's modules. Name modules as in "
+                             f"model.named_modules(), e.g. its top-level ones: {top}.")
+    for n in names:
+        modules[n].requires_grad_(False)
+    return tuple(modules[n] for n in names)
+
+
 def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
@@ -142,6 +157,7 @@ class _FitState:
     stopped_early: bool = False
     best_loss: float = float("inf")
     ema: Any = None  # timm ModelEmaV3 when config.ema is set
+    frozen: Tuple[nn.Module, ...] = ()  # config.freeze's modules: kept in eval mode while training
 
     def judged(self, model: nn.Module) -> nn.Module:
         """The weights that are validated and kept: the moving average when there is one, else ``model``."""
@@ -497,6 +513,7 @@ class Trainer:
         model.to(device)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
+        frozen = _freeze(model, cfg.freeze)
         order_gen, worker_gen = torch.Generator(), torch.Generator()
         loader = self._loader(train_data, train=True, order=order_gen, workers=worker_gen)
         steps = len(loader)
@@ -527,7 +544,7 @@ class Trainer:
             ema = ModelEmaV3(model, decay=cfg.ema, use_warmup=True, warmup_power=0.75)
         return _FitState(loader=loader, steps=steps, order_gen=order_gen, worker_gen=worker_gen, optimizer=optimizer,
                          scheduler=scheduler, scaler=scaler, criterion=criterion, base_meta=base_meta,
-                         last_path=last_path, best_path=best_path, ema=ema)
+                         last_path=last_path, best_path=best_path, ema=ema, frozen=frozen)
 
     def _restore(self, st: "_FitState", model: nn.Module) -> None:
         """Continue from ``last.pt`` (``resume``), or clear the folder's checkpoints (``resume=False``)."""
@@ -616,6 +633,8 @@ class Trainer:
         e, device = self.epoch, self.device
         mix = self._seed_epoch(st, train_data, e)
         model.train()
+        for module in st.frozen:  # fixed BatchNorm statistics (and no dropout) in the frozen layers
+            module.eval()
         loss_sum = torch.zeros((), device=device)
         seen = 0
         # the bar does not wrap the loader: tqdm would start (and drop) an extra loader iterator,
