@@ -15,10 +15,10 @@ jobs on a shared machine distorts least).
 
 The first variants (``adamw_noflip`` ... ``img96``) are the demo preset's
 history, measured on fold 5 (theo) with looped clips; ``zero_pad`` is the demo
-preset (:func:`specimg.presets.fsdd_train_config`). The ``acc_*`` variants are
-the accuracy preset (:func:`specimg.presets.fsdd_accuracy_train_config`)
-and its ablations, each with one lever switched off; ``demo_*`` the fast demo
-candidates.
+preset before issue 14 (:func:`specimg.presets.fsdd_train_config`, 64x64).
+``demo`` is the demo now (:func:`specimg.presets.fsdd_demo_config`), ``acc``
+the accuracy preset (:func:`specimg.presets.fsdd_accuracy_config`); their
+``*_no_*`` variants switch one lever off each.
 
 Run: ``.venv/bin/python benchmarks/fsdd_variants.py --folds 3,4 --variants zero_pad,acc`` (one process; to use
 two cores, start two commands on different ``--folds`` with ``--threads 1``, then one more to print the table).
@@ -37,8 +37,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from specimg.presets import (fsdd_accuracy_render_config, fsdd_accuracy_train_config, fsdd_render_config,
-                             fsdd_train_config)
+from specimg.presets import fsdd_accuracy_config, fsdd_demo_config, fsdd_render_config, fsdd_train_config
 from specimg.spectrogram import render_dataset
 from specimg.training import train_cv
 
@@ -46,43 +45,47 @@ ROOT = Path(__file__).resolve().parents[1]
 FSDD = ROOT.parent / "shared" / "datasets" / "fsdd"
 
 _OLD = dict(epochs=8)  # the demo preset's history was measured at 8 epochs
-#: variant -> (base preset, TrainConfig overrides). ``demo``: fsdd_train_config; ``acc``: the accuracy preset.
+#: variant -> (base, TrainConfig overrides). Bases: ``base``: :func:`specimg.presets.fsdd_train_config` on 64x64
+#: images (the demo before issue 14); ``demo``: :func:`specimg.presets.fsdd_demo_config`; ``acc``:
+#: :func:`specimg.presets.fsdd_accuracy_config`.
 VARIANTS: Dict[str, Tuple[str, Dict[str, Any]]] = {
-    "adamw_noflip": ("demo", dict(_OLD, optimizer="adamw", lr=1e-3, hflip=0.0, freq_stretch=0.0, time_stretch=0.0)),
-    "sgd_flip": ("demo", dict(_OLD, optimizer="sgd", lr=0.01, hflip=0.5, freq_stretch=0.0, time_stretch=0.0)),
-    "sgd_flip_stretch": ("demo", dict(_OLD)),  # the preset with looped clips
-    "noflip": ("demo", dict(_OLD, hflip=0.0)),
-    "zero_pad": ("demo", dict(_OLD)),  # the demo preset as it was before issue 14 (8 epochs)
-    "img96": ("demo", dict(_OLD)),
-    # the demo preset now (see specimg.presets.fsdd_train_config)
+    "adamw_noflip": ("base", dict(_OLD, optimizer="adamw", lr=1e-3, hflip=0.0, freq_stretch=0.0, time_stretch=0.0)),
+    "sgd_flip": ("base", dict(_OLD, optimizer="sgd", lr=0.01, hflip=0.5, freq_stretch=0.0, time_stretch=0.0)),
+    "sgd_flip_stretch": ("base", dict(_OLD)),  # the preset with looped clips
+    "noflip": ("base", dict(_OLD, hflip=0.0)),
+    "zero_pad": ("base", dict(_OLD)),  # the demo as it was before issue 14 (8 epochs, 64x64, best epoch)
+    "img96": ("base", dict(_OLD)),
+    # the demo now, and its levers one at a time
     "demo": ("demo", dict()),
+    "demo_no_ema": ("demo", dict(ema=None)),
+    "demo64_no_ema": ("demo", dict(ema=None)),  # on 64x64 images (RENDERS)
+    "demo_8ep": ("demo", dict(epochs=8)),
     # the accuracy preset and its ablations (one lever off each)
     "acc": ("acc", dict()),
     "acc_no_ema": ("acc", dict(ema=None)),
     "acc_no_mixup": ("acc", dict(mixup=0.0)),
     "acc_no_smoothing": ("acc", dict(label_smoothing=0.0)),
     "acc_8ep": ("acc", dict(epochs=8)),
-    # fast demo candidates (48x48 images, batches of 64, the last epoch kept)
-    "fast5": ("demo", dict(epochs=5, batch_size=64, lr=0.02, validate_last=1)),
-    "fast5_ema": ("demo", dict(epochs=5, batch_size=64, lr=0.02, validate_last=1, ema=0.99)),
-    "fast6_64": ("demo", dict(epochs=6, batch_size=64, lr=0.02, validate_last=1)),
+    # early fast-demo candidate: 48x48 images, batches of 64, lr 0.02, the last of 5 epochs
+    "fast5": ("base", dict(epochs=5, batch_size=64, lr=0.02, validate_last=1)),
 }
-#: Variants rendered differently from their preset: (image size, pad mode).
+#: Variants rendered differently from their base: (image size, pad mode).
 RENDERS = {"adamw_noflip": (64, "tile"), "sgd_flip": (64, "tile"), "sgd_flip_stretch": (64, "tile"),
-           "noflip": (64, "tile"), "img96": (96, "tile"),
-           "fast5": (48, "zero"), "fast5_ema": (48, "zero")}
+           "noflip": (64, "tile"), "img96": (96, "tile"), "fast5": (48, "zero"), "demo64_no_ema": (64, "zero")}
 
 
 def variant_configs(name: str, epochs: int | None = None):
     """(render config, train config) of a variant; ``epochs`` overrides the variant's own."""
     base, overrides = VARIANTS[name]
-    overrides = dict(overrides)
+    overrides = dict(overrides, device="cpu")
     if epochs is not None:
         overrides["epochs"] = epochs
     if base == "acc":
-        rcfg, tcfg = fsdd_accuracy_render_config(), fsdd_accuracy_train_config(device="cpu", **overrides)
+        rcfg, tcfg = fsdd_accuracy_config(**overrides)
+    elif base == "demo":
+        rcfg, tcfg = fsdd_demo_config(**overrides)
     else:
-        rcfg, tcfg = fsdd_render_config(), fsdd_train_config(device="cpu", **overrides)
+        rcfg, tcfg = fsdd_render_config(), fsdd_train_config(**overrides)
     if name in RENDERS:
         size, pad = RENDERS[name]
         rcfg = fsdd_render_config(size)

@@ -616,12 +616,11 @@ class TrainConfig(_Config):
         returns use the averaged weights. ``None`` disables it; ``0.998`` is
         about the last 500 steps.
     freeze : tuple of str, str or None
-        Modules of the backbone kept at their pretrained weights, by name
-        relative to the model (``model.named_modules()``; a comma-separated
-        string works too), e.g. ``("conv_stem", "bn1", "blocks.0",
-        "blocks.1")``; their BatchNorm statistics stay fixed as well, and
-        the backward pass stops before them, which saves time. ``None``
-        trains every layer.
+        Modules of the backbone kept at their pretrained weights, named as
+        in ``model.named_modules()`` and comma-separated on the command line,
+        e.g. ``("conv_stem", "bn1", "blocks.0")``. Their BatchNorm
+        statistics stay fixed as well, and the backward pass stops before
+        them. ``None`` trains every layer.
     grad_clip : float or None
         Clip the global gradient norm to this value; ``None`` disables it.
     amp : {'auto', 'bf16', 'fp16', 'off'}

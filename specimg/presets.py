@@ -6,14 +6,14 @@ figure quoted anywhere can be re-run with the same settings.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Tuple, Union
 
 from .config import AudioConfig, RenderConfig, SegmentConfig, SpectrogramConfig, TrainConfig
 
-__all__ = ["fsdd_render_config", "fsdd_train_config", "fsdd_accuracy_render_config", "fsdd_accuracy_train_config"]
+__all__ = ["fsdd_render_config", "fsdd_train_config", "fsdd_demo_config", "fsdd_accuracy_config"]
 
 
-def fsdd_render_config(image_size: int = 64, pad_mode: str = "zero") -> RenderConfig:
+def fsdd_render_config(image_size: Union[int, Tuple[int, int]] = 64, pad_mode: str = "zero") -> RenderConfig:
     """FSDD on a CPU: 8 kHz, 1 s windows at a 0.5 s hop, 64-band mel, small square images.
 
     Digits last 0.14-2.3 s, so most files are one window. Short ones are
@@ -30,7 +30,7 @@ def fsdd_render_config(image_size: int = 64, pad_mode: str = "zero") -> RenderCo
     return RenderConfig(
         audio=AudioConfig(sample_rate=8000, pad_mode=pad_mode),  # type: ignore[arg-type]
         segment=SegmentConfig(seconds=1.0, hop=0.5),
-        spectrogram=SpectrogramConfig(n_fft=256, hop_length=64, n_mels=64, image_size=(image_size, image_size)),
+        spectrogram=SpectrogramConfig(n_fft=256, hop_length=64, n_mels=64, image_size=image_size),
     )
 
 
@@ -66,13 +66,31 @@ def fsdd_train_config(**overrides: Any) -> TrainConfig:
     return TrainConfig(**base)
 
 
-def fsdd_accuracy_render_config() -> RenderConfig:
-    """The render of :func:`fsdd_accuracy_train_config` (for now the demo's, :func:`fsdd_render_config`)."""
-    return fsdd_render_config()
+def fsdd_demo_config(**overrides: Any) -> Tuple[RenderConfig, TrainConfig]:
+    """The settings of ``make demo``: (render config, train config), about 5 minutes on 2 CPU cores.
+
+    :func:`fsdd_train_config` on 64x48 images (64 mel bands, 48 time columns
+    for the 1 s window), 6 epochs, the last epoch kept (``validate_last=1``:
+    the held-out speaker is scored once, after training, so the figure it
+    prints is not chosen on that speaker) with a moving average of the weights
+    (``ema=0.99``). ``benchmarks/demo_speed.py`` measures each lever's time,
+    ``benchmarks/fsdd_variants.py --variants demo`` the accuracy.
+    ``overrides`` go to the train config.
+    """
+    render = fsdd_render_config((64, 48))
+    base = dict(epochs=6, validate_last=1, ema=0.99)
+    base.update(overrides)
+    return render, fsdd_train_config(**base)
 
 
-def fsdd_accuracy_train_config(**overrides: Any) -> TrainConfig:
-    """Leave-one-speaker-out FSDD for accuracy within 30 minutes of a 2-core CPU (work in progress)."""
+def fsdd_accuracy_config(**overrides: Any) -> Tuple[RenderConfig, TrainConfig]:
+    """Accuracy over time: (render config, train config) for FSDD leave-one-speaker-out on a CPU.
+
+    :func:`fsdd_train_config` for 20 epochs with mixup (0.3), label smoothing
+    (0.1) and a moving average of the weights (0.998), on the demo preset's
+    64x64 images; ``benchmarks/fsdd_variants.py --variants acc,...`` gives its
+    figures and ablations. ``overrides`` go to the train config.
+    """
     base = dict(epochs=20, mixup=0.3, label_smoothing=0.1, ema=0.998)
     base.update(overrides)
-    return fsdd_train_config(**base)
+    return fsdd_render_config(), fsdd_train_config(**base)

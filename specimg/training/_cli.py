@@ -71,7 +71,7 @@ _NOT_FLAGS = ("image_size", "backbone_kwargs")
 _RENAMED = {"n_splits": "folds", "num_workers": "workers"}
 _METAVARS = {"backbone": "NAME", "weights": "SOURCE", "n_splits": "K", "group_column": "COL", "device": "DEV",
              "num_workers": "N", "hflip": "P", "time_mask": "FRAC", "freq_mask": "FRAC", "freq_stretch": "FRAC",
-             "time_stretch": "FRAC", "mixup": "ALPHA", "validate_last": "N", "ema": "DECAY", "patience": "N"}
+             "time_stretch": "FRAC", "mixup": "ALPHA", "validate_last": "N", "ema": "DECAY", "patience": "N", "freeze": "NAMES"}
 
 
 def build_configs(args: argparse.Namespace, *, audio_input: bool) -> Tuple[TrainConfig, Optional[RenderConfig]]:
