@@ -15,10 +15,11 @@ jobs on a shared machine distorts least).
 
 The first variants (``adamw_noflip`` ... ``img96``) are the demo preset's
 history, measured on fold 5 (theo) with looped clips; ``zero_pad`` is the demo
-preset before issue 14 (:func:`specimg.presets.fsdd_train_config`, 64x64).
-``demo`` is the demo now (:func:`specimg.presets.fsdd_demo_config`), ``acc``
-the accuracy preset (:func:`specimg.presets.fsdd_accuracy_config`); their
-``*_no_*`` variants switch one lever off each.
+(:func:`specimg.presets.fsdd_demo_config`: 64x64, 8 epochs). ``fast_*`` are
+the faster demo candidates of issue 14 (6 epochs and the last one kept, 64x48
+images, a weight average), ``acc`` the accuracy candidate (20 epochs, mixup,
+label smoothing, a weight average) and ``acc_no_*`` its ablations. The
+figures measured with them are in docs/training.md.
 
 Run: ``.venv/bin/python benchmarks/fsdd_variants.py --folds 3,4 --variants zero_pad,acc`` (one process; to use
 two cores, start two commands on different ``--folds`` with ``--threads 1``, then one more to print the table).
@@ -37,7 +38,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from specimg.presets import fsdd_accuracy_config, fsdd_demo_config, fsdd_render_config, fsdd_train_config
+from specimg.presets import fsdd_render_config, fsdd_train_config
 from specimg.spectrogram import render_dataset
 from specimg.training import train_cv
 
@@ -45,52 +46,40 @@ ROOT = Path(__file__).resolve().parents[1]
 FSDD = ROOT.parent / "shared" / "datasets" / "fsdd"
 
 _OLD = dict(epochs=8)  # the demo preset's history was measured at 8 epochs
-#: variant -> (base, TrainConfig overrides). Bases: ``base``: :func:`specimg.presets.fsdd_train_config` on 64x64
-#: images (the demo before issue 14); ``demo``: :func:`specimg.presets.fsdd_demo_config`; ``acc``:
-#: :func:`specimg.presets.fsdd_accuracy_config`.
-VARIANTS: Dict[str, Tuple[str, Dict[str, Any]]] = {
-    "adamw_noflip": ("base", dict(_OLD, optimizer="adamw", lr=1e-3, hflip=0.0, freq_stretch=0.0, time_stretch=0.0)),
-    "sgd_flip": ("base", dict(_OLD, optimizer="sgd", lr=0.01, hflip=0.5, freq_stretch=0.0, time_stretch=0.0)),
-    "sgd_flip_stretch": ("base", dict(_OLD)),  # the preset with looped clips
-    "noflip": ("base", dict(_OLD, hflip=0.0)),
-    "zero_pad": ("base", dict(_OLD)),  # the demo as it was before issue 14 (8 epochs, 64x64, best epoch)
-    "img96": ("base", dict(_OLD)),
-    # the demo now, and its levers one at a time
-    "demo": ("demo", dict()),
-    "demo_no_ema": ("demo", dict(ema=None)),
-    "demo64_no_ema": ("demo", dict(ema=None)),  # on 64x64 images (RENDERS)
-    "demo_8ep": ("demo", dict(epochs=8)),
-    # the accuracy preset and its ablations (one lever off each)
-    "acc": ("acc", dict()),
-    "acc_no_ema": ("acc", dict(ema=None)),
-    "acc_no_mixup": ("acc", dict(mixup=0.0)),
-    "acc_no_smoothing": ("acc", dict(label_smoothing=0.0)),
-    "acc_8ep": ("acc", dict(epochs=8)),
-    # early fast-demo candidate: 48x48 images, batches of 64, lr 0.02, the last of 5 epochs
-    "fast5": ("base", dict(epochs=5, batch_size=64, lr=0.02, validate_last=1)),
+_ACC = dict(epochs=20, mixup=0.3, label_smoothing=0.1, ema=0.998)  # the accuracy candidate of issue 14
+_FAST = dict(epochs=6, validate_last=1)  # faster demo candidates: 6 epochs, the last one kept
+#: variant -> TrainConfig overrides of :func:`specimg.presets.fsdd_train_config` (the demo's train config).
+VARIANTS: Dict[str, Dict[str, Any]] = {
+    "adamw_noflip": dict(_OLD, optimizer="adamw", lr=1e-3, hflip=0.0, freq_stretch=0.0, time_stretch=0.0),
+    "sgd_flip": dict(_OLD, optimizer="sgd", lr=0.01, hflip=0.5, freq_stretch=0.0, time_stretch=0.0),
+    "sgd_flip_stretch": dict(_OLD),  # the preset with looped clips
+    "noflip": dict(_OLD, hflip=0.0),
+    "zero_pad": dict(_OLD),  # the demo (specimg.presets.fsdd_demo_config)
+    "img96": dict(_OLD),
+    # faster demo candidates (issue 14)
+    "fast_64x64_6ep": dict(_FAST),
+    "fast_64x48_6ep": dict(_FAST),
+    "fast_64x48_6ep_ema": dict(_FAST, ema=0.99),
+    "fast_48_5ep_bs64": dict(epochs=5, batch_size=64, lr=0.02, validate_last=1),
+    # the accuracy candidate and its ablations (one lever off each)
+    "acc": dict(_ACC),
+    "acc_no_ema": dict(_ACC, ema=None),
+    "acc_no_mixup": dict(_ACC, mixup=0.0),
+    "acc_no_smoothing": dict(_ACC, label_smoothing=0.0),
 }
-#: Variants rendered differently from their base: (image size, pad mode).
+#: Variants rendered differently from the demo (64x64, zero padding): (image size, pad mode).
 RENDERS = {"adamw_noflip": (64, "tile"), "sgd_flip": (64, "tile"), "sgd_flip_stretch": (64, "tile"),
-           "noflip": (64, "tile"), "img96": (96, "tile"), "fast5": (48, "zero"), "demo64_no_ema": (64, "zero")}
+           "noflip": (64, "tile"), "img96": (96, "tile"), "fast_64x48_6ep": ((64, 48), "zero"),
+           "fast_64x48_6ep_ema": ((64, 48), "zero"), "fast_48_5ep_bs64": (48, "zero")}
 
 
 def variant_configs(name: str, epochs: int | None = None):
     """(render config, train config) of a variant; ``epochs`` overrides the variant's own."""
-    base, overrides = VARIANTS[name]
-    overrides = dict(overrides, device="cpu")
+    overrides = dict(VARIANTS[name], device="cpu")
     if epochs is not None:
         overrides["epochs"] = epochs
-    if base == "acc":
-        rcfg, tcfg = fsdd_accuracy_config(**overrides)
-    elif base == "demo":
-        rcfg, tcfg = fsdd_demo_config(**overrides)
-    else:
-        rcfg, tcfg = fsdd_render_config(), fsdd_train_config(**overrides)
-    if name in RENDERS:
-        size, pad = RENDERS[name]
-        rcfg = fsdd_render_config(size)
-        rcfg = rcfg.replace(audio=rcfg.audio.replace(pad_mode=pad))
-    return rcfg, tcfg
+    size, pad = RENDERS.get(name, (64, "zero"))
+    return fsdd_render_config(size, pad), fsdd_train_config(**overrides)
 
 
 def run_one(name: str, fold: int, out: Path, epochs: int | None) -> Dict[str, Any]:
@@ -128,8 +117,8 @@ def main() -> None:
     ap.add_argument("--list", action="store_true", help="print the variants and exit")
     args = ap.parse_args()
     if args.list:
-        for name, (base, over) in VARIANTS.items():
-            print(f"{name:>18}: {base} preset {over or ''}")
+        for name, over in VARIANTS.items():
+            print(f"{name:>20}: {over}  {RENDERS.get(name, (64, 'zero'))}")
         return
     torch.set_num_threads(args.threads)
     folds = [args.fold] if args.fold is not None else [int(k) for k in args.folds.split(",")]
