@@ -229,7 +229,10 @@ def _from_timm(
         load_offline(model, name)
     elif path is not None:
         load_checkpoint(model, path, name=name)
-    _logger.info("Built %s (%d classes) with %s weights.", name, num_classes, path or source)
+    if source == "none":  # random initialisation: usually a shell that a fold checkpoint is loaded into next
+        _logger.debug("Built %s (%d classes), randomly initialised.", name, num_classes)
+    else:
+        _logger.info("Built %s (%d classes) with %s weights.", name, num_classes, path or source)
     return model
 
 
