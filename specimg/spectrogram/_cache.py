@@ -53,9 +53,9 @@ __all__ = ["ImageCache", "ImageArray", "render_dataset", "atomic_write_text"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-#: The files of a finished cache folder.
 _logger = logging.getLogger(__name__)
 
+#: The files of a finished cache folder.
 CONFIG_FILE = "config.json"
 IMAGES_FILE = "images.npy"
 SEGMENTS_FILE = "segments.csv"

@@ -664,10 +664,9 @@ class Trainer:
         if self.world_size > 1:  # every process evaluates (and rank 0 saves) rank 0's BatchNorm statistics
             for buf in [*model.buffers(), *(judged.buffers() if judged is not model else ())]:
                 torch.distributed.broadcast(buf, 0)
-        score, improved = None, True
         validate = val_data is not None and (cfg.validate_last is None or e >= cfg.epochs - cfg.validate_last)
-        if val_data is not None and not validate:  # an epoch before the validated ones: nothing to compare
-            improved = False
+        # without validation data every epoch is the best so far; an epoch before the validated ones never is
+        score, improved = None, val_data is None
         if validate:
             logs.update(self.evaluate(judged, val_data))
             score = logs[f"val_{self.metric}"]
