@@ -260,6 +260,8 @@ def stages(csv: Path, tmp: Path, repeats: int) -> None:
     """Per-stage CPU time of one 120 s file, before and after, and each lever alone."""
     import librosa
     import scipy.fft
+    import soundfile as sf
+    import torch
     from threadpoolctl import threadpool_limits
     from PIL import Image
 
@@ -267,6 +269,7 @@ def stages(csv: Path, tmp: Path, repeats: int) -> None:
     from specimg.spectrogram._cache import expected_windows
 
     threadpool_limits(1)
+    torch.set_num_threads(1)
     path = str(csv.parent / "long_00.wav")
     print(f"one file of 120 s at {SR} Hz, 20 s windows, {SIZE}x{SIZE}; process CPU ms, one thread, "
           f"medians of {repeats}")
@@ -299,13 +302,13 @@ def stages(csv: Path, tmp: Path, repeats: int) -> None:
             "PNG save (RGB, level 6)": lambda: Image.fromarray(hwc[0]).save(tmp / "seed.png"),
         }
         before = {
-            "load (specimg)": lambda: im._load(path, cfg),
+            "load (libsndfile's float32 conversion)": lambda: sf.read(path, dtype="float32", always_2d=True),
             "STFT float64 + dense mel + dB (librosa)": lambda: before_features(yp, spec),
             "images: resize, 3 HWC channels": lambda: before_images(F_before, frames),
             "shard .npy + consolidation copy": shard_then_copy,
         }
         after = {
-            "load (specimg)": lambda: im._load(path, cfg),
+            "load (specimg: 16-bit PCM read as int16, scaled)": lambda: im._load(path, cfg),
             "header -> planned rows": lambda: expected_windows(path, cfg, None),
             "STFT float32 + banded mel (mel_power)": lambda: im.mel_power(yp, sr=SR, config=spec),
             "dB + [0, 1]": lambda: ((librosa.power_to_db(mel, ref=np.max, top_db=80.0) + 80.0) / 80.0).astype(
@@ -334,6 +337,8 @@ def stages(csv: Path, tmp: Path, repeats: int) -> None:
 
 def _levers(yp, spec, hwc, tmp: Path, repeats: int, sfft) -> None:
     """Each lever of issue 14 alone: its time against the alternative it replaced, on the same file."""
+    import torch
+
     from specimg.spectrogram import _image as im
 
     n_fft, hop = spec.n_fft, spec.hop_length
@@ -345,11 +350,13 @@ def _levers(yp, spec, hwc, tmp: Path, repeats: int, sfft) -> None:
     power = np.square(spec32.real) + np.square(spec32.imag)
     out = np.empty((128, spec.n_mels), np.float32)
     n_blocks = len(frames_v) / 128.0
+    block32 = torch.from_numpy(np.ascontiguousarray(frames_v[:128] * w32))
     plane = np.ascontiguousarray(hwc[..., 0])  # (n_windows, H, W): what specimg stores
     rows = [
         ("FFT of the file's frames: float64 (librosa's)",
          lambda: sfft.rfft(frames_v[:128] * w32.astype(np.float64), axis=-1), n_blocks),
-        ("FFT of the file's frames: float32", lambda: sfft.rfft(frames_v[:128] * w32, axis=-1), n_blocks),
+        ("FFT of the file's frames: float32 (scipy)", lambda: sfft.rfft(frames_v[:128] * w32, axis=-1), n_blocks),
+        ("FFT of the file's frames: float32 (torch, specimg)", lambda: torch.fft.rfft(block32, dim=-1), n_blocks),
         ("mel product: dense (n_mels x bins)", lambda: power @ dense, n_blocks),
         ("mel product: 8 bands of the filterbank", lambda: im._apply_bank(bank, power, out), n_blocks),
         ("|X|^2, then the bands' product", lambda: im._apply_bank(

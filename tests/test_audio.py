@@ -191,3 +191,21 @@ def test_table_errors(tmp_path):
 
 def test_sort_labels_numeric_aware():
     assert sort_labels(["10", "2", "1", "b", "a"]) == ["1", "2", "10", "a", "b"]
+
+
+# ------------------------------------------------------------------ 16-bit PCM read as int16
+def test_pcm16_loads_the_values_libsndfile_gives(fsdd_dir, tmp_path):
+    """16-bit PCM is read as int16 and scaled by 1 / 32768 (faster): the same float32 array libsndfile's own
+    float conversion gives, on real recordings and on the extreme sample values, with an offset and duration."""
+    paths = sorted((fsdd_dir / "recordings").glob("*.wav"))[::300]
+    assert len(paths) >= 10 and all(sf.info(p).subtype == "PCM_16" for p in paths)
+    for p in paths:
+        np.testing.assert_array_equal(load_audio(p, sr=8000), sf.read(p, dtype="float32")[0])
+    extremes = np.array([-32768, -32767, -1, 0, 1, 32766, 32767] * 400, dtype=np.int16)
+    stereo = np.stack([extremes, extremes[::-1]], axis=1)
+    sf.write(tmp_path / "x.wav", stereo, SR, subtype="PCM_16")
+    expected = sf.read(tmp_path / "x.wav", dtype="float32", always_2d=True)[0]
+    assert expected.min() == -1.0 and expected.max() == np.float32(32767 / 32768)
+    np.testing.assert_array_equal(load_audio(tmp_path / "x.wav", sr=SR), expected.mean(axis=1))
+    part = load_audio(tmp_path / "x.wav", sr=SR, offset=0.05, duration=0.1)
+    np.testing.assert_array_equal(part, expected[400:1200].mean(axis=1))
