@@ -355,8 +355,8 @@ def _levers(yp, spec, hwc, tmp: Path, repeats: int, sfft) -> None:
     rows = [
         ("FFT of the file's frames: float64 (librosa's)",
          lambda: sfft.rfft(frames_v[:128] * w32.astype(np.float64), axis=-1), n_blocks),
-        ("FFT of the file's frames: float32 (scipy)", lambda: sfft.rfft(frames_v[:128] * w32, axis=-1), n_blocks),
-        ("FFT of the file's frames: float32 (torch, specimg)", lambda: torch.fft.rfft(block32, dim=-1), n_blocks),
+        ("FFT of the file's frames: float32 (scipy, specimg)", lambda: sfft.rfft(frames_v[:128] * w32, axis=-1), n_blocks),
+        ("FFT of the frames: float32, torch (MKL; not used)", lambda: torch.fft.rfft(block32, dim=-1), n_blocks),
         ("mel product: dense (n_mels x bins)", lambda: power @ dense, n_blocks),
         ("mel product: 8 bands of the filterbank", lambda: im._apply_bank(bank, power, out), n_blocks),
         ("|X|^2, then the bands' product", lambda: im._apply_bank(
