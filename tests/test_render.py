@@ -283,3 +283,47 @@ def test_cli_bad_option_exit_code(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["render", str(tmp_path), "--out", str(tmp_path / "c"), "--class-hop", "oops"]) == 2
     assert "LABEL=SECONDS" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ two renders of one folder at once
+_RENDER_CHILD = r"""
+import hashlib, os, sys
+from pathlib import Path
+from specimg.config import AudioConfig, RenderConfig, SegmentConfig, SpectrogramConfig
+from specimg.spectrogram import render_dataset
+cfg = RenderConfig(audio=AudioConfig(sample_rate=8000), segment=SegmentConfig(seconds=1.0, hop=0.5),
+                   spectrogram=SpectrogramConfig(n_fft=256, hop_length=64, n_mels=32, image_size=(32, 48)))
+Path(sys.argv[3]).touch()  # about to ask for the folder
+cache = render_dataset(sys.argv[1], sys.argv[2], cfg, workers=2, progress=False)
+images = Path(sys.argv[2]) / "images.npy"
+print(len(cache.images), os.stat(images).st_ino, hashlib.sha256(images.read_bytes()).hexdigest())
+"""
+
+
+def test_renders_of_one_folder_wait_for_each_other_and_the_second_reuses_the_first(fsdd_subset_csv, tmp_path):
+    """Two commands started side by side on one cache folder (two folds of one dataset, say): while one
+    renders, the other waits on the folder's lock, then finds the finished cache and reuses it."""
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "cache"
+    root.mkdir()
+    children = []
+    with cache_mod._folder_lock(root):  # held here: both children must wait for it
+        for k in range(2):
+            children.append(subprocess.Popen(
+                [sys.executable, "-c", _RENDER_CHILD, str(fsdd_subset_csv), str(root), str(tmp_path / f"go{k}")],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        deadline = time.monotonic() + 120
+        while not all((tmp_path / f"go{k}").exists() for k in range(2)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)
+        assert all(c.poll() is None for c in children)  # both blocked on the lock
+        assert not (root / "images.npy").exists()
+    outs = [c.communicate(timeout=300) for c in children]
+    assert all(c.returncode == 0 for c in children), [o[1][-2000:] for o in outs]
+    (n1, ino1, sha1), (n2, ino2, sha2) = [o[0].split() for o in outs]
+    assert int(n1) == int(n2) > 0 and sha1 == sha2
+    assert ino1 == ino2  # the second found the first's images.npy and left it as it was: rendered once
+    assert sorted(p.name for p in root.iterdir()) == sorted(ImageCache.LAYOUT_FILES)  # no lock file left

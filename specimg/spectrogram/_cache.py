@@ -23,6 +23,7 @@ finished cache equals an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -893,6 +894,34 @@ def render_dataset(
     _validate_against_data(table, config)
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
+    with _folder_lock(root):  # a second render of this folder (another fold's command) waits, then reuses it
+        return _render_locked(table, root, config, workers=workers, png=png, strict=strict, overwrite=overwrite,
+                              progress=progress)
+
+
+@contextlib.contextmanager
+def _folder_lock(root: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on the folder ``root`` itself (no lock file is left in it).
+
+    Where the platform has no ``fcntl`` (Windows) nothing is locked: two renders of one folder at once are
+    then not supported.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _render_locked(table: pd.DataFrame, root: Path, config: RenderConfig, *, workers: int, png: bool, strict: bool,
+                   overwrite: bool, progress: bool) -> ImageCache:
+    """:func:`render_dataset` once its options are checked and it holds the folder's lock."""
     previous = _previous_cache(root, config, overwrite)
     h = config.hash()
     for stale in root.glob(PARTIAL_PREFIX + "*"):
