@@ -30,7 +30,6 @@ two cores, start two commands on different ``--folds`` with ``--threads 1``, the
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import time
 from pathlib import Path
@@ -90,11 +89,9 @@ def run_one(name: str, fold: int, out: Path, epochs: int | None) -> Dict[str, An
     """Train (or collect) one variant on one held-out fold; the table row."""
     rcfg, cfg = variant_configs(name, epochs)
     cache_dir = out / "caches" / rcfg.hash()[:12]
-    cache_dir.parent.mkdir(parents=True, exist_ok=True)
-    # commands started side by side share the cache: one renders it while the others wait, then reuse it
-    with open(cache_dir.parent / f"{cache_dir.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        cache = render_dataset(FSDD / "labels.csv", cache_dir, rcfg, workers=2, progress=False)
+    # commands started side by side share the cache: one renders it, the others wait (render_dataset locks the
+    # folder) and reuse it
+    cache = render_dataset(FSDD / "labels.csv", cache_dir, rcfg, workers=2, progress=False)
     run_dir = out / name / f"fold{fold}"
     timing = run_dir / "timing.json"
     t0, c0 = time.perf_counter(), time.process_time()
