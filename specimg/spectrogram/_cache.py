@@ -843,7 +843,10 @@ def render_dataset(
     Finished files are recorded as they finish, so re-running the same call
     after a crash resumes where it stopped; files already in a finished
     cache with the same config are reused, so adding files renders only
-    the new ones.
+    the new ones. Two calls on one folder at once (two folds' commands
+    started side by side) take turns on a lock held on the folder: the
+    second waits, then reuses the first one's cache (on Linux and macOS;
+    Windows has no such lock, so there they must not overlap).
 
     Parameters
     ----------
