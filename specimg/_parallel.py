@@ -51,7 +51,7 @@ def failure_reason(exc: BaseException) -> str:
 
 
 #: The parent's threadpoolctl controller (the BLAS / OpenMP libraries it has loaded), which forked workers
-#: inherit: finding the libraries costs each worker ~16 ms, limiting them through it ~0.1 ms.
+#: inherit: they limit those libraries through it instead of each searching the loaded libraries again.
 _CONTROLLER: Any = None
 
 
