@@ -372,6 +372,17 @@ def _levers(yp, spec, hwc, tmp: Path, repeats: int, sfft) -> None:
     for name, fn, scale in rows:
         print(f"    {name:<52} {_median_ms(fn, repeats) * scale:8.2f} ms")
     print(f"    bytes per image stored: 3 HWC channels {hwc[0].nbytes}, one plane {hwc[0, :, :, 0].nbytes}")
+    print(f"    what torch's FFT would cost render first (a fresh process, after numpy/scipy/librosa): "
+          f"{_torch_import_cost()}")
+
+
+def _torch_import_cost() -> str:
+    """``import torch`` in a fresh interpreter: wall seconds and resident memory before / after."""
+    code = ("import resource, time\nimport numpy, scipy.fft, librosa\n"
+            "r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; t = time.perf_counter()\nimport torch\n"
+            "print(f'import torch {time.perf_counter() - t:.2f} s, peak RSS {r0 / 1024:.0f} -> '"
+            "f'{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB')")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
 
 
 def _store(path: Path, images: np.ndarray) -> None:
