@@ -377,11 +377,15 @@ def _levers(yp, spec, hwc, tmp: Path, repeats: int, sfft) -> None:
 
 
 def _torch_import_cost() -> str:
-    """``import torch`` in a fresh interpreter: wall seconds and resident memory before / after."""
-    code = ("import resource, time\nimport numpy, scipy.fft, librosa\n"
-            "r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; t = time.perf_counter()\nimport torch\n"
-            "print(f'import torch {time.perf_counter() - t:.2f} s, peak RSS {r0 / 1024:.0f} -> '"
-            "f'{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB')")
+    """``import torch`` in a fresh interpreter: wall seconds and resident memory (VmRSS) before / after.
+
+    Resident memory is read from ``/proc/self/status``: ``ru_maxrss`` of a process started from a large one
+    carries the parent's high-water mark.
+    """
+    code = ("import time\nimport numpy, scipy.fft, librosa\n"
+            "rss = lambda: int([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1]) // 1024\n"
+            "r0 = rss(); t = time.perf_counter()\nimport torch\n"
+            "print(f'import torch {time.perf_counter() - t:.2f} s, resident memory {r0} -> {rss()} MB')")
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
 
 
