@@ -17,7 +17,7 @@ Every run is a fresh subprocess with ``OMP_NUM_THREADS=OPENBLAS_NUM_THREADS=MKL_
 (one thread per process on both sides), timed from after its imports. The runs of one
 setting alternate (seed, specimg, specimg+png, then the reverse order, ...) and the
 median of ``--repeats`` (>= 3) is quoted with the ratio to the seed's median measured in
-the same run. Peak RSS is the larger of the process's and its children's ``ru_maxrss``;
+the same run. Peak RSS is the larger of the process's own ``VmHWM`` and its children's ``ru_maxrss``;
 ``specimg`` is also run on a quarter of the files to show that it stays flat.
 
 ``--stages`` instead prints where one 120 s file's time goes (process CPU time, one
