@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 DATA ?=
 OUT ?= demo_out
 STAMP := $(VENV)/.specimg-installed
+# test processes (pytest-xdist); a test file's tests stay in one process (--dist loadfile)
+TEST_WORKERS ?= 2
 
 .PHONY: setup demo test bench docs clean
 
@@ -21,7 +23,7 @@ demo: setup
 	$(PY) examples/demo_fsdd.py $(if $(DATA),--data $(DATA)) --out $(OUT)
 
 test: setup
-	$(if $(DATA),SPECIMG_FSDD=$(DATA)) $(PY) -m pytest -q tests
+	$(if $(DATA),SPECIMG_FSDD=$(DATA)) $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 bench: setup
 	$(PY) benchmarks/render.py
