@@ -25,9 +25,11 @@ def _cmd_render(args: argparse.Namespace) -> int:
     config = render_config_from_args(args)
     cache = render_dataset(input_table(args, args.input), args.out, config, workers=args.workers, png=args.png,
                            strict=args.strict, overwrite=args.overwrite, progress=not args.quiet)
-    n_err = len(cache.errors)
-    print(f"rendered {len(cache.files)} file(s) into {len(cache.images)} image(s) of "
-          f"{'x'.join(map(str, cache.images.shape[1:]))} in {cache.root}"
+    n_err, n_reused = len(cache.errors), cache.reused_files
+    n_new = len(cache.files) - n_reused
+    what = (f"nothing to render: {cache.root} already holds these {n_reused} file(s)" if not n_new and not n_err else
+            f"rendered {n_new} file(s)" + (f" and reused {n_reused} from the cache" if n_reused else ""))
+    print(f"{what}: {len(cache.images)} image(s) of {'x'.join(map(str, cache.images.shape[1:]))} in {cache.root}"
           + (f"; {n_err} file(s) failed, see {cache.root / 'errors.csv'}" if n_err else ""))
     if cache.classes:
         counts = cache.files["label"].value_counts()

@@ -268,8 +268,17 @@ def test_cli_render_csv_and_class_tree(fsdd_dir, tmp_path, capsys):
               "--n-mels", "32", "--image-size", "32x48", "--quiet"]
     assert main(["render", str(tree), "--out", str(tmp_path / "c1"), "--png", *common]) == 0
     out = capsys.readouterr().out
-    assert "rendered 4 file(s)" in out and "3 (2 files), 7 (2 files)" in out
+    assert "rendered 4 file(s): " in out and "3 (2 files), 7 (2 files)" in out
     assert len(list((tmp_path / "c1" / "png" / "7").glob("*.png"))) == 2
+    # the same command again renders nothing and says so; a new file is the only one rendered
+    assert main(["render", str(tree), "--out", str(tmp_path / "c1"), "--png", *common]) == 0
+    assert f"nothing to render: {tmp_path / 'c1'} already holds these 4 file(s): 4 image(s)" in capsys.readouterr().out
+    src = fsdd_dir / "recordings" / "7_theo_2.wav"
+    (tree / "7" / src.name).write_bytes(src.read_bytes())
+    assert main(["render", str(tree), "--out", str(tmp_path / "c1"), "--png", *common]) == 0
+    out = capsys.readouterr().out
+    assert "rendered 1 file(s) and reused 4 from the cache: 5 image(s)" in out and "7 (3 files)" in out
+    assert ImageCache.open(tmp_path / "c1").reused_files == 0  # opened, not rendered by a call
     pd.DataFrame({"path": [f"tree/3/3_theo_{t}.wav" for t in range(2)], "label": ["3", "3"],
                   "group": ["theo", "theo"]}).to_csv(tmp_path / "in.csv", index=False)
     assert main(["render", str(tmp_path / "in.csv"), "--out", str(tmp_path / "c2"), *common]) == 0

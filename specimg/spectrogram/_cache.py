@@ -254,6 +254,11 @@ class ImageCache:
         Sorted labels (numeric-aware).
     errors : pd.DataFrame
         ``path, error`` of the files that could not be rendered.
+    reused_files : int
+        How many of ``files`` the :func:`render_dataset` call that returned
+        this cache took from the finished cache already in its folder
+        instead of rendering them (all of them when nothing changed); 0 for
+        a cache opened with :meth:`open` or made by :meth:`select`.
     """
 
     #: The names of the layout (``cache.root / ImageCache.ERRORS_FILE`` ...): other modules use these.
@@ -272,6 +277,7 @@ class ImageCache:
         self.files = files
         self.classes = list(classes)
         self.errors = errors if errors is not None else pd.DataFrame(columns=["path", "error"])
+        self.reused_files = 0
 
     def __len__(self) -> int:
         return len(self.images)
@@ -933,6 +939,7 @@ def _render_locked(table: pd.DataFrame, root: Path, config: RenderConfig, *, wor
 
     reuse = _reusable(previous, table)
     if previous is not None and len(reuse) == len(table) == len(previous.files) and previous.errors.empty:
+        previous.reused_files = len(previous.files)
         return previous  # nothing to do: the same files, the same config
 
     shard_dir = root / (PARTIAL_PREFIX + h)
@@ -950,6 +957,7 @@ def _render_locked(table: pd.DataFrame, root: Path, config: RenderConfig, *, wor
     if png and previous is not None:
         _write_reused_pngs(cache, reuse)
     shutil.rmtree(shard_dir, ignore_errors=True)
+    cache.reused_files = len(reuse)
     if errors:
         _logger.warning("specimg render: %d file(s) could not be rendered (listed in %s):\n%s%s", len(errors),
                         root / ERRORS_FILE, "\n".join(f"  {p}: {e}" for p, e in list(errors.items())[:20]),
