@@ -19,8 +19,10 @@ history, measured on fold 5 (theo) with looped clips; ``zero_pad`` is the demo
 the faster demo candidates of issue 14 (6 epochs and the last one kept, 64x48
 images, a weight average), ``acc`` the accuracy candidate (20 epochs, mixup,
 label smoothing, a weight average) and ``acc_no_*`` its ablations; ``lite1``
-is the demo with the larger offline backbone, EfficientNet-Lite1. The figures
-measured with them are in docs/training.md.
+is the demo with the larger offline backbone, EfficientNet-Lite1, and
+``lite0_5stages`` the demo with Lite0 cut after its fifth stage (a factory
+registered here; ``benchmarks/cpu_step.py`` times its training step). The
+figures measured with them are in docs/training.md.
 
 Run: ``.venv/bin/python benchmarks/fsdd_variants.py --folds 3,4 --variants zero_pad,acc`` (one process; to use
 two cores, start two commands on different ``--folds`` with ``--threads 1``, then one more to print the table).
