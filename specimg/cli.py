@@ -27,10 +27,13 @@ def _cmd_render(args: argparse.Namespace) -> int:
                            strict=args.strict, overwrite=args.overwrite, progress=not args.quiet)
     n_err, n_reused = len(cache.errors), cache.reused_files
     n_new = len(cache.files) - n_reused
-    what = (f"nothing to render: {cache.root} already holds these {n_reused} file(s)" if not n_new and not n_err else
-            f"rendered {n_new} file(s)" + (f" and reused {n_reused} from the cache" if n_reused else ""))
-    print(f"{what}: {len(cache.images)} image(s) of {'x'.join(map(str, cache.images.shape[1:]))} in {cache.root}"
-          + (f"; {n_err} file(s) failed, see {cache.root / 'errors.csv'}" if n_err else ""))
+    images = f"{len(cache.images)} image(s) of {'x'.join(map(str, cache.images.shape[1:]))}"
+    if not n_new and not n_err:
+        print(f"nothing to render: {cache.root} already holds these {n_reused} file(s), {images}")
+    else:
+        print(f"rendered {n_new} file(s)" + (f" and reused {n_reused} from the cache" if n_reused else "")
+              + f": {images} in {cache.root}" + (f"; {n_err} file(s) failed, see {cache.root / 'errors.csv'}"
+                                                 if n_err else ""))
     if cache.classes:
         counts = cache.files["label"].value_counts()
         print("classes: " + ", ".join(f"{c} ({int(counts.get(c, 0))} files)" for c in cache.classes))

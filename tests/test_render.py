@@ -272,7 +272,7 @@ def test_cli_render_csv_and_class_tree(fsdd_dir, tmp_path, capsys):
     assert len(list((tmp_path / "c1" / "png" / "7").glob("*.png"))) == 2
     # the same command again renders nothing and says so; a new file is the only one rendered
     assert main(["render", str(tree), "--out", str(tmp_path / "c1"), "--png", *common]) == 0
-    assert f"nothing to render: {tmp_path / 'c1'} already holds these 4 file(s): 4 image(s)" in capsys.readouterr().out
+    assert f"nothing to render: {tmp_path / 'c1'} already holds these 4 file(s), 4 image(s) of 32x48x3" in capsys.readouterr().out
     src = fsdd_dir / "recordings" / "7_theo_2.wav"
     (tree / "7" / src.name).write_bytes(src.read_bytes())
     assert main(["render", str(tree), "--out", str(tmp_path / "c1"), "--png", *common]) == 0
