@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fsdd_variants import lite0_5stages  # noqa: E402  (benchmarks/ is the script's folder)
+from fsdd_variants import lite0_5stages  # benchmarks/ is the script's folder, so first on sys.path
 from specimg.models import create_backbone
 
 
