@@ -9,19 +9,23 @@ DCBA, ...) ``--repeats`` times after two untimed warm-up steps each:
   ``train_cv`` runs it on the CPU;
 - ``bf16``: the same under ``torch.autocast('cpu', dtype=torch.bfloat16)``;
 - ``nchw``: the same without channels-last;
-- ``lite0_5stages``: Lite0 cut after its fifth stage (``benchmarks/fsdd_variants.py``).
+- ``lite0_5stages``: Lite0 cut after its fifth stage (``benchmarks/fsdd_variants.py``);
+- ``compiled`` (with ``--compile``): a ``torch.compile`` copy of ``demo`` (inductor, default mode), its
+  compilation (its first two steps) timed apart.
 
 Printed: each side's median ms per step and images/s and its speed against
 ``demo`` (> 1 is faster), then, with ``--layers``, the forward and backward
 times of Lite0's depthwise convolutions at their 64x64-input shapes (the
 backward is mostly their weight gradient).
 
-Run: ``.venv/bin/python benchmarks/cpu_step.py [--layers]`` (about 2 minutes on 2 cores).
+Run: ``.venv/bin/python benchmarks/cpu_step.py [--layers] [--compile]`` (about 2 minutes on 2 cores;
+``--compile`` adds the compilation: 150 s once with inductor's on-disk cache cold, seconds when warm).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 from typing import Callable, Dict, List
 
@@ -55,6 +59,10 @@ def steps(args: argparse.Namespace) -> None:
             model = model.to(memory_format=torch.channels_last)
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
         state[name] = (model, opt, x.contiguous(memory_format=torch.channels_last) if cl else x, name == "bf16")
+    if args.compile:  # the demo's weights, compiled
+        twin = copy.deepcopy(state["demo"][0])
+        opt = torch.optim.SGD(twin.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+        state["compiled"] = (torch.compile(twin), opt, state["demo"][2], False)
 
     def step(name: str) -> None:
         model, opt, xb, bf16 = state[name]
@@ -65,9 +73,12 @@ def steps(args: argparse.Namespace) -> None:
         opt.step()
 
     names = list(state)
-    for name in names:
+    warm_up_s = {}
+    for name in names:  # two untimed steps each; for the compiled side they are the compilation
+        t = time.perf_counter()
         step(name)
         step(name)
+        warm_up_s[name] = time.perf_counter() - t
     times: Dict[str, List[float]] = {n: [] for n in names}
     for r in range(args.repeats):
         for name in (names if r % 2 == 0 else names[::-1]):
@@ -78,6 +89,8 @@ def steps(args: argparse.Namespace) -> None:
     med = {n: float(np.median(v)) for n, v in times.items()}
     print(f"batch {args.batch} x {args.size}x{args.size}, {args.threads} threads, {args.repeats} alternated blocks "
           f"of {args.steps} steps (median ms per step; speed against demo, > 1 is faster)")
+    if args.compile:
+        print(f"  compilation (the compiled side's first two steps): {warm_up_s['compiled']:.0f} s")
     for n in names:
         print(f"  {n:<14} {med[n] * 1e3:7.1f} ms/step  {args.batch / med[n]:6.1f} img/s  "
               f"x{med['demo'] / med[n]:.2f}   blocks: {' '.join(f'{s * 1e3:.0f}' for s in times[n])}")
@@ -114,6 +127,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--layers", action="store_true", help="also time the depthwise convolutions one by one")
+    ap.add_argument("--compile", action="store_true", help="also time a torch.compile copy of the demo model")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     steps(args)

@@ -56,8 +56,9 @@ def main() -> None:
     render_config, _ = fsdd_demo_config()
     cache = render_dataset(source, out / "cache", render_config, workers=args.workers)
     files = cache.files
-    reused = f" ({cache.reused_files} of them reused from the cache)" if cache.reused_files else ""
-    print(f"\nrendered {len(files)} files{reused} -> {len(cache.images)} images {cache.images.shape[1:]} "
+    n_reused = cache.reused_files
+    print(f"\n{len(files)} files ({len(files) - n_reused} rendered, {n_reused} reused from the cache) -> "
+          f"{len(cache.images)} images {cache.images.shape[1:]} "
           f"in {time.perf_counter() - t0:.1f} s ({cache.root})")
     if len(cache.errors):
         print(f"{len(cache.errors)} file(s) failed: see {cache.root / 'errors.csv'}")

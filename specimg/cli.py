@@ -29,11 +29,13 @@ def _cmd_render(args: argparse.Namespace) -> int:
     n_new = len(cache.files) - n_reused
     images = f"{len(cache.images)} image(s) of {'x'.join(map(str, cache.images.shape[1:]))}"
     if not n_new and not n_err:
-        print(f"nothing to render: {cache.root} already holds these {n_reused} file(s), {images}")
+        line = f"nothing to render: {cache.root} already holds these {n_reused} file(s), {images}"
     else:
-        print(f"rendered {n_new} file(s)" + (f" and reused {n_reused} from the cache" if n_reused else "")
-              + f": {images} in {cache.root}" + (f"; {n_err} file(s) failed, see {cache.root / 'errors.csv'}"
-                                                 if n_err else ""))
+        reused = f" and reused {n_reused} from the cache" if n_reused else ""
+        line = f"rendered {n_new} file(s){reused}: {images} in {cache.root}"
+    if n_err:
+        line += f"; {n_err} file(s) failed, see {cache.root / 'errors.csv'}"
+    print(line)
     if cache.classes:
         counts = cache.files["label"].value_counts()
         print("classes: " + ", ".join(f"{c} ({int(counts.get(c, 0))} files)" for c in cache.classes))
