@@ -86,9 +86,9 @@ def git_head() -> str:
 
 
 def atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from specimg._io import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 def fsdd_table(fsdd: Path, *, takes: Optional[int] = None, n_files: Optional[int] = None, seed: int = 0):

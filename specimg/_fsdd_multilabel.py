@@ -25,6 +25,7 @@ from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ._io import atomic_write, atomic_write_csv
 from .exceptions import ParameterError
 
 __all__ = ["fsdd_mixtures", "fsdd_recordings", "SPEAKER_PAIRS"]
@@ -122,11 +123,12 @@ def fsdd_mixtures(out_dir: PathLike, *, per_pair: int = 20, pairs: Sequence[Tupl
                 lo = (n - len(y)) // 2
                 mix[lo:lo + len(y)] += 0.5 * y
             name = f"mixtures/{s1}_{a}+{s2}_{b}_{i:03d}.wav"
-            sf.write(str(out / name), mix, 8000, subtype="PCM_16")
+            atomic_write(out / name, lambda tmp: sf.write(str(tmp), mix, 8000, subtype="PCM_16", format="WAV"),
+                         ".wav")
             rows.append({"path": name, "labels": ";".join(sorted((a, b))), "group": f"{s1}+{s2}",
                          "first": str(pa.relative_to(root)), "second": str(pb.relative_to(root))})
     csv = out / "mixtures.csv"
-    pd.DataFrame(rows).to_csv(csv, index=False)
+    atomic_write_csv(pd.DataFrame(rows), csv)
     return csv
 
 
@@ -195,7 +197,8 @@ def fsdd_recordings(out_dir: PathLike, *, speakers: Sequence[str] = ("george", "
             parts.append(np.zeros(tail, np.float32))
             signal = np.concatenate(parts)
             signal = signal + noise * rng.standard_normal(len(signal)).astype(np.float32)
-            sf.write(str(out / name), signal, sr, subtype="PCM_16")
+            atomic_write(out / name, lambda tmp: sf.write(str(tmp), signal, sr, subtype="PCM_16", format="WAV"),
+                         ".wav")
     csv = out / "annotations.csv"
-    pd.DataFrame(rows).to_csv(csv, index=False)
+    atomic_write_csv(pd.DataFrame(rows), csv)
     return csv

@@ -11,27 +11,35 @@
    GitHub, its 3,000 recordings laid out as ``recordings/*.wav`` beside a ``labels.csv`` with the columns
    ``path,label,speaker,sample_rate,seconds``, like ``../shared/datasets/fsdd``.
 
-The archive's SHA-256 could not be computed where this module was written (no network), so
-:data:`FSDD_ARCHIVE_SHA256` is ``None``: the download then checks what it extracted instead (exactly the
-6 speakers x 10 digits x 50 takes of the release) and logs the archive's SHA-256 so that it can be pinned,
-in this constant or in the ``SPECIMG_FSDD_SHA256`` environment variable.
+The download is checksummed on what it extracts: :data:`FSDD_RECORDINGS_SHA256` is the digest of the
+3,000 recordings (:func:`recordings_digest`), so a regenerated GitHub archive (whose bytes may change) still
+passes and a changed or missing recording does not. The archive's own SHA-256 could not be computed where
+this module was written (no network), so :data:`FSDD_ARCHIVE_SHA256` is ``None``; the download logs it so
+that it can be pinned there or in the ``SPECIMG_FSDD_SHA256`` environment variable. Processes that need
+FSDD at the same time (``make test``'s workers) take turns on a lock file beside the cache: one downloads,
+the others then find it.
+
+``python -m specimg.datasets`` prints the folder (downloading it once if needed), as ``make test`` does
+before the tests.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
 import shutil
 import tarfile
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Optional, Union
 
 from .exceptions import DataError
 
-__all__ = ["fsdd_path", "download_fsdd", "fsdd_labels", "fsdd_mixtures", "fsdd_recordings", "FSDD_URL",
-           "FSDD_ARCHIVE_SHA256", "FSDD_VERSION"]
+__all__ = ["fsdd_path", "download_fsdd", "fsdd_labels", "fsdd_mixtures", "fsdd_recordings", "recordings_digest",
+           "FSDD_URL", "FSDD_ARCHIVE_SHA256", "FSDD_RECORDINGS_SHA256", "FSDD_VERSION"]
 
 _logger = logging.getLogger(__name__)
 
@@ -48,6 +56,10 @@ FSDD_URL = f"https://github.com/Jakobovski/free-spoken-digit-dataset/archive/ref
 #: the download then checks the extracted recordings instead and logs the archive's digest. The
 #: ``SPECIMG_FSDD_SHA256`` environment variable sets it without editing the code.
 FSDD_ARCHIVE_SHA256: Optional[str] = None
+#: :func:`recordings_digest` of the release's 3,000 recordings (computed from ``../shared/datasets/fsdd``,
+#: whose README says its audio is the release's, unchanged). A download without a pinned archive hash must
+#: extract exactly these.
+FSDD_RECORDINGS_SHA256 = "99aa5e3a7c822ab55b2a3b47e0b05aeb9f011c54837a12e3831ad24108330829"
 #: The release's recordings: 6 speakers x 10 digits x 50 takes.
 FSDD_SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
 FSDD_N_RECORDINGS = 3000
@@ -134,11 +146,34 @@ def fsdd_path(
     if not download:
         raise DataError(f"FSDD was not found (looked in {', '.join(looked)}) and download=False. Set DATA= or "
                         "SPECIMG_FSDD to a copy, or allow the download.")
-    try:
-        return download_fsdd(target, url=url, known_hash=known_hash)
-    except DataError as exc:
-        raise DataError(f"FSDD was not found (looked in {', '.join(looked)}) and could not be downloaded: {exc} "
-                        "Set DATA= or SPECIMG_FSDD to a copy of FSDD.") from None
+    from filelock import FileLock
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):  # one process downloads; the others wait, then find it
+        if _is_fsdd(target):
+            return target
+        try:
+            return download_fsdd(target, url=url, known_hash=known_hash)
+        except DataError as exc:
+            raise DataError(f"FSDD was not found (looked in {', '.join(looked)}) and could not be downloaded: "
+                            f"{exc} Set DATA= or SPECIMG_FSDD to a copy of FSDD.") from None
+
+
+def recordings_digest(recordings: PathLike) -> str:
+    """SHA-256 over the ``{digit}_{speaker}_{take}.wav`` files of a folder, sorted by name.
+
+    Each file adds ``name``, a NUL byte, the hex SHA-256 of its bytes and a newline; the result does not
+    depend on how the files were archived or compressed.
+
+    Examples
+    --------
+    >>> recordings_digest(fsdd_path() / "recordings") == FSDD_RECORDINGS_SHA256  # doctest: +SKIP
+    True
+    """
+    h = hashlib.sha256()
+    for p in sorted((q for q in Path(recordings).glob("*.wav") if _NAME.match(q.name)), key=lambda q: q.name):
+        h.update(p.name.encode() + b"\0" + hashlib.sha256(p.read_bytes()).hexdigest().encode() + b"\n")
+    return h.hexdigest()
 
 
 def download_fsdd(dest: PathLike, *, url: Optional[str] = None, known_hash: Optional[str] = None) -> Path:
@@ -195,6 +230,10 @@ def download_fsdd(dest: PathLike, *, url: Optional[str] = None, known_hash: Opti
         if not known_hash and sorted(set(labels["speaker"])) != sorted(FSDD_SPEAKERS):
             raise DataError(f"the archive at {url} has the speakers {sorted(set(labels['speaker']))}, not the "
                             f"release's {list(FSDD_SPEAKERS)}.")
+        if not known_hash and recordings_digest(staged / "recordings") != FSDD_RECORDINGS_SHA256:
+            raise DataError(f"the recordings of the archive at {url} differ from the release's (their digest "
+                            f"{recordings_digest(staged / 'recordings')} is not {FSDD_RECORDINGS_SHA256}); pass "
+                            "known_hash= (SPECIMG_FSDD_SHA256) to accept another archive.")
         labels.to_csv(staged / "labels.csv", index=False)
         if dest.exists():  # another process finished first
             return dest
@@ -269,6 +308,27 @@ def fsdd_labels(recordings: PathLike) -> "pd.DataFrame":
     return pd.DataFrame(rows, columns=["path", "label", "speaker", "sample_rate", "seconds"])
 
 
+def main(argv: Optional[list] = None) -> int:
+    """``python -m specimg.datasets [--data FOLDER] [--no-download]``: print FSDD's folder, downloading it once."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m specimg.datasets", description=main.__doc__)
+    parser.add_argument("--data", default=None, help="a copy of FSDD (default: SPECIMG_FSDD, ../shared, the cache)")
+    parser.add_argument("--no-download", action="store_true", help="fail instead of downloading")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        print(fsdd_path(args.data, download=not args.no_download))
+    except DataError as exc:
+        print(f"specimg.datasets: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 # multi-label data with exact answers: two-digit mixtures, annotated long recordings
 from ._fsdd_multilabel import fsdd_mixtures as fsdd_mixtures  # noqa: E402
 from ._fsdd_multilabel import fsdd_recordings as fsdd_recordings  # noqa: E402
+
+
+if __name__ == "__main__":
+    sys.exit(main())

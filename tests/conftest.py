@@ -14,10 +14,35 @@ import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+#: Every skip for want of FSDD starts with this, so that the summary can count them and CI can refuse them.
+FSDD_SKIP = "the FSDD tests need the dataset"
 
 
 def _in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def _skip_reason(report) -> str:
+    return str(report.longrepr[2]) if isinstance(report.longrepr, tuple) and len(report.longrepr) == 3 else ""
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """In CI (``CI=true``) a test skipped for want of FSDD fails: the data is there, so nothing may hide."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and _in_ci() and FSDD_SKIP in _skip_reason(report):
+        report.outcome = "failed"
+        report.longrepr = f"CI=true and this test was skipped: {_skip_reason(report)}"
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line with the count when tests were skipped for want of FSDD (offline, no copy)."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if FSDD_SKIP in _skip_reason(r)]
+    if skipped:
+        terminalreporter.write_line(f"FSDD is missing: {len(skipped)} test(s) skipped ({_skip_reason(skipped[0])}). "
+                                    "Point SPECIMG_FSDD (make test DATA=...) at a copy, or go online once: "
+                                    "`python -m specimg.datasets` downloads it.", yellow=True, bold=True)
 
 
 @pytest.fixture
@@ -50,7 +75,7 @@ def fsdd_dir() -> Path:
     try:
         return fsdd_path()
     except DataError as exc:
-        msg = f"the FSDD tests need the dataset: {exc}"
+        msg = f"{FSDD_SKIP}: {exc}"
         if _in_ci():
             pytest.exit(f"CI=true and {msg}", returncode=1)
         pytest.skip(msg)

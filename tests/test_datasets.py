@@ -81,7 +81,7 @@ def test_a_wrong_hash_is_refused_and_leaves_nothing(mirror, tmp_path):
     cache = tmp_path / "cache"
     with pytest.raises(DataError, match=r"could not be downloaded: downloading file://.* failed \(ValueError: .*hash"):
         fsdd_path(search=[], cache_dir=cache, url=mirror.as_uri(), known_hash="0" * 64)
-    assert not cache.exists() or list(cache.iterdir()) == []
+    assert not cache.exists() or [p.name for p in cache.iterdir()] == ["fsdd-1.0.10.lock"]  # only the (free) lock
 
 
 def test_without_a_hash_the_contents_are_checked(mirror, tmp_path, caplog):
@@ -135,3 +135,59 @@ def test_missing_fsdd_fails_ci_and_skips_elsewhere(ci, tmp_path):
         assert "skipped" not in out
     else:
         assert proc.returncode == 0 and "1 skipped" in out, out
+
+
+# ----------------------------------------------------------------------------- the checksum of the recordings
+def test_the_shared_copy_is_the_release(fsdd_dir):
+    """The digest the download checks is the one of ../shared/datasets/fsdd's 3,000 recordings."""
+    assert datasets.recordings_digest(fsdd_dir / "recordings") == datasets.FSDD_RECORDINGS_SHA256
+
+
+@pytest.fixture(scope="module")
+def full_mirrors(fsdd_dir, tmp_path_factory) -> dict:
+    """Two uncompressed archives of all 3,000 recordings, as GitHub lays them out: the release, and the release
+    with one recording's bytes changed."""
+    root = tmp_path_factory.mktemp("full_mirror")
+    top = "free-spoken-digit-dataset-1.0.10"
+    names = sorted(p.name for p in (fsdd_dir / "recordings").glob("*.wav"))
+    out = {}
+    for kind in ("release", "changed"):
+        archive = root / f"{kind}.tar"
+        with tarfile.open(archive, "w") as tar:
+            for name in names:
+                if kind == "changed" and name == "5_lucas_7.wav":
+                    data = bytearray((fsdd_dir / "recordings" / name).read_bytes())
+                    data[-1] ^= 1  # one sample's last bit
+                    info = tarfile.TarInfo(f"{top}/recordings/{name}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(bytes(data)))
+                else:
+                    tar.add(fsdd_dir / "recordings" / name, arcname=f"{top}/recordings/{name}")
+        out[kind] = archive
+    return out
+
+
+def test_a_download_is_checked_against_the_recordings_digest(full_mirrors, fsdd_dir, tmp_path):
+    got = download_fsdd(tmp_path / "ok" / "fsdd", url=full_mirrors["release"].as_uri())
+    assert (got / "labels.csv").read_text() == (fsdd_dir / "labels.csv").read_text()
+    with pytest.raises(DataError, match=r"recordings of the archive at .* differ from the release's"):
+        download_fsdd(tmp_path / "bad" / "fsdd", url=full_mirrors["changed"].as_uri())
+    assert list((tmp_path / "bad").iterdir()) == []  # nothing half-made is left
+
+
+FETCH = """
+import logging, sys
+logging.basicConfig(level=logging.WARNING, format="%(message)s")
+from specimg.datasets import fsdd_path
+print(fsdd_path(search=[], cache_dir=sys.argv[1], url=sys.argv[2]))
+"""
+
+
+def test_processes_that_need_fsdd_at_once_download_it_once(full_mirrors, tmp_path):
+    """make test's workers: one downloads (a lock beside the cache), the other waits and finds it."""
+    cmd = [sys.executable, "-c", FETCH, str(tmp_path / "cache"), full_mirrors["release"].as_uri()]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert {o[0].strip() for o in outs} == {str(tmp_path / "cache" / "fsdd-1.0.10")}
+    assert sum(o[1].count("Downloading FSDD") for o in outs) == 1, outs

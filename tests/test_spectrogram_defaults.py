@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
+import sys
 import warnings
 from pathlib import Path
 
@@ -129,43 +129,64 @@ def test_cli_defaults_at_8khz(fsdd_dir, tmp_path):
 
 
 # ------------------------------------------------------------------ the recipes' images
-FIXTURE = json.loads((ROOT / "tests" / "data" / "recipe_images.json").read_text())
+# Stored images (tests/data/make_reference_images.py writes them), compared within a stated tolerance: float
+# rendering rounds differently on other CPUs and kernels, so bytes are not pinned. `make test` runs these tests
+# again with numpy, OpenBLAS and torch on their plainest kernels (the Makefile's PLAIN_KERNELS).
+REFERENCES = json.loads((ROOT / "tests" / "data" / "reference_images.json").read_text())
+sys.path.insert(0, str(ROOT / "tests" / "data"))
+from make_reference_images import recipe_configs, render  # noqa: E402
 
 
-def _recipe_configs():
-    from specimg.experiment import load_recipe
-    from specimg.presets import fsdd_render_config
-
-    configs = {}
-    for yaml in sorted((ROOT / "examples" / "recipes").glob("*.yaml")):
-        r = load_recipe(yaml)
-        for m in r.models:
-            configs[f"{yaml.stem}/{m.name}"] = r.render_config(m)
-    for size in (64, 96):
-        for pad in ("zero", "tile"):
-            configs[f"presets/fsdd_render_config({size},{pad})"] = fsdd_render_config(size, pad)
-    return configs
+def close_images(got: np.ndarray, want: np.ndarray, tolerance: dict) -> str:
+    """'' when ``got`` is within ``tolerance`` of ``want`` (uint8 arrays of one shape), else what is off."""
+    if got.shape != want.shape:
+        return f"shape {got.shape} != {want.shape}"
+    diff = np.abs(got.astype(np.int16) - want.astype(np.int16))
+    off, allowed = int(np.count_nonzero(diff)), max(tolerance["min_pixels"], int(tolerance["max_fraction"] * diff.size))
+    if diff.max() > tolerance["max_grey_levels"] or off > allowed:
+        return (f"{off} of {diff.size} pixels differ (at most {allowed} may), by up to {int(diff.max())} grey "
+                f"level(s) (at most {tolerance['max_grey_levels']})")
+    return ""
 
 
-def test_every_recipe_and_preset_is_in_the_fixture():
-    names = set(_recipe_configs())
-    assert names <= set(FIXTURE), f"render checksums missing for {sorted(names - set(FIXTURE))}: add them"
+def test_every_recipe_and_preset_has_references():
+    names = set(recipe_configs())
+    assert names == set(REFERENCES["configs"]), (
+        f"reference images missing for {sorted(names - set(REFERENCES['configs']))} (or stale: "
+        f"{sorted(set(REFERENCES['configs']) - names)}): run tests/data/make_reference_images.py")
 
 
-@pytest.mark.parametrize("name", [k for k in FIXTURE if not k.startswith("_") and k != "files"])
-def test_recipe_images_are_unchanged(name, fsdd_dir):
-    """Each recipe resolves to the spectrogram config it had before the rate-dependent defaults, and draws the
-    same bytes (before the float32 STFT too, except where the fixture records the one-grey-level difference)."""
-    cfg = _recipe_configs()[name]
-    want = FIXTURE[name]
-    assert cfg.to_dict()["spectrogram"] == want["spectrogram"]
-    h = hashlib.sha256()
-    for f in FIXTURE["files"]:
-        y = load_audio(fsdd_dir / f, sr=cfg.audio.sample_rate, offset=cfg.audio.offset, duration=cfg.audio.duration)
-        h.update(np.ascontiguousarray(render_signal(y, config=cfg)[0]).tobytes())
-    assert h.hexdigest() == want["sha256"]
-    if not name.startswith("music_genre/"):  # the 512x512 images: 20 of 5.8 M pixels one grey level off
-        assert want["sha256"] == want["sha256_before"]
+@pytest.mark.parametrize("name", sorted(REFERENCES["configs"]))
+def test_recipe_images_match_the_references(name, fsdd_dir):
+    """Each recipe resolves to the spectrogram config it had, and draws its reference images within the
+    tolerance: each pixel at most 1 grey level off, on at most 0.01 % of the pixels (at least 4 allowed)."""
+    cfg = recipe_configs()[name]
+    want = REFERENCES["configs"][name]
+    assert cfg.to_dict()["spectrogram"] == want["spectrogram"]  # ints and strings: exact
+    stored = np.load(ROOT / "tests" / "data" / "reference_images.npz")
+    for i, images in enumerate(render(cfg, fsdd_dir)):
+        assert list(images.shape) == want["shapes"][i]
+        if cfg.spectrogram.channels == "replicate":
+            assert (images == images[..., :1]).all()
+            images = images[..., 0]
+        problem = close_images(images[want["windows"][i]], stored[f"{want['entry']}_{i}"], REFERENCES["tolerance"])
+        assert not problem, f"{name}, {REFERENCES['files'][i]}: {problem}"
+
+
+def test_the_image_tolerance_can_fail(rng):
+    want = rng.integers(0, 256, size=(2, 100, 100), dtype=np.uint8)
+    tol = REFERENCES["tolerance"]
+    assert close_images(want, want, tol) == ""
+    one_level = want.copy()
+    one_level.flat[:2] ^= 1  # two pixels one grey level off: within
+    assert close_images(one_level, want, tol) == ""
+    two_levels = want.astype(np.int16)
+    two_levels.flat[0] = (two_levels.flat[0] + 2) % 256
+    assert "by up to" in close_images(two_levels.astype(np.uint8), want, tol)
+    many = want.copy()
+    many.flat[:10] ^= 1  # 10 of 20,000 pixels (0.05 %)
+    assert "10 of 20000 pixels differ (at most 4 may)" in close_images(many, want, tol)
+    assert "shape" in close_images(want[:1], want, tol)
 
 
 # ------------------------------------------------------------------ the float32 STFT

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from ..audio import read_table, sort_labels
 from ..config import RenderConfig
 from ..exceptions import AudioError, DataError, ParameterError
-from .._io import atomic_write_csv, atomic_write_text, tmp_beside
+from .._io import AtomicFile, atomic_write_csv, atomic_write_text
 from .._parallel import failure_reason, pool_map
 from .._progress import progress_bar
 
@@ -283,13 +283,13 @@ class _Sink:
         self.offsets = [0]
         self.parts: List[np.ndarray] = []
         self.root = root
-        self.tmp: Optional[Path] = None
+        self.file: Optional[AtomicFile] = None
         self.fh: Any = None
         if root is not None:
             root.mkdir(parents=True, exist_ok=True)
             (root / "config.json").unlink(missing_ok=True)  # incomplete from here on
-            self.tmp = tmp_beside(root / _SIGNAL, ".f32")
-            self.fh = open(self.tmp, "wb")
+            self.file = AtomicFile(root / _SIGNAL, ".f32")
+            self.fh = open(self.file.tmp, "wb")
 
     def add(self, y: np.ndarray) -> None:
         y = np.ascontiguousarray(y, dtype=np.float32)
@@ -302,17 +302,15 @@ class _Sink:
     def finish(self) -> np.ndarray:
         if self.fh is None:
             return np.concatenate(self.parts) if self.parts else np.zeros(0, np.float32)
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
         self.fh.close()
-        os.replace(self.tmp, self.root / _SIGNAL)  # type: ignore[arg-type, operator]
+        self.file.commit()  # type: ignore[union-attr]
         return np.memmap(self.root / _SIGNAL, dtype=np.float32, mode="r", shape=(self.offsets[-1],))  # type: ignore
 
     def abort(self) -> None:
         if self.fh is not None:
             self.fh.close()
             self.fh = None
-            Path(self.tmp).unlink(missing_ok=True)  # type: ignore[arg-type]
+            self.file.abort()  # type: ignore[union-attr]
 
 
 def _is_rank_zero() -> bool:

@@ -24,12 +24,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-from pathlib import Path
 from typing import Any, Dict, Literal, Mapping, Optional, Union
 
 import numpy as np
 import pandas as pd
 
+from .._io import atomic_folder
 from ..audio import file_tags, is_multilabel_table, parse_tags, read_table
 from ..data import tag_matrix
 from ..exceptions import DataError
@@ -101,16 +101,15 @@ def _evaluate_detections(preds: Union[PathLike, pd.DataFrame], labels: Any, repo
                         "Raven selection table).")
     m = {"task": "detection", **match_detections(det, truth)}
     if report is not None:
-        out = Path(report)
-        out.mkdir(parents=True, exist_ok=True)
         lines = [f"# {title}", "", f"{m['n_detections']} detections, {m['n_events']} annotated events.", "",
                  f"precision {m['precision']:.4f}, recall {m['recall']:.4f}, F1 {m['f1']:.4f}", "",
                  "| class | precision | recall | F1 | detections | events |", "|---|---|---|---|---|---|"]
         for c, v in m["per_class"].items():
             lines.append(f"| {c} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | {v['n_detections']} "
                          f"| {v['n_events']} |")
-        (out / "metrics.json").write_text(json.dumps(m, indent=2, default=lambda v: None) + "\n")
-        (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        with atomic_folder(report, last=("report.md", "report.html")) as stage:
+            (stage / "metrics.json").write_text(json.dumps(m, indent=2, default=lambda v: None) + "\n")
+            (stage / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return m
 
 

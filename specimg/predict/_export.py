@@ -11,6 +11,7 @@ from typing import List, Literal, Sequence, Union
 import torch
 from torch import nn
 
+from .._io import atomic_path, atomic_write_text
 from ..data import PixelNormalize
 from ..exceptions import ParameterError
 from ..models import Ensemble
@@ -82,8 +83,7 @@ def export_run(run: PathLike, out: PathLike, *, format: Literal["onnx", "torchsc
     for ms, ks in groups:
         target = out.with_name(f"{out.stem}_fold{ks[0]}{out.suffix}") if per_fold else out
         module = ExportedEnsemble(ms, meta["mean"], meta["std"], tta=tta, activation=activation).eval()
-        tmp = target.with_name(f".{target.name}.tmp")
-        with torch.no_grad(), warnings.catch_warnings():
+        with atomic_path(target, target.suffix) as tmp, torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if format == "onnx":
                 torch.onnx.export(module, (example,), str(tmp), dynamo=False, opset_version=opset,
@@ -91,13 +91,12 @@ def export_run(run: PathLike, out: PathLike, *, format: Literal["onnx", "torchsc
                                   dynamic_axes={"images": {0: "batch"}, "probs": {0: "batch"}})
             else:
                 torch.jit.save(torch.jit.trace(module, example), str(tmp))
-        os.replace(tmp, target)
         sidecar = {"format": format, "classes": meta["classes"], "folds": ks, "tta": tta, "task": opened.task,
                    "activation": activation, **({"thresholds": opened.thresholds} if opened.multi_label else {}),
                    "input": {"name": "images", "shape": ["batch", 3, h, w], "dtype": "float32",
                              "range": [0, 255], "layout": "NCHW, low frequencies at the bottom row"},
                    "render": meta["render"], "backbone": meta.get("backbone")}
-        target.with_suffix(target.suffix + ".json").write_text(json.dumps(sidecar, indent=2))
+        atomic_write_text(target.with_suffix(target.suffix + ".json"), json.dumps(sidecar, indent=2))
         written.append(target)
     return written
 

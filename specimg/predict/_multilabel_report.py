@@ -19,15 +19,14 @@ import html
 import json
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Sequence, Union
+from typing import Any, Dict, Literal, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_curve
 
+from .._io import atomic_folder, atomic_write
 from ..audio import tags_text
 
 __all__ = ["write_multilabel_report", "plot_pr_curves"]
@@ -84,7 +83,7 @@ def plot_pr_curves(y_true: np.ndarray, scores: np.ndarray, classes: Sequence[str
             ax.set_xlabel("recall", fontsize=8)
     fig.tight_layout()
     out = Path(out)
-    fig.savefig(out, format="png")
+    atomic_write(out, lambda tmp: fig.savefig(tmp, format="png"), ".png")
     return out
 
 
@@ -168,10 +167,8 @@ def write_multilabel_report(out_dir: PathLike, y_true: np.ndarray, scores: np.nd
         ``path -> reason`` of the labelled files without a prediction.
     """
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     missing = dict(missing or {})
-    try:
+    with atomic_folder(out, last=("report.md", "report.html")) as stage:
         names = [str(c) for c in classes]
         per_class = _per_class(metrics)
         (stage / "metrics.json").write_text(json.dumps({"title": title, **metrics, "missing": missing}, indent=2,
@@ -191,18 +188,4 @@ def write_multilabel_report(out_dir: PathLike, y_true: np.ndarray, scores: np.nd
         md = _markdown(title, metrics, per_class, missing)
         name = "report.md" if format == "markdown" else "report.html"
         (stage / name).write_text(md if format == "markdown" else _html(title, md), encoding="utf-8")
-        _publish(stage, out, name)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
     return out
-
-
-def _publish(stage: Path, out: Path, report_name: str) -> None:
-    """Move the staged parts into ``out`` (the report file last), replacing an older report."""
-    out.mkdir(parents=True, exist_ok=True)
-    for old in ("report.md", "report.html"):
-        (out / old).unlink(missing_ok=True)
-    parts: List[Path] = sorted(p for p in stage.iterdir() if p.name != report_name)
-    for p in parts:
-        os.replace(p, out / p.name)
-    os.replace(stage / report_name, out / report_name)

@@ -27,14 +27,13 @@ import json
 import logging
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Literal, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
 
+from .._io import atomic_folder, atomic_write, atomic_write_text
 from ..exceptions import DataError, ParameterError, SpecimgError
 from .aggregate import predictions_frame
 from .metrics import classification_metrics
@@ -46,26 +45,8 @@ ImageSource = Union[Mapping[str, np.ndarray], Callable[[str], np.ndarray]]
 _logger = logging.getLogger(__name__)
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then move it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _write_text(path: Path, text: str) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-
-    _atomic_write(path, write)
+    atomic_write_text(path, text)
 
 
 def _new_figure(width: float, height: float) -> Any:
@@ -78,7 +59,7 @@ def _new_figure(width: float, height: float) -> Any:
 
 
 def _save_figure(fig: Any, path: Path) -> None:
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"), ".png")
 
 
 def plot_confusion(
@@ -243,7 +224,7 @@ def _write_examples(
                 continue
             rel = Path("examples") / f"{kind}_{taken}_{_safe_name(paths[i])}.png"
             pil = Image.fromarray(np.ascontiguousarray(img))
-            _atomic_write(out_dir / rel, lambda tmp, pil=pil: pil.save(tmp, format="PNG"))
+            atomic_write(out_dir / rel, lambda tmp, pil=pil: pil.save(tmp, format="PNG"), ".png")
             examples.append(
                 {
                     "kind": kind,
@@ -461,28 +442,12 @@ def write_report(
             )
 
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    report_name = "report.md" if format == "markdown" else "report.html"
+    # the report file comes last (its presence means the folder is complete); the old examples go, other files stay
+    with atomic_folder(out, last=(report_name,), stale=("examples",)) as stage:
         name = _write_parts(stage, title, metrics, names, labels, p, pred, confidence, path_list, images, format,
                             extra, normalize, n_examples, dict(missing or {}))
-        _publish(stage, out, name)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
     return out / name
-
-
-def _publish(stage: Path, out: Path, report_name: str) -> None:
-    """Move a finished report from ``stage`` into ``out``: its old examples go, other files stay, the report
-    file comes last (its presence means the folder is complete)."""
-    out.mkdir(parents=True, exist_ok=True)
-    old_report = out / report_name
-    if old_report.exists():
-        old_report.unlink()  # from here until the end the folder holds no report file: never a mix read as one
-    if (out / "examples").is_dir():
-        shutil.rmtree(out / "examples")
-    for entry in sorted(stage.iterdir(), key=lambda e: e.name == report_name):
-        os.replace(entry, out / entry.name)
 
 
 def _write_parts(out: Path, title: str, metrics: Dict[str, Any], names: List[str], labels: np.ndarray,

@@ -42,7 +42,8 @@ from .._io import atomic_save_npy as _atomic_npy
 from .._io import atomic_write_csv as _atomic_csv
 from .._io import atomic_write_text
 from .._io import config_diff as _config_diff
-from .._io import tmp_beside as _tmp_beside
+from .._io import atomic_path as _atomic_path
+from .._io import move_into_place as _move_into_place
 from .._parallel import failure_reason, pool_map
 from .._progress import progress_bar
 from ..audio import read_table, segment_bounds, sort_labels
@@ -527,8 +528,7 @@ def _channels_equal(images: ImageArray) -> bool:
 
 def _write_npy(path: Path, shape: Tuple[int, ...], blocks: Iterable[np.ndarray]) -> None:
     """An ``.npy`` of ``shape`` from blocks of rows, written to a temporary file then moved into place."""
-    tmp = _tmp_beside(path, ".npy")
-    try:
+    with _atomic_path(path, ".npy") as tmp:
         with open(tmp, "wb") as fh:
             np.lib.format.write_array_header_1_0(
                 fh, {"descr": np.dtype(np.uint8).str, "fortran_order": False, "shape": tuple(shape)})
@@ -538,9 +538,6 @@ def _write_npy(path: Path, shape: Tuple[int, ...], blocks: Iterable[np.ndarray])
                 written += len(block)
         if written != shape[0]:
             raise DataError(f"internal: {written} image rows written for a file of {shape[0]}")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _write_meta(root: Path, config: RenderConfig, classes: List[str], shape: Sequence[int], n_files: int,
@@ -577,13 +574,8 @@ def _write_pngs(planes: np.ndarray, folder: Path, path: str) -> None:
 
     folder.mkdir(parents=True, exist_ok=True)
     for i, img in enumerate(planes):
-        target = folder / _png_name(path, i)
-        tmp = _tmp_beside(target, ".png")
-        try:
+        with _atomic_path(folder / _png_name(path, i), ".png") as tmp:
             Image.fromarray(np.ascontiguousarray(img)).save(tmp, format="PNG", compress_level=1)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
 
 
 def expected_windows(path: PathLike, config: RenderConfig, label: Optional[str]) -> int:
@@ -1063,7 +1055,7 @@ def _finish(root: Path, plan: _Plan, table: pd.DataFrame, config: RenderConfig, 
     in_order = n_total == plan.n_rows and all(src[0] == "rows" for _, src, _ in parts) and \
         [src[1] for _, src, _ in parts] == list(np.cumsum([0] + [src[2] for _, src, _ in parts])[:-1])
     if in_order:
-        os.replace(plan.images, root / IMAGES_FILE)  # the workers' rows are the cache: no second copy
+        _move_into_place(plan.images, root / IMAGES_FILE)  # the workers' rows are the cache: no second copy
     else:
         _write_npy(root / IMAGES_FILE, shape, _part_blocks(plan, parts))
     seg_rows, file_rows = [], []

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from .._io import tmp_beside
+from .._io import atomic_write
 from ..exceptions import DataError
 
 __all__ = ["plot_model_weights"]
@@ -66,11 +65,5 @@ def plot_model_weights(
     if title:
         ax.set_title(title, fontsize=9)
     if path is not None:
-        path = Path(path)
-        tmp = tmp_beside(path, ".png")
-        try:
-            fig.savefig(tmp, format="png", bbox_inches="tight")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"), ".png")
     return fig

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Tuple, Union
 
 import torch
 from torch import nn
 
+from .._io import atomic_write
 from ..exceptions import DataError
 
 __all__ = ["atomic_save", "load_trained", "CHECKPOINT_FORMAT"]
@@ -21,21 +21,8 @@ CHECKPOINT_FORMAT = "specimg.checkpoint"
 
 
 def atomic_save(obj: Any, path: PathLike) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``.
-
-    A crash mid-write leaves the previous file intact.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """``torch.save`` atomically (:func:`specimg._io.atomic_write`): a crash mid-write leaves the previous file."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def read_checkpoint(path: PathLike, *, map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:

@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, Subset
 from torch.utils.data.distributed import DistributedSampler
 
+from .._io import atomic_write_csv
 from ..config import TrainConfig
 from ..data import PixelNormalize, SegmentDataset
 from ..exceptions import DataError, ParameterError, TrainingError
@@ -703,8 +704,7 @@ class Trainer:
             return
         rng_ranks = all_gather_objects(_rng_state())
         if self.is_main:
-            pd.DataFrame(self.history).to_csv(self.out_dir / ".log.csv.tmp", index=False)
-            os.replace(self.out_dir / ".log.csv.tmp", self.out_dir / "log.csv")
+            atomic_write_csv(pd.DataFrame(self.history), self.out_dir / "log.csv")
             extra = {} if st.ema is None else {"ema": st.ema.module.state_dict()}
             atomic_save({**st.base_meta, "model": model.state_dict(), **extra, "optimizer": st.optimizer.state_dict(),
                          "scheduler": st.scheduler.state_dict(), "scaler": st.scaler.state_dict(),
