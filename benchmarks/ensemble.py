@@ -72,7 +72,7 @@ def fsdd_table(fsdd: Path, *, quick: bool, takes: int) -> pd.DataFrame:
 
 
 def train_models(table: pd.DataFrame, runs_dir: Path, *, quick: bool, epochs: int, workers: int,
-                 only: Sequence[str] = ()) -> List[Path]:
+                 only: Sequence[str] = (), select_epoch: str = "best") -> List[Path]:
     """Render each distinct image config once and cross-validate every model (resumes; finished runs are kept)."""
     from specimg.presets import fsdd_render_config, fsdd_train_config
     from specimg.spectrogram import render_dataset
@@ -88,7 +88,8 @@ def train_models(table: pd.DataFrame, runs_dir: Path, *, quick: bool, epochs: in
         rcfg = rcfg.replace(spectrogram=rcfg.spectrogram.replace(**spec))
         cache_dir = runs_dir / "caches" / rcfg.hash()
         cache = render_dataset(table, cache_dir, rcfg, workers=workers, progress=False)
-        cfg = fsdd_train_config(backbone=backbone, epochs=epochs, n_splits=n_splits, device="cpu")
+        cfg = fsdd_train_config(backbone=backbone, epochs=epochs, n_splits=n_splits, device="cpu",
+                                select_epoch=select_epoch)
         t0 = time.perf_counter()
         res = train_cv(cache, runs_dir / name, cfg, verbose=False)
         print(f"{name}: {backbone}, {size}x{size} {spec.get('feature', 'mel')}, {epochs} epoch(s): out-of-fold "
@@ -135,12 +136,13 @@ def stack(runs: List[Path], table: pd.DataFrame, out: Path, *, seed: int = 0) ->
             "fold_speaker": fold_speaker}
 
 
-def report(res: Dict[str, Any], *, n_files: int, epochs: int, quick: bool) -> str:
+def report(res: Dict[str, Any], *, n_files: int, epochs: int, quick: bool, select_epoch: str = "best") -> str:
     """The table, the paired comparison and the verdict, as markdown."""
     cmp, summary, best_model = res["cmp"], res["summary"], res["best_model"]
     pooled = summary.set_index("candidate")
     lines = [f"FSDD, {n_files} files, leave-one-speaker-out ({len(cmp.fold_labels)} folds"
-             f"{', quick' if quick else ''}); base models trained {epochs} epoch(s) per fold with specimg.train_cv; "
+             f"{', quick' if quick else ''}); base models trained {epochs} epoch(s) per fold with specimg.train_cv, "
+             f"each fold keeping its {select_epoch} epoch (select_epoch={select_epoch!r}); "
              f"every candidate scored on the same outer folds (stackers fitted on the other speakers; auto chosen per "
              f"fold by inner CV on the other speakers only). Stacking took {res['seconds']:.0f} s.", "",
              markdown(summary), "", "auto's choice per held-out speaker:", ""]
@@ -169,6 +171,9 @@ def main(argv=None) -> int:
     p.add_argument("--takes", type=int, default=25, help="takes per digit and speaker (default 25 of 50)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: tiny images, busy cores)")
     p.add_argument("--workers", type=int, default=1, help="render processes")
+    p.add_argument("--select-epoch", choices=("best", "last", "inner"), default="best",
+                   help="the epoch each fold keeps, whose out-of-fold predictions the stackers learn from "
+                        "(TrainConfig.select_epoch; default best: chosen on the held-out speaker, optimistic)")
     p.add_argument("--train-only", action="store_true", help="train (or resume) the runs and stop")
     p.add_argument("--stack-only", action="store_true",
                    help="stack the runs already in --runs-dir without calling train_cv (a library whose config "
@@ -193,14 +198,15 @@ def main(argv=None) -> int:
     if args.stack_only:
         runs = [runs_dir / name for name in MODELS]
     else:
-        runs = train_models(table, runs_dir, quick=args.quick, epochs=epochs, workers=args.workers, only=only)
+        runs = train_models(table, runs_dir, quick=args.quick, epochs=epochs, workers=args.workers, only=only,
+                            select_epoch=args.select_epoch)
         print(f"training: {time.perf_counter() - t0:.0f} s", flush=True)
     if args.train_only:
         return 0
     if only:
         p.error("--only trains some models; stack them all with a call without --only (it trains nothing new)")
     res = stack(runs, table, out)
-    text = report(res, n_files=len(table), epochs=epochs, quick=args.quick)
+    text = report(res, n_files=len(table), epochs=epochs, quick=args.quick, select_epoch=args.select_epoch)
     (out / "ensemble_table.md").write_text(text + "\n")
     print(text)
     print(f"wrote {out}/ensemble_table.md, ensemble_table.csv, per_fold.csv, auto_choices.csv, comparison.json, "

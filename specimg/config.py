@@ -602,6 +602,16 @@ class TrainConfig(_Config):
     patience : int or None
         Early stopping: stop a fold after this many epochs without a better
         validation metric; ``None`` disables it.
+    select_epoch : {'best', 'last', 'inner'}
+        Which epoch's weights each fold keeps: they predict the held-out
+        fold (the out-of-fold tables that the scores and the stackers read)
+        and are the fold's model for prediction. ``'best'`` is the epoch
+        that scores best on the held-out fold itself, so the out-of-fold
+        figures are optimistic (that fold chose it); ``'last'`` the last
+        epoch (validation still logged, nothing chosen); ``'inner'`` the best
+        epoch on an inner split of the training folds (one group-wise fold of
+        the fold's training files is held back to choose it, and the model
+        trains on the rest; the held-out fold is only predicted).
     validate_last : int or None
         Validate only the last this many epochs and keep the best of them
         (``patience`` counts validated epochs only); ``None`` validates every
@@ -743,6 +753,7 @@ class TrainConfig(_Config):
     n_splits: int = 5
     group_column: Optional[str] = None
     patience: Optional[int] = None
+    select_epoch: Literal["best", "last", "inner"] = "best"
     validate_last: Optional[int] = None
     ema: Optional[float] = None
     freeze: Union[str, Tuple[str, ...], None] = None
@@ -829,6 +840,10 @@ class TrainConfig(_Config):
         if self.group_column is not None and (not isinstance(self.group_column, str) or not self.group_column):
             _fail(o, "group_column", "None or the name of a column of the input table", self.group_column)
         _int_in(o, "patience", self.patience, 1, allow_none=True, fix="Use None to turn early stopping off.")
+        _choice(o, "select_epoch", self.select_epoch, ("best", "last", "inner"))
+        if self.select_epoch == "last" and self.patience is not None:
+            _fail(o, "patience", "None when select_epoch='last' (early stopping needs an epoch choice)",
+                  self.patience, "Use select_epoch='inner' to stop early on an inner split, or drop patience.")
         _int_in(o, "validate_last", self.validate_last, 1, allow_none=True,
                 fix="Use None to validate every epoch, 1 for the last epoch only.")
         _float_in(o, "ema", self.ema, 0.0, 1.0, allow_none=True,

@@ -330,3 +330,59 @@ def test_cli_renders_audio_then_trains(tmp_path):
                               "--seconds", "2"])
     with pytest.raises(ParameterError, match="--seconds only apply to audio input"):
         args.func(args)
+
+
+# ----------------------------------------------------------------------------- which epoch a fold keeps
+def test_select_epoch_last_keeps_the_last_epoch_and_still_logs_validation(cache, tmp_path):
+    best = train_cv(cache, tmp_path / "best", cfg(epochs=4, lr=0.05), verbose=False)
+    last = train_cv(cache, tmp_path / "last", cfg(epochs=4, lr=0.05, select_epoch="last"), verbose=False)
+    assert last.metrics["select_epoch"] == "last" and best.metrics["select_epoch"] == "best"
+    for k in range(3):
+        f = last.metrics["folds"][str(k)]
+        assert f["best_epoch"] == f["epochs_run"] == 4
+        log = pd.read_csv(tmp_path / "last" / f"fold_{k}" / "log.csv")
+        assert log["val_accuracy"].notna().all()  # validation still logged every epoch
+        # the kept weights are the last epoch's: best.pt holds the same tensors as last.pt's model
+        fold = tmp_path / "last" / f"fold_{k}"
+        kept, final = _weights(fold / "best.pt"), _weights(fold / "last.pt")
+        assert all(torch.equal(kept[n], final[n]) for n in kept)
+        # the training itself is the same as the best-epoch run's (the choice only picks weights)
+        assert torch.equal(final["fc.weight"], _weights(tmp_path / "best" / f"fold_{k}" / "last.pt")["fc.weight"])
+        # the out-of-fold accuracy is the last logged validation accuracy
+        assert f["accuracy"] == pytest.approx(float(log["val_accuracy"].iloc[-1]))
+    assert "last epoch 4/4" in last.summary()
+
+
+def test_select_epoch_inner_chooses_on_the_training_folds_only(cache, tmp_path, monkeypatch):
+    """Each fold holds back one group-wise inner fold of its training files to choose the epoch; the held-out
+    speaker is predicted, never validated on."""
+    from specimg.training import _cv
+
+    seen = []
+    fit = _cv.Trainer.fit
+
+    def spy(self, model, train_data, val_data=None, **kw):
+        speakers = lambda ds: set(cache.files.set_index("file_id").loc[np.unique(ds.file_ids), "speaker"])  # noqa
+        seen.append((speakers(train_data), speakers(val_data)))
+        return fit(self, model, train_data, val_data, **kw)
+
+    monkeypatch.setattr(_cv.Trainer, "fit", spy)
+    res = train_cv(cache, tmp_path / "inner", cfg(epochs=3, group_column="speaker", select_epoch="inner"),
+                   verbose=False)
+    assert res.metrics["select_epoch"] == "inner" and "inner-best epoch" in res.summary()
+    assert len(seen) == 3
+    for k, (train, choose) in enumerate(seen):
+        outer = set(res.oof_files.loc[res.oof_files["fold"] == k, "path"].map(
+            cache.files.set_index("path")["speaker"]))
+        assert len(outer) == 1 and len(train) == len(choose) == 1  # 3 speakers: 1 trains, 1 chooses, 1 is held out
+        assert not (outer & train) and not (outer & choose) and not (train & choose)
+        assert res.metrics["folds"][str(k)]["n_files"] == 6  # the outer speaker is predicted whole
+    assert len(res.oof_files) == 18
+
+
+def test_select_epoch_options_are_checked():
+    with pytest.raises(ParameterError, match="'select_epoch' parameter of TrainConfig must be one of"):
+        TrainConfig(select_epoch="first")
+    with pytest.raises(ParameterError, match="'patience' parameter of TrainConfig must be None when "
+                                             "select_epoch='last'"):
+        TrainConfig(select_epoch="last", patience=2)

@@ -80,12 +80,17 @@ class CVResult:
             for k in self.folds:
                 f = m["folds"][str(k)]
                 lines.append(f"  fold {k}: accuracy {f['accuracy']:.4f}  UAR {f['uar']:.4f}  "
-                             f"({f['n_files']} files, best epoch {f['best_epoch']}/{f['epochs_run']})")
+                             f"({f['n_files']} files, {_KEPT[m.get('select_epoch', 'best')]} epoch "
+                             f"{f['best_epoch']}/{f['epochs_run']})")
             if m.get("per_group"):
                 lines.append(f"  per {m['group_column']}:")
                 for g, v in m["per_group"].items():
                     lines.append(f"    {g}: accuracy {v['accuracy']:.4f} ({v['n_files']} files)")
         return "\n".join(lines)
+
+
+#: How a summary names the kept epoch, by ``select_epoch``.
+_KEPT = {"best": "best", "last": "last", "inner": "inner-best"}
 
 
 # --------------------------------------------------------------------------- input
@@ -184,6 +189,7 @@ class _Plan:
     task: str = "single-label"  # or 'multi-label': ``targets`` then multi-hot (n_windows, n_classes)
     score_ids: Optional[np.ndarray] = None  # (n_windows,) the unit validation scores pool over (None: the file)
     config: Optional[TrainConfig] = None  # the config with the task resolved (multi_label=True for multi-label)
+    splitter: Any = None  # (files, n_splits) -> fold of every file: the task's fold rule (for inner splits)
 
     @property
     def window_fold(self) -> np.ndarray:
@@ -215,12 +221,15 @@ def _plan(images: TrainingImages, config: TrainConfig, probe: nn.Module) -> _Pla
         classes, targets, fold_of_file, score_ids = ml.targets_and_folds(
             files, images.segments, config, offset=images.config.audio.offset,
             window_seconds=images.config.segment.seconds)
+        splitter = ml.splitter(classes, config)
     else:
-        fold_of_file = file_folds(files, n_splits=config.n_splits, group_column=config.group_column,
-                                  seed=config.seed)
+        def splitter(table: pd.DataFrame, n_splits: int) -> np.ndarray:
+            return file_folds(table, n_splits=n_splits, group_column=config.group_column, seed=config.seed)
+
+        fold_of_file = splitter(files, config.n_splits)
     return _Plan(files=files, classes=classes, fold_of_file=fold_of_file, image_size=image_size,
                  data_cfg=data_cfg, file_ids=file_ids, targets=targets, window_file_row=window_file_row,
-                 fid_to_row=fid_to_row, task=task, score_ids=score_ids, config=config)
+                 fid_to_row=fid_to_row, task=task, score_ids=score_ids, config=config, splitter=splitter)
 
 
 def _data_hash(files: pd.DataFrame, folds: np.ndarray, group_column: Optional[str]) -> str:
@@ -350,6 +359,9 @@ def _train_fold(k: int, run: Run, images: TrainingImages, plan: _Plan, config: T
     # that voice into the fold's score.
     train_rows = np.flatnonzero((plan.window_fold != k) & ~leaks)
     val_rows = np.flatnonzero(plan.window_fold == k)
+    choose_rows = val_rows  # the windows that choose the kept epoch
+    if config.select_epoch == "inner":
+        train_rows, choose_rows = _inner_split(plan, config, k, train_rows)
     if plan.task == "multi-label":  # at most negative_ratio windows without a tag per tagged one (training only)
         train_rows = sample_negatives(train_rows, plan.targets, config.negative_ratio, seed=_fold_seed(config.seed, k))
     kw = dict(config=config, image_size=plan.image_size, num_classes=len(plan.classes))
@@ -357,13 +369,15 @@ def _train_fold(k: int, run: Run, images: TrainingImages, plan: _Plan, config: T
     # validation scores pool over files, or over windows (``score_ids``) for annotated recordings
     val_ids = plan.file_ids if plan.score_ids is None else plan.score_ids
     val_ds = images.dataset(val_rows, plan.targets, val_ids, train=False, **kw)
+    choose_ds = val_ds if choose_rows is val_rows else images.dataset(choose_rows, plan.targets, val_ids, train=False,
+                                                                       **kw)
     torch.manual_seed(_fold_seed(config.seed, k))
     model = create_backbone(config.backbone, num_classes=len(plan.classes), weights=config.weights,
                             drop_rate=config.drop_rate, **config.backbone_kwargs)
     normalize = PixelNormalize(plan.data_cfg["mean"], plan.data_cfg["std"])
     trainer = Trainer(config, out_dir=fold_dir, callbacks=callbacks, resume=resume, progress=verbose,
                       desc=f"fold {k}", batch_transform=transform, normalize=normalize)
-    result = trainer.fit(model, train_ds, val_ds, num_classes=len(plan.classes), meta={**meta, "fold": k})
+    result = trainer.fit(model, train_ds, choose_ds, num_classes=len(plan.classes), meta={**meta, "fold": k})
     probs = trainer.predict(model, val_ds)  # (n_val_windows, n_classes)
     _check_finite(probs, k, result)
     if plan.task == "multi-label":
@@ -381,6 +395,22 @@ def _train_fold(k: int, run: Run, images: TrainingImages, plan: _Plan, config: T
                 "epochs_run": result.epochs_run, "stopped_early": result.stopped_early}
         run.write_fold(k, seg_df, file_df, info)
     return result
+
+
+def _inner_split(plan: _Plan, config: TrainConfig, k: int, train_rows: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """``select_epoch='inner'``: (training windows, the windows that choose the epoch) of fold ``k``.
+
+    The fold's training files are split again by the run's fold rule (groups kept whole, classes balanced)
+    into ``max(2, n_splits - 1)`` inner folds; the first is held back to choose the epoch. Pseudo-labelled
+    files (fold -1) always train.
+    """
+    rows = np.unique(plan.window_file_row[train_rows])
+    rows = rows[plan.fold_of_file[rows] >= 0]
+    inner = plan.splitter(plan.files.iloc[rows].reset_index(drop=True), max(2, config.n_splits - 1))
+    held = np.zeros(len(plan.files), dtype=bool)
+    held[rows[inner == 0]] = True
+    in_held = held[plan.window_file_row[train_rows]]
+    return train_rows[~in_held], train_rows[in_held]
 
 
 # --------------------------------------------------------------------------- the runner
@@ -563,7 +593,8 @@ def _concat_folds(run: Run, done: List[int], plan: _Plan) -> Tuple[pd.DataFrame,
 def _metrics(config: TrainConfig, done: List[int], per_fold: Dict[str, Any], oof_files: pd.DataFrame,
              files: pd.DataFrame) -> Dict[str, Any]:
     metrics: Dict[str, Any] = {"metric": config.metric, "n_splits": config.n_splits, "folds_done": done,
-                               "folds": per_fold, "group_column": config.group_column}
+                               "folds": per_fold, "group_column": config.group_column,
+                               "select_epoch": config.select_epoch}
     if not done:
         return metrics
     acc = np.array([per_fold[str(k)]["accuracy"] for k in done])

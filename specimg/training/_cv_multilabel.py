@@ -36,8 +36,8 @@ from ._run import Run
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["is_multilabel", "check_folds", "refresh_tags", "targets_and_folds", "fold_tables", "fold_scores",
-           "SCORE_KEYS", "metrics", "thresholds", "apply_thresholds", "summary"]
+__all__ = ["is_multilabel", "check_folds", "refresh_tags", "targets_and_folds", "splitter", "fold_tables",
+           "fold_scores", "SCORE_KEYS", "metrics", "thresholds", "apply_thresholds", "summary"]
 
 #: The per-fold scores of a multi-label run (``fold.json`` and ``metrics.json``).
 SCORE_KEYS = ("macro_ap", "micro_ap", "macro_roc_auc", "window_macro_ap", "window_macro_roc_auc")
@@ -88,6 +88,15 @@ def targets_and_folds(files: pd.DataFrame, segments: pd.DataFrame, config: Train
                              seed=config.seed)
     score_ids = np.arange(len(segments), dtype=np.int64) if has_events else None
     return classes, targets, folds, score_ids
+
+
+def splitter(classes: Sequence[str], config: TrainConfig) -> Any:
+    """The run's fold rule for a subset of its files (``select_epoch='inner'``): tags balanced, groups whole."""
+    def split(table: pd.DataFrame, n_splits: int) -> np.ndarray:
+        return multilabel_folds(as_multilabel(table), list(classes), n_splits=n_splits,
+                                group_column=config.group_column, seed=config.seed, warn=False)
+
+    return split
 
 
 def _pool(probs: np.ndarray, ids: np.ndarray, pooling: str) -> Tuple[np.ndarray, np.ndarray]:
@@ -147,7 +156,8 @@ def metrics(config: TrainConfig, done: List[int], per_fold: Dict[str, Any], oof_
     """
     out: Dict[str, Any] = {"task": "multi-label", "metric": config.multi_label_metric, "level": level,
                            "pooling": config.multi_label_pooling, "n_splits": config.n_splits, "folds_done": done,
-                           "folds": per_fold, "group_column": config.group_column}
+                           "folds": per_fold, "group_column": config.group_column,
+                           "select_epoch": config.select_epoch}
     if not done:
         return out
     mean, std = {}, {}
@@ -196,7 +206,7 @@ def summary(run_dir: Any, folds: List[int], m: Dict[str, Any]) -> str:
         for k in folds:
             f = m["folds"][str(k)]
             lines.append(f"  fold {k}: macro AP {fmt(f[w + 'macro_ap'])} ({w.rstrip('_') or 'file'}s)  "
-                         f"({f['n_files']} files, {f['n_windows']} windows, best epoch "
+                         f"({f['n_files']} files, {f['n_windows']} windows, {m.get('select_epoch', 'best')} epoch "
                          f"{f['best_epoch']}/{f['epochs_run']})")
     return "\n".join(lines)
 

@@ -674,6 +674,8 @@ class Trainer:
             # ties on the (coarse) file-level metric go to the lower validation loss
             improved = (self.best_score is None or score > self.best_score
                         or (score == self.best_score and logs["val_loss"] < st.best_loss))
+        if cfg.select_epoch == "last":  # validation is logged; the kept weights are the last epoch's
+            improved = True
         logs["best"] = bool(improved)
         logs["seconds"] = round(time.perf_counter() - t0, 3)
         if improved:
