@@ -31,6 +31,9 @@ __all__ = [
     "check_bool",
     "check_str",
     "finite_float",
+    "ConfigBase",
+    "config_section",
+    "unknown_options_message",
 ]
 
 
@@ -150,3 +153,70 @@ def finite_float(text: str) -> float:
     if not math.isfinite(v):
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
     return v
+
+
+class ConfigBase:
+    """What every frozen config dataclass shares: :meth:`to_dict` / :meth:`from_dict` (JSON-ready, round-trip),
+    :meth:`replace` (a validated copy), and the one "unknown option" message.
+
+    A field whose value is itself a config (a section of :class:`~specimg.config.TrainConfig`, the parts of
+    :class:`~specimg.config.RenderConfig`) is given as that config or as a dict of its options.
+    """
+
+    #: A class attribute set by the subclass: how messages name it (default: the class name).
+    _owner: str = ""
+
+    def to_dict(self) -> dict:
+        import dataclasses
+        import json
+
+        return json.loads(json.dumps(dataclasses.asdict(self)))  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Any:
+        import dataclasses
+
+        if not isinstance(data, dict):
+            fail(cls.__name__, "data", "a dict of options", data)
+        names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise ParameterError(unknown_options_message(cls.__name__, unknown, names))
+        return cls(**dict(data))
+
+    def replace(self, **changes: Any) -> Any:
+        """A copy with some fields changed (validated again)."""
+        import dataclasses
+
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+def unknown_options_message(owner: str, unknown: Iterable[str], valid: Iterable[str], *,
+                            elsewhere: Optional[dict] = None) -> str:
+    """``"<owner> got unknown option(s) ['epocs'] (did you mean 'epochs'?); valid options are [...]."``
+
+    ``elsewhere`` maps an option to where it belongs instead (``{'epochs': 'schedule'}``), for a key given in
+    the wrong section.
+    """
+    import difflib
+
+    valid = sorted(valid)
+    hints = []
+    for key in unknown:
+        if elsewhere and key in elsewhere:
+            hints.append(f"{key!r} belongs in {elsewhere[key]!r}")
+            continue
+        close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.6)
+        if close:
+            hints.append(f"did you mean {close[0]!r} for {key!r}?")
+    hint = f" ({'; '.join(hints)})" if hints else ""
+    return f"{owner} got unknown option(s) {sorted(map(str, unknown))}{hint}; valid options are {valid}."
+
+
+def config_section(value: Any, cls: type, *, owner: str, name: str) -> Any:
+    """A section of a config given as an instance of ``cls`` or as a dict of its options (checked)."""
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, dict):
+        return cls.from_dict(value)  # type: ignore[attr-defined]
+    fail(owner, name, f"a {cls.__name__} or a dict of its options", value)

@@ -1,23 +1,16 @@
-"""Scores shared by training, prediction and stacking: window -> file pooling and the classification metrics.
+"""The classification metrics every stage scores with: one way to compute a file's accuracy, UAR or AP.
 
-One low module (numpy, pandas-free, scikit-learn for the metrics) that every
-stage uses, so a file's probabilities and its accuracy / UAR are computed one
-way everywhere:
+One low module (numpy, scikit-learn for the metrics) that training, prediction and stacking use:
 
-- :func:`aggregate_segments` pools window probabilities per file
-  (``mean`` / ``max`` / ``gmean``), :func:`aggregate_files` is its mean used
-  by training, :func:`flip_tta_average` averages a prediction with its flipped
-  twin;
-- :func:`label_scores` (accuracy and UAR of labels), :func:`file_scores`
-  (the same for probabilities against class indices), :func:`uar` and
-  :func:`classification_metrics` (accuracy, UAR, macro-F1, log-loss,
+- :func:`label_scores` (accuracy and UAR of labels), :func:`file_scores` (the same for probabilities against
+  class indices), :func:`uar` and :func:`classification_metrics` (accuracy, UAR, macro-F1, log-loss,
   per-class scores, confusion matrix), :func:`check_labels`;
-- multi-label (one independent score per class, multi-hot truth):
-  :func:`average_precisions` and :func:`roc_aucs` per class,
-  :func:`multilabel_scores` (macro / micro AP, macro ROC-AUC: what training
-  picks its best epoch by), :func:`fit_thresholds` (per-class thresholds of
-  maximum F1) and :func:`multilabel_metrics` (all of them, with F1 at
-  thresholds), :func:`check_multi_hot`.
+- tags (one independent score per class, multi-hot truth): :func:`average_precisions` and :func:`roc_aucs`
+  per class, :func:`tag_scores` (macro / micro AP, macro ROC-AUC: what training picks its best epoch
+  by), :func:`fit_thresholds` (per-class thresholds of maximum F1) and :func:`tag_metrics` (all of
+  them, with F1 at thresholds), :func:`check_multi_hot`.
+
+Pooling windows into files is the task's (:mod:`specimg.tasks`).
 
 UAR, the *unweighted average recall* (mean of the per-class recalls,
 scikit-learn's ``balanced_accuracy_score``), is the headline metric of
@@ -27,7 +20,7 @@ paralinguistic challenges.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Dict, Literal, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 from sklearn.exceptions import UndefinedMetricWarning
@@ -43,13 +36,11 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from .exceptions import DataError, ParameterError
+from .exceptions import DataError
 
-__all__ = ["aggregate_segments", "aggregate_files", "flip_tta_average", "label_scores", "file_scores", "uar",
-           "check_probs", "classification_metrics", "check_labels", "check_multi_hot", "average_precisions",
-           "roc_aucs", "multilabel_scores", "fit_thresholds", "multilabel_metrics"]
-
-AggregateMethod = Literal["mean", "max", "gmean"]
+__all__ = ["label_scores", "file_scores", "uar", "check_probs", "classification_metrics", "check_labels",
+           "check_multi_hot", "average_precisions", "roc_aucs", "tag_scores", "fit_thresholds",
+           "tag_metrics"]
 
 
 def check_probs(probs: Any, *, name: str, owner: str, ndim: int = 2) -> np.ndarray:
@@ -77,146 +68,6 @@ def check_probs(probs: Any, *, name: str, owner: str, ndim: int = 2) -> np.ndarr
             f"{arr.min():.4g}; pass softmax outputs, not logits."
         )
     return arr
-
-
-def aggregate_segments(
-    probs: Any,
-    file_index: Any,
-    *,
-    method: AggregateMethod = "mean",
-    eps: float = 1e-7,
-    normalize: bool = True,
-) -> Tuple[np.ndarray, np.ndarray]:
-    """Pool segment (window) probabilities into one probability vector per file.
-
-    Parameters
-    ----------
-    probs : np.ndarray [shape=(n_segments, n_classes)]
-        Probabilities of each segment; each row sums to 1.
-    file_index : np.ndarray [shape=(n_segments,)]
-        The file each segment belongs to (ints such as ``file_id`` or strings
-        such as paths).
-    method : {"mean", "max", "gmean"}
-        ``"mean"``: average of the window probabilities.
-        ``"max"``: per-class maximum over windows, renormalised to sum to 1.
-        ``"gmean"``: geometric mean ``exp(mean(log(p + eps)))``, renormalised.
-    eps : float > 0
-        Floor added before the logarithm of ``"gmean"``.
-    normalize : bool
-        ``True`` (single-label probabilities): the pooled rows are
-        renormalised to sum to 1. ``False`` (multi-label scores, one sigmoid
-        per class): each class is pooled on its own and nothing is
-        renormalised (``"max"`` is then the per-class maximum, ``"mean"``
-        the per-class mean).
-
-    Returns
-    -------
-    file_ids : np.ndarray [shape=(n_files,)]
-        The distinct values of ``file_index``, sorted (as :func:`numpy.unique`).
-    file_probs : np.ndarray [shape=(n_files, n_classes), dtype=float64]
-        Row ``i`` pools the segments of ``file_ids[i]``; rows sum to 1
-        (with ``normalize``).
-
-    Raises
-    ------
-    ParameterError
-        ``method`` is unknown or ``eps`` is not > 0.
-    DataError
-        ``probs`` is not a 2-D array of non-negative finite numbers, or
-        ``file_index`` does not have one entry per segment.
-
-    Examples
-    --------
-    >>> p = np.array([[0.8, 0.2], [0.4, 0.6], [0.1, 0.9]])
-    >>> ids, fp = aggregate_segments(p, [7, 7, 3])
-    >>> ids.tolist(), fp.round(2).tolist()
-    ([3, 7], [[0.1, 0.9], [0.6, 0.4]])
-    """
-    if method not in ("mean", "max", "gmean"):
-        raise ParameterError(
-            "The 'method' parameter of aggregate_segments must be one of 'mean', 'max', 'gmean'. "
-            f"Got {method!r}."
-        )
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
-        raise ParameterError(f"The 'eps' parameter of aggregate_segments must be a number > 0. Got {eps!r}.")
-    p = check_probs(probs, name="probs", owner="aggregate_segments")
-    index = np.asarray(file_index)
-    if index.ndim != 1 or index.shape[0] != p.shape[0]:
-        raise DataError(
-            "The 'file_index' argument of aggregate_segments must have one entry per segment: "
-            f"shape ({p.shape[0]},). Got shape {index.shape}."
-        )
-    if p.shape[0] == 0:
-        return index[:0], np.zeros((0, p.shape[1]), dtype=np.float64)
-
-    file_ids, inverse = np.unique(index, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    n_files, n_classes = len(file_ids), p.shape[1]
-    counts = np.bincount(inverse, minlength=n_files).astype(np.float64)[:, None]  # (n_files, 1)
-
-    if method == "mean":
-        out = np.zeros((n_files, n_classes))
-        np.add.at(out, inverse, p)
-        out /= counts
-    elif method == "max":
-        out = np.zeros((n_files, n_classes))  # probabilities are >= 0, so 0 is a safe start
-        np.maximum.at(out, inverse, p)
-    else:  # gmean
-        logs = np.zeros((n_files, n_classes))
-        np.add.at(logs, inverse, np.log(p + eps))
-        out = np.exp(logs / counts)
-    if not normalize:
-        return file_ids, out
-    total = out.sum(axis=1, keepdims=True)
-    # A file whose windows are all-zero rows gets a uniform vector instead of 0/0.
-    zero = total[:, 0] <= 0
-    if np.any(zero):
-        out[zero] = 1.0 / n_classes
-        total[zero] = 1.0
-    return file_ids, out / total
-
-
-def flip_tta_average(p: Any, p_flipped: Any) -> np.ndarray:
-    """Average the probabilities of images and of their flipped copies (test-time augmentation).
-
-    Parameters
-    ----------
-    p : np.ndarray [shape=(n, n_classes)]
-        Probabilities of the original images.
-    p_flipped : np.ndarray [shape=(n, n_classes)]
-        Probabilities of the same images flipped (e.g. in time), same row order.
-
-    Returns
-    -------
-    np.ndarray [shape=(n, n_classes), dtype=float64]
-        ``(p + p_flipped) / 2``.
-
-    Examples
-    --------
-    >>> flip_tta_average([[0.25, 0.75]], [[0.75, 0.25]]).tolist()
-    [[0.5, 0.5]]
-    """
-    a = check_probs(p, name="p", owner="flip_tta_average")
-    b = check_probs(p_flipped, name="p_flipped", owner="flip_tta_average")
-    if a.shape != b.shape:
-        raise DataError(
-            "The 'p' and 'p_flipped' arguments of flip_tta_average must have the same shape "
-            f"(the same images in the same order). Got {a.shape} and {b.shape}."
-        )
-    return (a + b) / 2.0
-
-
-def aggregate_files(probs: Any, file_ids: Any) -> Tuple[np.ndarray, np.ndarray]:
-    """Average window probabilities per file (:func:`aggregate_segments` with ``method='mean'``), as float32.
-
-    Returns
-    -------
-    ids : np.ndarray [shape=(n_files,)]
-        Sorted unique file ids.
-    file_probs : np.ndarray [shape=(n_files, n_classes), dtype=float32]
-    """
-    ids, fp = aggregate_segments(probs, file_ids, method="mean")
-    return ids, fp.astype(np.float32)
 
 
 def label_scores(y_true: Any, y_pred: Any) -> Dict[str, float]:
@@ -398,7 +249,7 @@ def classification_metrics(y_true: Any, probs: Any, classes: Sequence[Any]) -> D
 
 
 # --------------------------------------------------------------------------- multi-label
-def check_multi_hot(y: Any, n_classes: int, *, name: str = "y_true", owner: str = "multilabel_metrics") -> np.ndarray:
+def check_multi_hot(y: Any, n_classes: int, *, name: str = "y_true", owner: str = "tag_metrics") -> np.ndarray:
     """Return ``y`` as a ``(n, n_classes)`` array of 0 / 1 (bool), or raise a DataError naming the problem."""
     try:
         arr = np.asarray(y, dtype=np.float64)
@@ -471,7 +322,7 @@ def _nanmean(values: np.ndarray) -> float:
     return float(np.mean(values[~np.isnan(values)])) if (~np.isnan(values)).any() else float("nan")
 
 
-def multilabel_scores(y_true: Any, scores: Any) -> Dict[str, float]:
+def tag_scores(y_true: Any, scores: Any) -> Dict[str, float]:
     """``macro_ap``, ``micro_ap`` and ``macro_roc_auc`` of multi-label scores.
 
     The macro averages are over the classes where the score is defined
@@ -480,13 +331,13 @@ def multilabel_scores(y_true: Any, scores: Any) -> Dict[str, float]:
 
     Examples
     --------
-    >>> m = multilabel_scores([[1, 0], [0, 1], [1, 0]], [[0.9, 0.2], [0.1, 0.8], [0.6, 0.1]])
+    >>> m = tag_scores([[1, 0], [0, 1], [1, 0]], [[0.9, 0.2], [0.1, 0.8], [0.6, 0.1]])
     >>> m["macro_ap"], m["micro_ap"], m["macro_roc_auc"]
     (1.0, 1.0, 1.0)
     """
     s = np.asarray(scores, dtype=np.float64)
-    y = check_multi_hot(y_true, s.shape[1] if s.ndim == 2 else -1, owner="multilabel_scores")
-    s = _scores(s, y.shape, "multilabel_scores")
+    y = check_multi_hot(y_true, s.shape[1] if s.ndim == 2 else -1, owner="tag_scores")
+    s = _scores(s, y.shape, "tag_scores")
     micro = float(average_precision_score(y.ravel(), s.ravel())) if y.any() else float("nan")
     return {"macro_ap": _nanmean(average_precisions(y, s)), "micro_ap": micro,
             "macro_roc_auc": _nanmean(roc_aucs(y, s))}
@@ -530,8 +381,8 @@ def fit_thresholds(y_true: Any, scores: Any, *, default: float = 0.5) -> np.ndar
     return out
 
 
-def multilabel_metrics(y_true: Any, scores: Any, classes: Sequence[Any], *,
-                       thresholds: Optional[Any] = None) -> Dict[str, Any]:
+def tag_metrics(y_true: Any, scores: Any, classes: Sequence[Any], *,
+                thresholds: Optional[Any] = None) -> Dict[str, Any]:
     """Score multi-label predictions: AP, ROC-AUC and F1 at per-class thresholds.
 
     Parameters
@@ -556,11 +407,11 @@ def multilabel_metrics(y_true: Any, scores: Any, classes: Sequence[Any], *,
 
     Examples
     --------
-    >>> m = multilabel_metrics([[1, 0], [0, 1], [1, 1]], [[0.9, 0.2], [0.1, 0.8], [0.6, 0.7]], ["a", "b"])
+    >>> m = tag_metrics([[1, 0], [0, 1], [1, 1]], [[0.9, 0.2], [0.1, 0.8], [0.6, 0.7]], ["a", "b"])
     >>> m["macro_ap"], m["macro_f1"]
     (1.0, 1.0)
     """
-    owner = "multilabel_metrics"
+    owner = "tag_metrics"
     names = [str(c) for c in classes]
     if not names or len(set(names)) != len(names):
         raise DataError(f"The 'classes' argument of {owner} must be a non-empty list of distinct tags. Got {names}.")
@@ -575,7 +426,7 @@ def multilabel_metrics(y_true: Any, scores: Any, classes: Sequence[Any], *,
     pred = s >= t[None, :]
     prec, rec, f1, support = precision_recall_fscore_support(y, pred, average=None, zero_division=0)
     ap, auc = average_precisions(y, s), roc_aucs(y, s)
-    summary = multilabel_scores(y, s)
+    summary = tag_scores(y, s)
 
     def num(v: float) -> Optional[float]:
         return None if np.isnan(v) else float(v)

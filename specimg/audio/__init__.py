@@ -1,7 +1,9 @@
 """Audio in: loading, padding by tiling, segmentation, the input table (single- or multi-label, annotations)."""
 
+from ._config import AudioConfig as AudioConfig
+from ._config import SegmentConfig as SegmentConfig
 from ._annotations import file_tags as file_tags
-from ._annotations import is_multilabel_table as is_multilabel_table
+from ._annotations import has_tags as has_tags
 from ._annotations import parse_events as parse_events
 from ._annotations import parse_tags as parse_tags
 from ._annotations import tags_json as tags_json
@@ -18,6 +20,8 @@ from ._table import read_table as read_table
 from ._table import sort_labels as sort_labels
 
 __all__ = [
+    "AudioConfig",
+    "SegmentConfig",
     "audio_duration",
     "check_audio",
     "load_audio",
@@ -28,7 +32,7 @@ __all__ = [
     "sort_labels",
     "AUDIO_EXTENSIONS",
     "file_tags",
-    "is_multilabel_table",
+    "has_tags",
     "parse_events",
     "parse_tags",
     "tags_json",

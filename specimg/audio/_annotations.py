@@ -34,7 +34,7 @@ import pandas as pd
 
 from ..exceptions import DataError
 
-__all__ = ["parse_tags", "tags_json", "tags_text", "parse_events", "file_tags", "is_multilabel_table",
+__all__ = ["parse_tags", "tags_json", "tags_text", "parse_events", "file_tags", "has_tags",
            "annotation_kind", "annotations_to_files", "normalize_tag_columns", "RAVEN_BEGIN", "RAVEN_END",
            "ANNOTATION_COLUMNS", "TAG_SEPARATOR"]
 
@@ -117,7 +117,7 @@ def file_tags(files: pd.DataFrame) -> List[List[str]]:
     return [[] for _ in range(len(files))]
 
 
-def is_multilabel_table(files: pd.DataFrame) -> bool:
+def has_tags(files: pd.DataFrame) -> bool:
     """Whether a file table (from :func:`~specimg.audio.read_table`) holds tag sets or events."""
     return "labels" in files.columns or "events" in files.columns
 

@@ -145,8 +145,8 @@ def _salvage(source: Any, data: np.ndarray, start: int, want: int) -> np.ndarray
 def _read_frames(f: Any, want: int, *, chunk: int = _CHUNK) -> Tuple[np.ndarray, Optional[str]]:
     """Read up to ``want`` frames (``-1``: to the end) in chunks: (data (n, ch), why decoding stopped early).
 
-    A seekable stream is first read in one call (no chunks to join: a 120 s file 29 -> 16 ms); only if that
-    fails is it read again, from the same frame, in chunks.
+    A seekable stream is first read in one call (no chunks to join and copy); only if that fails is it
+    read again, from the same frame, in chunks.
     """
     if chunk >= _CHUNK and f.seekable():
         at = f.tell()

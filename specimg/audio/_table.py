@@ -99,7 +99,7 @@ def read_table(source: Union[str, "os.PathLike[str]", pd.DataFrame], *, annotati
             except Exception as exc:
                 raise DataError(f"Cannot read {str(src)!r} as a CSV: {exc}") from None
             base = src.parent
-    df = _multilabel_input(df, where, annotation_column=annotation_column, recording=recording)
+    df = _tagged_input(df, where, annotation_column=annotation_column, recording=recording)
     if "path" not in df.columns:
         raise DataError(f"{where} has no 'path' column (columns: {list(df.columns)}). "
                         "The CSV header must start with path,label[,group].")
@@ -133,7 +133,7 @@ def _separator(src: Path) -> str:
     return "\t" if "\t" in header and "," not in header else ","
 
 
-def _multilabel_input(df: pd.DataFrame, where: str, *, annotation_column: Optional[str],
+def _tagged_input(df: pd.DataFrame, where: str, *, annotation_column: Optional[str],
                       recording: Optional[str]) -> pd.DataFrame:
     """An annotation table as one row per recording; tags (``labels``, multi-hot columns) as a JSON ``labels``."""
     if annotation_kind(df) is not None:

@@ -1,4 +1,4 @@
-"""Batches and folds: datasets over the image cache, augmentation, file-grouped folds, multi-label targets."""
+"""Batches and folds: datasets over the image cache, augmentation, file-grouped folds, targets from tag sets."""
 
 from ._dataset import SegmentDataset as SegmentDataset
 from ._dataset import cache_targets as cache_targets
@@ -9,14 +9,13 @@ from ._inputs import CachedImages as CachedImages
 from ._inputs import OnTheFlyImages as OnTheFlyImages
 from ._inputs import TrainingImages as TrainingImages
 from ._folds import pseudo_leaks as pseudo_leaks
-from ._multilabel import as_multilabel as as_multilabel
-from ._multilabel import multilabel_folds as multilabel_folds
-from ._multilabel import resolve_task as resolve_task
-from ._multilabel import sample_negatives as sample_negatives
-from ._multilabel import tag_classes as tag_classes
-from ._multilabel import tag_matrix as tag_matrix
-from ._multilabel import window_label_text as window_label_text
-from ._multilabel import window_targets as window_targets
+from ._tags import as_tag_table as as_tag_table
+from ._tags import sample_negatives as sample_negatives
+from ._tags import tag_classes as tag_classes
+from ._tags import tag_folds as tag_folds
+from ._tags import tag_matrix as tag_matrix
+from ._tags import window_label_text as window_label_text
+from ._tags import window_targets as window_targets
 from ._folds import pseudo_mask as pseudo_mask
 from ._normalize import IMAGENET_MEAN as IMAGENET_MEAN
 from ._normalize import IMAGENET_STD as IMAGENET_STD
@@ -42,12 +41,11 @@ __all__ = [
     "WaveformDataset",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
-    "resolve_task",
-    "as_multilabel",
+    "as_tag_table",
     "tag_classes",
     "tag_matrix",
     "window_targets",
     "window_label_text",
-    "multilabel_folds",
+    "tag_folds",
     "sample_negatives",
 ]

@@ -1,4 +1,4 @@
-"""Images made and augmented on the device: the ``frontend='gpu'`` path of training and prediction."""
+"""Images made and augmented on the device: the ``images='on-the-fly'`` path of training and prediction."""
 
 from __future__ import annotations
 
@@ -150,8 +150,8 @@ class FrontendPipeline(nn.Module):
     images, as floats in [0, 1]), a bilinear resize to the backbone's
     ``image_size`` when it differs from the rendered size, the training
     augmentations (:class:`DeviceAugment`, when ``train=True``) and the
-    backbone's normalisation. Training (``TrainConfig(frontend='gpu')``) and
-    :class:`~specimg.predict.Predictor` (``frontend='gpu'``) share it, so a
+    backbone's normalisation. Training (``TrainConfig(images='on-the-fly')``) and
+    :class:`~specimg.predict.Predictor` (``images='on-the-fly'``) share it, so a
     model sees the same images in both.
 
     Parameters

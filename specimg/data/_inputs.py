@@ -25,13 +25,13 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .._validation import fail
-from ..config import LEGACY_FRONTEND, RenderConfig, TrainConfig, images_kind
+from ..config import RenderConfig, TrainConfig
 from ._dataset import SegmentDataset, cache_targets
 from ._device import DeviceAugment, FrontendPipeline
 from ._transforms import spectrogram_transforms
 from ._waveform import WaveformDataset, WaveformSet
 
-__all__ = ["TrainingImages", "CachedImages", "OnTheFlyImages", "ImagesKind", "images_kind"]
+__all__ = ["TrainingImages", "CachedImages", "OnTheFlyImages", "ImagesKind"]
 
 ImagesKind = Literal["cached", "on-the-fly"]
 
@@ -108,9 +108,8 @@ class CachedImages(TrainingImages):
 
     def dataset(self, rows: np.ndarray, targets: np.ndarray, file_ids: np.ndarray, *, train: bool,
                 config: TrainConfig, image_size: Tuple[int, int], num_classes: int) -> Dataset:
-        aug = dict(hflip=config.hflip, time_mask=config.time_mask, freq_mask=config.freq_mask,
-                   n_masks=config.n_masks, freq_stretch=config.freq_stretch,
-                   time_stretch=config.time_stretch) if train else {}
+        aug = config.augment.to_dict() if train else {}
+        aug.pop("mixup", None)  # a batch operation (the trainer's)
         transform = spectrogram_transforms(train=train, image_size=image_size, cache_size=self.rendered_size, **aug)
         return SegmentDataset(self.data.images, targets, rows=rows, file_ids=file_ids, transform=transform,
                               seed=config.seed, num_classes=num_classes, normalize=False)
@@ -140,8 +139,8 @@ class OnTheFlyImages(TrainingImages):
 
     def device_transform(self, *, config: TrainConfig, image_size: Tuple[int, int], mean: Any,
                          std: Any) -> Optional[nn.Module]:
-        augment = DeviceAugment(hflip=config.hflip, time_mask=config.time_mask, freq_mask=config.freq_mask,
-                                n_masks=config.n_masks, freq_stretch=config.freq_stretch,
-                                time_stretch=config.time_stretch)
+        a = config.augment
+        augment = DeviceAugment(hflip=a.hflip, time_mask=a.time_mask, freq_mask=a.freq_mask, n_masks=a.n_masks,
+                                freq_stretch=a.freq_stretch, time_stretch=a.time_stretch)
         return FrontendPipeline(self.data.config, image_size=image_size, mean=mean, std=std, augment=augment,
                                 normalize=False)

@@ -42,10 +42,11 @@ class WaveformSet:
     file starts at sample ``segments['sample']``, the STFT frame the cached
     path slices (:func:`~specimg.spectrogram.signal_windows`).
 
-    The audio is float32, about ``4 * sample_rate`` bytes per second of
-    padded audio (FSDD at 8 kHz: 40 MB; 1,000 two-minute songs at 22.05 kHz:
-    10 GB): in memory, or with ``cache_dir`` a file mapped from disk (see
-    :meth:`load`).
+    The audio is float32, ``4 * sample_rate`` bytes per second of padded
+    audio (FSDD's 3,000 clips, most padded to one 1 s window at 8 kHz:
+    about 3,000 x 32 kB = 96 MB; 1,000 two-minute songs at 22.05 kHz:
+    1,000 x 120 x 22,050 x 4 bytes = 10.6 GB): in memory, or with
+    ``cache_dir`` a file mapped from disk (see :meth:`load`).
 
     Attributes
     ----------

@@ -15,7 +15,12 @@ Example (the FSDD quick recipe, abridged)::
       test_filter: {path: '_[0-4]\\.wav$'}               # takes 0-4 are the test set
       group_column: speaker
     render: {sample_rate: 8000, seconds: 1.0, hop: 0.5, n_fft: 32ms, hop_length: 8ms, image_size: 64}
-    train: {epochs: 10, optimizer: adamw, lr: 0.003, weights: none, hflip: 0.0, tta: none}
+    train:
+      weights: none
+      tta: none
+      optim: {optimizer: adamw, lr: 0.003}
+      schedule: {epochs: 10}
+      augment: {hflip: 0.0}
     folds: 3
     models:
       - {name: resnet_mel64, backbone: test_resnet}
@@ -37,20 +42,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from ..config import AudioConfig, RenderConfig, SegmentConfig, SpectrogramConfig, TrainConfig, ms_to_samples
+from ..config import (OPTION_SECTION, SECTIONS, AudioConfig, RenderConfig, SegmentConfig, SpectrogramConfig,
+                      TrainConfig, ms_to_samples)
 from ..exceptions import ParameterError
 
 __all__ = ["Recipe", "DataSpec", "ModelSpec", "StackingSpec", "PseudoSpec", "load_recipe", "STACKERS"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-#: Stackers a recipe can list under ``stacking.methods``.
-STACKERS = ("mean", "cnn", "cnn-skip", "lgbm")
+#: Stackers a recipe can list under ``stacking.methods`` (the runs' task decides which apply: ``'logistic'`` is
+#: the per-class stacker of multi-label runs, the CNN and LightGBM stackers combine single-label probabilities).
+STACKERS = ("mean", "cnn", "cnn-skip", "lgbm", "logistic")
 
 _RENDER_SECTIONS = {"audio": AudioConfig, "segment": SegmentConfig, "spectrogram": SpectrogramConfig}
 _FIELD_SECTION = {f.name: sec for sec, cls in _RENDER_SECTIONS.items() for f in dataclasses.fields(cls)}
 _MS_FIELDS = ("n_fft", "hop_length", "win_length")
 _TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+#: The keys of each train section (``train.schedule.epochs``...).
+_SECTION_KEYS = {name: tuple(f.name for f in dataclasses.fields(cls)) for name, cls in SECTIONS.items()}
 #: TrainConfig fields a recipe sets elsewhere (every model must share the fold split).
 _TRAIN_ELSEWHERE = {
     "n_splits": "Set the number of folds once, with the top-level 'folds' key.",
@@ -58,8 +67,6 @@ _TRAIN_ELSEWHERE = {
     "seed": "Set it once, with the top-level 'seed' key: the seed also draws the folds, and every model must "
             "share one fold split for stacking.",
     "backbone": "Set the backbone per model: models[i].backbone.",
-    "frontend": "It is the deprecated spelling of 'images': write images: on-the-fly (no image cache, the images "
-                "are made on the training device) or images: cached.",
 }
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -70,13 +77,20 @@ def _where(recipe_file: Optional[Path]) -> str:
 
 
 def _check_keys(mapping: Mapping[str, Any], allowed: Sequence[str], where: str, rf: Optional[Path],
-                hints: Optional[Mapping[str, str]] = None) -> None:
+                hints: Optional[Mapping[str, str]] = None, elsewhere: Optional[Mapping[str, str]] = None) -> None:
+    """Refuse a key not in ``allowed``, with the closest valid name; ``elsewhere``: other keys -> where they go."""
     for key in mapping:
         if hints and key in hints:
             raise ParameterError(f"The key {key!r} is not allowed in {where}{_where(rf)}. {hints[key]}")
         if key not in allowed:
+            if elsewhere and key in elsewhere:
+                raise ParameterError(f"Unknown key {key!r} in {where}{_where(rf)}: it belongs in "
+                                     f"{elsewhere[key]!r} ({elsewhere[key]}: {{{key}: ...}}).")
             close = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.6)
             hint = f"Did you mean {close[0]!r}? " if close else ""
+            if not close and elsewhere:
+                near = difflib.get_close_matches(str(key), list(elsewhere), n=1, cutoff=0.6)
+                hint = f"Did you mean {near[0]!r} (in {elsewhere[near[0]]!r})? " if near else ""
             raise ParameterError(f"Unknown key {key!r} in {where}{_where(rf)}. {hint}Valid keys: "
                                  f"{', '.join(allowed)}.")
 
@@ -339,6 +353,9 @@ class Recipe:
         rf = Path(self.source) if self.source else None
         where = f"models[{self.models.index(m)}] ({m.name}).train"
         kw: Dict[str, Any] = {**self.train, **m.train}
+        for name in SECTIONS:  # a model's section options add to the shared section's
+            if name in self.train or name in m.train:
+                kw[name] = {**self.train.get(name, {}), **m.train.get(name, {})}
         if m.weights is not None:
             kw["weights"] = m.weights
         kw.update(backbone=m.backbone, n_splits=self.folds, group_column=self.data.group_column, seed=self.seed)
@@ -406,12 +423,23 @@ def _load_data(raw: Any, base: Path, rf: Optional[Path]) -> DataSpec:
     return DataSpec(train=train, test=test, test_filter=tf, group_column=gc, max_files_per_class=mpc)
 
 
-def _load_train(raw: Any, where: str, rf: Optional[Path], *, shared: bool) -> Dict[str, Any]:
-    t = _mapping(raw, where, rf)
+def _load_train(raw: Any, key: str, rf: Optional[Path], *, shared: bool) -> Dict[str, Any]:
+    """A train section (``key``: ``'train'`` or ``'models[i].train'``): TrainConfig's top-level options, and its
+    sections (``schedule: {epochs: 8}``...)."""
+
+    def where(k: str) -> str:
+        return f"the {k!r} section" if shared else k
+
+    t = _mapping(raw, where(key), rf)
     hints = dict(_TRAIN_ELSEWHERE)
     if not shared:
         hints["weights"] = "Set a model's weights with models[i].weights."
-    _check_keys(t, _TRAIN_FIELDS, where, rf, hints=hints)
+    _check_keys(t, _TRAIN_FIELDS, where(key), rf, hints=hints,
+                elsewhere={k: f"{key}.{s}" for k, s in OPTION_SECTION.items() if k not in _TRAIN_FIELDS})
+    for name, keys in _SECTION_KEYS.items():
+        if name in t:
+            t[name] = _mapping(t[name], where(f"{key}.{name}"), rf)
+            _check_keys(t[name], keys, where(f"{key}.{name}"), rf)
     return t
 
 
@@ -596,7 +624,7 @@ def load_recipe(source: Union[PathLike, Mapping[str, Any]], *, base_dir: Optiona
     folds = _int(top.get("folds", 5), "The top-level 'folds'", rf, 2)
     seed = _int(top.get("seed", 0), "The top-level 'seed'", rf, 0)
     render = _nest_render(top.get("render"), "the 'render' section", rf)
-    train = _load_train(top.get("train"), "the 'train' section", rf, shared=True)
+    train = _load_train(top.get("train"), "train", rf, shared=True)
     models_raw = top["models"]
     if not isinstance(models_raw, (list, tuple)) or not models_raw:
         raise ParameterError(f"The recipe's 'models'{_where(rf)} must be a non-empty list of models "

@@ -1,13 +1,12 @@
 """Predictions: fold ensembles with flip TTA, window -> file aggregation, metrics, reports, export."""
 
 from ._detect import detect as detect
+from ._detect import evaluate_detections as evaluate_detections
 from ._detect import match_detections as match_detections
 from ._detect import to_raven as to_raven
 from ._detect import write_detections as write_detections
 from ._detect import write_raven as write_raven
 from ._evaluate import evaluate_predictions as evaluate_predictions
-from ._evaluate_multilabel import evaluate_multilabel as evaluate_multilabel
-from ._multilabel_report import plot_pr_curves as plot_pr_curves
 from ._evaluate import report_run as report_run
 from ._export import ExportedEnsemble as ExportedEnsemble
 from ._export import export_run as export_run
@@ -23,6 +22,7 @@ from .metrics import check_labels as check_labels
 from .metrics import classification_metrics as classification_metrics
 from .metrics import uar as uar
 from .report import plot_confusion as plot_confusion
+from .report import plot_pr_curves as plot_pr_curves
 from .report import plot_recall as plot_recall
 from .report import write_report as write_report
 
@@ -50,6 +50,6 @@ __all__ = [
     "to_raven",
     "write_raven",
     "write_detections",
-    "evaluate_multilabel",
+    "evaluate_detections",
     "plot_pr_curves",
 ]

@@ -23,30 +23,34 @@ def _folds(text: str):
             from None
 
 
-def _images_option(args: argparse.Namespace) -> str:
-    if args.frontend is not None:  # the deprecated spelling
-        import warnings
+def _write_detections(pred, result, out: Path, threshold) -> str:
+    """Write the detection table and its Raven selection table of a prediction; returns the line to print."""
+    from ..exceptions import ParameterError
+    from ._detect import write_detections
 
-        warnings.warn("--frontend is deprecated; use --images cached (for cpu) or --images on-the-fly (for gpu).",
-                      DeprecationWarning, stacklevel=2)
-        return {"auto": "auto", "cpu": "cached", "gpu": "on-the-fly"}[args.frontend]
-    return args.images
+    if pred.task.activation != "sigmoid":
+        raise ParameterError(f"--detections needs a run that scores each class on its own (a multi-label run, trained "
+                             f"on tags or annotated recordings): this {pred.task.kind} run gives one class per file, "
+                             "not events.")
+    thresholds = threshold if threshold is not None else pred.decision
+    written = write_detections(result.segments, pred.classes, thresholds, out,
+                               high_freq=pred.render_config.audio.sample_rate / 2)
+    return f"{written['n']} detection(s) -> {written['detections']} (Raven: {written['raven']})"
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from ._predictor import Predictor
 
     from .._cli_common import input_table
-    from ._multilabel_cli import write_run_detections
 
     pred = Predictor.from_run(args.run, folds=_folds(args.folds), device=args.device, tta=args.tta,
-                              aggregate=args.aggregate, batch_size=args.batch_size, images=_images_option(args))
+                              aggregate=args.aggregate, batch_size=args.batch_size, images=args.images)
     out = Path(args.out)
     res = pred.predict(input_table(args, args.input), segments=args.segments or args.detections,
                        workers=args.workers, progress=not args.quiet, strict=args.strict, out=out,
                        part_files=args.part_files)
     if args.detections:
-        print(write_run_detections(pred, res, out, args.detection_threshold))
+        print(_write_detections(pred, res, out, args.detection_threshold))
     msg = (f"predicted {len(res.files)} file(s) with {len(pred.models)} fold model(s), tta={args.tta}, "
            f"images={pred.images} on {pred.device} -> {out}")
     if "label" in res.files.columns and res.files["label"].notna().all():
@@ -63,21 +67,26 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from ..tasks import Task
+    from ..training import Run
+    from ._detect import detection_line
     from ._evaluate import evaluate_predictions, run_images
     from .._cli_common import input_table
-    from ._multilabel_cli import evaluate_options, multilabel_summary
 
     labels = input_table(args, args.labels) if args.labels else None
-    task = evaluate_options(args)
-    images = run_images(args.run, labels=args.labels) if args.run and not task.get("multi_label") else None
+    task, decision = (None if args.task == "auto" else args.task), None
+    if args.run:  # the run's task and decision rule (a multi-label run's thresholds)
+        run = Run.open(args.run, need_models=False)
+        if run.has_config() and task is None:
+            task, decision = run.task, run.thresholds
+    images = run_images(args.run, labels=args.labels) if args.run else None
     m = evaluate_predictions(args.preds, labels=labels, report=args.report, format=args.format, images=images,
-                             **task)
-    if m.get("task") in ("multi-label", "detection"):
-        print(multilabel_summary(m, args.report))
+                             task=task, decision=decision)
+    tail = f"  report: {args.report}" if args.report else ""
+    if m.get("task") == "detection":
+        print(detection_line(m) + tail)
         return 0
-    print(f"{m['n_files']} files: accuracy "
-          f"{m['accuracy']:.4f}  UAR {m['uar']:.4f}  macro-F1 {m['macro_f1']:.4f}  log-loss {m['log_loss']:.4f}"
-          + (f"  report: {args.report}" if args.report else ""))
+    print(Task.for_kind(m["task"]).evaluation_line(m) + tail)
     missing = m.get("missing") or {}
     if missing:
         print(f"specimg evaluate: {len(missing)} file(s) have no prediction and are not scored:", file=sys.stderr)
@@ -112,8 +121,8 @@ def add_predict_parsers(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--out", required=True, help="predictions CSV")
     p.add_argument("--tta", choices=("flip", "none"), default="flip", help="horizontal-flip TTA (default: flip)")
     p.add_argument("--aggregate", choices=("mean", "max", "gmean"), default=None,
-                   help="how window probabilities pool into the file's (default: mean; a multi-label run: its "
-                        "multi_label_pooling, per class)")
+                   help="how window probabilities pool into the file's (default: the run's task's pooling: mean "
+                        "for single-label runs, max per class for multi-label ones)")
     p.add_argument("--folds", default="all", help="'all' (default) or fold indices, e.g. 0,2")
     p.add_argument("--segments", action="store_true", help="also write per-window probabilities")
     p.add_argument("--detections", action="store_true",
@@ -133,8 +142,6 @@ def add_predict_parsers(sub: "argparse._SubParsersAction") -> None:
                         "front end on --device (works on a CPU too); 'auto' (default) uses what the run was "
                         "trained with ('cached' for older runs). An image-cache INPUT is predicted from its "
                         "images either way")
-    p.add_argument("--frontend", choices=("auto", "cpu", "gpu"), default=None,
-                   help="deprecated spelling of --images (cpu = cached, gpu = on-the-fly)")
     p.add_argument("--part-files", type=int, default=256, metavar="N",
                    help="files per part written as the prediction goes (a re-run after a crash reuses the finished "
                         "parts; default 256)")
@@ -150,10 +157,11 @@ def add_predict_parsers(sub: "argparse._SubParsersAction") -> None:
     e.add_argument("--format", choices=("markdown", "html"), default="markdown")
     e.add_argument("--run", help="run folder: example spectrograms in the report, from its image cache or "
                                  "rendered with its config from the audio (found through --labels or the run); "
-                                 "for a multi-label run, its task and per-class thresholds")
-    e.add_argument("--multi-label", action="store_true", default=None,
-                   help="score independent per-class scores (default: when the table has a 'labels' column, is a "
-                        "detection table, or --labels holds tag sets)")
+                                 "and its task and decision rule (a multi-label run's per-class thresholds)")
+    e.add_argument("--task", choices=("auto", "single-label", "multi-label"), default="auto",
+                   help="whose predictions these are (default: the --run's task; else multi-label when the table "
+                        "has a 'labels' column or --labels holds tag sets; a detection table is always matched to "
+                        "its annotations)")
     add_table_options(e)
     e.set_defaults(func=_cmd_evaluate)
 

@@ -13,6 +13,7 @@ an annotation table (precision, recall, F1 per class and overall).
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
@@ -20,11 +21,12 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 import pandas as pd
 
-from .._io import atomic_write_text
-from ..audio import parse_events
+from .._io import atomic_folder, atomic_write_text
+from ..audio import parse_events, read_table
 from ..exceptions import DataError
 
-__all__ = ["detect", "to_raven", "write_raven", "write_detections", "match_detections", "DETECTION_COLUMNS"]
+__all__ = ["detect", "to_raven", "write_raven", "write_detections", "match_detections", "evaluate_detections",
+           "DETECTION_COLUMNS"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -224,3 +226,41 @@ def write_detections(segments: pd.DataFrame, classes: Sequence[str], thresholds:
     atomic_write_csv(det, table)
     raven = write_raven(det, out.with_name(out.stem + "_detections.selections.txt"), high_freq=high_freq)
     return {"detections": table, "raven": raven, "n": len(det)}  # type: ignore[dict-item]
+
+
+def evaluate_detections(preds: Union[PathLike, pd.DataFrame], *, labels: Any = None,
+                        report: Optional[PathLike] = None, title: str = "specimg evaluation") -> Dict[str, Any]:
+    """Score a detection table (``path, start, end, class, score``) against the events of an annotation table
+    (:func:`match_detections`); with ``report``, write ``metrics.json`` and ``report.md`` there (atomically).
+
+    Raises
+    ------
+    DataError
+        No ``labels``, or labels that are not an annotation table.
+    """
+    det = preds if isinstance(preds, pd.DataFrame) else pd.read_csv(preds, dtype={"path": str, "class": str})
+    if labels is None:
+        raise DataError("A detection table (path,start,end,class,score) is scored against an annotation table: "
+                        "pass --labels ANNOTATIONS (labels=...).")
+    truth = read_table(labels) if not isinstance(labels, pd.DataFrame) else labels
+    if "events" not in truth.columns:
+        raise DataError("The labels of a detection table must be an annotation table (path,start,end,label or a "
+                        "Raven selection table).")
+    m = {"task": "detection", **match_detections(det, truth)}
+    if report is not None:
+        lines = [f"# {title}", "", f"{m['n_detections']} detections, {m['n_events']} annotated events.", "",
+                 f"precision {m['precision']:.4f}, recall {m['recall']:.4f}, F1 {m['f1']:.4f}", "",
+                 "| class | precision | recall | F1 | detections | events |", "|---|---|---|---|---|---|"]
+        for c, v in m["per_class"].items():
+            lines.append(f"| {c} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | {v['n_detections']} "
+                         f"| {v['n_events']} |")
+        with atomic_folder(report, last=("report.md", "report.html")) as stage:
+            (stage / "metrics.json").write_text(json.dumps(m, indent=2, default=lambda v: None) + "\n")
+            (stage / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return m
+
+
+def detection_line(m: Mapping[str, Any]) -> str:
+    """The line ``specimg evaluate`` prints for a detection table's scores."""
+    return (f"{m['n_detections']} detections of {m['n_events']} events: precision {m['precision']:.4f}  "
+            f"recall {m['recall']:.4f}  F1 {m['f1']:.4f}")

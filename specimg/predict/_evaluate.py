@@ -5,15 +5,15 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, Literal, Optional, Union
+from typing import Any, Callable, Dict, Literal, Mapping, Optional, Union
 
 import numpy as np
 import pandas as pd
 
 from ..audio import read_table
 from ..exceptions import DataError
+from ..tasks import Task, task_kind
 from .aggregate import read_predictions
-from .metrics import classification_metrics
 from .report import write_report
 
 __all__ = ["evaluate_predictions", "report_run", "run_images", "predict_errors"]
@@ -43,103 +43,123 @@ def _missing(preds: Any, labelled: list, predicted: set) -> Dict[str, str]:
             for p in labelled if p not in predicted}
 
 
+def _columns(preds: Union[PathLike, pd.DataFrame]) -> list:
+    if isinstance(preds, pd.DataFrame):
+        return list(preds.columns)
+    try:
+        return list(pd.read_csv(preds, nrows=0).columns)
+    except Exception:  # an unreadable file: read_predictions names the problem
+        return []
+
+
+def _task_of(cols: list, labels: Any, task: Union[None, str, Task]) -> Task:
+    """The task of an evaluation: given, else multi-label for a ``labels`` column or a tagged ``labels=`` table."""
+    if isinstance(task, Task):
+        return task
+    if task is not None:
+        return Task.for_kind(str(task))
+    kind = "multi-label" if "labels" in cols else "single-label"
+    if kind == "single-label" and labels is not None:
+        try:
+            kind = task_kind(read_table(labels))
+        except DataError:
+            pass
+    return Task.for_kind(kind)
+
+
 def evaluate_predictions(preds: Union[PathLike, pd.DataFrame], *, labels: Optional[Union[PathLike, pd.DataFrame]] = None,
                          report: Optional[PathLike] = None, format: Literal["markdown", "html"] = "markdown",
                          images: Optional[Callable[[str], Any]] = None, title: str = "specimg evaluation",
-                         multi_label: Optional[bool] = None, thresholds: Optional[Dict[str, Any]] = None
+                         task: Union[None, str, Task] = None, decision: Optional[Mapping[str, Any]] = None
                          ) -> Dict[str, Any]:
-    """Score a file-level prediction table.
+    """Score a prediction table with its task's metrics (:mod:`specimg.tasks`).
+
+    - a **file table** (``path, [label|labels], prediction, prob_<class>...``: ``specimg predict`` output or a
+      run's ``oof_files.csv``) is scored file by file: accuracy, UAR, macro-F1, log-loss, per class and the
+      confusion matrix (single-label); macro / micro average precision, per-class AP, macro ROC-AUC and F1
+      at the per-class thresholds (multi-label: ``decision['file']``, 0.5 without);
+    - a multi-label **window table** (the same with a ``segment`` column: ``--segments`` output or
+      ``oof_segments.csv``) window by window against its own ``labels`` (``decision['window']``);
+    - a **detection table** (``path, start, end, class, score``) is matched to the events of an annotation
+      table (:func:`~specimg.predict.evaluate_detections`).
 
     Parameters
     ----------
     preds : path or DataFrame
-        ``path, [label], prediction, prob_<class>...`` (``specimg predict``
-        output or a run's ``oof_files.csv``).
     labels : path or DataFrame, optional
-        The true labels (CSV or class-folder tree), joined on ``path``;
-        without it the table's own ``label`` column is used. Labelled files
-        that have no prediction (``specimg predict`` could not read them) are
-        not scored: they are listed in ``metrics['missing']`` (with the
-        reason from the ``<stem>_errors.csv`` that predict wrote beside
-        ``preds``) and in the report. So are the files of that errors table
-        when there is no ``labels``.
+        The true labels or tags (CSV, class-folder tree or annotation table), joined on ``path``; without it
+        the table's own ``label`` / ``labels`` column is used. Labelled files that have no prediction
+        (``specimg predict`` could not read them) are not scored: they are listed in ``metrics['missing']``
+        (with the reason from the ``<stem>_errors.csv`` that predict wrote beside ``preds``) and in the
+        report. So are the files of that errors table when there is no ``labels``.
     report : path, optional
-        Folder for the report (metrics.json, confusion matrix CSV/PNG,
-        per-class table, recall plot, report.md/html).
+        Folder for the report (:func:`~specimg.predict.write_report`).
     format : {'markdown', 'html'}
     images : callable, optional
         ``path -> uint8 image`` for example spectrograms in the report.
-    multi_label : bool or None
-        Multi-label predictions (independent scores per class; see
-        :mod:`specimg.predict._evaluate_multilabel`): macro / micro AP,
-        per-class AP, ROC-AUC and F1 at ``thresholds``, precision-recall
-        curves in the report. ``None``: when ``preds`` has a ``labels``
-        column, is a detection table, or ``labels`` holds tag sets.
-    thresholds : dict or None
-        Multi-label: a run's ``thresholds.json`` (else 0.5 per class).
+    title : str
+    task : Task, {'single-label', 'multi-label'} or None
+        Whose predictions these are; ``None``: multi-label when ``preds`` has a ``labels`` column or
+        ``labels`` holds tag sets (a run's evaluation passes its own task).
+    decision : mapping or None
+        The task's decision rule: a multi-label run's ``thresholds.json``.
 
     Returns
     -------
     metrics : dict
-        accuracy, uar, macro_f1, log_loss, per-class scores, confusion, and
-        ``missing``: ``path -> reason`` of the files not scored.
+        The task's scores, and ``missing``: ``path -> reason`` of the files not scored.
 
     Raises
     ------
     DataError
-        Labels the predictions' classes do not include, files with no label,
-        predicted files that are not in ``labels``.
+        Labels the predictions' classes do not include, files with no label, predicted files that are not
+        in ``labels``.
     """
-    from ._evaluate_multilabel import evaluate_multilabel, is_multilabel_input
+    from ._detect import DETECTION_COLUMNS, evaluate_detections
 
-    if is_multilabel_input(preds, labels, multi_label):
-        return evaluate_multilabel(preds, labels=labels, report=report, format=format, title=title,
-                                   thresholds=thresholds)
-    frame, classes, probs = read_predictions(preds)
+    cols = _columns(preds)
+    if set(DETECTION_COLUMNS) <= set(cols):
+        return evaluate_detections(preds, labels=labels, report=report, title=title)
+    task = _task_of(cols, labels, task)
     source = "the prediction frame" if isinstance(preds, pd.DataFrame) else f"prediction file {str(preds)!r}"
+    level = "window" if "segment" in cols and task.truth_column == "labels" else "file"
+    table: Any = preds
+    if level == "window":  # one unit per window
+        raw = preds.copy() if isinstance(preds, pd.DataFrame) else pd.read_csv(preds, dtype={"path": str,
+                                                                                             "labels": str})
+        raw["path"] = [f"{p}#{int(k)}" for p, k in zip(raw["path"], raw["segment"])]
+        table = raw.drop(columns=["segment"])
+    frame, classes, probs = read_predictions(table, task=task)
     if frame.empty:
         raise DataError(f"{source[0].upper()}{source[1:]} has no rows: there is nothing to evaluate. Predict some "
                         "files first (`specimg predict RUN INPUT --out PRED.csv`), or pass a run's oof_files.csv.")
-    if labels is not None:
-        truth = read_table(labels)
-        truth_map = dict(zip(truth["path"], truth["label"]))
-        missing = [p for p in frame["path"] if p not in truth_map]
-        if missing:
-            raise DataError(f"{len(missing)} predicted file(s) are not in the labels, e.g. {missing[0]!r}. The "
-                            "predictions and --labels must list the same paths (as written in the input CSV).")
+    column = task.truth_column
+    if labels is not None and level == "file":
+        truth_table = read_table(labels)
+        truth_map = dict(zip(truth_table["path"], task.table_truth(truth_table)))
+        unknown = [p for p in frame["path"] if p not in truth_map]
+        if unknown:
+            raise DataError(f"{len(unknown)} predicted file(s) are not in the labels, e.g. {unknown[0]!r}. The "
+                            "predictions and --labels must list the same paths (as written in the input table).")
         missing = _missing(preds, list(truth_map), set(frame["path"]))
-        y = np.array([truth_map[p] for p in frame["path"]], dtype=object)
-    elif "label" in frame.columns:
-        y = frame["label"].to_numpy(dtype=object)
-        table = None if isinstance(preds, pd.DataFrame) else predict_errors(preds)
-        failed = pd.read_csv(table, dtype=str, keep_default_na=False)["path"].tolist() if table is not None else []
+        values = [truth_map[p] for p in frame["path"]]
+    elif column in frame.columns:
+        values = frame[column].tolist()
+        errors = None if isinstance(preds, pd.DataFrame) else predict_errors(preds)
+        failed = pd.read_csv(errors, dtype=str, keep_default_na=False)["path"].tolist() if errors is not None else []
         missing = _missing(preds, failed, set(frame["path"]))
     else:
-        raise DataError(f"{source[0].upper()}{source[1:]} has no 'label' column; pass --labels INPUT (labels=...) "
+        raise DataError(f"{source[0].upper()}{source[1:]} has no {column!r} column; pass --labels INPUT (labels=...) "
                         "with the true labels.")
-    unlabelled = [p for p, v in zip(frame["path"], y) if v is None or (isinstance(v, float) and np.isnan(v))
-                  or v is pd.NA]
-    if unlabelled:
-        raise DataError(f"{len(unlabelled)} file(s) of {source} have no true label, e.g. "
-                        f"{unlabelled[0]!r}. Fill in their label, drop their rows, or pass --labels INPUT "
-                        "(labels=...) with the true labels of every file.")
-    y = np.array([str(v) for v in y], dtype=object)
-    unseen = sorted(set(y) - set(classes))
-    if unseen:
-        first = next(p for p, v in zip(frame["path"], y) if v in unseen)
-        n_unseen = int(sum(v in unseen for v in y))
-        raise DataError(f"The labels include class(es) {unseen} that the model never saw (it knows "
-                        f"{', '.join(classes)}), e.g. file {first!r}"
-                        + (f" ({n_unseen} such files)" if n_unseen > 1 else "")
-                        + ". Evaluate on the run's classes only: drop these files, or fix their labels.")
-    metrics = classification_metrics(y, probs, classes)
-    metrics["missing"] = missing
+    truth = task.truth_of(values, classes, paths=frame["path"].tolist())
+    metrics = task.evaluation_metrics(truth, probs, classes, decision, level)
+    metrics["task"], metrics["missing"] = task.kind, missing
     if missing:
         first = next(iter(missing.items()))
         _logger.warning("%d file(s) are not scored (no prediction), e.g. %s: %s", len(missing), *first)
     if report is not None:
-        write_report(report, y, probs, classes, paths=frame["path"].tolist(), images=images, format=format,
-                     title=title, missing=missing)
+        write_report(report, truth, probs, classes, task=task, decision=decision, level=level,
+                     paths=frame["path"].tolist(), images=images, format=format, title=title, missing=missing)
     return metrics
 
 
@@ -207,6 +227,6 @@ def report_run(run: PathLike, *, format: Literal["markdown", "html"] = "markdown
     backbone = opened.config.get("backbone") if opened.has_config() else None
     images = run_images(run) if opened.has_config() else None
     evaluate_predictions(opened.path(Run.OOF_FILES), report=Path(run) / "report", format=format, images=images,
-                         title=f"Out-of-fold predictions of {Path(run).name} ({backbone})",
-                         multi_label=opened.multi_label or None, thresholds=opened.thresholds)
+                         title=f"Out-of-fold predictions of {Path(run).name} ({backbone})", task=opened.task,
+                         decision=opened.thresholds)
     return Path(run) / "report"

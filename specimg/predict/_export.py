@@ -73,7 +73,8 @@ def export_run(run: PathLike, out: PathLike, *, format: Literal["onnx", "torchsc
 
     opened = Run.open(run)
     models, meta = opened.load_models(folds, device="cpu")
-    activation = "sigmoid" if opened.multi_label else "softmax"
+    task = opened.task
+    activation = task.activation
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     groups = [([m], [k]) for m, k in zip(models, meta["folds"])] if per_fold else [(models, meta["folds"])]
@@ -91,8 +92,8 @@ def export_run(run: PathLike, out: PathLike, *, format: Literal["onnx", "torchsc
                                   dynamic_axes={"images": {0: "batch"}, "probs": {0: "batch"}})
             else:
                 torch.jit.save(torch.jit.trace(module, example), str(tmp))
-        sidecar = {"format": format, "classes": meta["classes"], "folds": ks, "tta": tta, "task": opened.task,
-                   "activation": activation, **({"thresholds": opened.thresholds} if opened.multi_label else {}),
+        sidecar = {"format": format, "classes": meta["classes"], "folds": ks, "tta": tta, "task": task.kind,
+                   "activation": activation, **({"thresholds": opened.thresholds} if opened.thresholds else {}),
                    "input": {"name": "images", "shape": ["batch", 3, h, w], "dtype": "float32",
                              "range": [0, 255], "layout": "NCHW, low frequencies at the bottom row"},
                    "render": meta["render"], "backbone": meta.get("backbone")}

@@ -17,16 +17,15 @@ import torch
 from torch import nn
 
 from .._io import atomic_write_csv, atomic_write_text
-from .._parallel import WORKER_DIED
 from .._progress import progress_bar
-from .._validation import check_choice, check_int, fail
+from .._validation import check_choice, check_int
 from ..audio import read_table
-from ..config import LEGACY_FRONTEND, RenderConfig, images_kind
+from ..config import RenderConfig
 from ..exceptions import AudioError, DataError, ParameterError
 from ..spectrogram import ImageCache
-from . import _multilabel_predict as mlp
+from ..tasks import SingleLabel, Task
+from ..training import resolve_device
 from ._inputs import PredictionInput, payload_stream, prediction_input
-from .aggregate import aggregate_segments
 
 __all__ = ["Predictor", "PredictionResult", "load_run_models"]
 
@@ -40,16 +39,6 @@ Images = Literal["cached", "on-the-fly"]
 #: Files per part of a prediction written as it goes (see :meth:`Predictor.predict`'s ``out``): each part is
 #: computed in batches of its own, so a resumed prediction batches, and so computes, exactly as a fresh one.
 PART_FILES = 256
-
-
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
-        raise ParameterError(f"The 'device' option must be 'auto', 'cpu' or 'cuda'. Got {device!r}.")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ParameterError("device='cuda' was asked for but no CUDA GPU is visible. Use --device cpu or auto.")
-    return torch.device(device)
 
 
 def load_run_models(run: PathLike, *, folds: Union[str, int, Sequence[int]] = "all",
@@ -154,24 +143,20 @@ class Predictor:
         reference) go through :class:`~specimg.data.FrontendPipeline` on
         ``device`` (a CUDA GPU or the CPU), exactly the input of a run
         trained with ``TrainConfig(images='on-the-fly')``.
-    frontend : {'cpu', 'gpu'} or None
-        Deprecated spelling of ``images`` (``'cpu'``: ``'cached'``,
-        ``'gpu'``: ``'on-the-fly'``).
     model_names : list of str or None
         How errors name the models (``Predictor.from_run``: ``'fold 3'``).
-    activation : {'softmax', 'sigmoid'}
-        ``'sigmoid'`` for a multi-label run (``from_run`` reads the run's
-        task): independent scores per class, pooled per file without
-        renormalisation; the file table's ``prediction`` is then the tags
-        whose score reaches their threshold (``;``-separated), its
-        ``labels`` the true tags when the input has them, and the window
-        table's ``labels`` each window's true tags (from the input's events).
-    thresholds : dict or None
-        Multi-label decision thresholds, ``{'file': {class: t}, 'window':
-        {class: t}}`` (a run's ``thresholds.json``); ``None``: 0.5.
-    event_overlap : (float, float or None)
-        How annotated events label windows (``TrainConfig.event_min_seconds``,
-        ``event_min_fraction``): the window table's ``labels``.
+    task : Task or None
+        What the models learnt (:mod:`specimg.tasks`; ``from_run`` reads the
+        run's): its activation (softmax, or a sigmoid per class), how windows
+        pool per file (``aggregate=None``: the task's pooling), the
+        ``prediction`` column (argmax, or the tags whose score reaches their
+        threshold, ``;``-separated) and the truth columns (``label``, or the
+        input's true tags as ``labels``, for files and, from the input's
+        events, for windows). ``None``: single-label.
+    decision : dict or None
+        What the task's decision rule learnt: a multi-label run's
+        ``thresholds.json`` (``{'file': {class: t}, 'window': {class: t}}``;
+        0.5 without).
 
     Notes
     -----
@@ -198,16 +183,17 @@ class Predictor:
 
     def __init__(self, models: Sequence[nn.Module], *, classes: Sequence[str], render_config: RenderConfig,
                  mean: Sequence[float], std: Sequence[float], input_size: Sequence[int], device: str = "auto",
-                 tta: TTA = "flip", aggregate: Aggregate = "mean", batch_size: int = 64, images: Images = "cached",
-                 frontend: Optional[str] = None, model_names: Optional[Sequence[str]] = None,
-                 activation: str = "softmax", thresholds: Optional[Dict[str, Any]] = None,
-                 event_overlap: Tuple[float, Optional[float]] = (0.25, 0.5)) -> None:
+                 tta: TTA = "flip", aggregate: Optional[Aggregate] = None, batch_size: int = 64,
+                 images: Images = "cached", model_names: Optional[Sequence[str]] = None,
+                 task: Optional[Task] = None, decision: Optional[Dict[str, Any]] = None) -> None:
         o = "Predictor"
-        self.images = images_kind(images, owner=o, legacy=frontend)
-        self.activation = check_choice(activation, "activation", ("softmax", "sigmoid"), owner=o)
-        self.multi_label = self.activation == "sigmoid"
-        self.thresholds = thresholds
-        self.event_overlap = event_overlap
+        self.images = check_choice(images, "images", ("cached", "on-the-fly"), owner=o)
+        if task is not None and not isinstance(task, Task):
+            raise ParameterError(f"The 'task' parameter of Predictor must be a specimg.tasks.Task or None. Got "
+                                 f"{type(task).__name__}.")
+        self.task: Task = task or SingleLabel()
+        self.decision = decision
+        aggregate = aggregate or self.task.pooling
         check_choice(tta, "tta", ("flip", "none"), owner=o)
         check_choice(aggregate, "aggregate", ("mean", "max", "gmean"), owner=o)
         check_int(batch_size, "batch_size", owner=o, low=1)
@@ -216,7 +202,7 @@ class Predictor:
         from ..data import PixelNormalize
         from ..models import Ensemble
 
-        self.device = _resolve_device(device) if isinstance(device, str) else torch.device(device)
+        self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
         self.models = [m.to(self.device).eval() for m in models]
         self.model_names = list(model_names) if model_names else [f"model {i}" for i in range(len(self.models))]
         self.classes = [str(c) for c in classes]
@@ -227,23 +213,17 @@ class Predictor:
         # what the cached images (HWC) give after the permute, and convolutions are faster on it
         self._normalize = PixelNormalize(mean, std)
         self.core = Ensemble(self.models, normalize=self._normalize, tta=tta, channels_last=True,
-                             activation=self.activation).to(self.device)
+                             activation=self.task.activation).to(self.device)
         self.amp_dtype = torch.bfloat16 if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else None
         self.input: PredictionInput = prediction_input(self.images, render_config, input_hw=self.input_hw, mean=mean,
                                                        std=std, device=self.device)
         self.pipeline = self.input.pipeline
         self.run_meta: Dict[str, Any] = {}
 
-    @property
-    def frontend(self) -> str:
-        """Deprecated: ``'cpu'`` for ``images='cached'``, ``'gpu'`` for ``'on-the-fly'``."""
-        return {v: k for k, v in LEGACY_FRONTEND.items()}[self.images]
-
     @classmethod
     def from_run(cls, run: PathLike, *, folds: Union[str, int, Sequence[int]] = "all", device: str = "auto",
                  tta: TTA = "flip", aggregate: Optional[Aggregate] = None, batch_size: int = 64,
-                 images: Literal["auto", "cached", "on-the-fly"] = "auto",
-                 frontend: Optional[str] = None) -> "Predictor":
+                 images: Literal["auto", "cached", "on-the-fly"] = "auto") -> "Predictor":
         """Load a run folder's fold models (:meth:`specimg.training.Run.load_models`).
 
         Parameters
@@ -252,13 +232,11 @@ class Predictor:
             A folder written by :func:`specimg.training.train_cv`.
         folds, device, tta, aggregate, batch_size
             As for :class:`Predictor` and :func:`load_run_models`;
-            ``aggregate=None`` is ``'mean'`` for a single-label run and the
-            run's ``multi_label_pooling`` for a multi-label one.
+            ``aggregate=None`` is the run's task's pooling (``'mean'`` for a
+            single-label run, per class ``'max'`` for a multi-label one).
         images : {'auto', 'cached', 'on-the-fly'}
             ``'auto'``: the input the run was trained with (``'cached'`` for
             runs from before the option existed).
-        frontend : {'auto', 'cpu', 'gpu'} or None
-            Deprecated spelling of ``images``.
 
         Returns
         -------
@@ -267,21 +245,14 @@ class Predictor:
         """
         from ..training import Run
 
-        if frontend is not None:
-            if frontend not in ("auto", "cpu", "gpu"):
-                fail("Predictor.from_run", "frontend", "'auto', 'cpu' or 'gpu' (deprecated: use images='auto', "
-                     "'cached' or 'on-the-fly')", frontend)
-            images = "auto" if frontend == "auto" else images_kind(None, owner="Predictor.from_run", legacy=frontend)
-        if images != "auto":
-            images = images_kind(images, owner="Predictor.from_run")
-        dev = _resolve_device(device)
+        check_choice(images, "images", ("auto", "cached", "on-the-fly"), owner="Predictor.from_run")
+        dev = resolve_device(device)
         run = Run.open(run)
         models, meta = run.load_models(folds, device=dev)
-        task = mlp.run_task_options(run, aggregate)
         pred = cls(models, classes=meta["classes"], render_config=RenderConfig.from_dict(meta["render"]),
                    mean=meta["mean"], std=meta["std"], input_size=meta["input_size"], device=str(dev), tta=tta,
-                   batch_size=batch_size, images=run.images if images == "auto" else images,
-                   model_names=[f"fold {k}" for k in meta["folds"]], **task)
+                   aggregate=aggregate, batch_size=batch_size, images=run.images if images == "auto" else images,
+                   model_names=[f"fold {k}" for k in meta["folds"]], task=run.task, decision=run.thresholds)
         pred.run_meta = meta
         return pred
 
@@ -312,7 +283,7 @@ class Predictor:
         bad = []
         for name, model in zip(self.model_names, self.models):
             one = Ensemble([model], normalize=self._normalize, tta=self.tta, channels_last=True,
-                           activation=self.activation)
+                           activation=self.task.activation)
             (p,) = self.input.window_probs([payload], one, self.batch_size)
             if not np.isfinite(p).all():
                 bad.append(name)
@@ -351,14 +322,13 @@ class Predictor:
     def _frontend_probs(self, items: Sequence[Tuple[np.ndarray, np.ndarray]]) -> List[np.ndarray]:
         """Window probabilities of ``(windows, padded)`` waveform items (``images='on-the-fly'`` only)."""
         if self.images != "on-the-fly":
-            raise ParameterError("Waveform windows need Predictor(images='on-the-fly') (formerly frontend='gpu'); "
+            raise ParameterError("Waveform windows need Predictor(images='on-the-fly'); "
                                  "this predictor renders images on the CPU (images='cached').")
         payloads = [(w, np.zeros((len(w), 2)), padded) for w, padded in items]
         return self.input.window_probs(payloads, self._ensemble, self.batch_size)
 
     def _pool(self, window_probs: np.ndarray) -> np.ndarray:
-        _, p = aggregate_segments(window_probs, np.zeros(len(window_probs), dtype=np.int64), method=self.aggregate,
-                                  normalize=not self.multi_label)
+        _, p = self.task.pool(window_probs, np.zeros(len(window_probs), dtype=np.int64), self.aggregate)
         return p[0]
 
     def predict_signal(self, y: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -489,8 +459,8 @@ class Predictor:
                 h.update(name.encode())
                 h.update(t.detach().cpu().contiguous().numpy().tobytes())
         h.update(json.dumps({"classes": self.classes, "render": self.render_config.to_dict(), "tta": self.tta,
-                             **({"activation": self.activation, "thresholds": self.thresholds,
-                                 "event_overlap": list(self.event_overlap)} if self.multi_label else {}),
+                             **({"task": self.task.to_dict(), "decision": self.decision}
+                                if self.task.kind != "single-label" else {}),
                              "aggregate": self.aggregate, "batch": self.batch_size, "images": self.images,
                              "input": list(self.input_hw), "segments": segments, "part": part_files,
                              "rows": table[["path", "abspath"]].astype(str).values.tolist()}).encode())
@@ -503,8 +473,9 @@ class Predictor:
         seg_rows: List[Dict[str, Any]] = []
         errors: Dict[str, str] = {}
         pending: List[Tuple[int, Any]] = []
-        has_labels = table["label"].notna().any()
-        tags = mlp.TableTags(table, self) if self.multi_label else None
+        task, column = self.task, self.task.truth_column
+        truth = task.input_truth(table)
+        offset = self.render_config.audio.offset
 
         def fail_file(i: int, reason: str) -> None:
             path = table["path"].iat[i]
@@ -520,10 +491,21 @@ class Predictor:
                     fail_file(i, f"{', '.join(names)} gave NaN/inf probabilities for it (the model's output "
                                  "overflowed); it is left out. Predict with --folds without that model, or retrain it")
                     continue
-                rows.append(self._file_row(table, i, wp, has_labels) if tags is None else tags.file_row(i, wp))
+                fp = self._pool(wp)
+                rec: Dict[str, Any] = {"path": table["path"].iat[i]}
+                if truth is not None:
+                    rec[column] = truth[i]
+                rec["prediction"] = task.decide(fp[None], self.classes, self.decision)[0]
+                rec.update({f"prob_{c}": float(v) for c, v in zip(self.classes, fp)})
+                rows.append(rec)
                 if segments:
-                    seg_rows.extend(self._segment_rows(rows[-1]["path"], payload[1], wp) if tags is None else
-                                    tags.segment_rows(i, payload[1], wp))
+                    labels = task.window_truth(table, i, payload[1], self.classes, offset=offset)
+                    for k, (a, b) in enumerate(payload[1]):
+                        seg: Dict[str, Any] = {"path": rec["path"], "segment": k, "start": float(a), "end": float(b)}
+                        if labels is not None:
+                            seg[column] = labels[k]
+                        seg.update({f"prob_{c}": float(v) for c, v in zip(self.classes, wp[k])})
+                        seg_rows.append(seg)
             pending.clear()
 
         for i, res in payload_stream(table["abspath"].tolist(), self.render_config, self.images, workers):
@@ -536,30 +518,14 @@ class Predictor:
                 flush()
         if pending:
             flush()
-        label_cols = (["label"] if has_labels else []) if tags is None else tags.file_columns
-        files = pd.DataFrame(rows, columns=["path"] + label_cols + ["prediction"]
+        truth_cols = [column] if truth is not None else []
+        win_cols = truth_cols if task.window_truth_column else []
+        files = pd.DataFrame(rows, columns=["path"] + truth_cols + ["prediction"]
                              + [f"prob_{c}" for c in self.classes])
-        seg_df = pd.DataFrame(seg_rows, columns=["path", "segment", "start", "end"]
-                              + ([] if tags is None else tags.segment_columns) + [f"prob_{c}" for c in self.classes])
+        seg_df = pd.DataFrame(seg_rows, columns=["path", "segment", "start", "end"] + win_cols
+                              + [f"prob_{c}" for c in self.classes])
         err = pd.DataFrame({"path": list(errors), "error": list(errors.values())}, columns=["path", "error"])
         return files, seg_df, err
-
-    def _file_row(self, table: pd.DataFrame, i: int, wp: np.ndarray, has_labels: bool) -> Dict[str, Any]:
-        rec: Dict[str, Any] = {"path": table["path"].iat[i]}
-        if has_labels:
-            rec["label"] = table["label"].iat[i]
-        fp = self._pool(wp)
-        rec["prediction"] = self.classes[int(np.argmax(fp))]
-        rec.update({f"prob_{c}": float(v) for c, v in zip(self.classes, fp)})
-        return rec
-
-    def _segment_rows(self, path: str, bounds: np.ndarray, wp: np.ndarray) -> List[Dict[str, Any]]:
-        out = []
-        for s, (a, b) in enumerate(bounds):
-            seg = {"path": path, "segment": s, "start": float(a), "end": float(b)}
-            seg.update({f"prob_{c}": float(v) for c, v in zip(self.classes, wp[s])})
-            out.append(seg)
-        return out
 
     def _result(self, parts: List[Tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]], table: pd.DataFrame,
                 segments: bool) -> PredictionResult:
@@ -579,15 +545,13 @@ class Predictor:
                              for s in progress_bar(range(0, len(cache.images), step), desc="predict", unit="batch",
                                                    disable=not progress)]
                             or [np.zeros((0, len(self.classes)), np.float32)])
-        ids, fp = aggregate_segments(wp, fids, method=self.aggregate, normalize=not self.multi_label)
+        ids, fp = self.task.pool(wp, fids, self.aggregate)
         files = cache.files.set_index("file_id").loc[ids]
         out = pd.DataFrame({"path": files["path"].to_numpy()})
-        if self.multi_label:
-            out = mlp.cache_file_columns(self, files, fp, out)
-        elif files["label"].notna().any():
-            out["label"] = files["label"].to_numpy()
-        if not self.multi_label:
-            out["prediction"] = np.asarray(self.classes, dtype=object)[fp.argmax(1)]
+        truth = self.task.input_truth(files.reset_index())
+        if truth is not None:
+            out[self.task.truth_column] = truth
+        out["prediction"] = self.task.decide(fp, self.classes, self.decision)
         for j, c in enumerate(self.classes):
             out[f"prob_{c}"] = fp[:, j]
         seg_df = None

@@ -2,30 +2,32 @@
 
 A file is cut into overlapping windows (segments); each window gets a
 probability vector. :func:`aggregate_segments` pools the windows of one file
-into one vector, :func:`flip_tta_average` averages a prediction with its
-test-time-augmented twin, and :func:`predictions_frame` / :func:`read_predictions`
-write and read the file-level prediction table that training, prediction and
-stacking exchange::
+into one vector (the task's pooling, :mod:`specimg.tasks`), :func:`flip_tta_average`
+averages a prediction with its test-time-augmented twin, and
+:func:`predictions_frame` / :func:`read_predictions` write and read the
+file-level prediction table that training, prediction and stacking exchange::
 
     path, [label], [fold], prediction, prob_<class 0>, prob_<class 1>, ...
 
 one row per file, the ``prob_`` columns in class order and summing to 1. A
-multi-label table (one independent sigmoid score per class) has ``labels``
-(true tags, ``;``-separated) instead of ``label``, its ``prediction`` is the
-tags at or above their thresholds, and its rows need not sum to 1.
+table of a multi-label task (one independent sigmoid score per class) has
+``labels`` (true tags, ``;``-separated) instead of ``label``, its
+``prediction`` is the tags at or above their thresholds, and its rows need not
+sum to 1.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence, Tuple, Union
+from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pandas as pd
 
-from ..exceptions import DataError, ParameterError
-from ..scoring import check_probs, aggregate_segments, flip_tta_average
+from ..exceptions import DataError
+from ..scoring import check_probs
+from ..tasks import Task, aggregate_segments, flip_tta_average
 
 __all__ = [
     "aggregate_segments",
@@ -40,9 +42,6 @@ PROB_PREFIX = "prob_"
 
 #: Tolerance on ``|sum(probabilities) - 1|`` for one row of a prediction table.
 _SUM_TOL = 1e-3
-
-AggregateMethod = Literal["mean", "max", "gmean"]
-
 
 def _class_names(classes: Sequence[Any], *, owner: str) -> list:
     names = [str(c) for c in classes]
@@ -148,7 +147,7 @@ def _as_int_folds(values: np.ndarray, *, where: str) -> np.ndarray:
 def read_predictions(
     path_or_df: Union[str, "os.PathLike[str]", pd.DataFrame],
     *,
-    multi_label: Optional[bool] = None,
+    task: Union[None, str, Task] = None,
 ) -> Tuple[pd.DataFrame, list, np.ndarray]:
     """Read and validate a file-level prediction table.
 
@@ -157,10 +156,11 @@ def read_predictions(
     path_or_df : str, path-like or pd.DataFrame
         A CSV written by :func:`predictions_frame` (e.g. ``RUN/oof_files.csv``),
         or the frame itself.
-    multi_label : bool or None
-        ``True``: independent scores in [0, 1] per class (a multi-label run's
-        table), no sum to check; ``None``: multi-label when the table has a
-        ``labels`` column (true tags), else single-label (rows must sum to 1).
+    task : Task, {'single-label', 'multi-label'} or None
+        The task whose predictions these are: ``'multi-label'`` tables hold
+        independent scores in [0, 1] per class (no sum to check); single-label
+        rows must sum to 1. ``None``: multi-label when the table has a
+        ``labels`` column (true tags).
 
     Returns
     -------
@@ -182,10 +182,12 @@ def read_predictions(
     frame, source = _load_predictions(path_or_df)
     classes, prob_cols = _prob_columns(frame, source)
     probs = _checked_probs(frame, prob_cols, source)
-    if multi_label is None:
-        multi_label = "labels" in frame.columns
-    _check_sums(frame, probs, source, multi_label=multi_label)
-    return _normalised_columns(frame, classes, probs, source, multi_label=multi_label), classes, probs
+    kind = task.kind if isinstance(task, Task) else task
+    if kind is None:
+        kind = "multi-label" if "labels" in frame.columns else "single-label"
+    task = task if isinstance(task, Task) else Task.for_kind(kind)
+    _check_sums(frame, probs, source, task=task)
+    return _normalised_columns(frame, classes, probs, source, task=task), classes, probs
 
 
 def _load_predictions(path_or_df: Union[str, "os.PathLike[str]", pd.DataFrame]) -> Tuple[pd.DataFrame, str]:
@@ -256,14 +258,14 @@ def _checked_probs(frame: pd.DataFrame, prob_cols: list, source: str) -> np.ndar
     return probs
 
 
-def _check_sums(frame: pd.DataFrame, probs: np.ndarray, source: str, *, multi_label: bool) -> None:
-    """Single-label rows sum to 1; multi-label scores lie in [0, 1]."""
-    if multi_label:
+def _check_sums(frame: pd.DataFrame, probs: np.ndarray, source: str, *, task: Task) -> None:
+    """Softmax rows sum to 1; sigmoid scores lie in [0, 1]."""
+    if task.activation == "sigmoid":
         off = (probs > 1.0 + 1e-6).any(axis=1)
         if off.any():
             i = int(np.argmax(off))
             raise DataError(f"{source}: the scores of file {frame['path'].iloc[i]!r} must lie in [0, 1] (a "
-                            f"multi-label table holds one sigmoid score per class). Got {probs[i].tolist()}.")
+                            f"{task.kind} table holds one sigmoid score per class). Got {probs[i].tolist()}.")
         return
     sums = probs.sum(axis=1)
     off = np.abs(sums - 1.0) > _SUM_TOL
@@ -272,24 +274,21 @@ def _check_sums(frame: pd.DataFrame, probs: np.ndarray, source: str, *, multi_la
         raise DataError(
             f"{source}: the probabilities of file {frame['path'].iloc[i]!r} must sum to 1 (+/- {_SUM_TOL}). "
             f"They sum to {sums[i]:.6g}. (A multi-label table's scores need not: it has a 'labels' column, or "
-            "pass multi_label=True.)")
+            "pass task='multi-label'.)")
 
 
 def _normalised_columns(frame: pd.DataFrame, classes: list, probs: np.ndarray, source: str, *,
-                        multi_label: bool) -> pd.DataFrame:
-    """``label`` as str or None, ``fold`` as int, ``prediction`` filled in when absent."""
+                        task: Task) -> pd.DataFrame:
+    """``label`` as str or None, ``fold`` as int, ``prediction`` filled in (the task's rule) when absent."""
     if "label" in frame.columns:
         frame["label"] = [None if _is_missing(v) else str(v) for v in frame["label"].tolist()]
     if "fold" in frame.columns:
         frame["fold"] = _as_int_folds(frame["fold"].to_numpy(), where=f"column 'fold' of {source}")
-    if multi_label:
-        for col in ("labels", "prediction"):  # tag sets: an empty cell is the empty set
-            if col in frame.columns:
-                frame[col] = ["" if _is_missing(v) else str(v) for v in frame[col].tolist()]
-        if "prediction" not in frame.columns:
-            frame["prediction"] = [";".join(c for c, v in zip(classes, row) if v >= 0.5) for row in probs]
-    elif "prediction" not in frame.columns:
-        frame["prediction"] = [classes[i] for i in np.argmax(probs, axis=1)] if len(frame) else []
+    for col in ("labels",) + (("prediction",) if task.truth_column == "labels" else ()):
+        if col in frame.columns:  # tag sets: an empty cell is the empty set
+            frame[col] = ["" if _is_missing(v) else str(v) for v in frame[col].tolist()]
+    if "prediction" not in frame.columns:
+        frame["prediction"] = task.decide(probs, classes)
     else:
         frame["prediction"] = frame["prediction"].astype(str)
     return frame

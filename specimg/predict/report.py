@@ -1,14 +1,15 @@
 """A self-contained evaluation report folder: metrics, tables, plots and example images.
 
-:func:`write_report` writes, into one folder::
+:func:`write_report` writes, into one folder, what the task lays out (:mod:`specimg.tasks`)::
 
-    metrics.json        classification_metrics(...) plus the title and any `extra`
-    per_class.csv       precision, recall, f1, support per class
-    confusion.csv       confusion matrix (rows = true class, columns = predicted)
-    confusion.png       the same, as an annotated heat map
-    recall.png          per-class recall bar plot (the mean is the UAR)
+    metrics.json        the task's scores plus the title and any `extra`
+    per_class.csv       per class: precision, recall, f1, support (single-label; multi-label also AP,
+                        ROC-AUC and the threshold)
+    confusion.csv/.png  single-label: the confusion matrix (rows = true class), as a table and a heat map
+    recall.png          single-label: per-class recall bar plot (the mean is the UAR)
+    pr_curves.png       multi-label: one precision-recall curve per class (AP in its title, threshold marked)
     predictions.csv     file-level predictions (when `paths` is given)
-    examples/*.png      spectrogram images of correct and wrong files (when `images` is given)
+    examples/*.png      single-label: spectrogram images of correct and wrong files (when `images` is given)
     report.md | report.html
 
 The report is made in a temporary folder beside ``out_dir`` and moved into it
@@ -25,20 +26,22 @@ from __future__ import annotations
 import html
 import json
 import logging
+import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Literal, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Literal, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pandas as pd
 
 from .._io import atomic_folder, atomic_write, atomic_write_text
 from ..exceptions import DataError, ParameterError, SpecimgError
-from .aggregate import predictions_frame
-from .metrics import classification_metrics
+from ..tasks import ReportSection, SingleLabel, Task
 
-__all__ = ["write_report", "plot_confusion", "plot_recall"]
+PathLike = Union[str, "os.PathLike[str]"]
+
+__all__ = ["write_report", "plot_confusion", "plot_recall", "plot_pr_curves"]
 
 ImageSource = Union[Mapping[str, np.ndarray], Callable[[str], np.ndarray]]
 
@@ -166,6 +169,57 @@ def plot_recall(
     return out
 
 
+def plot_pr_curves(y_true: np.ndarray, scores: np.ndarray, classes: Sequence[str], out: PathLike, *,
+                   thresholds: Optional[Sequence[float]] = None, ap: Optional[Sequence[Optional[float]]] = None
+                   ) -> Path:
+    """One precision-recall curve per class in a grid (up to 6 columns), saved as a PNG.
+
+    Parameters
+    ----------
+    y_true : np.ndarray [shape=(n, n_classes)]
+        Multi-hot truth.
+    scores : np.ndarray [shape=(n, n_classes)]
+    classes : sequence of str
+    out : path
+    thresholds : sequence of float or None
+        Marked on each curve (the operating point).
+    ap : sequence of float or None
+        Shown in the panel titles.
+    """
+    from sklearn.metrics import precision_recall_curve
+
+    n = len(classes)
+    cols = min(6, max(1, n))
+    rows = int(math.ceil(n / cols))
+    fig = _new_figure(2.6 * cols, 2.4 * rows)
+    for j, c in enumerate(classes):
+        ax = fig.add_subplot(rows, cols, j + 1)
+        y = np.asarray(y_true)[:, j] > 0.5
+        title = str(c)
+        if y.any():
+            p, r, t = precision_recall_curve(y, np.asarray(scores)[:, j])
+            ax.step(r, p, where="post", color="tab:blue")
+            if thresholds is not None and len(t):
+                k = int(np.argmin(np.abs(t - thresholds[j])))
+                ax.plot([r[k]], [p[k]], "o", color="tab:red", markersize=4)
+            if ap is not None and ap[j] is not None:
+                title += f"  AP {ap[j]:.3f}"
+        else:
+            ax.text(0.5, 0.5, "no positive", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlim(0, 1.02)
+        ax.set_ylim(0, 1.05)
+        ax.tick_params(labelsize=7)
+        if j % cols == 0:
+            ax.set_ylabel("precision", fontsize=8)
+        if j >= (rows - 1) * cols:
+            ax.set_xlabel("recall", fontsize=8)
+    fig.tight_layout()
+    out = Path(out)
+    _save_figure(fig, out)
+    return out
+
+
 def _lookup_image(images: ImageSource, path: str) -> Any:
     if callable(images):
         return images(path)
@@ -239,8 +293,16 @@ def _write_examples(
     return examples
 
 
-def _fmt(x: float) -> str:
-    return f"{x:.4f}"
+def _fmt(x: Any) -> str:
+    if x is None or (isinstance(x, float) and np.isnan(x)):
+        return "n/a"
+    if isinstance(x, (bool, np.bool_)):
+        return str(x)
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    if isinstance(x, (float, np.floating)):
+        return f"{float(x):.4f}"
+    return str(x)
 
 
 def _md(text: Any) -> str:
@@ -248,31 +310,33 @@ def _md(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _markdown(title: str, metrics: Dict[str, Any], per_class: pd.DataFrame, examples: List[Dict[str, Any]],
-              extra: Optional[Mapping[str, Any]], not_drawn: List[Dict[str, str]],
+def _md_table(frame: pd.DataFrame) -> List[str]:
+    cols = [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
+    for row in frame.itertuples(index=False):
+        lines.append("| " + " | ".join(_md(_fmt(v)) for v in row) + " |")
+    return lines
+
+
+def _markdown(title: str, headline: List[Tuple[str, Any]], sections: List[ReportSection],
+              examples: List[Dict[str, Any]], extra: Optional[Mapping[str, Any]], not_drawn: List[Dict[str, str]],
               missing: Mapping[str, str]) -> str:
-    lines = [f"# {title}", ""]
-    lines += ["| metric | value |", "| --- | --- |"]
-    lines += [f"| files | {metrics['n_files']} |"]
-    for key in ("accuracy", "uar", "macro_f1", "log_loss"):
-        lines.append(f"| {key} | {_fmt(metrics[key])} |")
+    lines = [f"# {title}", "", "| metric | value |", "| --- | --- |"]
+    lines += [f"| {_md(k)} | {_md(_fmt(v))} |" for k, v in headline]
     if extra:
-        for key, value in extra.items():
-            lines.append(f"| {_md(key)} | {_md(value)} |")
-    lines += ["", "## Per class", ""]
-    lines += ["| class | precision | recall | f1 | support |", "| --- | --- | --- | --- | --- |"]
-    for row in per_class.itertuples(index=False):
-        cells = [_md(row.cls), _fmt(row.precision), _fmt(row.recall), _fmt(row.f1), str(row.support)]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "![per-class recall](recall.png)", ""]
-    lines += ["## Confusion matrix", "", "![confusion matrix](confusion.png)", ""]
+        lines += [f"| {_md(k)} | {_md(v)} |" for k, v in extra.items()]
+    for sec in sections:
+        lines += ["", f"## {sec.title}", ""]
+        if sec.table is not None:
+            lines += _md_table(sec.table) + [""]
+        lines += list(sec.lines)
+        lines += [f"![{alt}]({name})" for name, alt in sec.figures]
+    lines.append("")
     if examples:
         lines += ["## Examples", ""]
         for ex in examples:
-            lines.append(
-                f"**{ex['kind']}** `{ex['path']}`: true {ex['label']}, predicted {ex['prediction']} "
-                f"({ex['confidence']:.2f})  "
-            )
+            lines.append(f"**{ex['kind']}** `{ex['path']}`: true {ex['label']}, predicted {ex['prediction']} "
+                         f"({ex['confidence']:.2f})  ")
             lines += [f"![{ex['kind']} {ex['path']}]({ex['image']})", ""]
     if not_drawn:
         lines += ["## Not drawn", "", f"{len(not_drawn)} example image(s) could not be made:", ""]
@@ -283,18 +347,21 @@ def _markdown(title: str, metrics: Dict[str, Any], per_class: pd.DataFrame, exam
     return "\n".join(lines) + "\n"
 
 
-def _html(title: str, metrics: Dict[str, Any], per_class: pd.DataFrame, examples: List[Dict[str, Any]],
-          extra: Optional[Mapping[str, Any]], not_drawn: List[Dict[str, str]], missing: Mapping[str, str]) -> str:
+def _html_table(frame: pd.DataFrame) -> str:
     e = html.escape
-    rows = [f"<tr><td>files</td><td>{metrics['n_files']}</td></tr>"]
-    rows += [f"<tr><td>{k}</td><td>{_fmt(metrics[k])}</td></tr>" for k in ("accuracy", "uar", "macro_f1", "log_loss")]
+    head = "".join(f"<th>{e(str(c))}</th>" for c in frame.columns)
+    rows = "".join("<tr>" + "".join(f"<td>{e(_fmt(v))}</td>" for v in row) + "</tr>"
+                   for row in frame.itertuples(index=False))
+    return f"<table><tr>{head}</tr>{rows}</table>"
+
+
+def _html(title: str, headline: List[Tuple[str, Any]], sections: List[ReportSection],
+          examples: List[Dict[str, Any]], extra: Optional[Mapping[str, Any]], not_drawn: List[Dict[str, str]],
+          missing: Mapping[str, str]) -> str:
+    e = html.escape
+    rows = [f"<tr><td>{e(str(k))}</td><td>{e(_fmt(v))}</td></tr>" for k, v in headline]
     if extra:
         rows += [f"<tr><td>{e(str(k))}</td><td>{e(str(v))}</td></tr>" for k, v in extra.items()]
-    cls_rows = [
-        f"<tr><td>{e(str(r.cls))}</td><td>{_fmt(r.precision)}</td><td>{_fmt(r.recall)}</td>"
-        f"<td>{_fmt(r.f1)}</td><td>{r.support}</td></tr>"
-        for r in per_class.itertuples(index=False)
-    ]
     parts = [
         "<!DOCTYPE html>",
         '<html><head><meta charset="utf-8">',
@@ -304,13 +371,13 @@ def _html(title: str, metrics: Dict[str, Any], per_class: pd.DataFrame, examples
         "</head><body>",
         f"<h1>{e(title)}</h1>",
         "<table><tr><th>metric</th><th>value</th></tr>" + "".join(rows) + "</table>",
-        "<h2>Per class</h2>",
-        "<table><tr><th>class</th><th>precision</th><th>recall</th><th>f1</th><th>support</th></tr>"
-        + "".join(cls_rows) + "</table>",
-        '<p><img src="recall.png" alt="per-class recall"></p>',
-        "<h2>Confusion matrix</h2>",
-        '<p><img src="confusion.png" alt="confusion matrix"></p>',
     ]
+    for sec in sections:
+        parts.append(f"<h2>{e(sec.title)}</h2>")
+        if sec.table is not None:
+            parts.append(_html_table(sec.table))
+        parts += [f"<p>{e(line)}</p>" for line in sec.lines]
+        parts += [f'<p><img src="{e(name)}" alt="{e(alt)}"></p>' for name, alt in sec.figures]
     if examples:
         parts.append("<h2>Examples</h2>")
         for ex in examples:
@@ -349,6 +416,9 @@ def write_report(
     probs: Any,
     classes: Sequence[Any],
     *,
+    task: Optional[Task] = None,
+    decision: Optional[Mapping[str, Any]] = None,
+    level: str = "file",
     paths: Optional[Sequence[Any]] = None,
     title: str = "specimg evaluation report",
     images: Optional[ImageSource] = None,
@@ -358,17 +428,24 @@ def write_report(
     n_examples: int = 4,
     missing: Optional[Mapping[str, str]] = None,
 ) -> Path:
-    """Write an evaluation report folder for file-level predictions.
+    """Write an evaluation report folder for file-level (or window-level) predictions.
 
     Parameters
     ----------
     out_dir : str or path-like
         Folder to write into (created if needed; existing report files are replaced).
-    y_true : sequence of str [shape=(n_files,)]
-        True labels, each one of ``classes``.
+    y_true : sequence [shape=(n_files,)] or np.ndarray [shape=(n_files, n_classes)]
+        True labels, each one of ``classes`` (single-label), or multi-hot tag rows / tag lists (multi-label).
     probs : np.ndarray [shape=(n_files, n_classes)]
-        Probabilities in ``classes`` column order.
+        Probabilities (or, multi-label, independent scores) in ``classes`` column order.
     classes : sequence of str [shape=(n_classes,)]
+    task : Task or None
+        Whose scores, tables and figures the report shows (:mod:`specimg.tasks`); ``None``: single-label, or
+        multi-label when ``y_true`` is 2-D.
+    decision : mapping or None
+        The task's decision rule (a multi-label run's ``thresholds.json``; 0.5 per class without).
+    level : {'file', 'window'}
+        What the rows are (multi-label: which thresholds apply).
     paths : sequence of str [shape=(n_files,)], optional
         The files; needed for ``predictions.csv`` and for example images.
     title : str
@@ -377,7 +454,8 @@ def write_report(
         ``path -> np.ndarray [shape=(H, W, 3), dtype=uint8]`` (a dict or a
         function), the spectrogram image of a file. When given (with
         ``paths``), up to ``n_examples`` correct and ``n_examples`` wrong
-        files, most confident first, are saved under ``examples/`` and shown.
+        files, most confident first, are saved under ``examples/`` and shown
+        (single-label).
     format : {"markdown", "html"}
         Writes ``report.md`` or ``report.html``; plots are linked by relative path.
     extra : mapping, optional
@@ -426,70 +504,84 @@ def write_report(
             f"The report folder {str(out_dir)!r} (out_dir, --report) is an existing file, not a folder. Give the path "
             "of a folder to write the report into, e.g. --report report/."
         )
-
-    metrics = classification_metrics(y_true, probs, classes)
-    names: List[str] = metrics["classes"]
-    labels = np.asarray([str(v) for v in y_true])
+    names = [str(c) for c in classes]
+    if task is None:
+        task = SingleLabel() if np.asarray(y_true, dtype=object).ndim == 1 else Task.for_kind("multi-label")
+    truth = np.asarray(y_true, dtype=np.float64) if np.asarray(y_true, dtype=object).ndim == 2 else \
+        task.truth_of(list(y_true), names)
     p = np.asarray(probs, dtype=np.float64)
-    pred = np.asarray(names)[np.argmax(p, axis=1)]
-    confidence = p.max(axis=1)
+    metrics = task.evaluation_metrics(truth, p, names, decision, level)
+    pred = np.asarray(task.decide(p, names, decision, level), dtype=object)
     path_list: Optional[List[str]] = None
     if paths is not None:
         path_list = [str(x) for x in paths]
-        if len(path_list) != len(labels):
-            raise DataError(
-                f"The 'paths' argument of write_report must have {len(labels)} entries. Got {len(path_list)}."
-            )
-
+        if len(path_list) != len(p):
+            raise DataError(f"The 'paths' argument of write_report must have {len(p)} entries. Got {len(path_list)}.")
+    parts = _Parts(task, names, truth, p, pred, metrics, path_list)
     out = Path(out_dir)
     report_name = "report.md" if format == "markdown" else "report.html"
     # the report file comes last (its presence means the folder is complete); the old examples go, other files stay
     with atomic_folder(out, last=(report_name,), stale=("examples",)) as stage:
-        name = _write_parts(stage, title, metrics, names, labels, p, pred, confidence, path_list, images, format,
-                            extra, normalize, n_examples, dict(missing or {}))
-    return out / name
+        parts.write(stage, title=title, images=images, format=format, extra=extra, normalize=normalize,
+                    n_examples=n_examples, missing=dict(missing or {}))
+    return out / report_name
 
 
-def _write_parts(out: Path, title: str, metrics: Dict[str, Any], names: List[str], labels: np.ndarray,
-                 p: np.ndarray, pred: np.ndarray, confidence: np.ndarray, path_list: Optional[List[str]],
-                 images: Optional[ImageSource], format: str, extra: Optional[Mapping[str, Any]], normalize: bool,
-                 n_examples: int, missing: Dict[str, str]) -> str:
-    """Every part of the report, written into ``out``; returns the report file's name."""
-    per_class = pd.DataFrame(
-        {
-            "cls": names,
-            "precision": [metrics["per_class"][c]["precision"] for c in names],
-            "recall": [metrics["per_class"][c]["recall"] for c in names],
-            "f1": [metrics["per_class"][c]["f1"] for c in names],
-            "support": [metrics["per_class"][c]["support"] for c in names],
-        }
-    )
-    _write_text(out / "per_class.csv", per_class.rename(columns={"cls": "class"}).to_csv(index=False))
-    confusion = pd.DataFrame(metrics["confusion"], index=pd.Index(names, name="true"), columns=names)
-    _write_text(out / "confusion.csv", confusion.to_csv())
-    if path_list is not None:
-        table = predictions_frame(path_list, p, names, labels=labels.tolist())
-        _write_text(out / "predictions.csv", table.to_csv(index=False))
+class _Parts:
+    """Every part of one report: the task's tables, figures and sections, the predictions, the examples."""
 
-    plot_confusion(metrics["confusion"], names, out / "confusion.png", normalize=normalize, title="confusion matrix")
-    plot_recall(per_class["recall"].to_numpy(), names, out / "recall.png", title="per-class recall")
+    def __init__(self, task: Task, names: List[str], truth: np.ndarray, p: np.ndarray, pred: np.ndarray,
+                 metrics: Dict[str, Any], paths: Optional[List[str]]) -> None:
+        self.task, self.names, self.truth, self.p, self.pred = task, names, truth, p, pred
+        self.metrics, self.paths = metrics, paths
 
-    examples: List[Dict[str, Any]] = []
-    not_drawn: List[Dict[str, str]] = []
-    if images is not None and path_list is not None and n_examples > 0:
-        examples = _write_examples(out, images, path_list, labels, pred, confidence, n_examples, not_drawn)
+    def _figure(self, name: str, out: Path, normalize: bool) -> None:
+        m = self.metrics
+        if name == "confusion.png":
+            plot_confusion(m["confusion"], self.names, out / name, normalize=normalize, title="confusion matrix")
+        elif name == "recall.png":
+            plot_recall([m["per_class"][c]["recall"] for c in self.names], self.names, out / name,
+                        title="per-class recall")
+        elif name == "pr_curves.png":
+            plot_pr_curves(self.truth, self.p, self.names, out / name, thresholds=m["thresholds"],
+                           ap=[m["per_class"][c]["ap"] for c in self.names])
+        else:  # pragma: no cover - a task naming a figure this module cannot draw
+            raise ParameterError(f"write_report cannot draw {name!r} (a task's report section names it).")
 
-    record = dict(metrics)
-    record["title"] = title
-    record["examples"] = examples
-    record["not_drawn"] = not_drawn
-    record["missing"] = [{"path": k, "reason": v} for k, v in missing.items()]
-    if extra:
-        record["extra"] = _jsonable(dict(extra))
-    _write_text(out / "metrics.json", json.dumps(record, indent=2) + "\n")
+    def _predictions(self) -> pd.DataFrame:
+        out = pd.DataFrame({"path": self.paths})
+        if self.task.truth_column == "labels":
+            out["labels"] = [";".join(c for c, v in zip(self.names, row) if v > 0.5) for row in self.truth]
+        else:
+            out["label"] = [str(v) for v in self.truth]
+        out["prediction"] = list(self.pred)
+        for j, c in enumerate(self.names):
+            out[f"prob_{c}"] = self.p[:, j]
+        return out
 
-    if format == "markdown":
-        _write_text(out / "report.md", _markdown(title, metrics, per_class, examples, extra, not_drawn, missing))
-        return "report.md"
-    _write_text(out / "report.html", _html(title, metrics, per_class, examples, extra, not_drawn, missing))
-    return "report.html"
+    def write(self, out: Path, *, title: str, images: Optional[ImageSource], format: str,
+              extra: Optional[Mapping[str, Any]], normalize: bool, n_examples: int, missing: Dict[str, str]) -> None:
+        task, metrics = self.task, self.metrics
+        _write_text(out / "per_class.csv", task.per_class_table(metrics).to_csv(index=False))
+        for name, table in task.report_tables(metrics).items():
+            _write_text(out / name, table.to_csv())
+        if self.paths is not None:
+            _write_text(out / "predictions.csv", self._predictions().to_csv(index=False))
+        sections = task.report_sections(metrics)
+        for sec in sections:
+            for name, _ in sec.figures:
+                self._figure(name, out, normalize)
+        examples: List[Dict[str, Any]] = []
+        not_drawn: List[Dict[str, str]] = []
+        if task.example_images and images is not None and self.paths is not None and n_examples > 0:
+            examples = _write_examples(out, images, self.paths, self.truth, self.pred, self.p.max(axis=1),
+                                       n_examples, not_drawn)
+        record = dict(metrics)
+        record.update(title=title, examples=examples, not_drawn=not_drawn,
+                      missing=[{"path": k, "reason": v} for k, v in missing.items()])
+        if extra:
+            record["extra"] = _jsonable(dict(extra))
+        _write_text(out / "metrics.json", json.dumps(_jsonable(record), indent=2) + "\n")
+        render = _markdown if format == "markdown" else _html
+        text = render(title, task.headline(metrics), sections, examples, extra, not_drawn, missing)
+        _write_text(out / ("report.md" if format == "markdown" else "report.html"), text)

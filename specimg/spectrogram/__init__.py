@@ -6,6 +6,13 @@ The torch front end (:class:`SpectrogramFrontend`) is imported on first use, so
 
 from typing import TYPE_CHECKING, Any
 
+from ._config import CACHE_FORMAT_VERSION as CACHE_FORMAT_VERSION
+from ._config import RenderConfig as RenderConfig
+from ._config import SpectrogramConfig as SpectrogramConfig
+from ._config import default_hop_length as default_hop_length
+from ._config import default_n_fft as default_n_fft
+from ._config import mel_bands_that_fit as mel_bands_that_fit
+from ._config import ms_to_samples as ms_to_samples
 from ._cache import ImageArray as ImageArray
 from ._cache import ImageCache as ImageCache
 from ._cache import render_dataset as render_dataset
@@ -17,8 +24,10 @@ from ._image import render_signal as render_signal
 from ._image import signal_windows as signal_windows
 from ._image import to_images as to_images
 
-__all__ = ["ImageCache", "ImageArray", "SpectrogramFrontend", "render_dataset", "load_for_render", "window_plan", "feature_matrix", "render_file", "render_signal", "signal_windows",
-           "to_images"]
+__all__ = ["SpectrogramConfig", "RenderConfig", "ms_to_samples", "default_n_fft", "default_hop_length",
+           "mel_bands_that_fit", "CACHE_FORMAT_VERSION", "ImageCache", "ImageArray", "SpectrogramFrontend",
+           "render_dataset", "load_for_render", "window_plan", "feature_matrix", "render_file", "render_signal",
+           "signal_windows", "to_images"]
 
 
 def __getattr__(name: str) -> Any:

@@ -47,7 +47,7 @@ from .._io import move_into_place as _move_into_place
 from .._parallel import failure_reason, pool_map
 from .._progress import progress_bar
 from ..audio import read_table, segment_bounds, sort_labels
-from ..config import CACHE_FORMAT_VERSION, RenderConfig
+from ._config import CACHE_FORMAT_VERSION, RenderConfig
 from ..exceptions import AudioError, DataError, ParameterError
 from ._image import _load, expand_planes, render_planes, warm_up
 

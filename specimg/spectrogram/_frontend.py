@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as nnf
 from torch import nn
 
-from ..config import RenderConfig, SpectrogramConfig
+from ._config import RenderConfig, SpectrogramConfig
 from ..exceptions import ParameterError
 
 __all__ = ["SpectrogramFrontend"]
@@ -116,17 +116,21 @@ class SpectrogramFrontend(nn.Module):
 
     Notes
     -----
-    Measured on 120 single-window FSDD files (CPU): the uint8 images equal
-    the cached ones except in at most 0.02 % of the pixels, which differ
-    by 1. The rounding steps of the cached path are reproduced (uint8 before
+    On single-window FSDD files (CPU) the uint8 images equal the cached
+    ones except in rare pixels, by 1 or 2
+    (``tests/test_frontend.py::test_parity_with_render_signal_on_fsdd``
+    asserts it on 40 files: under 0.5 % of the pixels differ, by at most
+    2, mean difference under 0.01). The rounding steps of the cached path are reproduced (uint8 before
     the resize, PIL's two 8-bit passes), so the float output is a multiple of
     1/255 and carries no gradient (:meth:`forward` runs under
     :func:`torch.no_grad`). On multi-window files with ``ref``
     passed and windows cut at the frame the cached path starts them on, only
-    the 2-3 image columns at each window edge differ; cut at the window's
-    start sample, the frames can be up to half a hop off those of the cached
-    path (mean difference about 2 in uint8 units, 99th percentile 20, for 1 s
-    windows at a 0.5 s hop and 64-sample STFT hop).
+    the image columns at each window edge differ (away from 4 of them at
+    each edge, pixels are at most 1 off); cut at the window's start sample,
+    the frames can be up to half a hop off those of the cached path
+    (``test_multi_window_file_with_file_reference`` bounds the mean
+    difference by 3.5 uint8 units for 1 s windows at a 0.5 s hop and a
+    64-sample STFT hop, and by half of what it is without ``ref``).
 
     Attributes
     ----------
@@ -243,8 +247,8 @@ class SpectrogramFrontend(nn.Module):
         n_frames = 1 + x.shape[1] // c.hop_length
         chunk = x.shape[0]
         if x.device.type == "cpu":
-            # On the CPU a whole batch of long STFTs overflows the caches (measured 2x slower than item by item
-            # for 20 s windows at 22.05 kHz); transform a few items at a time. Accelerators take the whole batch.
+            # On the CPU a whole batch of long STFTs (20 s windows at 22.05 kHz) overflows the caches and runs
+            # slower than item by item; transform a few items at a time. Accelerators take the whole batch.
             chunk = max(1, _CPU_STFT_BYTES // (8 * (c.n_fft // 2 + 1) * n_frames))
         mels = []
         for part in x.split(chunk):  # a single part on accelerators

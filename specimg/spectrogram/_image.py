@@ -8,7 +8,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from ..audio import load_audio, pad_audio, segment_bounds
-from ..config import RenderConfig, SpectrogramConfig
+from ._config import RenderConfig, SpectrogramConfig
 from ..exceptions import AudioError
 
 __all__ = ["feature_matrix", "to_images", "window_planes", "render_file", "render_signal", "signal_windows"]

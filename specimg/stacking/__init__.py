@@ -27,8 +27,8 @@ from ._plot import plot_model_weights as plot_model_weights
 from ._pseudo import pseudo_label_table as pseudo_label_table
 from ._pseudo import pseudo_training_table as pseudo_training_table
 from ._pseudo import select_pseudo_labels as select_pseudo_labels
-from ._multilabel import MultiLabelStacker as MultiLabelStacker
-from ._multilabel import align_multilabel_runs as align_multilabel_runs
+from ._classwise import CLASSWISE_METHODS as CLASSWISE_METHODS
+from ._classwise import MultiLabelStacker as MultiLabelStacker
 from ._runs import StackResult as StackResult
 from ._runs import stack_runs as stack_runs
 
@@ -51,5 +51,5 @@ __all__ = [
     "CANDIDATES",
     "STACK_METHODS",
     "MultiLabelStacker",
-    "align_multilabel_runs",
+    "CLASSWISE_METHODS",
 ]

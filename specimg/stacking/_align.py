@@ -21,8 +21,9 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from ..audio import sort_labels
 from ..exceptions import DataError, NotFittedError, ParameterError
 from ..predict.aggregate import read_predictions
+from ..tasks import Task
 
-__all__ = ["align_runs", "cross_val_stack", "check_stack_input", "early_stopping_split", "fit_with_groups",
+__all__ = ["align_runs", "run_task", "cross_val_stack", "check_stack_input", "early_stopping_split", "fit_with_groups",
            "beats_the_start"]
 
 RunSource = Union[str, "os.PathLike[str]", pd.DataFrame]
@@ -220,13 +221,29 @@ def fit_with_groups(estimator: Any, X: np.ndarray, y: np.ndarray, groups: Option
     return estimator.fit(X, y, **kwargs)
 
 
+def run_task(source: RunSource) -> Task:
+    """The task of a run (folder: its ``config.json``), or of a prediction table (a ``labels`` column: multi-label)."""
+    if not isinstance(source, pd.DataFrame) and Path(source).is_dir():
+        from ..training import Run
+
+        return Run(source).task
+    if isinstance(source, pd.DataFrame):
+        cols = list(source.columns)
+    else:
+        try:
+            cols = list(pd.read_csv(source, nrows=0).columns)
+        except Exception:  # unreadable: read_predictions names the problem
+            cols = []
+    return Task.for_kind("multi-label" if "labels" in cols else "single-label")
+
+
 def _run_name(source: RunSource, i: int) -> str:
     if isinstance(source, pd.DataFrame):
         return f"run {i}"
     return f"run {i} ({source})"
 
 
-def _read_run(source: RunSource) -> Tuple[pd.DataFrame, List[str], np.ndarray]:
+def _read_run(source: RunSource, task: Any = None) -> Tuple[pd.DataFrame, List[str], np.ndarray]:
     if not isinstance(source, pd.DataFrame) and Path(source).is_dir():
         from ..training import Run  # the run folder's layout (imported here: it brings torch)
 
@@ -238,7 +255,7 @@ def _read_run(source: RunSource) -> Tuple[pd.DataFrame, List[str], np.ndarray]:
                     "it is not a run folder written by `specimg train`")
             raise DataError(f"Run folder {str(folder)!r} has no oof_files.csv: {hint}. Or pass the path of an "
                             "out-of-fold prediction CSV instead.")
-    return read_predictions(source)
+    return read_predictions(source, task=task)
 
 
 def _check_same_classes(classes: List[str], ref: List[str], name: str, ref_name: str) -> None:
@@ -269,11 +286,16 @@ def _check_same_files(frame: pd.DataFrame, paths: List[str], name: str, ref_name
                     + ". All runs must predict the same files.")
 
 
-def _labels_of(aligned: pd.DataFrame, name: str, require: bool) -> Optional[np.ndarray]:
-    if "label" in aligned.columns and aligned["label"].notna().all():
-        return aligned["label"].astype(str).to_numpy(dtype=object)
+def _labels_of(aligned: pd.DataFrame, name: str, require: bool, task: Task,
+               classes: List[str]) -> Optional[np.ndarray]:
+    """The runs' truth: labels (single-label), or multi-hot rows of the ``labels`` tags (multi-label)."""
+    column = task.truth_column
+    if column in aligned.columns and aligned[column].notna().all():
+        if column == "label":
+            return aligned["label"].astype(str).to_numpy(dtype=object)
+        return task.truth_of(aligned[column].tolist(), classes, paths=aligned["path"].tolist())
     if require:
-        raise DataError(f"{name} has no labels for every file (column 'label'), but stacking needs labelled "
+        raise DataError(f"{name} has no {column!r} for every file, but stacking needs labelled "
                         "out-of-fold predictions (RUN/oof_files.csv written by `specimg train`; require_folds=True). "
                         "Give test predictions with --test (require_folds=False).")
     return None
@@ -291,7 +313,8 @@ def _folds_of(aligned: pd.DataFrame, name: str, require: bool) -> Optional[np.nd
 
 def _check_agree(values: np.ndarray, ref: np.ndarray, paths: List[str], name: str, ref_name: str, *,
                  what: str) -> None:
-    diff = np.flatnonzero(values != ref)
+    differ = values != ref
+    diff = np.flatnonzero(differ.any(axis=1) if differ.ndim == 2 else differ)
     if not diff.size:
         return
     i = int(diff[0])
@@ -307,6 +330,7 @@ def align_runs(
     frames_or_paths: Sequence[RunSource],
     *,
     require_folds: bool = True,
+    task: Optional[Task] = None,
 ) -> Tuple[List[str], np.ndarray, Optional[np.ndarray], List[str], Optional[np.ndarray]]:
     """Read several runs' file-level predictions into one stack input.
 
@@ -320,6 +344,9 @@ def align_runs(
         If True (out-of-fold predictions for training a stacker), every run
         must have labels and a ``fold`` column, and they must agree. Set False
         for test predictions, which may have neither.
+    task : Task or None
+        The runs' task (:func:`run_task`); ``None``: what the first table
+        holds (tags: multi-label).
 
     Returns
     -------
@@ -327,8 +354,9 @@ def align_runs(
         File order of the first run.
     X : np.ndarray [shape=(n_files, n_models, n_classes), dtype=float64]
         ``X[i, m]`` is run ``m``'s probability vector for ``paths[i]``.
-    y : np.ndarray [shape=(n_files,), dtype=object] or None
-        Labels, when the runs have them.
+    y : np.ndarray [shape=(n_files,), dtype=object] or [shape=(n_files, n_classes)], or None
+        Labels (single-label) or multi-hot tag rows (multi-label), when the
+        runs have them.
     classes : list of str [shape=(n_classes,)]
         Class order of the last axis of ``X`` (the first run's column order;
         other runs' columns are reordered to it).
@@ -349,7 +377,8 @@ def align_runs(
         sources = list(frames_or_paths)
     if not sources:
         raise DataError("align_runs needs at least one run. Got an empty list.")
-    runs = [_read_run(s) for s in sources]
+    task = task or run_task(sources[0])
+    runs = [_read_run(s, task) for s in sources]
     names = [_run_name(s, i) for i, s in enumerate(sources)]
 
     ref_frame, ref_classes, _ = runs[0]
@@ -365,7 +394,7 @@ def align_runs(
         row = pd.Series(np.arange(len(frame)), index=frame["path"]).loc[paths].to_numpy()
         X[:, m, :] = probs[row][:, [classes.index(c) for c in ref_classes]]
         aligned = frame.iloc[row].reset_index(drop=True)
-        labels = _labels_of(aligned, name, require_folds)
+        labels = _labels_of(aligned, name, require_folds, task, list(ref_classes))
         if labels is not None:
             if y is None:
                 y, y_from = labels, name

@@ -53,7 +53,7 @@ def _cmd_stack(args: argparse.Namespace) -> int:
     out = res.write(args.out)
     m = res.metrics
     if m.get("task") == "multi-label":
-        from ._multilabel import summary_lines
+        from ._classwise import summary_lines
 
         print("\n".join(summary_lines(m, out)))
         return 0
@@ -120,8 +120,9 @@ def add_stack_parsers(subparsers: Any) -> None:
     p.add_argument("--weights", metavar="W1,W2,...", help="blend weights, one per RUN (default: fitted)")
     p.add_argument("--folds", type=int, metavar="K", help="inner cross-validation folds (default: the runs' folds)")
     p.add_argument("--names", metavar="A,B,...", help="names of the runs in the metrics (default: folder names)")
-    p.add_argument("--metric", default="accuracy", choices=("accuracy", "uar", "log_loss"),
-                   help="what --method auto chooses by (default accuracy)")
+    p.add_argument("--metric", default=None, choices=("accuracy", "uar", "log_loss", "macro_ap", "macro_roc_auc"),
+                   help="what --method auto chooses by (default: accuracy; multi-label runs: their task's metric, "
+                        "macro_ap)")
     p.add_argument("--no-compare", action="store_true",
                    help="score only the runs, their mean and --method (faster; auto still compares all)")
     p.add_argument("--seed", type=int, default=0)

@@ -83,7 +83,7 @@ def make_stacker(method: str, classes: Sequence[str], *, weights: Optional[Seque
         if method == "lgbm":
             params.setdefault("random_state", seed)
             # Stack inputs are small (files x models*classes): one thread is fast, and LightGBM's OpenMP
-            # threads spin badly on a busy machine (50x slower measured on 2 shared cores).
+            # threads spin-wait on a busy machine, which can make a fit many times slower.
             params.setdefault("n_jobs", 1)
             return LGBMStacker(classes=list(classes), **params)
         if method == "blend":

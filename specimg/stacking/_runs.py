@@ -21,7 +21,7 @@ import pandas as pd
 from .._io import atomic_write_csv, atomic_write_text
 from ..exceptions import DataError, ParameterError
 from ..predict.aggregate import predictions_frame
-from ._align import align_runs
+from ._align import align_runs, run_task
 from ._compare import CANDIDATES, STACK_METHODS, StackComparison, compare_stackers
 
 __all__ = ["StackResult", "stack_runs"]
@@ -59,6 +59,10 @@ class StackResult:
     estimators : list
         The method's fitted stackers, one per outer fold (empty for the mean,
         a fixed blend, a model alone).
+    decision : dict or None
+        What the task's decision rule learnt from the stacked out-of-fold
+        scores (multi-label: per-class thresholds, ``thresholds.json``); the
+        ``prediction`` columns use it.
     """
 
     method: str
@@ -69,14 +73,16 @@ class StackResult:
     test: Optional[pd.DataFrame] = None
     comparison: Optional[StackComparison] = field(default=None, repr=False)
     estimators: List[Any] = field(default_factory=list, repr=False)
+    decision: Optional[Dict[str, Any]] = None
 
     def write(self, out_dir: PathLike) -> Path:
         """Write the results atomically into ``out_dir``.
 
         ``oof_files.csv``, ``metrics.json``, ``candidates.csv`` (every
         candidate's score on every outer fold), with a test set
-        ``test_files.csv``, and when the method weighs the models
-        ``model_weights.csv`` and ``model_weights.png`` (the heat map).
+        ``test_files.csv``, when the method weighs the models
+        ``model_weights.csv`` and ``model_weights.png`` (the heat map), and
+        the decision rule's ``thresholds.json`` (multi-label).
         """
         from ._plot import plot_model_weights
 
@@ -94,6 +100,8 @@ class StackResult:
             n_folds = len(self.comparison.fold_labels) if self.comparison is not None else self.metrics["outer_folds"]
             plot_model_weights(frame.to_numpy(), self.names, self.classes, path=out / "model_weights.png",
                                title=f"{self.method}: per-class model weights (mean of the {n_folds} fold stackers)")
+        if self.decision is not None:
+            atomic_write_text(out / "thresholds.json", json.dumps(self.decision, indent=2) + "\n")
         atomic_write_text(out / "metrics.json", json.dumps(self.metrics, indent=2) + "\n")
         return out
 
@@ -268,7 +276,7 @@ def stack_runs(
     inner_folds: Optional[int] = None,
     params: Optional[Mapping[str, Any]] = None,
     compare: bool = False,
-    metric: str = "accuracy",
+    metric: Optional[str] = None,
     seed: int = 0,
 ) -> StackResult:
     """Stack (or blend) the out-of-fold predictions of several runs, every candidate scored on the same folds.
@@ -287,9 +295,12 @@ def stack_runs(
         Run folders (their ``oof_files.csv`` is read) or prediction tables
         with ``label`` and ``fold`` columns.
     method : {'auto', 'cnn', 'cnn-skip', 'lgbm', 'blend', 'mean', 'seed-blend', 'logistic'}
-        The predictions returned (multi-label runs: ``'auto'``, ``'mean'``,
-        ``'blend'`` (fixed ``weights``, or fitted per class on the logits)
-        or its alias ``'logistic'``, see :mod:`specimg.stacking._multilabel`). ``'auto'``: per fold, the candidate with
+        The predictions returned. Runs of a task that scores each class on
+        its own (multi-label) take ``'auto'``, ``'mean'``, ``'blend'`` (fixed
+        ``weights``, or fitted per class on the logits) or its alias
+        ``'logistic'`` (:class:`~specimg.stacking.MultiLabelStacker`), and
+        their stacked predictions use per-class thresholds fitted on the
+        stacked out-of-fold scores. ``'auto'``: per fold, the candidate with
         the best ``metric`` in an inner cross-validation on the other folds;
         ``'seed-blend'``: 0.45 CNN + 0.45 CNN-skip + 0.1 LightGBM. ``'mean'``
         and ``'blend'`` with fixed ``weights`` learn nothing.
@@ -305,14 +316,19 @@ def stack_runs(
     params : mapping, optional
         Extra arguments of the method's stacker (of the CNN stackers for
         ``'cnn'``/``'cnn-skip'``; by method, ``{'cnn': {...}, 'lgbm': {...}}``,
-        for ``'auto'`` and ``'seed-blend'``).
+        for ``'auto'`` and ``'seed-blend'``; multi-label:
+        :class:`~specimg.stacking.MultiLabelStacker`'s ``C`` and ``max_iter``).
     compare : bool
         Score every candidate, or (False) only each run alone, the mean and
         what ``method`` needs. ``'auto'`` always scores every candidate: it
         chooses among them.
-    metric : {'accuracy', 'uar', 'log_loss'}
-        What ``'auto'`` chooses by.
+    metric : str or None
+        What ``'auto'`` chooses by: ``'accuracy'`` (default), ``'uar'`` or
+        ``'log_loss'``; multi-label ``'macro_ap'`` (default: the runs' task
+        metric) or ``'macro_roc_auc'``.
     seed : int
+        Seeds the stackers that draw at random (the CNN stackers, LightGBM);
+        the multi-label stackers draw nothing.
 
     Returns
     -------
@@ -333,11 +349,18 @@ def stack_runs(
     >>> res.metrics["stack"]["accuracy"], res.metrics["selection"]["summary"]  # doctest: +SKIP
     """
     sources = list(oof) if not isinstance(oof, (str, os.PathLike, pd.DataFrame)) else [oof]
-    from ._multilabel import is_multilabel_source, stack_multilabel
+    task = run_task(sources[0]) if sources else None
+    if task is not None and task.activation == "sigmoid":  # independent scores per class: combined class by class
+        from ._classwise import stack_classwise
 
-    if sources and is_multilabel_source(sources[0]):  # independent sigmoid scores: combined class by class
-        return stack_multilabel(sources, method=method, names=_member_names(sources, names), test=test,
-                                weights=_check_weights(weights, len(sources)))
+        _check_sources(sources, "auto")
+        return stack_classwise(sources, task=task, method=method, names=_member_names(sources, names), test=test,
+                               weights=_check_weights(weights, len(sources)), inner_folds=inner_folds,
+                               params=params, compare=compare, metric=metric)
+    metric = metric or "accuracy"
+    if metric not in ("accuracy", "uar", "log_loss"):
+        raise ParameterError(f"The 'metric' parameter of stack_runs (--metric) must be 'accuracy', 'uar' or "
+                             f"'log_loss' for single-label runs (what 'auto' chooses by). Got {metric!r}.")
     _check_sources(sources, method)
     member_names = _member_names(sources, names)
     weights = _check_weights(weights, len(sources))

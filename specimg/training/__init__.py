@@ -11,9 +11,6 @@ from ._distributed import broadcast_object as broadcast_object
 from ._distributed import init_distributed as init_distributed
 from ._distributed import is_main_process as is_main_process
 from ._run import Run as Run
-from ._losses import aggregate_files as aggregate_files
-from ._losses import class_weights as class_weights
-from ._losses import file_scores as file_scores
 from ._schedule import WarmupSchedule as WarmupSchedule
 from ._schedule import build_optimizer as build_optimizer
 from ._schedule import build_scheduler as build_scheduler
@@ -34,9 +31,6 @@ __all__ = [
     "build_optimizer",
     "build_scheduler",
     "WarmupSchedule",
-    "class_weights",
-    "aggregate_files",
-    "file_scores",
     "resolve_device",
     "init_distributed",
     "is_main_process",

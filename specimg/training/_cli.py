@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .._cli_common import add_render_options, add_table_options, input_table, parse_image_size, render_config_from_args
 from .._cli_config import add_config_flags, given_config_flags
-from ..config import RenderConfig, TrainConfig
+from ..config import SECTIONS, RenderConfig, TrainConfig
 from ..exceptions import ParameterError
 
 __all__ = ["add_train_parser", "run_train", "build_configs"]
@@ -47,11 +47,14 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
                     help="run only this fold (repeatable); default all")
     cv.add_argument("--no-resume", action="store_true",
                     help="retrain the folds from scratch instead of skipping / continuing them")
-    tr = p.add_argument_group("training (one flag per TrainConfig field; see `specimg.config.TrainConfig`)")
-    dests = add_config_flags(tr, TrainConfig, skip=_NOT_FLAGS, rename=_RENAMED, metavars=_METAVARS,
-                             deprecated={"frontend": "deprecated spelling of --images (cpu = cached, gpu = "
-                                                     "on-the-fly)"},
-                             choices={"frontend": ("cpu", "gpu")}, required=("backbone",))
+    dests = {}
+    tr = p.add_argument_group("the model and the folds (TrainConfig; see `specimg.config.TrainConfig`)")
+    dests.update(add_config_flags(tr, TrainConfig, skip=(*_NOT_FLAGS, *SECTIONS), rename=_RENAMED,
+                                  metavars=_METAVARS, required=("backbone",)))
+    for name, cls in SECTIONS.items():
+        group = p.add_argument_group(f"{name} (TrainConfig.{name}: {cls.__name__})")
+        added = add_config_flags(group, cls, rename=_RENAMED, metavars=_METAVARS, choices=_CHOICES.get(name, {}))
+        dests.update({d: OPTION_FIELD_OF.get((name, f), f) for d, f in added.items()})
     p.set_defaults(config_dests=dests)
     p.add_argument("--cache", metavar="DIR",
                    help="where to render audio input (default RUN/cache); with --images on-the-fly, where to "
@@ -68,10 +71,16 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
 #: resizes a cache), backbone_kwargs takes Python values
 _NOT_FLAGS = ("image_size", "backbone_kwargs")
 #: TrainConfig field -> flag, where the flag reads better than the field
-_RENAMED = {"n_splits": "folds", "num_workers": "workers"}
+_RENAMED = {"n_splits": "folds", "num_workers": "workers", "kind": "task"}
+#: (section, field) -> the option name :meth:`TrainConfig.with_options` knows it by, where they differ
+OPTION_FIELD_OF = {("task", "kind"): "task"}
+#: The values of the task options, which their annotations leave open (each task accepts some of them)
+_CHOICES = {"task": {"metric": ("accuracy", "uar", "macro_ap", "macro_roc_auc"),
+                     "loss": ("cross_entropy", "bce", "focal", "asymmetric")}}
 _METAVARS = {"backbone": "NAME", "weights": "SOURCE", "n_splits": "K", "group_column": "COL", "device": "DEV",
              "num_workers": "N", "hflip": "P", "time_mask": "FRAC", "freq_mask": "FRAC", "freq_stretch": "FRAC",
-             "time_stretch": "FRAC", "mixup": "ALPHA", "validate_last": "N", "ema": "DECAY", "patience": "N", "freeze": "NAMES"}
+             "time_stretch": "FRAC", "mixup": "ALPHA", "validate_last": "N", "ema": "DECAY", "patience": "N",
+             "freeze": "NAMES"}
 
 
 def build_configs(args: argparse.Namespace, *, audio_input: bool) -> Tuple[TrainConfig, Optional[RenderConfig]]:
@@ -89,10 +98,10 @@ def build_configs(args: argparse.Namespace, *, audio_input: bool) -> Tuple[Train
                                  "CSV / folder as INPUT.")
         if args.image_size is not None:  # resize the cached images on the fly
             train_kw["image_size"] = parse_image_size(args.image_size)
-        return TrainConfig(**train_kw), None
+        return TrainConfig().with_options(**train_kw), None
     if args.image_size is None:
         args = argparse.Namespace(**{**vars(args), "image_size": defaults["image_size"]})
-    return TrainConfig(**train_kw), render_config_from_args(args)
+    return TrainConfig().with_options(**train_kw), render_config_from_args(args)
 
 
 def run_train(args: argparse.Namespace) -> int:

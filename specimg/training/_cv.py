@@ -17,12 +17,10 @@ import torch
 from torch import nn
 
 from .._io import config_diff
-from ..config import RenderConfig, TrainConfig
-from ..data import (CachedImages, OnTheFlyImages, PixelNormalize, TrainingImages, WaveformSet, file_folds,
-                    pseudo_leaks, sample_negatives, window_label_text)
+from ..config import RenderConfig, RuntimeConfig, TrainConfig
+from ..data import CachedImages, OnTheFlyImages, PixelNormalize, TrainingImages, WaveformSet, pseudo_leaks
 from ..exceptions import ParameterError, TrainingError
-from ..scoring import aggregate_files, label_scores
-from . import _cv_multilabel as ml
+from ..tasks import Task, resolve_task
 from ._callbacks import Callback
 from ._distributed import barrier, init_distributed, is_main_process
 from ._run import Run
@@ -70,27 +68,12 @@ class CVResult:
     def summary(self) -> str:
         """A few lines: mean +- std over folds, each fold, each group."""
         m = self.metrics
-        if m.get("task") == "multi-label":
-            return ml.summary(self.run_dir, self.folds, m)
-        n = len(self.folds)
-        lines = [f"{n}/{m['n_splits']} fold(s) done in {self.run_dir}"]
-        if n:
-            lines.append(f"file accuracy {m['mean']['accuracy']:.4f} +- {m['std']['accuracy']:.4f}   "
-                         f"UAR {m['mean']['uar']:.4f} +- {m['std']['uar']:.4f}   (mean +- std over folds)")
-            for k in self.folds:
-                f = m["folds"][str(k)]
-                lines.append(f"  fold {k}: accuracy {f['accuracy']:.4f}  UAR {f['uar']:.4f}  "
-                             f"({f['n_files']} files, {_KEPT[m.get('select_epoch', 'best')]} epoch "
-                             f"{f['best_epoch']}/{f['epochs_run']})")
-            if m.get("per_group"):
-                lines.append(f"  per {m['group_column']}:")
-                for g, v in m["per_group"].items():
-                    lines.append(f"    {g}: accuracy {v['accuracy']:.4f} ({v['n_files']} files)")
-        return "\n".join(lines)
+        return self.task.summary(self.run_dir, self.folds, m)
 
-
-#: How a summary names the kept epoch, by ``select_epoch``.
-_KEPT = {"best": "best", "last": "last", "inner": "inner-best"}
+    @property
+    def task(self) -> Task:
+        """The run's task (resolved from the config and the labels)."""
+        return Task.from_config(self.config)
 
 
 # --------------------------------------------------------------------------- input
@@ -122,12 +105,10 @@ def _render_or_load(source: Any, run: Run, config: TrainConfig, render_config: O
     # the fold plan of the input table fails the same way before the render as after it (bad files only remove
     # files): a missing group column or too many folds is reported before any audio work
     table = read_table(source)
-    multi = ml.is_multilabel(table, config)
-    if multi:
-        ml.check_folds(table, config)
-    else:
-        file_folds(table, n_splits=config.n_splits, group_column=config.group_column, seed=config.seed)
-    workers = max(1, config.num_workers if config.num_workers else min(8, os.cpu_count() or 1))
+    task = resolve_task(table, config)
+    task.check_input(table, n_splits=config.n_splits, group_column=config.group_column, seed=config.seed)
+    nw = config.runtime.num_workers
+    workers = max(1, nw if nw else min(8, os.cpu_count() or 1))
     rcfg = render_config or RenderConfig()
     on_the_fly = config.images == "on-the-fly"
     target = Path(cache_dir) if cache_dir is not None else run.root / ("audio" if on_the_fly else "cache")
@@ -139,8 +120,7 @@ def _render_or_load(source: Any, run: Run, config: TrainConfig, render_config: O
     barrier()
     if not is_main_process():
         data = WaveformSet.open(target) if on_the_fly else ImageCache.open(target)
-    if multi:  # a reused cache keeps its images, not its tags: the input table's tags and events count
-        ml.refresh_tags(data, table)
+    data.files = task.prepare_files(data.files, table)  # a reused cache keeps its images; the input's labels count
     return OnTheFlyImages(data) if on_the_fly else CachedImages(data)
 
 
@@ -186,10 +166,9 @@ class _Plan:
     targets: np.ndarray  # (n_windows,) class index of every window
     window_file_row: np.ndarray  # (n_windows,) row of ``files`` of every window
     fid_to_row: Dict[int, int]
-    task: str = "single-label"  # or 'multi-label': ``targets`` then multi-hot (n_windows, n_classes)
+    task: Task  # what the run learns: ``targets`` are class indices (single-label) or multi-hot rows
     score_ids: Optional[np.ndarray] = None  # (n_windows,) the unit validation scores pool over (None: the file)
-    config: Optional[TrainConfig] = None  # the config with the task resolved (multi_label=True for multi-label)
-    splitter: Any = None  # (files, n_splits) -> fold of every file: the task's fold rule (for inner splits)
+    config: Optional[TrainConfig] = None  # the config with the task resolved (every task option filled in)
 
     @property
     def window_fold(self) -> np.ndarray:
@@ -212,24 +191,18 @@ def _plan(images: TrainingImages, config: TrainConfig, probe: nn.Module) -> _Pla
     files = images.files
     image_size = _image_size(config, probe, images.rendered_size)
     data_cfg = backbone_data_config(probe, image_size=image_size)
-    file_ids, targets = images.targets()
+    file_ids = images.segments["file_id"].to_numpy(dtype=np.int64)
     fid_to_row = {int(f): i for i, f in enumerate(files["file_id"].to_numpy())}
     window_file_row = np.array([fid_to_row[int(f)] for f in file_ids], dtype=np.int64)
-    task, classes, score_ids = "single-label", images.classes, None
-    if ml.is_multilabel(files, config):
-        task, config = "multi-label", config.replace(multi_label=True)
-        classes, targets, fold_of_file, score_ids = ml.targets_and_folds(
-            files, images.segments, config, offset=images.config.audio.offset,
-            window_seconds=images.config.segment.seconds)
-        splitter = ml.splitter(classes, config)
-    else:
-        def splitter(table: pd.DataFrame, n_splits: int) -> np.ndarray:
-            return file_folds(table, n_splits=n_splits, group_column=config.group_column, seed=config.seed)
-
-        fold_of_file = splitter(files, config.n_splits)
+    task = resolve_task(files, config)
+    classes, targets, score_ids = task.targets(files, images.segments, images.classes,
+                                               offset=images.config.audio.offset,
+                                               window_seconds=images.config.segment.seconds)
+    fold_of_file = task.folds(files, classes, n_splits=config.n_splits, group_column=config.group_column,
+                              seed=config.seed)
     return _Plan(files=files, classes=classes, fold_of_file=fold_of_file, image_size=image_size,
                  data_cfg=data_cfg, file_ids=file_ids, targets=targets, window_file_row=window_file_row,
-                 fid_to_row=fid_to_row, task=task, score_ids=score_ids, config=config, splitter=splitter)
+                 fid_to_row=fid_to_row, task=task, score_ids=score_ids, config=config.replace(task=task.config))
 
 
 def _data_hash(files: pd.DataFrame, folds: np.ndarray, group_column: Optional[str]) -> str:
@@ -248,7 +221,9 @@ def _ident(config: TrainConfig, render: Dict[str, Any], classes: List[str], data
     """What a run's fingerprint covers; ``full``: every training option (defaults included), to show a diff."""
     train = config.result_dict()
     if full:
-        train = {k: v for k, v in config.to_dict().items() if k not in TrainConfig.RUNTIME_FIELDS}
+        train = config.to_dict()
+        for name in RuntimeConfig.NOT_IN_RESULT:
+            train["runtime"].pop(name, None)
     return {"train": train, "render": render, "classes": classes, "data_hash": data_hash}
 
 
@@ -276,7 +251,7 @@ def _resolved_config(images: TrainingImages, config: TrainConfig, plan: _Plan) -
             "images": images.kind, "data_root": _data_root(plan.files), "image_size": list(plan.image_size),
             "data": {"input_size": list(d["input_size"]), "mean": list(d["mean"]), "std": list(d["std"])},
             "n_files": int(len(plan.files)), "n_images": int(images.n_windows), "data_hash": data_hash,
-            "fingerprint": fingerprint, "task": plan.task}
+            "fingerprint": fingerprint, "task": plan.task.kind}
 
 
 def _check_previous(run: Run, config: TrainConfig, resolved: Dict[str, Any], *, resume: bool, main: bool) -> None:
@@ -303,10 +278,9 @@ def _check_previous(run: Run, config: TrainConfig, resolved: Dict[str, Any], *, 
 
 def _fold_table(plan: _Plan, config: TrainConfig) -> pd.DataFrame:
     table = pd.DataFrame({"path": plan.files["path"], "label": plan.files["label"], "fold": plan.fold_of_file})
-    if plan.task == "multi-label":  # a file's tags: the union of its windows' targets
-        tags = np.zeros((len(plan.files), len(plan.classes)), dtype=np.float32)
-        np.maximum.at(tags, plan.window_file_row, plan.targets)
-        table.insert(2, "labels", window_label_text(tags, plan.classes))
+    truth = plan.task.file_truth(plan.targets, plan.window_file_row, len(plan.files), plan.classes)
+    if truth is not None:
+        table.insert(2, plan.task.truth_column, truth)
     if config.group_column:
         table.insert(2, config.group_column, plan.files[config.group_column].to_numpy())
     return table
@@ -320,29 +294,6 @@ def _check_finite(probs: np.ndarray, fold: int, result: FitResult) -> None:
                             f"probabilities for {int(bad.sum())} of {len(probs)} held-out windows: it diverged. "
                             "The fold is left unfinished. Lower --lr, train with --amp off (or bf16) or clip the "
                             "gradients (--grad-clip 1.0), then run the same command again.")
-
-
-def _fold_tables(k: int, plan: _Plan, images: TrainingImages, val_rows: np.ndarray,
-                 probs: np.ndarray) -> Tuple[pd.DataFrame, pd.DataFrame]:
-    """A fold's out-of-fold window table and file table (window probabilities averaged per file)."""
-    cols = [f"prob_{c}" for c in plan.classes]
-    seg = images.segments.iloc[val_rows]
-    paths = plan.files["path"].to_numpy()
-    seg_df = pd.DataFrame({"path": paths[plan.window_file_row[val_rows]], "segment": seg["segment"].to_numpy(),
-                           "start": seg["start"].to_numpy(), "end": seg["end"].to_numpy(), "fold": k})
-    seg_df[cols] = probs
-    ids, fprobs = aggregate_files(probs, plan.file_ids[val_rows])
-    frows = np.array([plan.fid_to_row[int(f)] for f in ids], dtype=np.int64)
-    order = np.argsort(frows, kind="stable")
-    frows, fprobs = frows[order], fprobs[order]
-    file_df = pd.DataFrame({"path": paths[frows], "label": plan.files["label"].to_numpy()[frows], "fold": k,
-                            "prediction": np.asarray(plan.classes, dtype=object)[fprobs.argmax(1)]})
-    file_df[cols] = fprobs
-    return seg_df, file_df
-
-
-def _scores(oof_files: pd.DataFrame) -> Dict[str, float]:
-    return label_scores(oof_files["label"].to_numpy(), oof_files["prediction"].to_numpy())
 
 
 def _train_fold(k: int, run: Run, images: TrainingImages, plan: _Plan, config: TrainConfig, *, meta: Dict[str, Any],
@@ -360,10 +311,9 @@ def _train_fold(k: int, run: Run, images: TrainingImages, plan: _Plan, config: T
     train_rows = np.flatnonzero((plan.window_fold != k) & ~leaks)
     val_rows = np.flatnonzero(plan.window_fold == k)
     choose_rows = val_rows  # the windows that choose the kept epoch
-    if config.select_epoch == "inner":
+    if config.schedule.select_epoch == "inner":
         train_rows, choose_rows = _inner_split(plan, config, k, train_rows)
-    if plan.task == "multi-label":  # at most negative_ratio windows without a tag per tagged one (training only)
-        train_rows = sample_negatives(train_rows, plan.targets, config.negative_ratio, seed=_fold_seed(config.seed, k))
+    train_rows = plan.task.training_rows(train_rows, plan.targets, seed=_fold_seed(config.seed, k))
     kw = dict(config=config, image_size=plan.image_size, num_classes=len(plan.classes))
     train_ds = images.dataset(train_rows, plan.targets, plan.file_ids, train=True, **kw)
     # validation scores pool over files, or over windows (``score_ids``) for annotated recordings
@@ -376,19 +326,12 @@ def _train_fold(k: int, run: Run, images: TrainingImages, plan: _Plan, config: T
                             drop_rate=config.drop_rate, **config.backbone_kwargs)
     normalize = PixelNormalize(plan.data_cfg["mean"], plan.data_cfg["std"])
     trainer = Trainer(config, out_dir=fold_dir, callbacks=callbacks, resume=resume, progress=verbose,
-                      desc=f"fold {k}", batch_transform=transform, normalize=normalize)
+                      desc=f"fold {k}", batch_transform=transform, normalize=normalize, task=plan.task)
     result = trainer.fit(model, train_ds, choose_ds, num_classes=len(plan.classes), meta={**meta, "fold": k})
     probs = trainer.predict(model, val_ds)  # (n_val_windows, n_classes)
     _check_finite(probs, k, result)
-    if plan.task == "multi-label":
-        seg_df, file_df = ml.fold_tables(k, files=plan.files, segments=images.segments, classes=plan.classes,
-                                         window_file_row=plan.window_file_row, file_ids=plan.file_ids,
-                                         fid_to_row=plan.fid_to_row, targets=plan.targets, val_rows=val_rows,
-                                         probs=probs, pooling=config.multi_label_pooling)
-        scores: Dict[str, Any] = ml.fold_scores(seg_df, file_df, plan.classes)
-    else:
-        seg_df, file_df = _fold_tables(k, plan, images, val_rows, probs)
-        scores = _scores(file_df)
+    seg_df, file_df = plan.task.fold_tables(k, plan, images.segments, val_rows, probs)
+    scores = plan.task.fold_scores(seg_df, file_df, plan.classes)
     if main:
         info = {"fold": k, "fingerprint": fingerprint, **scores, "n_files": int(len(file_df)),
                 "n_windows": int(len(seg_df)), "best_epoch": result.best_epoch, "best_score": result.best_score,
@@ -406,7 +349,9 @@ def _inner_split(plan: _Plan, config: TrainConfig, k: int, train_rows: np.ndarra
     """
     rows = np.unique(plan.window_file_row[train_rows])
     rows = rows[plan.fold_of_file[rows] >= 0]
-    inner = plan.splitter(plan.files.iloc[rows].reset_index(drop=True), max(2, config.n_splits - 1))
+    inner = plan.task.folds(plan.files.iloc[rows].reset_index(drop=True), plan.classes,
+                            n_splits=max(2, config.n_splits - 1), group_column=config.group_column,
+                            seed=config.seed, warn=False)
     held = np.zeros(len(plan.files), dtype=bool)
     held[rows[inner == 0]] = True
     in_held = held[plan.window_file_row[train_rows]]
@@ -475,7 +420,7 @@ def train_cv(
         a class-folder tree or a table (see :func:`specimg.audio.read_table`),
         rendered with :func:`specimg.spectrogram.render_dataset` into
         ``cache_dir`` (default ``out_dir/cache``). With
-        ``config.frontend='gpu'`` the audio is decoded instead, once, into
+        ``config.images='on-the-fly'`` the audio is decoded instead, once, into
         a waveform cache (:class:`~specimg.data.WaveformSet`, in ``cache_dir``,
         default ``out_dir/audio``) and every batch becomes images on the
         training device: no image is written.
@@ -521,8 +466,8 @@ def train_cv(
 
     Examples
     --------
-    >>> cfg = TrainConfig(backbone="tf_efficientnet_lite0", weights="offline", epochs=5,
-    ...                   n_splits=6, group_column="speaker", device="cpu")
+    >>> cfg = TrainConfig(backbone="tf_efficientnet_lite0", weights="offline", schedule={"epochs": 5},
+    ...                   n_splits=6, group_column="speaker", runtime={"device": "cpu"})
     >>> result = train_cv("cache/fsdd", "runs/fsdd", cfg)  # doctest: +SKIP
     >>> result.metrics["mean"]["accuracy"]  # doctest: +SKIP
     """
@@ -530,14 +475,14 @@ def train_cv(
     todo = _fold_list(folds, config.n_splits)
     callbacks = list(callbacks)
     # under torchrun: join the process group (a no-op in a single process); gloo when training on the CPU
-    init_distributed("gloo" if config.device == "cpu" else None)
+    init_distributed("gloo" if config.runtime.device == "cpu" else None)
     main = is_main_process()
     verbose = verbose and main
     run = Run.create(out_dir)
     images, probe = _open_input(source, run, config, render_config, cache_dir, verbose)
     plan = _plan(images, config, probe)
     del probe
-    config = plan.config or config  # the task resolved: multi-label runs train with multi_label=True
+    config = plan.config or config  # the task resolved: every task option filled in
     resolved = _resolved_config(images, config, plan)
     fingerprint = resolved["fingerprint"]
     _check_previous(run, config, resolved, resume=resume, main=main)
@@ -574,7 +519,7 @@ def _concat_folds(run: Run, done: List[int], plan: _Plan) -> Tuple[pd.DataFrame,
         seg, files, info = run.read_fold(k)
         seg_parts.append(seg)
         file_parts.append(files)
-        keys = ml.SCORE_KEYS if plan.task == "multi-label" else ("accuracy", "uar")
+        keys = plan.task.score_keys
         per_fold[str(k)] = {key: info.get(key) for key in (*keys, "n_files", "n_windows", "best_epoch",
                                                            "best_score", "epochs_run", "stopped_early")}
     cols = [f"prob_{c}" for c in plan.classes]
@@ -590,41 +535,19 @@ def _concat_folds(run: Run, done: List[int], plan: _Plan) -> Tuple[pd.DataFrame,
     return oof_files.reset_index(drop=True), oof_segments.reset_index(drop=True), per_fold
 
 
-def _metrics(config: TrainConfig, done: List[int], per_fold: Dict[str, Any], oof_files: pd.DataFrame,
-             files: pd.DataFrame) -> Dict[str, Any]:
-    metrics: Dict[str, Any] = {"metric": config.metric, "n_splits": config.n_splits, "folds_done": done,
-                               "folds": per_fold, "group_column": config.group_column,
-                               "select_epoch": config.select_epoch}
-    if not done:
-        return metrics
-    acc = np.array([per_fold[str(k)]["accuracy"] for k in done])
-    uar = np.array([per_fold[str(k)]["uar"] for k in done])
-    metrics["mean"] = {"accuracy": float(acc.mean()), "uar": float(uar.mean())}
-    metrics["std"] = {"accuracy": float(acc.std()), "uar": float(uar.std())}
-    metrics["oof"] = _scores(oof_files)
-    if config.group_column:
-        gmap = dict(zip(files["path"], files[config.group_column].astype(str)))
-        g = oof_files["path"].map(gmap)
-        correct = (oof_files["label"] == oof_files["prediction"]).to_numpy()
-        metrics["per_group"] = {str(name): {"accuracy": float(correct[idx].mean()), "n_files": int(len(idx))}
-                                for name, idx in sorted(g.groupby(g).indices.items(), key=lambda kv: kv[0])}
-    return metrics
-
-
 def _collect(run: Run, config: TrainConfig, plan: _Plan, fingerprint: str, fit_results: Dict[int, FitResult], *,
              write: bool = True) -> CVResult:
     done = [k for k in range(config.n_splits) if run.fold_done(k, fingerprint)]
     oof_files, oof_segments, per_fold = _concat_folds(run, done, plan)
-    if plan.task == "multi-label":
-        metrics = ml.metrics(config, done, per_fold, oof_files, oof_segments, plan.classes,
-                             level="file" if plan.score_ids is None else "window")
-        if done:  # per-class thresholds of maximum F1 on the pooled out-of-fold scores, stored with the run
-            fitted = ml.thresholds(oof_files, oof_segments, plan.classes, config)
-            oof_files = ml.apply_thresholds(oof_files, plan.classes, fitted)
-            if write:
-                run.write_thresholds(fitted)
-    else:
-        metrics = _metrics(config, done, per_fold, oof_files, plan.files)
+    task = plan.task
+    metrics = task.run_metrics(done, per_fold, oof_files, oof_segments, plan.classes, plan.files, config,
+                               level="file" if plan.score_ids is None else "window")
+    decision = task.fit_decision(oof_files, oof_segments, plan.classes) if done else None
+    if decision is not None:  # e.g. per-class thresholds of maximum F1 on the pooled out-of-fold scores
+        oof_files = oof_files.assign(prediction=task.decide(
+            oof_files[[f"prob_{c}" for c in plan.classes]].to_numpy(dtype=np.float64), plan.classes, decision))
+        if write:
+            run.write_thresholds(decision)
     if write:
         run.write_table(Run.OOF_SEGMENTS, oof_segments)
         run.write_table(Run.OOF_FILES, oof_files)

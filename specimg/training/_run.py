@@ -13,7 +13,8 @@ Layout::
       oof_files.csv        path, label, fold, prediction, prob_<class>...
       oof_segments.csv     path, segment, start, end, fold, prob_<class>...
       metrics.json         per-fold and mean +- std scores
-      thresholds.json      (multi-label) per-class decision thresholds fitted on the out-of-fold scores
+      thresholds.json      the task's decision rule fitted on the out-of-fold scores (multi-label: per-class
+                           thresholds)
       test_files.csv       (experiments) test-set predictions of the fold ensemble
 """
 
@@ -31,6 +32,7 @@ import pandas as pd
 from .._io import atomic_write_csv, atomic_write_text
 from ..config import RenderConfig, TrainConfig
 from ..exceptions import DataError
+from ..tasks import Task
 
 __all__ = ["Run"]
 
@@ -184,18 +186,28 @@ class Run:
         return str(value)
 
     @property
-    def task(self) -> str:
-        """``'single-label'`` or ``'multi-label'``: what :func:`~specimg.training.train_cv` resolved (runs from
-        before multi-label support are single-label)."""
-        return str(self.config.get("task", "single-label")) if self.has_config() else "single-label"
+    def task(self) -> Task:
+        """What the run learnt (:mod:`specimg.tasks`), as :func:`~specimg.training.train_cv` resolved it.
 
-    @property
-    def multi_label(self) -> bool:
-        return self.task == "multi-label"
+        A stacking result (no ``config.json``) is multi-label when its out-of-fold table has a ``labels``
+        column; runs from before the task existed are single-label.
+        """
+        if self.has_config():
+            train = self.config.get("train")
+            if isinstance(train, dict):
+                cfg = TrainConfig.from_dict(train).task
+                if cfg.resolved:
+                    return Task.from_config(cfg)
+            return Task.for_kind(str(self.config.get("task", "single-label")))
+        if self.path(self.OOF_FILES).is_file():
+            cols = pd.read_csv(self.path(self.OOF_FILES), nrows=0).columns
+            return Task.for_kind("multi-label" if "labels" in cols else "single-label")
+        return Task.for_kind("single-label")
 
     @property
     def thresholds(self) -> Optional[Dict[str, Any]]:
-        """The per-class thresholds of a multi-label run (``thresholds.json``), or None.
+        """What the task's decision rule learnt (``thresholds.json``: a multi-label run's per-class thresholds),
+        or None.
 
         ``{'classes': [...], 'file': {class: t}, 'window': {class: t}, ...}``:
         a file's pooled score (``file``) or a window's score (``window``) at or

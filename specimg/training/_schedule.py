@@ -11,7 +11,7 @@ from torch import nn
 from ..exceptions import ParameterError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..config import TrainConfig
+    from ..config import OptimConfig
 
 __all__ = ["WarmupSchedule", "build_scheduler", "build_optimizer"]
 
@@ -109,14 +109,14 @@ def build_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
 
 
-def build_optimizer(model: nn.Module, config: "TrainConfig") -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, config: "OptimConfig") -> torch.optim.Optimizer:
     """SGD with momentum or AdamW (timm's factory: no weight decay on biases and norms).
 
     Parameters
     ----------
     model : nn.Module
-    config : TrainConfig
-        Uses ``optimizer``, ``lr``, ``momentum`` and ``weight_decay``.
+    config : OptimConfig
+        Uses ``optimizer``, ``lr``, ``momentum`` and ``weight_decay`` (``TrainConfig.optim``).
     """
     from timm.optim import create_optimizer_v2
 

@@ -19,17 +19,16 @@ from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, Subset
 from torch.utils.data.distributed import DistributedSampler
 
-from .._io import atomic_write_csv
+from .._io import atomic_write_csv, config_diff
 from ..config import TrainConfig
 from ..data import PixelNormalize, SegmentDataset
-from ..exceptions import DataError, ParameterError, TrainingError
+from ..exceptions import ParameterError, TrainingError
 from ..models import Ensemble
+from ..tasks import Task
 from .._progress import progress_bar
 from ._callbacks import Callback, _CallbackList
 from ._checkpoint import CHECKPOINT_FORMAT, atomic_save
 from ._distributed import all_gather_objects, all_sum, any_true, barrier, dist_info, shard_rows
-from ._losses import aggregate_files, class_weights, file_scores
-from ._multilabel import mixup_targets, multilabel_criterion, multilabel_validation
 from ._schedule import build_optimizer, build_scheduler
 
 __all__ = ["Trainer", "FitResult", "resolve_device"]
@@ -169,11 +168,11 @@ class Trainer:
     """Fine-tune a classifier on one training / validation split.
 
     One epoch of linear warm-up (per step), then a cosine (or step) decay;
-    SGD with momentum or AdamW; cross-entropy weighted by inverse class
-    frequency, with label smoothing and optional mixup; AMP on CUDA;
-    channels-last batches; gradient clipping; the best epoch chosen by a
-    file-level metric (window probabilities averaged per file) with early
-    stopping. With an ``out_dir`` every epoch writes ``last.pt`` (model,
+    SGD with momentum or AdamW; the task's loss (single-label: cross-entropy
+    weighted by inverse class frequency, with label smoothing) and optional
+    mixup; AMP on CUDA; channels-last batches; gradient clipping; the kept
+    epoch chosen by the task's file-level metric (window probabilities
+    pooled per file) with early stopping. With an ``out_dir`` every epoch writes ``last.pt`` (model,
     optimizer, scheduler, scaler, epoch, RNG states, best score) and
     ``log.csv``, and each better epoch writes ``best.pt``, all atomically;
     ``fit`` called again after a crash continues from ``last.pt`` and ends
@@ -197,7 +196,7 @@ class Trainer:
         ``batch_transform(x, train=..., generator=...)``, before the model;
         ``generator`` draws the training augmentation (seeded per epoch).
         :class:`~specimg.data.FrontendPipeline` turns waveform batches into
-        augmented images this way (``frontend='gpu'``).
+        augmented images this way (``images='on-the-fly'``).
     normalize : PixelNormalize or None
         Applied on the device to every batch (after ``batch_transform``):
         the data then yields pixels (e.g. ``SegmentDataset(normalize=False)``,
@@ -205,6 +204,10 @@ class Trainer:
         :meth:`predict`, through the inference core
         :class:`~specimg.models.Ensemble`. ``None``: the batches are already
         normalised.
+    task : Task or None
+        What the fit learns (:mod:`specimg.tasks`: loss, activation,
+        validation metric). ``None``: ``config.task``, its ``kind='auto'``
+        decided by the targets (multi-hot rows are multi-label).
 
     Notes
     -----
@@ -223,7 +226,8 @@ class Trainer:
 
     Examples
     --------
-    >>> trainer = Trainer(TrainConfig(epochs=2, device="cpu"), out_dir="run/fold_0")  # doctest: +SKIP
+    >>> cfg = TrainConfig(schedule={"epochs": 2}, runtime={"device": "cpu"})
+    >>> trainer = Trainer(cfg, out_dir="run/fold_0")  # doctest: +SKIP
     >>> result = trainer.fit(model, train_ds, val_ds)  # doctest: +SKIP
     >>> probs = trainer.predict(model, val_ds)  # (n_windows, n_classes)  # doctest: +SKIP
     """
@@ -231,9 +235,14 @@ class Trainer:
     def __init__(self, config: TrainConfig, *, out_dir: Optional[PathLike] = None,
                  callbacks: Iterable[Callback] = (), resume: bool = True, progress: bool = True,
                  desc: str = "train", batch_transform: Optional[Any] = None,
-                 normalize: Optional[PixelNormalize] = None) -> None:
+                 normalize: Optional[PixelNormalize] = None, task: Optional[Task] = None) -> None:
         if not isinstance(config, TrainConfig):
             raise ParameterError(f"Trainer needs a TrainConfig; got {type(config).__name__}.")
+        if task is not None and not isinstance(task, Task):
+            raise ParameterError(f"The 'task' parameter of Trainer must be a specimg.tasks.Task or None. Got "
+                                 f"{type(task).__name__}.")
+        #: the task (None until fit resolves it from the config and the targets, when not given)
+        self.task: Optional[Task] = task
         callbacks = list(callbacks)
         for cb in callbacks:
             if not isinstance(cb, Callback):
@@ -256,16 +265,16 @@ class Trainer:
         self.rank, self.local_rank, self.world_size = dist_info()
         self.is_main = self.rank == 0
         self.progress = self.progress and self.is_main
-        self.device = resolve_device(config.device)
+        self.device = resolve_device(config.runtime.device)
         if isinstance(batch_transform, nn.Module):
             batch_transform.to(self.device)
         if normalize is not None:
             normalize.to(self.device)
         self._aug_gen = torch.Generator()
-        self.amp_dtype = _amp_dtype(config.amp, self.device)
-        self.channels_last = bool(config.channels_last)
-        if config.num_workers is not None:
-            self.num_workers = config.num_workers
+        self.amp_dtype = _amp_dtype(config.runtime.amp, self.device)
+        self.channels_last = bool(config.runtime.channels_last)
+        if config.runtime.num_workers is not None:
+            self.num_workers = config.runtime.num_workers
         elif self.device.type == "cuda":
             self.num_workers = max(0, min(8, (os.cpu_count() or 1) - 1))
         else:
@@ -286,7 +295,7 @@ class Trainer:
                 workers: Optional[torch.Generator] = None) -> DataLoader:
         """``order`` shuffles the training items; ``workers`` seeds the worker processes (torch draws
         their base seed only when there are workers, so the two must not share a generator)."""
-        bs = self._per_process_batch() if train else max(1, self.config.batch_size * 2)
+        bs = self._per_process_batch() if train else max(1, self.config.optim.batch_size * 2)
         kw: Dict[str, Any] = dict(batch_size=bs, num_workers=self.num_workers,
                                   pin_memory=self.device.type == "cuda")
         if self.num_workers > 0:
@@ -303,7 +312,7 @@ class Trainer:
         return DataLoader(data, shuffle=False, **kw)
 
     def _per_process_batch(self) -> int:
-        bs, world = self.config.batch_size, self.world_size
+        bs, world = self.config.optim.batch_size, self.world_size
         if world == 1:
             return bs
         if bs < world:
@@ -355,7 +364,7 @@ class Trainer:
         model.eval()
         # the inference core of Predictor and of the exported graph: normalise, flip TTA, softmax
         core = Ensemble([model], normalize=self.normalize, tta=tta, channels_last=self.channels_last,
-                        activation="sigmoid" if self.multi_label else "softmax")
+                        activation=self._task_of(data).activation)
         out = []
         share = data if self.world_size == 1 else Subset(data, shard_rows(len(data)).tolist())
         for x, _ in self._loader(share, train=False):
@@ -374,29 +383,24 @@ class Trainer:
         return probs
 
     def evaluate(self, model: nn.Module, data: SegmentDataset) -> Dict[str, float]:
-        """Validation loss (window level) and file-level accuracy and UAR (with ``config.tta``).
-
-        Multi-label (``config.multi_label``): the window loss, and macro /
-        micro AP and macro ROC-AUC of the scores pooled per ``data.file_ids``
-        (``config.multi_label_pooling``).
-        """
+        """The task's validation scores (:meth:`specimg.tasks.Task.validation`, with ``config.tta``): the
+        window loss and, on the windows pooled per ``data.file_ids``, file accuracy and UAR (single-label) or
+        macro / micro AP and macro ROC-AUC (multi-label)."""
         probs = self.predict(model, data)
         if not np.isfinite(probs).all():
             raise self._diverged(f"{int((~np.isfinite(probs).all(1)).sum())} of {len(probs)} validation windows "
                                  "have non-finite probabilities", self.epoch + 1)
-        targets = data.targets
-        if self.multi_label:
-            ids = data.file_ids if data.file_ids is not None else np.arange(len(data))
-            return multilabel_validation(probs, targets, ids, pooling=self.config.multi_label_pooling)
-        loss = float(-np.log(np.clip(probs[np.arange(len(targets)), targets], 1e-12, None)).mean())
-        fids = data.file_ids if data.file_ids is not None else np.arange(len(data))
-        ids, fprobs = aggregate_files(probs, fids)
-        first = {}
-        for f, t in zip(fids, targets):
-            first.setdefault(int(f), int(t))
-        ftargets = np.array([first[int(f)] for f in ids])
-        scores = file_scores(fprobs, ftargets)
-        return {"val_loss": loss, "val_accuracy": scores["accuracy"], "val_uar": scores["uar"]}
+        ids = data.file_ids if data.file_ids is not None else np.arange(len(data))
+        return self._task_of(data).validation(probs, data.targets, ids)
+
+    def _task_of(self, data: Any) -> Task:
+        """The task: given, or resolved once from the config and the targets (multi-hot rows: multi-label)."""
+        if self.task is None:
+            kind = self.config.task.kind
+            if kind == "auto":
+                kind = "multi-label" if np.asarray(data.targets).ndim == 2 else "single-label"
+            self.task = Task.for_kind(kind, self.config.task)
+        return self.task
 
     # ------------------------------------------------------------------ fit
     def fit(self, model: nn.Module, train_data: SegmentDataset, val_data: Optional[SegmentDataset] = None, *,
@@ -429,14 +433,13 @@ class Trainer:
         ParameterError
             ``last.pt`` written with another config while ``resume=True``.
         """
-        num_classes = (self._check_multilabel_data(train_data, val_data, num_classes) if self.multi_label else
-                       self._check_data(model, train_data, val_data, num_classes))
+        num_classes = self._task_of(train_data).check_targets(train_data, val_data, num_classes, model)
         st = self._prepare(model, train_data, num_classes, meta)
         self._restore(st, model)
         st.net = self._wrap(model)
         cbs = _CallbackList(self.callbacks)
         cbs("on_train_start", self)
-        while self.epoch < self.config.epochs and not st.stopped_early and not self.stop_training:
+        while self.epoch < self.config.schedule.epochs and not st.stopped_early and not self.stop_training:
             e = self.epoch  # 0-based index of the epoch being trained
             cbs("on_epoch_start", self, e + 1)
             t0 = time.perf_counter()
@@ -459,53 +462,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ the pieces of fit
     @property
-    def multi_label(self) -> bool:
-        """Whether this trainer fits a multi-label model (``config.multi_label is True``): sigmoid, BCE, AP."""
-        return self.config.multi_label is True
-
-    @property
     def metric(self) -> str:
-        """The validation metric that picks the best epoch (``config.metric``, multi-label ``multi_label_metric``)."""
-        return self.config.multi_label_metric if self.multi_label else self.config.metric
-
-    @staticmethod
-    def _check_multilabel_data(train_data: Any, val_data: Any, num_classes: Optional[int]) -> int:
-        """Multi-hot (n, C) targets of 0/1 (mixup may blend them later) in both splits; returns C."""
-        if len(train_data) == 0:
-            raise DataError("The training split is empty: every file is in the validation fold. Use more files or "
-                            "fewer folds.")
-        for name, data in (("training", train_data), ("validation", val_data)):
-            if data is None:
-                continue
-            t = np.asarray(data.targets)
-            if t.ndim != 2 or (t.size and not np.isin(t, (0.0, 1.0)).all()):
-                raise DataError(f"A multi-label fit (multi_label=True) needs multi-hot {name} targets of shape "
-                                f"(n, n_classes) holding 0 and 1. Got shape {t.shape}.")
-            if name == "validation" and len(data) == 0:
-                raise DataError("The validation split is empty.")
-        n = int(np.asarray(train_data.targets).shape[1])
-        if num_classes is not None and int(num_classes) != n:
-            raise DataError(f"The multi-hot targets have {n} columns but num_classes is {num_classes}.")
-        return n
-
-    @staticmethod
-    def _check_data(model: nn.Module, train_data: Any, val_data: Any, num_classes: Optional[int]) -> int:
-        if len(train_data) == 0:
-            raise DataError("The training split is empty: every file is in the validation fold. Use more files or "
-                            "fewer folds.")
-        if (train_data.targets < 0).any():
-            raise DataError(f"{int((train_data.targets < 0).sum())} training window(s) have no label. Train on "
-                            "labelled files only.")
-        if val_data is not None and (len(val_data) == 0 or (val_data.targets < 0).any()):
-            raise DataError("The validation split is empty or has unlabelled windows.")
-        num_classes = num_classes or train_data.num_classes or getattr(model, "num_classes", None)
-        if not num_classes:
-            num_classes = int(train_data.targets.max()) + 1
-        num_classes = int(num_classes)
-        if int(train_data.targets.max()) >= num_classes:
-            raise DataError(f"Training targets go up to {int(train_data.targets.max())} but num_classes is "
-                            f"{num_classes}.")
-        return num_classes
+        """The validation metric that picks the kept epoch (the task's: ``TaskConfig.metric``)."""
+        return self.task.metric if self.task is not None else (self.config.task.metric or "accuracy")
 
     def _prepare(self, model: nn.Module, train_data: Any, num_classes: int,
                  meta: Optional[Mapping[str, Any]]) -> "_FitState":
@@ -515,34 +474,32 @@ class Trainer:
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         frozen = _freeze(model, cfg.freeze)
+        task = self._task_of(train_data)
         order_gen, worker_gen = torch.Generator(), torch.Generator()
         loader = self._loader(train_data, train=True, order=order_gen, workers=worker_gen)
         steps = len(loader)
-        optimizer = build_optimizer(model, cfg)
-        scheduler = build_scheduler(optimizer, steps_per_epoch=steps, epochs=cfg.epochs,
-                                    warmup_epochs=cfg.warmup_epochs, schedule=cfg.schedule,
-                                    step_size=cfg.step_size, step_gamma=cfg.step_gamma)
+        optimizer = build_optimizer(model, cfg.optim)
+        sc = cfg.schedule
+        scheduler = build_scheduler(optimizer, steps_per_epoch=steps, epochs=sc.epochs,
+                                    warmup_epochs=sc.warmup_epochs, schedule=sc.lr_schedule,
+                                    step_size=sc.step_size, step_gamma=sc.step_gamma)
         scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        if self.multi_label:
-            criterion: nn.Module = multilabel_criterion(cfg, np.asarray(train_data.targets)).to(device)
-        else:
-            weight = class_weights(train_data.targets, num_classes, mode=cfg.class_weights)
-            criterion = nn.CrossEntropyLoss(weight=None if weight is None else weight.to(device),
-                                            label_smoothing=cfg.label_smoothing)
+        criterion: nn.Module = task.loss(np.asarray(train_data.targets), num_classes).to(device)
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.epoch, self.global_step, self.history = 0, 0, []
         self.best_score, self.best_epoch, self.stop_training = None, None, False
         base_meta = {"format": CHECKPOINT_FORMAT, "version": 1, "num_classes": num_classes,
-                     "train_config": cfg.to_dict(), "metric": self.metric, **dict(meta or {})}
+                     "train_config": cfg.to_dict(), "task": task.to_dict(), "metric": task.metric,
+                     **dict(meta or {})}
         last_path = best_path = None
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             last_path, best_path = self.out_dir / "last.pt", self.out_dir / "best.pt"
         ema = None
-        if cfg.ema is not None:
+        if sc.ema is not None:
             from timm.utils import ModelEmaV3
 
-            ema = ModelEmaV3(model, decay=cfg.ema, use_warmup=True, warmup_power=0.75)
+            ema = ModelEmaV3(model, decay=sc.ema, use_warmup=True, warmup_power=0.75)
         return _FitState(loader=loader, steps=steps, order_gen=order_gen, worker_gen=worker_gen, optimizer=optimizer,
                          scheduler=scheduler, scaler=scaler, criterion=criterion, base_meta=base_meta,
                          last_path=last_path, best_path=best_path, ema=ema, frozen=frozen)
@@ -598,28 +555,26 @@ class Trainer:
     def _step(self, st: "_FitState", model: nn.Module, x: torch.Tensor, y: torch.Tensor, mix: Any, e: int,
               i: int) -> torch.Tensor:
         """One optimizer step on a batch (mixup, autocast, the finite-loss check, scaler, clipping, schedule)."""
-        cfg = self.config
+        alpha, clip = self.config.augment.mixup, self.config.optim.grad_clip
         mix_rng, mix_gen = mix
-        if cfg.mixup > 0:
-            lam = float(mix_rng.beta(cfg.mixup, cfg.mixup))
+        if alpha > 0:
+            lam = float(mix_rng.beta(alpha, alpha))
             perm = torch.randperm(len(x), generator=mix_gen).to(self.device)
             x = lam * x + (1.0 - lam) * x[perm]
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
             logits = st.net(x)  # (B, n_classes)
         logits = logits.float()
-        if cfg.mixup > 0 and self.multi_label:
-            loss = st.criterion(logits, mixup_targets(y, perm, lam, cfg.mixup_targets))
-        elif cfg.mixup > 0:
-            loss = lam * st.criterion(logits, y) + (1.0 - lam) * st.criterion(logits, y[perm])
+        if alpha > 0:
+            loss = self.task.mixup_loss(st.criterion, logits, y, perm, lam)  # type: ignore[union-attr]
         else:
             loss = st.criterion(logits, y)
         self._check_loss(loss, e, i, st.steps)
         st.optimizer.zero_grad(set_to_none=True)
         st.scaler.scale(loss).backward()
-        if cfg.grad_clip is not None:
+        if clip is not None:
             st.scaler.unscale_(st.optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         st.scaler.step(st.optimizer)
         st.scaler.update()
         st.scheduler.step()
@@ -640,8 +595,8 @@ class Trainer:
         seen = 0
         # the bar does not wrap the loader: tqdm would start (and drop) an extra loader iterator,
         # whose worker prefetch draws one more shuffle from the epoch's generator
-        bar = progress_bar(total=st.steps, desc=f"{self.desc} epoch {e + 1}/{self.config.epochs}", leave=False,
-                           file=sys.stderr, disable=not self.progress, dynamic_ncols=True)
+        bar = progress_bar(total=st.steps, desc=f"{self.desc} epoch {e + 1}/{self.config.schedule.epochs}",
+                           leave=False, file=sys.stderr, disable=not self.progress, dynamic_ncols=True)
         for i, (x, y) in enumerate(st.loader):
             x, y = self._to_device(x, train=True), y.to(device, non_blocking=True)  # (B, 3, H, W), (B,)
             loss = self._step(st, model, x, y, mix, e, i)
@@ -660,7 +615,7 @@ class Trainer:
     def _end_epoch(self, st: "_FitState", model: nn.Module, val_data: Any, logs: Dict[str, Any], t0: float,
                    bar: Any) -> None:
         """Validate, keep the best weights, write ``log.csv`` and ``last.pt``, print the epoch's line."""
-        cfg, e = self.config, self.epoch
+        cfg, e = self.config.schedule, self.epoch
         judged = st.judged(model)
         if self.world_size > 1:  # every process evaluates (and rank 0 saves) rank 0's BatchNorm statistics
             for buf in [*model.buffers(), *(judged.buffers() if judged is not model else ())]:
@@ -718,11 +673,11 @@ class Trainer:
         barrier()
 
     def _diverged(self, what: str, epoch: int) -> TrainingError:
-        cfg = self.config
+        optim, amp = self.config.optim, self.config.runtime.amp
         return TrainingError(
             f"{self.desc}: {what} at epoch {epoch}: the model diverged, so the fold stops here, unfinished "
-            f"(last.pt keeps the last finished epoch). Lower --lr (now {cfg.lr:g}), train with --amp off or bf16 "
-            f"(now {cfg.amp}) or clip the gradients (--grad-clip 1.0, now {cfg.grad_clip}), then run the command "
+            f"(last.pt keeps the last finished epoch). Lower --lr (now {optim.lr:g}), train with --amp off or bf16 "
+            f"(now {amp}) or clip the gradients (--grad-clip 1.0, now {optim.grad_clip}), then run the command "
             "again with --no-resume.")
 
     def _check_loss(self, loss: torch.Tensor, epoch: int, step: int, steps: int) -> None:
@@ -735,11 +690,8 @@ class Trainer:
 
     def _check_resumable(self, state: Mapping[str, Any], path: Path, steps: int) -> None:
         old_cfg = TrainConfig.from_dict(state["train_config"])
-        old, new = old_cfg.to_dict(), self.config.to_dict()
-        diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
-                if old.get(k) != new.get(k) and k not in TrainConfig.RUNTIME_FIELDS]
-        if old_cfg.result_dict() == self.config.result_dict():
-            diff = []
+        diff = [] if old_cfg.result_dict() == self.config.result_dict() else \
+            config_diff(old_cfg.result_dict(), self.config.result_dict())
         if diff:
             raise ParameterError(f"{str(path)!r} was written with another config ({'; '.join(diff[:6])}). Pass "
                                  "resume=False (--no-resume) to start this fold over, or write to another folder.")

@@ -1,11 +1,10 @@
-"""Multi-label training data: the task, the tag classes, window targets from events, tag-balanced grouped folds.
+"""Tag sets as training data: the tag classes, window targets from events, tag-balanced grouped folds.
 
 A file table holds tags (``labels``) and, for annotated recordings,
-``events`` (see :mod:`specimg.audio._annotations`). Here they become what
-training needs:
+``events`` (see :func:`specimg.audio.read_table`). Here they become what
+a multi-label task (:class:`specimg.tasks.MultiLabel`) trains on:
 
-- :func:`resolve_task`: ``'multi-label'`` when the table holds tags or events
-  (or when forced), else ``'single-label'``;
+- :func:`as_tag_table`: a table with a ``labels`` column (a single label becomes a one-tag set);
 - :func:`tag_classes`: the classes, every tag of the table sorted
   numeric-aware;
 - :func:`window_targets`: a multi-hot target per window. A window of a file
@@ -16,7 +15,7 @@ training needs:
   :class:`~specimg.config.TrainConfig` are 0.25 s and half the event, as in
   OpenSoundscape). Windows with no tag are negatives. The windows' start and
   end come from the segment table, so nothing of the rendering changes;
-- :func:`multilabel_folds`: folds that never split a group (a file, or a
+- :func:`tag_folds`: folds that never split a group (a file, or a
   ``group_column`` value such as a site or a recorder) and balance the tags,
   by iterative stratification (Sechidis et al. 2011, the
   ``iterative-stratification`` package) of the groups' tag sets;
@@ -33,45 +32,16 @@ from typing import List, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from ..audio import file_tags, is_multilabel_table, parse_events, sort_labels, tags_json, tags_text
+from ..audio import file_tags, parse_events, sort_labels, tags_json, tags_text
 from ..exceptions import DataError, ParameterError
 from ._folds import pseudo_mask
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["resolve_task", "as_multilabel", "tag_classes", "tag_matrix", "window_targets", "window_label_text",
-           "multilabel_folds", "sample_negatives", "TASKS"]
+__all__ = ["as_tag_table", "tag_classes", "tag_matrix", "window_targets", "window_label_text", "tag_folds",
+           "sample_negatives"]
 
-#: The two tasks a run can be.
-TASKS = ("single-label", "multi-label")
-
-
-def resolve_task(files: pd.DataFrame, multi_label: Optional[bool] = None) -> str:
-    """``'multi-label'`` or ``'single-label'`` for a file table (``multi_label``: None decides from the table).
-
-    Raises
-    ------
-    ParameterError
-        ``multi_label=False`` for a table whose files hold tag sets.
-
-    Examples
-    --------
-    >>> resolve_task(pd.DataFrame({"path": ["a.wav"], "labels": ['["x", "y"]']}))
-    'multi-label'
-    >>> resolve_task(pd.DataFrame({"path": ["a.wav"], "label": ["x"]}), multi_label=True)
-    'multi-label'
-    """
-    has_tags = is_multilabel_table(files)
-    if multi_label is None:
-        return "multi-label" if has_tags else "single-label"
-    if not multi_label and has_tags:
-        raise ParameterError("multi_label=False (--no-multi-label) asks for one label per file, but the input holds "
-                             "tag sets ('labels' / multi-hot columns / events). Drop the option, or give a table "
-                             "with one 'label' per file.")
-    return "multi-label" if multi_label else "single-label"
-
-
-def as_multilabel(files: pd.DataFrame) -> pd.DataFrame:
+def as_tag_table(files: pd.DataFrame) -> pd.DataFrame:
     """The table with a ``labels`` column: a single-label table's ``label`` becomes a one-tag set."""
     if "labels" in files.columns:
         return files
@@ -204,7 +174,7 @@ def window_label_text(targets: np.ndarray, classes: Sequence[str]) -> List[str]:
     return [tags_text(names[np.flatnonzero(row > 0.5)]) for row in np.asarray(targets)]
 
 
-def multilabel_folds(files: pd.DataFrame, classes: Sequence[str], *, n_splits: int = 5,
+def tag_folds(files: pd.DataFrame, classes: Sequence[str], *, n_splits: int = 5,
                      group_column: Optional[str] = None, seed: int = 0, warn: bool = True) -> np.ndarray:
     """Assign every file to a fold: groups kept whole, tags balanced across folds.
 
@@ -238,7 +208,7 @@ def multilabel_folds(files: pd.DataFrame, classes: Sequence[str], *, n_splits: i
     from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
     if isinstance(n_splits, bool) or not isinstance(n_splits, (int, np.integer)) or n_splits < 2:
-        raise ParameterError(f"The 'n_splits' parameter of multilabel_folds must be an int >= 2. Got {n_splits!r}.")
+        raise ParameterError(f"The 'n_splits' parameter of tag_folds must be an int >= 2. Got {n_splits!r}.")
     if group_column is not None and group_column not in files.columns:
         available = [c for c in files.columns if c not in ("abspath", "labels", "events")]
         raise ParameterError(f"The group column {group_column!r} (group_column) is not in the input table. "
