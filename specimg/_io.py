@@ -4,7 +4,9 @@ Every file specimg writes goes through :func:`atomic_path`: the writer fills a t
 name in the target's own folder, the file is flushed to disk (``fsync``) and renamed onto the target with
 ``os.replace``. A crash or a kill mid-write leaves the old file or the new one under the final name, never a
 mix, and two processes writing the same file at once each write their own temporary file (the last rename
-wins, whole). A folder of several files is staged with :func:`atomic_folder`.
+wins, whole). A folder of several files is staged with :func:`atomic_folder`. A long job resumes through
+one mechanism: each finished piece leaves a record of the fingerprint of its inputs (:func:`write_done`,
+:func:`read_done`).
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
 
 __all__ = ["AtomicFile", "atomic_path", "move_into_place", "atomic_write", "atomic_write_text", "atomic_write_csv",
-           "atomic_save_npy", "atomic_folder", "config_diff"]
+           "atomic_save_npy", "atomic_folder", "write_done", "read_done", "config_diff"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -187,6 +189,37 @@ def atomic_folder(path: PathLike, *, last: Sequence[str] = (), stale: Sequence[s
         _fsync_dir(path)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- resuming long jobs
+def write_done(path: PathLike, fingerprint: str, **info: Any) -> None:
+    """Record that a piece of a long job (a fold, an experiment step, a part of a prediction) is finished.
+
+    The one resume mechanism of specimg: a piece writes its outputs (each atomically), then this small JSON
+    record ``{"fingerprint": ..., **info}``, last and atomically. :func:`read_done` finds the piece finished
+    only when the record is there with the fingerprint of the current inputs (and its outputs exist), so a
+    kill at any moment leaves the piece to redo, never half-counted, and a changed input is never reused.
+    """
+    import json
+
+    atomic_write_text(path, json.dumps({"fingerprint": fingerprint, **info}, indent=2, default=str) + "\n")
+
+
+def read_done(path: PathLike, fingerprint: Optional[str] = None,
+              outputs: Iterable[PathLike] = ()) -> Optional[Dict[str, Any]]:
+    """The record :func:`write_done` left at ``path``, or None: missing, unreadable, of another ``fingerprint``
+    (when given), or one of ``outputs`` missing."""
+    import json
+
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or (fingerprint is not None and record.get("fingerprint") != fingerprint):
+        return None
+    if not all(Path(o).exists() for o in outputs):
+        return None
+    return record
 
 
 def config_diff(old: Dict[str, Any], new: Dict[str, Any], prefix: str = "") -> List[str]:

@@ -107,7 +107,7 @@ class OptimConfig(ConfigBase):
     grad_clip: Optional[float] = None
 
     def __post_init__(self) -> None:
-        o = "OptimConfig"
+        o = "TrainConfig.optim"
         _choice(o, "optimizer", self.optimizer, ("sgd", "adamw"))
         _float(o, "lr", self.lr, 0.0, lo_open=True)
         _float(o, "momentum", self.momentum, 0.0, 1.0)
@@ -175,7 +175,7 @@ class ScheduleConfig(ConfigBase):
     ema: Optional[float] = None
 
     def __post_init__(self) -> None:
-        o = "ScheduleConfig"
+        o = "TrainConfig.schedule"
         _int(o, "epochs", self.epochs, 1)
         cap = _max_epochs()
         if cap is not None and self.epochs > cap:  # SPECIMG_MAX_EPOCHS: smoke runs (the docs' commands in CI)
@@ -232,7 +232,7 @@ class AugmentConfig(ConfigBase):
     mixup: float = 0.0
 
     def __post_init__(self) -> None:
-        o = "AugmentConfig"
+        o = "TrainConfig.augment"
         _float(o, "hflip", self.hflip, 0.0, 1.0, hi_open=False)
         _float(o, "time_mask", self.time_mask, 0.0, 1.0, fix="It is the largest stripe width as a fraction of the "
                "image width, e.g. 0.1.")
@@ -335,7 +335,7 @@ class TaskConfig(ConfigBase):
     negative_ratio: Optional[float] = None
 
     def __post_init__(self) -> None:
-        o = "TaskConfig"
+        o = "TrainConfig.task"
         _choice(o, "kind", self.kind, ("auto", *TASK_KINDS))
         _choice(o, "metric", self.metric, ("accuracy", "uar", "macro_ap", "macro_roc_auc"), allow_none=True)
         _choice(o, "class_weights", self.class_weights, ("inverse", "none"), allow_none=True)
@@ -362,11 +362,12 @@ class TaskConfig(ConfigBase):
                 continue
             if name not in defaults:
                 other = next(k for k in TASK_KINDS if k != kind)
-                raise ParameterError(f"The {name!r} option of TaskConfig applies to {other} runs, but this run is "
+                raise ParameterError(f"The {name!r} option of TrainConfig.task applies to {other} runs, but this run is "
                                      f"{kind}. Drop it" + (" (the input has one label per file)" if kind ==
                                                            "single-label" else "") + ".")
             if name in choices and value not in choices[name]:
-                fail("TaskConfig", name, f"one of {', '.join(map(repr, choices[name]))} for a {kind} run", value)
+                fail("TrainConfig.task", name, f"one of {', '.join(map(repr, choices[name]))} for a {kind} run",
+                     value)
 
     @property
     def resolved(self) -> bool:
@@ -426,7 +427,7 @@ class RuntimeConfig(ConfigBase):
     NOT_IN_RESULT = ("device", "num_workers")
 
     def __post_init__(self) -> None:
-        o = "RuntimeConfig"
+        o = "TrainConfig.runtime"
         dev = self.device
         if not isinstance(dev, str) or not (dev in ("auto", "cpu", "cuda") or
                                             (dev.startswith("cuda:") and dev[5:].isdigit())):
@@ -666,8 +667,10 @@ def _from_flat(data: Dict[str, Any]) -> Dict[str, Any]:
         if section == "task":
             if kind == "auto" or name not in applies:
                 continue
-            if name == "metric" and value not in TASK_CHOICES[kind]["metric"]:
-                continue  # the other task's metric (0.1 stored both)
+            if name in TASK_CHOICES[kind] and value not in TASK_CHOICES[kind][name]:
+                continue  # the other task's option (0.1 stored both metrics, and the multi-label loss)
+            if kind == "single-label" and key == "multi_label_pooling":
+                continue  # 0.1 pooled single-label windows by their mean, whatever this said
             if name == "event_min_fraction" and value is None:
                 value = 0.0
         out_sections[section][name] = value

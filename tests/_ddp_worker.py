@@ -78,7 +78,7 @@ def run(out: Path, variant: str = "sync") -> dict:
     ds = SegmentDataset(images, targets, num_classes=2, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
     torch.manual_seed(0)
     model = Net()
-    config = TrainConfig(epochs=STEPS, batch_size=N_ITEMS, optimizer="sgd", lr=0.2, momentum=0.9, weight_decay=0.0,
+    config = TrainConfig().with_options(epochs=STEPS, batch_size=N_ITEMS, optimizer="sgd", lr=0.2, momentum=0.9, weight_decay=0.0,
                          warmup_epochs=0, class_weights="none", hflip=0.0, tta="none", device="cpu", num_workers=0,
                          amp="off", channels_last=False, seed=0)
     with _GradientSyncDisabled() if variant == "nosync" else contextlib.nullcontext():

@@ -11,7 +11,7 @@ from PIL import Image
 
 from specimg.exceptions import DataError, ParameterError
 from specimg.predict.aggregate import aggregate_segments, flip_tta_average, predictions_frame, read_predictions
-from specimg.predict.metrics import classification_metrics, uar
+from specimg.scoring import classification_metrics, uar
 from specimg.predict.report import write_report
 
 # Three segments of file 5, one of file 2; two classes.

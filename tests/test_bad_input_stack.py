@@ -13,7 +13,7 @@ import pytest
 
 from _cli import cli
 from specimg.exceptions import DataError, ParameterError
-from specimg.experiment import stack_runs
+from specimg.stacking import stack_runs
 from specimg.predict.aggregate import predictions_frame
 from specimg.stacking import align_runs
 

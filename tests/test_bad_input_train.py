@@ -128,13 +128,13 @@ def test_train_bad_tables(bad_batch, tiny_backbone, tmp_path, capsys, case, extr
 
 
 @pytest.mark.parametrize("args, patterns, renders", [
-    (["--epochs", "0"], [r"'epochs' parameter of TrainConfig must be an int >= 1\. Got 0"], False),
+    (["--epochs", "0"], [r"'epochs' parameter of TrainConfig.schedule must be an int >= 1\. Got 0"], False),
     (["--folds", "1"], [r"'n_splits' parameter of TrainConfig must be an int >= 2\. Got 1",
                         "Cross-validation needs at least 2 folds"], False),
     (["--backbone", "nonexistent"], [r"Unknown backbone 'nonexistent'", r"list_backbones\('pattern\*'\)"], False),
-    (["--lr", "-1"], [r"'lr' parameter of TrainConfig must be a finite number > 0\. Got -1\.0"], False),
-    (["--batch-size", "0"], [r"'batch_size' parameter of TrainConfig must be an int >= 1"], False),
-    (["--hflip", "2"], [r"'hflip' parameter of TrainConfig must be a finite number in \[0, 1\]\. Got 2\.0"], False),
+    (["--lr", "-1"], [r"'lr' parameter of TrainConfig.optim must be a finite number > 0\. Got -1\.0"], False),
+    (["--batch-size", "0"], [r"'batch_size' parameter of TrainConfig.optim must be an int >= 1"], False),
+    (["--hflip", "2"], [r"'hflip' parameter of TrainConfig.augment must be a finite number in \[0, 1\]\. Got 2\.0"], False),
     (["--image-size", "big"], [r"--image-size 'big' must be N or HxW"], False),
     (["--weights", "/nowhere/w.pt"], [r"Checkpoint '/nowhere/w\.pt' \(weights=\) not found",
                                       r"Check the path, or pass one of 'auto', 'hub', 'offline', 'none'"], False),
@@ -218,7 +218,7 @@ def test_predict_warns_about_labels_the_run_never_saw(trained, bad_batch, tmp_pa
                                  r"'gmean'\)"]),
     (["--batch-size", "0"], [r"'batch_size' parameter of Predictor must be an int >= 1\. Got 0"]),
     (["--workers", "0"], [r"'workers' parameter of Predictor.predict must be an int >= 1\. Got 0"]),
-    (["--device", "tpu"], [r"'device' option must be 'auto', 'cpu' or 'cuda'\. Got 'tpu'"]),
+    (["--device", "tpu"], [r"'device' option must be 'auto', 'cpu', 'cuda' or 'cuda:N'\. Got 'tpu'"]),
     (["--folds", "9"], [r"has no finished fold\(s\) \[9\]; finished folds: \[0, 1\]"]),
     (["--folds", "x"], [r"--folds 'x'", r"0,2"]),
 ])

@@ -123,7 +123,7 @@ def cfg(**kw) -> TrainConfig:
     base = dict(backbone="resnet10t", weights="none", epochs=3, batch_size=8, lr=3e-3, optimizer="adamw",
                 n_splits=2, group_column="speaker", device=DEVICE, num_workers=0, amp=amp("auto"))
     base.update(kw)
-    return TrainConfig(**base)
+    return TrainConfig().with_options(**base)
 
 
 class Probe(Callback):
@@ -388,8 +388,8 @@ t = torch.full((1,), 2.0, device=device)
 dist.all_reduce(t)
 render = RenderConfig(audio=AudioConfig(sample_rate=8000), segment=SegmentConfig(seconds=0.5, hop=0.25),
                       spectrogram=SpectrogramConfig(n_fft=256, hop_length=32, n_mels=32, image_size=(32, 32)))
-cfg = TrainConfig(backbone="resnet10t", weights="none", n_splits=2, group_column="speaker", epochs=5, batch_size=8,
-                  optimizer="adamw", lr=0.003, hflip=0.0, device=device, num_workers=1)
+cfg = TrainConfig(backbone="resnet10t", weights="none", n_splits=2, group_column="speaker").with_options(
+    epochs=5, batch_size=8, optimizer="adamw", lr=0.003, hflip=0.0, device=device, num_workers=1)
 res = train_cv(sys.argv[1], sys.argv[2], cfg, render_config=render, folds=[0], verbose=False)
 print(json.dumps({"backend": dist.get_backend(), "world": dist.get_world_size(), "all_reduce": t.item(),
                   "accuracy": res.metrics["oof"]["accuracy"]}))
@@ -413,7 +413,7 @@ def test_torchrun_one_process_trains(tones, tmp_path):
     _torchrun("-m", "specimg", "train", str(tones), "--out", str(tmp_path / "cli"), *TRAIN_ARGS)
     files = pd.read_csv(tmp_path / "cli" / "oof_files.csv")
     acc = float((files["label"] == files["prediction"]).mean())
-    assert json.loads((tmp_path / "cli" / "config.json").read_text())["train"]["device"] == DEVICE
+    assert json.loads((tmp_path / "cli" / "config.json").read_text())["train"]["runtime"]["device"] == DEVICE
     script = tmp_path / "nccl_train.py"
     script.write_text(NCCL_SCRIPT)
     proc = _torchrun(str(script), str(tones), str(tmp_path / "script"), DEVICE)

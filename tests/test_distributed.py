@@ -68,9 +68,9 @@ def _train(csv: Path, out: Path, nproc: int, *extra: str, ok: bool = True) -> su
 
 
 def test_two_processes_match_one_in_shape_and_quality(tones, tmp_path):
-    frontend = "cpu"
-    one = _train(tones, tmp_path / "one", 1, "--frontend", frontend)
-    two = _train(tones, tmp_path / "two", 2, "--frontend", frontend)
+    images = "cached"
+    one = _train(tones, tmp_path / "one", 1, "--images", images)
+    two = _train(tones, tmp_path / "two", 2, "--images", images)
     a = pd.read_csv(tmp_path / "one" / "oof_files.csv")
     b = pd.read_csv(tmp_path / "two" / "oof_files.csv")
     # the same files in the same order, the same columns and folds, probabilities that sum to 1
@@ -100,7 +100,7 @@ def test_two_processes_match_one_in_shape_and_quality(tones, tmp_path):
 
     # the same command again: the finished fold is skipped, its checkpoint left as it is
     before = (tmp_path / "two" / "fold_0" / "best.pt").stat().st_mtime_ns
-    again = _train(tones, tmp_path / "two", 2, "--frontend", frontend)
+    again = _train(tones, tmp_path / "two", 2, "--images", images)
     assert "fold 0: already finished, skipped" in again.stderr
     assert (tmp_path / "two" / "fold_0" / "best.pt").stat().st_mtime_ns == before
 
@@ -108,7 +108,7 @@ def test_two_processes_match_one_in_shape_and_quality(tones, tmp_path):
     # kill -9 the launcher and both workers once fold 0 has saved an epoch, run the same command again: it
     # resumes from last.pt and ends bit for bit where the uninterrupted run did
     killed_run = tmp_path / "killed"
-    proc = subprocess.Popen(_command(tones, killed_run, 2, "--frontend", frontend), env=ENV,
+    proc = subprocess.Popen(_command(tones, killed_run, 2, "--images", images), env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     t0 = time.monotonic()
     while proc.poll() is None and not (killed_run / "fold_0" / "last.pt").exists() and time.monotonic() - t0 < 240:
@@ -119,7 +119,7 @@ def test_two_processes_match_one_in_shape_and_quality(tones, tmp_path):
     assert not (killed_run / "fold_0" / "fold.json").exists()
     saved = int(torch.load(killed_run / "fold_0" / "last.pt", map_location="cpu", weights_only=True)["epoch"])
     assert saved < 5
-    _train(tones, killed_run, 2, "--frontend", frontend)
+    _train(tones, killed_run, 2, "--images", images)
     for name in ("best.pt", "last.pt"):
         wa = torch.load(tmp_path / "two" / "fold_0" / name, map_location="cpu", weights_only=True)["model"]
         wb = torch.load(killed_run / "fold_0" / name, map_location="cpu", weights_only=True)["model"]
@@ -129,21 +129,21 @@ def test_two_processes_match_one_in_shape_and_quality(tones, tmp_path):
     # an interrupted fold (here: its result marker removed) does not silently continue under another process
     # count: its RNG states and steps per epoch belong to 2 processes
     (tmp_path / "two" / "fold_0" / "fold.json").unlink()
-    other = _train(tones, tmp_path / "two", 1, "--frontend", frontend, ok=False)
+    other = _train(tones, tmp_path / "two", 1, "--images", images, ok=False)
     assert "trained by 2 process(es), now 1" in other.stderr and "--nproc_per_node" in other.stderr
 
 
 def test_two_processes_with_the_device_front_end(tones, tmp_path):
-    """--frontend gpu under torchrun: every process decodes the audio, makes its images on its device (here
+    """--images on-the-fly under torchrun: every process decodes the audio, makes its images on its device (here
     the CPU) and no image file is written."""
-    proc = _train(tones, tmp_path / "run", 2, "--frontend", "gpu")
+    proc = _train(tones, tmp_path / "run", 2, "--images", "on-the-fly")
     files = pd.read_csv(tmp_path / "run" / "oof_files.csv")
     assert len(files) == 18 and set(files["fold"]) == {0}
     assert float((files["label"] == files["prediction"]).mean()) >= 0.9
     assert not (tmp_path / "run" / "cache").exists()
     from specimg.training import Run
 
-    assert Run.open(tmp_path / "run").images == "on-the-fly"  # what --frontend gpu means
+    assert Run.open(tmp_path / "run").images == "on-the-fly"  # what --images on-the-fly means
     assert proc.stdout.count("fold(s) done in") == 1
 
 

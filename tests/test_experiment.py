@@ -65,8 +65,9 @@ def tiny_recipe(csv: Path) -> dict:
         "data": {"train": str(csv), "test_filter": {"path": r"_2\.wav$"}, "group_column": "speaker"},
         "render": {"sample_rate": 8000, "seconds": 1.0, "hop": 0.5, "n_fft": "32ms", "hop_length": 64,
                    "n_mels": 32, "image_size": [32, 48]},
-        "train": {"weights": "none", "epochs": 1, "batch_size": 8, "optimizer": "adamw", "lr": 0.01,
-                  "warmup_epochs": 0, "device": "cpu", "num_workers": 0},
+        "train": {"weights": "none", "schedule": {"epochs": 1, "warmup_epochs": 0},
+                  "optim": {"batch_size": 8, "optimizer": "adamw", "lr": 0.01},
+                  "runtime": {"device": "cpu", "num_workers": 0}},
         "folds": 3,
         "models": [{"name": "tiny_mel", "backbone": NET},
                    {"name": "tiny_mfcc", "backbone": NET, "render": {"feature": "mfcc", "n_mfcc": 13}}],
@@ -184,9 +185,9 @@ def test_changed_model_retrains_only_that_model(experiment, fsdd90, tmp_path, mo
 
     monkeypatch.setattr(specimg.training, "train_cv", counting)
     recipe = tiny_recipe(fsdd90)
-    recipe["models"][1]["train"] = {"lr": 0.02}
+    recipe["models"][1]["train"] = {"optim": {"lr": 0.02}}
     recipe["pseudo"] = {"enabled": False}
-    with pytest.warns(UserWarning, match=r"Discarding the previous run .*tiny_mfcc.*train.lr: 0.01 -> 0.02"):
+    with pytest.warns(UserWarning, match=r"Discarding the previous run .*tiny_mfcc.*train.optim.lr: 0.01 -> 0.02"):
         result = run_experiment(recipe, out, verbose=False)
     assert trained == ["models/tiny_mfcc"]
     s = result.steps
@@ -209,7 +210,8 @@ def _base(tmp_path) -> dict:
     (lambda r: r.update(modles=r.pop("models")),
      r"Unknown key 'modles' in the recipe's top level.*Did you mean 'models'"),
     (lambda r: r["models"][0].update(trian={}), r"Unknown key 'trian' in models\[0\].*Did you mean 'train'"),
-    (lambda r: r["train"].update(epoch=3), r"Unknown key 'epoch' in the 'train' section.*Did you mean 'epochs'"),
+    (lambda r: r["train"]["schedule"].update(epoch=3),
+     r"Unknown key 'epoch' in the 'train.schedule' section.*Did you mean 'epochs'"),
     (lambda r: r["render"].update(n_mfc=13), r"Unknown key 'n_mfc'.*Did you mean 'n_mfcc'"),
     (lambda r: r["stacking"].update(method=["cnn"]), r"Unknown key 'method'.*Did you mean 'methods'"),
     (lambda r: r["stacking"].update(methods=["cnn", "lgmb"]), r"'lgmb', which is not a stacker.*Did you mean 'lgbm'"),
@@ -272,7 +274,8 @@ def test_shipped_recipes(fsdd_dir):
     vr, vt = voice.render_config("mfcc13"), voice.train_config("mfcc13")
     assert (vr.audio.sample_rate, vr.audio.duration, vr.spectrogram.n_fft, vr.spectrogram.hop_length) == \
         (44100, 1.0, 706, 353)
-    assert (vt.optimizer, vt.lr, vt.weight_decay, vt.class_weights, vt.metric) == ("sgd", 0.01, 1e-4, "inverse", "uar")
+    assert (vt.optim.optimizer, vt.optim.lr, vt.optim.weight_decay, vt.task.class_weights, vt.task.metric) == \
+        ("sgd", 0.01, 1e-4, "inverse", "uar")
     for name in ("music_genre_quick", "voice_pathology_quick"):
         quick = load_recipe(RECIPES / f"{name}.yaml")
         assert Path(quick.data.train).resolve() == (fsdd_dir / "labels.csv").resolve()

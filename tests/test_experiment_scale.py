@@ -73,8 +73,9 @@ def recipe(csv: Path, *, pseudo: bool = False, backbone: str = "resnet10t") -> d
         "data": {"train": str(csv), "test_filter": {"path": r"_t3\.wav$"}, "group_column": "speaker"},
         "render": {"sample_rate": 8000, "seconds": 0.5, "hop": 0.25, "n_fft": 256, "hop_length": 32, "n_mels": 32,
                    "image_size": [32, 32]},
-        "train": {"weights": "none", "epochs": 4, "batch_size": 8, "optimizer": "adamw", "lr": 0.01,
-                  "warmup_epochs": 0, "hflip": 0.0, "device": "cpu", "num_workers": 0},
+        "train": {"weights": "none", "schedule": {"epochs": 4, "warmup_epochs": 0},
+                  "optim": {"batch_size": 8, "optimizer": "adamw", "lr": 0.01}, "augment": {"hflip": 0.0},
+                  "runtime": {"device": "cpu", "num_workers": 0}},
         "folds": 2,
         "models": [{"name": "cached", "backbone": backbone},
                    {"name": "fly", "backbone": backbone, "train": {"images": "on-the-fly"}}],
@@ -124,7 +125,7 @@ def _tables(out: Path) -> dict:
 def test_torchrun_experiment_killed_and_resumed_equals_an_uninterrupted_run(tones, tmp_path):
     recipe_file = tmp_path / "scale.yaml"
     rec = recipe(tones)
-    rec["train"]["epochs"] = 2
+    rec["train"]["schedule"]["epochs"] = 2
     recipe_file.write_text(yaml.safe_dump(rec))
     clean = tmp_path / "clean"
     proc = subprocess.run(_command(recipe_file, clean), env=ENV, capture_output=True, text=True, timeout=600)

@@ -54,7 +54,7 @@ def cfg(**kw) -> TrainConfig:
                 group_column="speaker", device="cpu", num_workers=0, images="on-the-fly", hflip=0.5, time_mask=0.2,
                 freq_mask=0.2, freq_stretch=0.1, time_stretch=0.1, drop_rate=0.2)
     base.update(kw)
-    return TrainConfig(**base)
+    return TrainConfig().with_options(**base)
 
 
 @pytest.fixture(scope="module")

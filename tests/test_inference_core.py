@@ -30,7 +30,7 @@ def trained(fsdd_subset_csv, tiny_backbone, tmp_path_factory):
                                                               image_size=(32, 48)))
     root = tmp_path_factory.mktemp("core")
     cache = render_dataset(fsdd_subset_csv, root / "cache", small_config, progress=False)
-    cfg = TrainConfig(backbone=tiny_backbone, weights="none", epochs=2, batch_size=16, n_splits=3,
+    cfg = TrainConfig().with_options(backbone=tiny_backbone, weights="none", epochs=2, batch_size=16, n_splits=3,
                       group_column="speaker", device="cpu", image_size=(40, 40), tta="flip", hflip=0.5,
                       time_mask=0.1)
     result = train_cv(cache, root / "run", cfg, verbose=False)

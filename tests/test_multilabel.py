@@ -18,12 +18,12 @@ import torch
 
 from specimg.audio import parse_events, parse_tags, read_table
 from specimg.config import AudioConfig, RenderConfig, SegmentConfig, SpectrogramConfig, TrainConfig
-from specimg.data import (as_multilabel, multilabel_folds, resolve_task, sample_negatives, tag_classes, tag_matrix,
-                          window_targets)
+from specimg.config import TaskConfig
+from specimg.data import as_tag_table, sample_negatives, tag_classes, tag_folds, tag_matrix, window_targets
 from specimg.exceptions import DataError, ParameterError
 from specimg.predict import read_predictions
-from specimg.scoring import (aggregate_segments, average_precisions, fit_thresholds, multilabel_metrics,
-                             multilabel_scores)
+from specimg.scoring import average_precisions, fit_thresholds, tag_metrics, tag_scores
+from specimg.tasks import aggregate_segments, task_kind
 
 from _cli import cli
 
@@ -45,11 +45,12 @@ def test_labels_column_and_multi_hot_columns_become_tag_sets(tmp_path):
     assert [parse_tags(v) for v in m["labels"]] == [["dog", "bird"], []]
     single = read_table(_write(tmp_path / "s.csv", "path,label,x,y\na.wav,cat,0,1\n"))
     assert "labels" not in single.columns  # a label column: single-label, 0/1 columns are just columns
-    assert resolve_task(single) == "single-label" and resolve_task(t) == "multi-label"
-    forced = as_multilabel(single)
-    assert resolve_task(single, multi_label=True) == "multi-label" and parse_tags(forced["labels"][0]) == ["cat"]
-    with pytest.raises(ParameterError, match="multi_label=False"):
-        resolve_task(t, multi_label=False)
+    assert task_kind(single) == "single-label" and task_kind(t) == "multi-label"
+    forced = as_tag_table(single)
+    assert task_kind(single, TaskConfig(kind="multi-label")) == "multi-label"
+    assert parse_tags(forced["labels"][0]) == ["cat"]
+    with pytest.raises(ParameterError, match="task kind 'single-label'.*holds tag sets"):
+        task_kind(t, TaskConfig(kind="single-label"))
 
 
 def test_annotation_table_becomes_one_row_per_recording(tmp_path):
@@ -178,7 +179,7 @@ def test_window_labels_of_real_long_recordings_match_the_annotation_table(record
 
 def test_a_reused_cache_takes_the_new_tags(recordings, tmp_path):
     from specimg.spectrogram import render_dataset
-    from specimg.training._cv_multilabel import refresh_tags
+    from specimg.tasks import MultiLabel
 
     render_dataset(recordings, tmp_path / "cache", _long_config(), progress=False)
     ann = pd.read_csv(recordings)
@@ -188,7 +189,7 @@ def test_a_reused_cache_takes_the_new_tags(recordings, tmp_path):
     (tmp_path / "recordings").symlink_to(recordings.parent / "recordings")
     cache = render_dataset(table, tmp_path / "cache", _long_config(), progress=False)  # same audio: reused
     assert not any(t.startswith("x") for ts in map(parse_tags, cache.files["labels"]) for t in ts)  # stale tags
-    refresh_tags(cache, table)
+    cache.files = MultiLabel().prepare_files(cache.files, table)
     assert all(t.startswith("x") for ts in map(parse_tags, cache.files["labels"]) for t in ts)
 
 
@@ -199,7 +200,7 @@ def test_multilabel_folds_keep_groups_whole_and_balance_tags():
     tags = [[c for c in classes if rng.random() < p] for p in rng.uniform(0.1, 0.5, 60)]
     files = pd.DataFrame({"path": [f"f{i}.wav" for i in range(60)], "labels": [json.dumps(t) for t in tags],
                           "site": [f"s{i // 3}" for i in range(60)]})
-    grouped = multilabel_folds(files, classes, n_splits=4, group_column="site", seed=0)
+    grouped = tag_folds(files, classes, n_splits=4, group_column="site", seed=0)
     assert all(len(set(grouped[files["site"] == s])) == 1 for s in files["site"].unique())
     y = tag_matrix(tags, classes)
 
@@ -207,11 +208,11 @@ def test_multilabel_folds_keep_groups_whole_and_balance_tags():
         counts = np.array([[y[folds == k, j].sum() for k in range(5)] for j in range(len(classes))])
         return float((counts.max(1) - counts.min(1)).mean())
 
-    per_file = multilabel_folds(files, classes, n_splits=5, seed=0)
+    per_file = tag_folds(files, classes, n_splits=5, seed=0)
     random = np.mean([spread(rng.permutation(np.arange(60) % 5)) for _ in range(50)])
     assert spread(per_file) <= 1.5 < random / 2  # iterative stratification vs random folds of the same sizes
     with pytest.raises(ParameterError, match=r"only 20 values of 'site' to split, got n_splits=21"):
-        multilabel_folds(files, classes, n_splits=21, group_column="site")
+        tag_folds(files, classes, n_splits=21, group_column="site")
 
 
 def test_negatives_are_subsampled_by_ratio_with_a_seed():
@@ -239,13 +240,13 @@ def test_pooling_without_renormalising_and_the_metrics():
     ap = average_precisions(y, s)
     assert ap[:2].tolist() == [average_precision_score(y[:, 0], s[:, 0]), average_precision_score(y[:, 1], s[:, 1])]
     assert math.isnan(ap[2])  # no positive: left out of the macro mean
-    assert multilabel_scores(y, s)["macro_ap"] == pytest.approx(ap[:2].mean())
+    assert tag_scores(y, s)["macro_ap"] == pytest.approx(ap[:2].mean())
     t = fit_thresholds(y, s)
     for j in range(2):  # the fitted threshold reaches the best F1 of every possible cut
         best = max(f1_score(y[:, j], s[:, j] >= c) for c in s[:, j])
         assert f1_score(y[:, j], s[:, j] >= t[j]) == pytest.approx(best)
     assert t[2] == 0.5
-    m = multilabel_metrics(y, s, ["a", "b", "c"], thresholds=t)
+    m = tag_metrics(y, s, ["a", "b", "c"], thresholds=t)
     assert m["per_class"]["a"]["f1"] == pytest.approx(f1_score(y[:, 0], s[:, 0] >= t[0]))
     assert m["per_class"]["c"]["ap"] is None and m["macro_ap"] == pytest.approx(ap[:2].mean())
 
@@ -259,15 +260,15 @@ def test_prediction_tables_of_scores_need_not_sum_to_one(tmp_path):
     single = multi.drop(columns="labels")
     with pytest.raises(DataError, match="must sum to 1"):
         read_predictions(single)
-    assert read_predictions(single, multi_label=True)[2].shape == (2, 2)
+    assert read_predictions(single, task="multi-label")[2].shape == (2, 2)
     with pytest.raises(DataError, match=r"must lie in \[0, 1\]"):
         read_predictions(multi.assign(prob_x=[1.5, 0.1]))
 
 
 # --------------------------------------------------------------------------- losses
 def test_losses_and_mixup_targets():
-    from specimg.training._multilabel import (AsymmetricLoss, BCEWithLogits, FocalBCE, mixup_targets,
-                                              positive_weights)
+    from specimg.config import TaskConfig
+    from specimg.tasks import AsymmetricLoss, BCEWithLogits, FocalBCE, MultiLabel, positive_weights
 
     g = torch.Generator().manual_seed(0)
     z, y = torch.randn(6, 3, generator=g), (torch.rand(6, 3, generator=g) > 0.5).float()
@@ -281,8 +282,12 @@ def test_losses_and_mixup_targets():
     assert positive_weights(np.zeros((2, 1)), "none") is None
     perm = torch.tensor([1, 0])
     yy = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    assert mixup_targets(yy, perm, 0.8, "union").tolist() == [[1.0, 1.0], [1.0, 1.0]]
-    assert torch.allclose(mixup_targets(yy, perm, 0.8, "mix"), torch.tensor([[0.8, 0.2], [0.2, 0.8]]))
+    seen = []
+    for mode in ("union", "mix"):  # the task mixes the targets of a mixed batch, the loss sees them
+        MultiLabel(TaskConfig(kind="multi-label", mixup_targets=mode)).mixup_loss(
+            lambda logits, t: seen.append(t) or t.sum(), None, yy, perm, 0.8)
+    assert seen[0].tolist() == [[1.0, 1.0], [1.0, 1.0]]
+    assert torch.allclose(seen[1], torch.tensor([[0.8, 0.2], [0.2, 0.8]]))
 
 
 # --------------------------------------------------------------------------- end to end on FSDD mixtures
@@ -322,7 +327,7 @@ def test_train_on_mixtures_writes_a_multilabel_run(mixtures, mixture_runs):
     from specimg.training import Run
 
     run = Run.open(mixture_runs[0])
-    assert run.task == "multi-label" and run.train_config.multi_label is True
+    assert run.task.kind == "multi-label" and run.train_config.task.kind == "multi-label"
     truth = pd.read_csv(mixtures, dtype=str)
     oof = run.oof_files
     assert oof["labels"].tolist() == truth["labels"].tolist()  # both digits of every mixture, in table order
@@ -356,7 +361,7 @@ def test_predictor_and_onnx_give_the_out_of_fold_scores(mixture_runs, tmp_path):
     fold_of = dict(zip(run.folds["path"], run.folds["fold"]))
     k = 0
     pred = Predictor.from_run(run.root, folds=[k], device="cpu")
-    assert pred.multi_label and pred.aggregate == "max"
+    assert pred.task.kind == "multi-label" and pred.aggregate == "max"
     rows = np.flatnonzero(cache.files.set_index("file_id").loc[cache.segments["file_id"], "path"]
                           .map(fold_of).to_numpy() == k)
     got = pred.predict_images(np.asarray(cache.images[rows]))
@@ -385,7 +390,7 @@ def test_cli_predict_evaluate_stack_on_a_multilabel_table(mixtures, mixture_runs
     m = json.loads((tmp_path / "report" / "metrics.json").read_text())
     classes = [c[5:] for c in p.columns if c.startswith("prob_")]
     y = tag_matrix([parse_tags(v) for v in p["labels"]], classes)
-    assert m["macro_ap"] == pytest.approx(multilabel_scores(y, p[[f"prob_{c}" for c in classes]].to_numpy())
+    assert m["macro_ap"] == pytest.approx(tag_scores(y, p[[f"prob_{c}" for c in classes]].to_numpy())
                                           ["macro_ap"])
     assert (tmp_path / "report" / "pr_curves.png").stat().st_size > 1000
     md = (tmp_path / "report" / "report.md").read_text()
@@ -455,7 +460,7 @@ def test_cli_train_predict_evaluate_stack_on_an_annotation_table(recordings, tin
             "--folds", "2", "--group-column", "speaker", "--batch-size", "16", "--device", "cpu", "--workers", "1",
             "--seconds", "0.5", "--hop", "0.25", "--negative-ratio", "2", "--quiet", *RENDER], capsys)
     opened = Run.open(run)
-    assert opened.task == "multi-label"
+    assert opened.task.kind == "multi-label"
     cache_segments = pd.read_csv(opened.config["cache"] + "/segments.csv")
     seg = opened.oof_segments
     assert len(seg) == len(cache_segments)  # validation keeps every window (negatives are cut in training only)
@@ -491,12 +496,12 @@ def test_images_made_on_the_fly_train_and_predict_multilabel(mixtures, tiny_back
 
     render = RenderConfig(audio=AudioConfig(sample_rate=8000), segment=SegmentConfig(seconds=1.0, hop=0.5),
                           spectrogram=SpectrogramConfig(n_fft=256, hop_length=32, n_mels=32, image_size=(32, 32)))
-    cfg = TrainConfig(backbone=tiny_backbone, weights="none", epochs=1, n_splits=2, group_column="group",
-                      batch_size=8, device="cpu", num_workers=0, images="on-the-fly", multi_label_pooling="mean",
-                      multi_label_loss="asymmetric", pos_weight="balanced")
+    cfg = TrainConfig(backbone=tiny_backbone, weights="none", n_splits=2, group_column="group", images="on-the-fly",
+                      schedule={"epochs": 1}, optim={"batch_size": 8}, runtime={"device": "cpu", "num_workers": 0},
+                      task={"pooling": "mean", "loss": "asymmetric", "pos_weight": "balanced"})
     res = train_cv(mixtures, tmp_path / "run", cfg, render_config=render, folds=[0], verbose=False)
     run = Run.open(res.run_dir)
-    assert run.images == "on-the-fly" and run.task == "multi-label"
+    assert run.images == "on-the-fly" and run.task.kind == "multi-label"
     seg = run.oof_segments
     pred = Predictor.from_run(run.root, device="cpu")
     assert pred.images == "on-the-fly" and pred.aggregate == "mean"

@@ -6,6 +6,7 @@ Also: every numeric option refuses NaN and inf, naming the option (library confi
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 from specimg.cli import main
-from specimg.config import AudioConfig, RenderConfig, SegmentConfig, SpectrogramConfig, TrainConfig
+from specimg.config import OPTION_SECTION, AudioConfig, RenderConfig, SegmentConfig, SpectrogramConfig, TrainConfig
 from specimg.exceptions import ParameterError, TrainingError
 from specimg.models import list_backbones, register_backbone
 from specimg.spectrogram import render_dataset
@@ -64,7 +65,7 @@ def _cfg(**kw):
     base = dict(backbone=NAN_NET, weights="none", epochs=2, batch_size=8, n_splits=3, group_column="speaker",
                 device="cpu", num_workers=0, lr=0.01)
     base.update(kw)
-    return TrainConfig(**base)
+    return TrainConfig().with_options(**base)
 
 
 def test_non_finite_loss_stops_the_fold_naming_fold_epoch_step(cache, tmp_path, monkeypatch):
@@ -104,8 +105,10 @@ def test_the_same_fold_trains_when_the_model_stays_finite(cache, tmp_path, monke
 ])
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
 def test_configs_refuse_nan_and_inf_naming_the_option(cls, name, value):
-    with pytest.raises(ParameterError, match=rf"The '{name}' parameter of {cls.__name__} must be"):
-        cls(**{name: value})
+    owner = cls.__name__ if cls is not TrainConfig or name not in OPTION_SECTION else \
+        f"TrainConfig.{OPTION_SECTION[name]}"
+    with pytest.raises(ParameterError, match=rf"The '{name}' parameter of {re.escape(owner)} must be"):
+        cls().with_options(**{name: value}) if cls is TrainConfig else cls(**{name: value})
 
 
 @pytest.mark.parametrize("argv", [

@@ -12,7 +12,8 @@ from torch import nn
 from specimg.cli import main
 from specimg.config import AudioConfig, RenderConfig, SegmentConfig, SpectrogramConfig, TrainConfig
 from specimg.exceptions import DataError, ParameterError
-from specimg.predict import Predictor, evaluate_predictions, export_run, load_run_models
+from specimg.predict import Predictor, evaluate_predictions, export_run
+from specimg.training import Run
 from specimg.spectrogram import render_dataset
 
 SR = 8000
@@ -76,7 +77,7 @@ def run(fsdd_subset_csv, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("run")
     cache = render_dataset(fsdd_subset_csv, root / "cache", CFG, progress=False)
-    cfg = TrainConfig(backbone="test_resnet", weights="none", epochs=1, n_splits=3, group_column="speaker",
+    cfg = TrainConfig().with_options(backbone="test_resnet", weights="none", epochs=1, n_splits=3, group_column="speaker",
                       batch_size=32, device="cpu", image_size=(32, 48))
     train_cv(cache, root / "run", cfg, verbose=False)
     return root / "run"
@@ -146,12 +147,12 @@ def test_evaluate_bad_input(run, tmp_path):
 
 def test_incomplete_run_folder(run, tmp_path):
     with pytest.raises(DataError, match="not a specimg run folder"):
-        load_run_models(tmp_path)
+        Run.open(tmp_path).load_models()
     (tmp_path / "config.json").write_text((run / "config.json").read_text())
     with pytest.raises(DataError, match="no trained fold"):
-        load_run_models(tmp_path)
+        Run.open(tmp_path).load_models()
     with pytest.raises(DataError, match=r"no finished fold\(s\) \[7\]"):
-        load_run_models(run, folds=[7])
+        Run.open(run).load_models(folds=[7])
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])

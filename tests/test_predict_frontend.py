@@ -175,15 +175,12 @@ def test_bad_files_reported_rest_predicted(fsdd_subset_csv, tmp_path, both):
 
 
 def test_frontend_option_is_validated():
-    with pytest.raises(ParameterError, match="The 'images' parameter of Predictor must be 'cached'.*Got 'tpu'"):
+    with pytest.raises(ParameterError, match="The 'images' parameter of Predictor must be one of 'cached', "
+                                             "'on-the-fly'. Got 'tpu'"):
         predictor("tpu")
-    with pytest.raises(ParameterError, match="The 'frontend' parameter of Predictor must be 'cpu' or 'gpu'"):
+    with pytest.raises(TypeError, match="frontend"):  # the deprecated spelling is gone (CHANGELOG, 0.2.0)
         Predictor([torch.nn.Identity()], classes=CLASSES, render_config=CFG, mean=(0.5,) * 3, std=(0.5,) * 3,
-                  input_size=(3, 32, 48), device="cpu", frontend="tpu")
-    with pytest.warns(DeprecationWarning, match="use images='on-the-fly'"):
-        old = Predictor([torch.nn.Identity()], classes=CLASSES, render_config=CFG, mean=(0.5,) * 3, std=(0.5,) * 3,
-                        input_size=(3, 32, 48), device="cpu", frontend="gpu")
-    assert old.images == "on-the-fly" and old.frontend == "gpu"
+                  input_size=(3, 32, 48), device="cpu", frontend="gpu")
     with pytest.raises(ParameterError, match="images='on-the-fly'"):
         predictor("cpu")._frontend_probs([(np.zeros((1, SR), np.float32), np.zeros(SR, np.float32))])
 
@@ -195,8 +192,8 @@ def run(fsdd_subset_csv, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("frontend_run")
     cache = render_dataset(fsdd_subset_csv, root / "cache", CFG, progress=False)
-    cfg = TrainConfig(backbone=NET, weights="none", epochs=1, n_splits=2, batch_size=32, device="cpu",
-                      num_workers=0, image_size=(32, 48))
+    cfg = TrainConfig().with_options(backbone=NET, weights="none", epochs=1, n_splits=2, batch_size=32,
+                                     device="cpu", num_workers=0, image_size=(32, 48))
     train_cv(cache, root / "run", cfg, verbose=False)
     return root / "run"
 
@@ -205,8 +202,6 @@ def test_from_run_auto_uses_the_runs_frontend(run, tmp_path):
     assert json.loads((run / "config.json").read_text())["train"]["images"] == "cached"
     assert Predictor.from_run(run, device="cpu").images == "cached"
     assert Predictor.from_run(run, device="cpu", images="on-the-fly").pipeline is not None
-    with pytest.warns(DeprecationWarning):
-        assert Predictor.from_run(run, device="cpu", frontend="gpu").pipeline is not None
     gpu_run = tmp_path / "gpu_run"
     shutil.copytree(run, gpu_run, ignore=shutil.ignore_patterns("last.pt"))
     meta = json.loads((gpu_run / "config.json").read_text())
@@ -215,13 +210,19 @@ def test_from_run_auto_uses_the_runs_frontend(run, tmp_path):
     pred = Predictor.from_run(gpu_run, device="cpu")
     assert pred.images == "on-the-fly" and pred.pipeline is not None
     assert Predictor.from_run(gpu_run, device="cpu", images="cached").pipeline is None
-    # a run folder of the previous release spells it train.frontend
-    del meta["train"]["images"]
-    meta["train"]["frontend"] = "gpu"
+    # a run folder of specimg 0.1: a flat train config that spells it train.frontend
+    train = meta["train"]
+    flat = {k: v for k, v in train.items() if k not in ("optim", "schedule", "augment", "task", "runtime")}
+    for section in ("optim", "schedule", "augment", "runtime"):
+        flat.update(train[section])
+    flat.update(schedule=flat.pop("lr_schedule"), metric="accuracy", multi_label=None, multi_label_loss="bce",
+                multi_label_pooling="max", multi_label_metric="macro_ap", class_weights="inverse", frontend="gpu")
+    del flat["images"]
+    meta["train"] = flat
     (gpu_run / "config.json").write_text(json.dumps(meta))
     assert Predictor.from_run(gpu_run, device="cpu").images == "on-the-fly"
-    with pytest.raises(ParameterError, match="'frontend' parameter of Predictor.from_run must be 'auto'"):
-        Predictor.from_run(run, device="cpu", frontend="cuda")
+    with pytest.raises(ParameterError, match="'images' parameter of Predictor.from_run must be one of 'auto'"):
+        Predictor.from_run(run, device="cpu", images="cuda")
 
 
 def test_image_cache_input_with_gpu_frontend(run):
@@ -253,10 +254,6 @@ def test_cli_frontend_flag(run, fsdd_subset_csv, tmp_path, capsys):
     assert main(["predict", str(run), str(fsdd_subset_csv), "--out", str(tmp_path / "a.csv"), "--quiet",
                  "--device", "cpu"]) == 0
     assert "images=cached" in capsys.readouterr().out  # auto: the run was trained on cached images
-    with pytest.warns(DeprecationWarning, match="--frontend is deprecated"):
-        assert main(["predict", str(run), str(fsdd_subset_csv), "--out", str(tmp_path / "c.csv"), "--quiet",
-                     "--device", "cpu", "--frontend", "gpu"]) == 0
-    assert "images=on-the-fly" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["predict", str(run), str(fsdd_subset_csv), "--out", str(tmp_path / "b.csv"), "--images", "tpu"])
     assert "invalid choice: 'tpu'" in capsys.readouterr().err

@@ -44,7 +44,7 @@ def run(fsdd_subset_csv, tmp_path_factory) -> Path:
     """A run of a timm backbone (a subprocess can rebuild it by name), one epoch, 2 folds."""
     root = tmp_path_factory.mktemp("resume_run")
     cache = render_dataset(fsdd_subset_csv, root / "cache", CFG, progress=False)
-    cfg = TrainConfig(backbone="test_efficientnet", weights="none", epochs=1, batch_size=16, n_splits=2, device="cpu",
+    cfg = TrainConfig().with_options(backbone="test_efficientnet", weights="none", epochs=1, batch_size=16, n_splits=2, device="cpu",
                       num_workers=0, tta="flip")
     train_cv(cache, root / "run", cfg, verbose=False)
     return root / "run"
@@ -70,11 +70,11 @@ def test_kill9_then_the_same_command_resumes_to_identical_output(run, table, tmp
     proc = subprocess.Popen(_predict_cmd(run, table, out, "--quiet"), env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     deadline = time.time() + 300
-    while time.time() < deadline and len(list(parts.glob("*.done"))) < 2 and proc.poll() is None:
+    while time.time() < deadline and len(list(parts.glob("part-*.json"))) < 2 and proc.poll() is None:
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    n_done = len(list(parts.glob("*.done")))
+    n_done = len(list(parts.glob("part-*.json")))
     assert not out.exists() and 2 <= n_done < 20, f"the kill missed the run ({n_done} parts done)"
     again = subprocess.run(_predict_cmd(run, table, out), env=ENV, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
@@ -89,8 +89,7 @@ def test_a_changed_prediction_does_not_reuse_parts(run, table, tmp_path):
     pred = Predictor.from_run(run, device="cpu")
     first = pred.predict(table, out=out, part_files=50, progress=False)
     (tmp_path / "p.csv.parts").mkdir()  # stale parts of another prediction
-    (tmp_path / "p.csv.parts" / "manifest.json").write_text('{"fingerprint": "another"}')
-    (tmp_path / "p.csv.parts" / "part-00000.done").write_text("")
+    (tmp_path / "p.csv.parts" / "part-00000.json").write_text('{"fingerprint": "another"}')
     second = Predictor.from_run(run, device="cpu", tta="none").predict(table, out=out, part_files=50,
                                                                         progress=False)
     assert len(second.files) == 200

@@ -12,7 +12,7 @@ import yaml
 
 from specimg.experiment import load_recipe
 from specimg.stacking import SEED_BLEND
-from specimg.training import class_weights
+from specimg.tasks import class_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "examples" / "recipes"
@@ -48,8 +48,8 @@ def test_music_genre_six_backbones_warmup_flip_folds(music):
     assert {m.name: m.backbone for m in music.models} == SEED_BACKBONES
     for m in music.models:
         tc = music.train_config(m.name)
-        assert tc.warmup_epochs == 1  # one warm-up epoch
-        assert tc.hflip > 0 and tc.tta == "flip"  # flipped training images and flip test-time augmentation
+        assert tc.schedule.warmup_epochs == 1  # one warm-up epoch
+        assert tc.augment.hflip > 0 and tc.tta == "flip"  # flipped training images and flip test-time augmentation
         assert tc.weights == "hub"  # ImageNet weights
         assert tc.n_splits == 5 and tc.group_column is None  # 5 folds, grouped by file
     assert music.folds == 5 and music.data.group_column is None
@@ -86,12 +86,13 @@ def test_voice_pathology_mfcc_sizes_and_analysis(voice):
 def test_voice_pathology_training(voice):
     for m in voice.models:
         tc = voice.train_config(m.name)
-        assert (tc.optimizer, tc.lr, tc.weight_decay, tc.warmup_epochs) == ("sgd", 0.01, 1e-4, 1)
-        assert tc.metric == "uar" and tc.class_weights == "inverse"
+        assert (tc.optim.optimizer, tc.optim.lr, tc.optim.weight_decay, tc.schedule.warmup_epochs) == \
+            ("sgd", 0.01, 1e-4, 1)
+        assert tc.task.metric == "uar" and tc.task.class_weights == "inverse"
         assert tc.group_column == "patient"
     # 'inverse' class weights are 1 / count (times a constant): the rarer class counts as much as the common one
     targets = np.array([0] * 30 + [1] * 10)
-    w = class_weights(targets, 2, mode=voice.train_config("mfcc13").class_weights).numpy()
+    w = class_weights(targets, 2, mode=voice.train_config("mfcc13").task.class_weights).numpy()
     counts = np.bincount(targets)
     np.testing.assert_allclose(w * counts, (w * counts)[0])
     # the seed's ensemble: the average of the five MFCC models

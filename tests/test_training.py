@@ -20,10 +20,10 @@ from specimg.training import (
     Callback,
     WarmupSchedule,
     build_scheduler,
-    class_weights,
     load_trained,
     train_cv,
 )
+from specimg.tasks import class_weights
 from specimg.training._cli import add_train_parser
 
 torch.set_num_threads(1)
@@ -75,7 +75,7 @@ def cfg(**kw):
     base = dict(backbone=NET, weights="none", epochs=3, batch_size=8, lr=0.01, optimizer="adamw", n_splits=3,
                 device="cpu", num_workers=0)
     base.update(kw)
-    return TrainConfig(**base)
+    return TrainConfig().with_options(**base)
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +148,7 @@ def test_inverse_class_weights():
 )
 def test_train_config_validation(kwargs, match):
     with pytest.raises(ParameterError, match=match):
-        TrainConfig(**kwargs)
+        TrainConfig().with_options(**kwargs)
 
 
 def test_train_config_round_trip():
@@ -252,7 +252,7 @@ def test_pseudo_labelled_files_train_every_fold_and_are_never_predicted(tmp_path
 def test_loader_workers_do_not_change_the_result(cache, tmp_path):
     config = cfg(epochs=2, hflip=0.5, time_mask=0.2, mixup=0.2, n_splits=2)
     train_cv(cache, tmp_path / "w0", config, folds=0, verbose=False)
-    train_cv(cache, tmp_path / "w2", config.replace(num_workers=2), folds=0, verbose=False)
+    train_cv(cache, tmp_path / "w2", config.with_options(num_workers=2), folds=0, verbose=False)
     wa, wb = _weights(tmp_path / "w0" / "fold_0" / "last.pt"), _weights(tmp_path / "w2" / "fold_0" / "last.pt")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
@@ -381,8 +381,8 @@ def test_select_epoch_inner_chooses_on_the_training_folds_only(cache, tmp_path, 
 
 
 def test_select_epoch_options_are_checked():
-    with pytest.raises(ParameterError, match="'select_epoch' parameter of TrainConfig must be one of"):
-        TrainConfig(select_epoch="first")
-    with pytest.raises(ParameterError, match="'patience' parameter of TrainConfig must be None when "
+    with pytest.raises(ParameterError, match="'select_epoch' parameter of TrainConfig.schedule must be one of"):
+        TrainConfig(schedule={"select_epoch": "first"})
+    with pytest.raises(ParameterError, match="'patience' parameter of TrainConfig.schedule must be None when "
                                              "select_epoch='last'"):
-        TrainConfig(select_epoch="last", patience=2)
+        TrainConfig(schedule={"select_epoch": "last", "patience": 2})

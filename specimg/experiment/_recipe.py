@@ -446,7 +446,7 @@ def _load_train(raw: Any, key: str, rf: Optional[Path], *, shared: bool) -> Dict
 def _load_model(raw: Any, i: int, rf: Optional[Path]) -> ModelSpec:
     where = f"models[{i}]"
     m = _mapping(raw, where, rf, allow_none=False)
-    hints = {k: f"Put training options under {where}.train." for k in _TRAIN_FIELDS
+    hints = {k: f"Put training options under {where}.train." for k in (*_TRAIN_FIELDS, *OPTION_SECTION)
              if k not in _MODEL and k not in _FIELD_SECTION}
     hints.update({k: f"Put render options under {where}.render." for k in _FIELD_SECTION if k not in _MODEL})
     _check_keys(m, _MODEL, where, rf, hints=hints)

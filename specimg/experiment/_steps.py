@@ -20,6 +20,7 @@ import pandas as pd
 
 from .._io import atomic_write_csv as atomic_csv
 from .._io import atomic_write_text as atomic_text
+from .._io import read_done, write_done
 
 __all__ = ["Steps", "fingerprint", "file_digest", "atomic_text", "atomic_csv", "table_digest"]
 
@@ -96,22 +97,11 @@ class Steps:
 
     def record(self, step: str) -> Optional[Dict[str, Any]]:
         """The stored record of a step, or None."""
-        p = self._path(step)
-        if not p.is_file():
-            return None
-        try:
-            return json.loads(p.read_text(encoding="utf-8"))
-        except ValueError:
-            return None
+        return read_done(self._path(step))
 
     def is_done(self, step: str, fp: str, outputs: Iterable[PathLike] = ()) -> bool:
         """True (and logged as skipped) when the record matches ``fp`` and every output exists."""
-        if not self.resume:
-            return False
-        rec = self.record(step)
-        if rec is None or rec.get("fingerprint") != fp:
-            return False
-        if not all(Path(o).exists() for o in outputs):
+        if not self.resume or read_done(self._path(step), fp, outputs) is None:
             return False
         self.log[step] = "skipped"
         if self.verbose:
@@ -125,7 +115,6 @@ class Steps:
 
     def mark(self, step: str, fp: str, outputs: Iterable[PathLike] = (), **info: Any) -> None:
         """Record a finished step (written last, atomically)."""
-        rec = {"step": step, "fingerprint": fp, "outputs": [str(o) for o in outputs],
-               "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
-        atomic_text(self._path(step), json.dumps(rec, indent=2, default=str))
+        write_done(self._path(step), fp, step=step, outputs=[str(o) for o in outputs],
+                   finished=time.strftime("%Y-%m-%dT%H:%M:%S"), **info)
         self.log[step] = "ran"

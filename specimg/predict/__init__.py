@@ -1,4 +1,7 @@
-"""Predictions: fold ensembles with flip TTA, window -> file aggregation, metrics, reports, export."""
+"""Predictions: fold ensembles with flip TTA, window -> file aggregation, evaluation, reports, export.
+
+The metrics are :mod:`specimg.scoring`'s; how windows pool and which scores apply is the run's task's
+(:mod:`specimg.tasks`)."""
 
 from ._detect import detect as detect
 from ._detect import evaluate_detections as evaluate_detections
@@ -12,15 +15,11 @@ from ._export import ExportedEnsemble as ExportedEnsemble
 from ._export import export_run as export_run
 from ._predictor import PredictionResult as PredictionResult
 from ._predictor import Predictor as Predictor
-from ._predictor import load_run_models as load_run_models
 from .aggregate import PROB_PREFIX as PROB_PREFIX
 from .aggregate import aggregate_segments as aggregate_segments
 from .aggregate import flip_tta_average as flip_tta_average
 from .aggregate import predictions_frame as predictions_frame
 from .aggregate import read_predictions as read_predictions
-from .metrics import check_labels as check_labels
-from .metrics import classification_metrics as classification_metrics
-from .metrics import uar as uar
 from .report import plot_confusion as plot_confusion
 from .report import plot_pr_curves as plot_pr_curves
 from .report import plot_recall as plot_recall
@@ -29,7 +28,6 @@ from .report import write_report as write_report
 __all__ = [
     "Predictor",
     "PredictionResult",
-    "load_run_models",
     "evaluate_predictions",
     "report_run",
     "export_run",
@@ -39,9 +37,6 @@ __all__ = [
     "predictions_frame",
     "read_predictions",
     "PROB_PREFIX",
-    "uar",
-    "classification_metrics",
-    "check_labels",
     "write_report",
     "plot_confusion",
     "plot_recall",

@@ -151,7 +151,7 @@ def evaluate_predictions(preds: Union[PathLike, pd.DataFrame], *, labels: Option
     else:
         raise DataError(f"{source[0].upper()}{source[1:]} has no {column!r} column; pass --labels INPUT (labels=...) "
                         "with the true labels.")
-    truth = task.truth_of(values, classes, paths=frame["path"].tolist())
+    truth = task.truth_of(values, classes, paths=frame["path"].tolist(), where=source)
     metrics = task.evaluation_metrics(truth, probs, classes, decision, level)
     metrics["task"], metrics["missing"] = task.kind, missing
     if missing:

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .._io import atomic_write_csv, atomic_write_text
+from .._io import atomic_write_csv, read_done, write_done
 from .._progress import progress_bar
 from .._validation import check_choice, check_int
 from ..audio import read_table
@@ -27,7 +27,7 @@ from ..tasks import SingleLabel, Task
 from ..training import resolve_device
 from ._inputs import PredictionInput, payload_stream, prediction_input
 
-__all__ = ["Predictor", "PredictionResult", "load_run_models"]
+__all__ = ["Predictor", "PredictionResult"]
 
 _logger = logging.getLogger(__name__)
 
@@ -39,36 +39,6 @@ Images = Literal["cached", "on-the-fly"]
 #: Files per part of a prediction written as it goes (see :meth:`Predictor.predict`'s ``out``): each part is
 #: computed in batches of its own, so a resumed prediction batches, and so computes, exactly as a fresh one.
 PART_FILES = 256
-
-
-def load_run_models(run: PathLike, *, folds: Union[str, int, Sequence[int]] = "all",
-                    device: Union[str, torch.device] = "cpu") -> Tuple[List[nn.Module], Dict[str, Any]]:
-    """Load the fold models of a run folder (:meth:`specimg.training.Run.load_models`).
-
-    Parameters
-    ----------
-    run : path
-        A folder written by :func:`specimg.training.train_cv`.
-    folds : 'all', int or sequence of int
-        Which folds' ``best.pt`` to load.
-    device : str or torch.device
-
-    Returns
-    -------
-    models : list of nn.Module
-        In eval mode, one per fold.
-    meta : dict
-        The run's ``config.json`` plus ``folds`` (the loaded fold indices),
-        ``mean``, ``std`` and ``input_size`` from the checkpoints.
-
-    Raises
-    ------
-    DataError
-        A folder that is not a run, or a run without the requested folds.
-    """
-    from ..training import Run
-
-    return Run.open(run).load_models(folds, device=device)
 
 
 @dataclass
@@ -231,7 +201,7 @@ class Predictor:
         run : path or Run
             A folder written by :func:`specimg.training.train_cv`.
         folds, device, tta, aggregate, batch_size
-            As for :class:`Predictor` and :func:`load_run_models`;
+            As for :class:`Predictor` and :meth:`specimg.training.Run.load_models`;
             ``aggregate=None`` is the run's task's pooling (``'mean'`` for a
             single-label run, per class ``'max'`` for a multi-label one).
         images : {'auto', 'cached', 'on-the-fly'}
@@ -575,42 +545,42 @@ def _write(result: PredictionResult, out: PathLike) -> PredictionResult:
 
 
 class _Parts:
-    """``<out>.parts/``: the finished parts of a prediction written as it goes, keyed by a fingerprint."""
+    """``<out>.parts/``: the finished parts of a prediction written as it goes.
+
+    Each part writes its three tables, then its record ``part-NNNNN.json`` with the prediction's fingerprint
+    (:func:`specimg._io.write_done`, the resume mechanism of runs and experiments too): a part counts as done
+    only with a record of this fingerprint.
+    """
 
     def __init__(self, out: PathLike, fingerprint: str) -> None:
         out = Path(out)
         self.root = out.with_name(out.name + ".parts")
         self.fingerprint = fingerprint
-        manifest = self.root / "manifest.json"
-        try:
-            same = json.loads(manifest.read_text()).get("fingerprint") == fingerprint
-        except (OSError, ValueError):
-            same = False
-        if not same:  # another prediction (models, options or input) left parts here: they cannot be reused
-            if self.root.exists():
-                _logger.warning("%s holds parts of another prediction; starting over", self.root)
+        records = [read_done(p) for p in self.root.glob("part-*.json")]
+        if any(r is None or r.get("fingerprint") != fingerprint for r in records):
+            # another prediction (models, options or input) left parts here: they cannot be reused
+            _logger.warning("%s holds parts of another prediction; starting over", self.root)
             shutil.rmtree(self.root, ignore_errors=True)
-            self.root.mkdir(parents=True)
-            atomic_write_text(manifest, json.dumps({"fingerprint": fingerprint}))
+        self.root.mkdir(parents=True, exist_ok=True)
 
     def n_done(self) -> int:
-        return len(list(self.root.glob("*.done")))
+        return sum(read_done(p, self.fingerprint) is not None for p in self.root.glob("part-*.json"))
 
     def _names(self, p: int) -> Tuple[Path, Path, Path, Path]:
         stem = self.root / f"part-{p:05d}"
         return (stem.with_suffix(".files.csv"), stem.with_suffix(".segments.csv"), stem.with_suffix(".errors.csv"),
-                stem.with_suffix(".done"))
+                stem.with_suffix(".json"))
 
     def write(self, p: int, files: pd.DataFrame, segments: pd.DataFrame, errors: pd.DataFrame) -> None:
         f, s, e, done = self._names(p)
         atomic_write_csv(files, f)
         atomic_write_csv(segments, s)
         atomic_write_csv(errors, e)
-        atomic_write_text(done, "")  # last: the part counts once this exists
+        write_done(done, self.fingerprint, files=int(len(files)))  # last: the part counts once this exists
 
     def read(self, p: int) -> Optional[Tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]]:
         f, s, e, done = self._names(p)
-        if not done.exists():
+        if read_done(done, self.fingerprint, (f, s, e)) is None:
             return None
         strings = {"path": str, "label": str, "labels": str, "prediction": str}
         return (pd.read_csv(f, dtype=strings, keep_default_na=False),

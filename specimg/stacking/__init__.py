@@ -29,7 +29,7 @@ from ._pseudo import pseudo_training_table as pseudo_training_table
 from ._pseudo import select_pseudo_labels as select_pseudo_labels
 from ._classwise import CLASSWISE_METHODS as CLASSWISE_METHODS
 from ._classwise import MultiLabelStacker as MultiLabelStacker
-from ._runs import StackResult as StackResult
+from ._result import StackResult as StackResult
 from ._runs import stack_runs as stack_runs
 
 __all__ = [

@@ -29,6 +29,7 @@ from ..exceptions import DataError, NotFittedError, ParameterError
 from ..scoring import tag_scores
 from ..tasks import Task
 from ._align import align_runs, check_stack_input
+from ._result import StackResult
 
 __all__ = ["MultiLabelStacker", "stack_classwise", "CLASSWISE_METHODS"]
 
@@ -201,7 +202,7 @@ def _scored(Y: np.ndarray, S: np.ndarray) -> Dict[str, Optional[float]]:
 
 
 def _check_options(method: str, metric: Optional[str], params: Optional[Mapping[str, Any]], task: Task,
-                   n_runs: int) -> Tuple[str, Dict[str, Any]]:
+                   n_runs: int, weights: Optional[Sequence[float]]) -> Tuple[str, Dict[str, Any]]:
     if method not in CLASSWISE_METHODS:
         raise ParameterError(f"The runs are {task.kind} (independent scores per class): stack them with method "
                              f"{', '.join(map(repr, CLASSWISE_METHODS))} (--method). Got {method!r}; the CNN, "
@@ -217,7 +218,7 @@ def _check_options(method: str, metric: Optional[str], params: Optional[Mapping[
     if unknown:
         raise ParameterError(f"The 'params' of stack_runs for {task.kind} runs are MultiLabelStacker's options "
                              f"(C, max_iter), given as such or under 'logistic'. Got {unknown}.")
-    if method in ("blend", "mean") and n_runs < 2:
+    if n_runs < 2 and (method == "mean" or (method == "blend" and weights is not None)):
         raise ParameterError(f"method={method!r} (--method) combines several runs, but only one was given. Give two "
                              "or more runs, or use method 'logistic' to recalibrate one run.")
     return metric, opts
@@ -238,9 +239,7 @@ def stack_classwise(sources: Sequence[Any], *, task: Task, method: str = "auto",
     ParameterError
         A method, metric or parameter these runs do not have (named).
     """
-    from ._runs import StackResult
-
-    metric, opts = _check_options(method, metric, params, task, len(sources))
+    metric, opts = _check_options(method, metric, params, task, len(sources), weights)
     if method == "blend" and weights is None:  # a fitted blend of per-class scores: per class, on the logits
         method = "logistic"
     paths, X, Y, classes, folds = align_runs(sources, task=task)

@@ -240,7 +240,7 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def truth_of(self, values: Sequence[Any], classes: Sequence[str],
-                 paths: Optional[Sequence[str]] = None) -> np.ndarray:
+                 paths: Optional[Sequence[str]] = None, where: str = "the table") -> np.ndarray:
         """The truth array of a table's truth values (labels as str, or multi-hot rows of tag sets).
 
         Raises

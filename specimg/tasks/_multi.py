@@ -263,7 +263,7 @@ class MultiLabel(Task):
         return [tags_text(file_tags(table.iloc[[i]])[0])] * len(bounds)
 
     def truth_of(self, values: Sequence[Any], classes: Sequence[str],
-                 paths: Optional[Sequence[str]] = None) -> np.ndarray:
+                 paths: Optional[Sequence[str]] = None, where: str = "the table") -> np.ndarray:
         tags = [list(v) if isinstance(v, (list, tuple)) else parse_tags(v) for v in values]
         unknown = sorted({t for ts in tags for t in ts} - set(map(str, classes)))
         if unknown:

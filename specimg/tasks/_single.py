@@ -175,13 +175,13 @@ class SingleLabel(Task):
         return table["label"].tolist()
 
     def truth_of(self, values: Sequence[Any], classes: Sequence[str],
-                 paths: Optional[Sequence[str]] = None) -> np.ndarray:
+                 paths: Optional[Sequence[str]] = None, where: str = "the table") -> np.ndarray:
         paths = list(paths) if paths is not None else [f"row {i}" for i in range(len(values))]
         unlabelled = [p for p, v in zip(paths, values) if not _present(v) or v is pd.NA]
         if unlabelled:
-            raise DataError(f"{len(unlabelled)} file(s) have no true label, e.g. {unlabelled[0]!r}. Fill in their "
-                            "label, drop their rows, or pass --labels INPUT (labels=...) with the true labels of "
-                            "every file.")
+            raise DataError(f"{len(unlabelled)} file(s) of {where} have no true label, e.g. {unlabelled[0]!r}. Fill "
+                            "in their label, drop their rows, or pass --labels INPUT (labels=...) with the true labels "
+                            "of every file.")
         y = np.asarray([str(v) for v in values], dtype=object)
         unseen = sorted(set(y) - set(map(str, classes)))
         if unseen:

@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import pandas as pd
 
-from .._io import atomic_write_csv, atomic_write_text
+from .._io import atomic_write_csv, atomic_write_text, read_done, write_done
 from ..config import RenderConfig, TrainConfig
 from ..exceptions import DataError
 from ..tasks import Task
@@ -254,15 +254,14 @@ class Run:
 
     # ------------------------------------------------------------------ folds
     def fold_info(self, fold: int) -> Optional[Dict[str, Any]]:
-        return _read_json(self.fold_dir(fold) / self.FOLD_INFO)
+        return read_done(self.fold_dir(fold) / self.FOLD_INFO)
 
     def fold_done(self, fold: int, fingerprint: Optional[str] = None) -> bool:
-        """A finished fold: ``fold.json`` (of this ``fingerprint``), ``best.pt`` and its out-of-fold tables."""
-        info = self.fold_info(fold)
-        if info is None or (fingerprint is not None and info.get("fingerprint") != fingerprint):
-            return False
+        """A finished fold: ``fold.json`` (of this ``fingerprint``), ``best.pt`` and its out-of-fold tables
+        (:func:`specimg._io.read_done`)."""
         d = self.fold_dir(fold)
-        return all((d / n).is_file() for n in (self.BEST, self.OOF_FILES, self.OOF_SEGMENTS))
+        return read_done(d / self.FOLD_INFO, fingerprint,
+                         [d / n for n in (self.BEST, self.OOF_FILES, self.OOF_SEGMENTS)]) is not None
 
     def finished_folds(self, fingerprint: Optional[str] = None) -> List[int]:
         """The folds with a ``fold.json`` (of this fingerprint), ``best.pt`` and out-of-fold tables, sorted."""
@@ -291,7 +290,8 @@ class Run:
         d.mkdir(parents=True, exist_ok=True)
         atomic_write_csv(segments, d / self.OOF_SEGMENTS)
         atomic_write_csv(files, d / self.OOF_FILES)
-        atomic_write_text(d / self.FOLD_INFO, json.dumps(dict(info), indent=2))
+        info = dict(info)
+        write_done(d / self.FOLD_INFO, str(info.pop("fingerprint", "")), **info)
 
     def read_fold(self, fold: int) -> Tuple[pd.DataFrame, pd.DataFrame, Dict[str, Any]]:
         """A finished fold's (segments, files, info)."""

@@ -42,6 +42,9 @@ def resolve_device(device: str = "auto") -> torch.device:
     Under ``torchrun`` (a process group of several processes), ``'auto'`` and
     ``'cuda'`` mean this process's GPU, ``cuda:LOCAL_RANK``.
     """
+    if not isinstance(device, str) or not (device in ("auto", "cpu", "cuda") or
+                                           (device.startswith("cuda:") and device[5:].isdigit())):
+        raise ParameterError(f"The 'device' option must be 'auto', 'cpu', 'cuda' or 'cuda:N'. Got {device!r}.")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
