@@ -312,17 +312,29 @@ def fsdd_labels(recordings: PathLike) -> "pd.DataFrame":
 
 
 def main(argv: Optional[list] = None) -> int:
-    """``python -m specimg.datasets [--data FOLDER] [--no-download]``: print FSDD's folder, downloading it once."""
+    """``python -m specimg.datasets [--data FOLDER] [--no-download] [--mixtures DIR] [--recordings DIR]``: print
+    FSDD's folder (downloading it once); with ``--mixtures`` / ``--recordings``, also write the tagged data made
+    from it there (:func:`fsdd_mixtures`, :func:`fsdd_recordings`) and print its table."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m specimg.datasets", description=main.__doc__)
     parser.add_argument("--data", default=None, help="a copy of FSDD (default: SPECIMG_FSDD, ../shared, the cache)")
     parser.add_argument("--no-download", action="store_true", help="fail instead of downloading")
+    parser.add_argument("--mixtures", metavar="DIR", default=None,
+                        help="write two-digit mixtures (multi-label, exact tags) into DIR: DIR/mixtures.csv")
+    parser.add_argument("--per-pair", type=int, default=20, metavar="N", help="mixtures per speaker pair (20)")
+    parser.add_argument("--recordings", metavar="DIR", default=None,
+                        help="write annotated long recordings into DIR: DIR/annotations.csv")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
-        print(fsdd_path(args.data, download=not args.no_download))
-    except DataError as exc:
+        fsdd = fsdd_path(args.data, download=not args.no_download)
+        print(fsdd)
+        if args.mixtures:
+            print(fsdd_mixtures(args.mixtures, per_pair=args.per_pair, fsdd=fsdd))
+        if args.recordings:
+            print(fsdd_recordings(args.recordings, fsdd=fsdd))
+    except (DataError, ParameterError) as exc:
         print(f"specimg.datasets: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,8 @@ from specimg.scoring import average_precisions, fit_thresholds, tag_metrics, tag
 from specimg.tasks import aggregate_segments, task_kind
 
 from _cli import cli
+
+ROOT = Path(__file__).resolve().parents[1]
 
 RENDER = ["--sample-rate", "8000", "--n-fft", "256", "--hop-length", "32", "--n-mels", "32", "--image-size", "32"]
 
@@ -512,3 +515,63 @@ def test_images_made_on_the_fly_train_and_predict_multilabel(mixtures, tiny_back
     files = out.files[out.files["path"].isin(seg["path"])]
     means = seg.groupby("path", sort=False)[cols].mean().loc[files["path"]]
     np.testing.assert_allclose(files[cols].to_numpy(), means.to_numpy(), atol=1e-6)  # mean pooling per class
+
+
+# --------------------------------------------------------------------------- the multi-label recipe
+def test_the_multilabel_recipe_runs_through_specimg_experiment(fsdd_dir, tmp_path, capsys, monkeypatch):
+    """examples/recipes/multilabel_fsdd_quick.yaml, as its comment says to run it (smaller: 6 mixtures per pair,
+    one epoch): a report scored by macro AP, stacked outputs decided by thresholds fitted on their OOF scores."""
+    import shutil
+
+    from specimg.datasets import fsdd_mixtures
+    from specimg.tasks import MultiLabel
+
+    root = tmp_path / "examples" / "recipes"
+    root.mkdir(parents=True)
+    shutil.copy(ROOT / "examples" / "recipes" / "multilabel_fsdd_quick.yaml", root)
+    fsdd_mixtures(root / "data" / "fsdd_mixtures", per_pair=6, fsdd=fsdd_dir)
+    monkeypatch.setenv("SPECIMG_MAX_EPOCHS", "1")
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = cli(["experiment", "examples/recipes/multilabel_fsdd_quick.yaml", "--out", "runs/ml", "--quiet"],
+                       capsys)
+    assert rc == 0, err
+    exp = tmp_path / "runs" / "ml"
+    report = (exp / "report.md").read_text()
+    assert "multi-label classes (10)" in report and "| kind | name | OOF macro AP | OOF macro ROC-AUC |" in report
+    table = pd.read_csv(exp / "report.csv")
+    assert list(table["name"]) == ["effnet_mel32", "resnet_mel32", "mean of models", "logistic", "blend"]
+    assert table["oof_macro_ap"].between(0, 1).all() and table["n_files"].eq(18).all()
+    final = (exp / "report" / "report.md").read_text()
+    assert "macro average precision" in final and (exp / "report" / "pr_curves.png").is_file()
+    for method in ("logistic", "blend"):
+        stacked = exp / "stack" / method
+        thresholds = json.loads((stacked / "thresholds.json").read_text())
+        oof = pd.read_csv(stacked / "oof_files.csv", dtype=str, keep_default_na=False)
+        classes = [c[5:] for c in oof.columns if c.startswith("prob_")]
+        scores = oof[[f"prob_{c}" for c in classes]].to_numpy(dtype=float)
+        assert oof["prediction"].tolist() == MultiLabel().decide(scores, classes, thresholds)
+        assert set(thresholds["file"]) == set(classes) and "stacked out-of-fold" in thresholds["rule"]
+
+
+def test_stack_runs_honours_every_option_on_multilabel_runs_or_refuses_it_by_name(mixture_runs):
+    from specimg.stacking import stack_runs
+
+    base = stack_runs(mixture_runs, method="auto")
+    assert base.metrics["metric"] == "macro_ap" and base.decision is not None and "candidates" not in base.metrics
+    # params reach the per-class stacker: a strong L2 pulls the logistic regressions' coefficients to 0
+    strong = stack_runs(mixture_runs, method="logistic", params={"C": 1e-4})
+    weak = stack_runs(mixture_runs, method="logistic", params={"logistic": {"C": 100.0}})
+    assert max(abs(e.coef_).max() for e in strong.estimators) < min(abs(e.coef_).max() for e in weak.estimators)
+    # compare scores every candidate on the same folds; metric and inner_folds are the auto choice's
+    cmp = stack_runs(mixture_runs, method="auto", compare=True, metric="macro_roc_auc", inner_folds=2)
+    assert set(cmp.metrics["candidates"]) == {"auto", "mean", "logistic"} and cmp.metrics["metric"] == "macro_roc_auc"
+    assert cmp.metrics["inner_folds"] == 2 and all("macro_roc_auc" in c["reason"] or c["reason"].startswith("one")
+                                                   for c in cmp.metrics["selection"]["folds"])
+    assert stack_runs(mixture_runs, method="mean", seed=7).metrics["stack"] == base.metrics["mean"]  # no randomness
+    for kwargs, match in (({"method": "cnn"}, "stack them with method 'auto', 'mean', 'blend', 'logistic'"),
+                          ({"metric": "uar"}, "'metric' parameter of stack_runs.*'macro_ap' or 'macro_roc_auc'"),
+                          ({"params": {"epochs": 3}}, "MultiLabelStacker's options \\(C, max_iter\\).*\\['epochs'\\]"),
+                          ({"inner_folds": 5}, "inner fold count.*in \\[2, 2\\]"),
+                          ({"method": "blend", "weights": [1.0]}, "one weight per run")):
+        with pytest.raises(ParameterError, match=match):
+            stack_runs(mixture_runs, **kwargs)

@@ -601,3 +601,52 @@ def test_pseudo_training_table_flags_rows():
         pseudo_training_table(train, pd.DataFrame({"path": ["x.wav"], "label": ["a"]}))
     with pytest.raises(DataError, match="'label'"):
         pseudo_training_table(train.drop(columns="label"), picked)
+
+
+# ----------------------------------------------------------------------------- the per-class stacker
+MULTI_LABEL_CHECKS = [
+    # the scikit-learn checks that apply to an estimator whose X is 3-D (files, runs, classes): the others
+    # generate 2-D data to fit on, so they are restated below on a stack array
+    "check_no_attributes_set_in_init", "check_parameters_default_constructible", "check_get_params_invariance",
+    "check_set_params", "check_estimator_repr", "check_estimator_cloneable",
+    "check_do_not_raise_errors_in_init_or_set_params", "check_valid_tag_types", "check_mixin_order",
+]
+
+
+@pytest.mark.parametrize("check", MULTI_LABEL_CHECKS)
+def test_multilabel_stacker_passes_the_sklearn_checks_that_apply(check):
+    import sklearn.utils.estimator_checks as ec
+
+    from specimg.stacking import MultiLabelStacker
+
+    getattr(ec, check)("MultiLabelStacker", MultiLabelStacker())
+
+
+def test_multilabel_stacker_behaves_as_an_estimator_on_a_stack_array():
+    """fit returns self, learns only ``_`` attributes and leaves its inputs and params alone, is idempotent,
+    pickles, refuses predict before fit (NotFittedError) and an X of another shape, and learns the better run."""
+    import pickle
+
+    from specimg.exceptions import NotFittedError
+    from specimg.stacking import MultiLabelStacker
+
+    rng = np.random.default_rng(0)
+    Y = (rng.random((120, 3)) < 0.4).astype(int)
+    good = np.clip(Y * 0.6 + 0.2 + rng.normal(0, 0.1, Y.shape), 0.01, 0.99)  # informative run
+    noise = rng.uniform(0.01, 0.99, Y.shape)  # uninformative run
+    X = np.stack([good, noise], axis=1)  # (n, runs, classes)
+    X0, params = X.copy(), MultiLabelStacker(C=0.5).get_params()
+    est = MultiLabelStacker(C=0.5)
+    with pytest.raises(NotFittedError, match="not fitted"):
+        est.predict_proba(X)
+    assert est.fit(X, Y) is est and np.array_equal(X, X0) and est.get_params() == params
+    assert {k for k in vars(est) if k.endswith("_")} == {"coef_", "intercept_", "n_runs_", "n_classes_"}
+    first = est.predict_proba(X)
+    assert np.allclose(clone(est).fit(X, Y).predict_proba(X), first)  # idempotent, from its params alone
+    assert np.allclose(pickle.loads(pickle.dumps(est)).predict_proba(X), first)
+    assert (est.coef_[:, 0] > np.abs(est.coef_[:, 1])).all()  # the informative run weighs more, every class
+    assert est.predict(X).shape == Y.shape and set(np.unique(est.predict(X))) <= {0, 1}
+    with pytest.raises(DataError, match="fitted on 2 runs x 3 classes"):
+        est.predict_proba(X[:, :1])
+    with pytest.raises(ParameterError, match="'C' parameter of MultiLabelStacker must be a number > 0"):
+        MultiLabelStacker(C=0).fit(X, Y)
