@@ -29,7 +29,7 @@ def test_render_pool_names_the_file_whose_worker_died(fsdd_subset_csv, small_con
     """A render worker killed while it holds a file: that file goes to errors.csv, the rest are rendered."""
     import pandas as pd
 
-    from specimg.spectrogram import _cache, render_dataset
+    from specimg.spectrogram import _render as _cache, render_dataset
 
     table = pd.read_csv(fsdd_subset_csv).iloc[:8]
     victim = table["path"].iloc[2]

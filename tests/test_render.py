@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-import specimg.spectrogram._cache as cache_mod
+import specimg.spectrogram._render as cache_mod
 from specimg.cli import main
 from specimg.config import AudioConfig, RenderConfig, SegmentConfig, SpectrogramConfig
 from specimg.exceptions import AudioError, DataError, ParameterError

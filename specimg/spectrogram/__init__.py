@@ -13,9 +13,9 @@ from ._config import default_hop_length as default_hop_length
 from ._config import default_n_fft as default_n_fft
 from ._config import mel_bands_that_fit as mel_bands_that_fit
 from ._config import ms_to_samples as ms_to_samples
-from ._cache import ImageArray as ImageArray
-from ._cache import ImageCache as ImageCache
-from ._cache import render_dataset as render_dataset
+from ._render import render_dataset as render_dataset
+from ._store import ImageArray as ImageArray
+from ._store import ImageCache as ImageCache
 from ._image import _load as load_for_render  # the one config-driven decode (render, prediction, waveforms)
 from ._image import _window_starts as window_plan  # the one window plan (render, signal_windows, waveforms)
 from ._image import feature_matrix as feature_matrix
