@@ -61,8 +61,9 @@ E2E_RECIPE = ["--backbone", "tf_efficientnet_lite0", "--weights", "offline", "--
 #: What the same recipe gives on the CPU at 64x64 (specimg.presets.fsdd_render_config's docstring, and the
 #: demo's --epochs help), for the report's comparison.
 CPU_REFERENCE = ("CPU reference (documented, not re-measured here): the same recipe at 64x64, 8 epochs, "
-                 "leave-one-speaker-out mean file accuracy 0.797 (specimg/presets.py); `make demo` about 10 min "
-                 "on 2 CPU cores (examples/demo_fsdd.py)")
+                 "leave-one-speaker-out mean file accuracy 0.797 (specimg/presets.py: benchmarks/fsdd_variants.py); "
+                 "`make demo` trained its 6 folds in 966 s on 2 CPU cores (its 'trained 6 folds in ... s' line; "
+                 "docs/getting-started.md)")
 
 
 # ----------------------------------------------------------------------------- small helpers
@@ -203,7 +204,7 @@ def specimg_run(source, work: Path, config, *, device: str, warm: int, steps: in
         pass
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else float("nan")
     gc.collect()
-    return {"rate": (steps - warm) * config.batch_size / (clock.t1 - clock.t0), "startup_s": clock.t0 - clock.start,
+    return {"rate": (steps - warm) * config.optim.batch_size / (clock.t1 - clock.t0), "startup_s": clock.t0 - clock.start,
             "peak_gib": peak}
 
 

@@ -52,7 +52,7 @@ from specimg.data import tag_matrix
 from specimg.datasets import fsdd_mixtures, fsdd_path, fsdd_recordings
 from specimg.predict import Predictor, detect, match_detections
 from specimg.presets import fsdd_render_config, fsdd_train_config
-from specimg.scoring import multilabel_scores
+from specimg.scoring import tag_scores
 from specimg.training import Run, train_cv
 
 
@@ -112,7 +112,7 @@ def tagging(work: Path, *, per_pair: int, epochs: int, image: int) -> dict:
     train_cv(base_table, work / "run_single", cfg, render_config=render, verbose=False)
     t_single = time.perf_counter() - t0
     base = _baseline_scores(work / "run_single", mixtures, csv, classes)
-    m_ml, m_base = multilabel_scores(y, ml_scores), multilabel_scores(y, base)
+    m_ml, m_base = tag_scores(y, ml_scores), tag_scores(y, base)
     return {"n_mixtures": len(mixtures), "n_baseline_clips": len(base_table), "multilabel": m_ml,
             "baseline": m_base, "seconds": {"multilabel": round(t_ml, 1), "single": round(t_single, 1)},
             "ratio_macro_ap": m_ml["macro_ap"] / m_base["macro_ap"]}

@@ -21,12 +21,13 @@ the same run. Peak RSS is the larger of the process's own ``VmHWM`` and its chil
 ``specimg`` is also run on a quarter of the files to show that it stays flat.
 
 ``--stages`` instead prints where one 120 s file's time goes (process CPU time, one
-thread, medians of ``--repeats``): the seed loop per window; specimg before issue 14
+thread, medians of ``--repeats`` rounds that time every stage of the three sides once,
+the order reversed every other round): the seed loop per window; specimg before issue 14
 (librosa's float64 STFT, dense mel product, three HWC channels per image, a shard
 ``.npy`` per file then a consolidation copy into ``images.npy``) and after it (float32
 STFT a block of frames at a time, the mel filterbank in bands, one plane per image
 written straight into the preallocated ``images.npy``); and each of those levers
-alone.
+alone, alternated with the alternative it replaced in the same way.
 
 ``--thread-ab`` times specimg's render workers with one BLAS/OpenMP thread each
 (``specimg._parallel.single_threaded_worker``) against the libraries' default of a
@@ -136,9 +137,9 @@ def child(args: argparse.Namespace) -> None:
     table = pd.read_csv(args.csv, dtype=str).iloc[: args.n]
     table["path"] = [str(Path(args.csv).parent / p) for p in table["path"]]
     if args.child == "default-threads":  # the A/B of --thread-ab: workers keep BLAS/OpenMP's thread per core
-        import specimg.spectrogram._cache as _cache
+        import specimg._parallel
 
-        _cache.single_threaded_worker = lambda: None
+        specimg._parallel.single_threaded_worker = _default_threads  # the pool's initializer, looked up at start
     # warm-up, both sides: librosa loads its modules (scipy.signal ...) on first use; not part of the throughput
     warm = Path(args.out).with_name(Path(args.out).name + "-warm")
     if args.child == "seed":
@@ -165,6 +166,10 @@ def _vm_hwm_kb() -> int:
     """Peak resident memory of this process image (``VmHWM`` in ``/proc/self/status``), in kB."""
     with open("/proc/self/status") as fh:
         return int(next(line for line in fh if line.startswith("VmHWM")).split()[1])
+
+
+def _default_threads() -> None:
+    """The A side of --thread-ab: a pool process keeps the libraries' default threads."""
 
 
 def _mkdir(path: Path) -> Path:
@@ -231,14 +236,20 @@ def _rmtree(path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- where the time goes
-def _median_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up: first calls, caches
-    times = []
-    for _ in range(repeats):
-        t0 = time.process_time()
+def _interleaved_ms(fns: Dict[object, Callable[[], object]], repeats: int) -> Dict[object, float]:
+    """Median process CPU ms of each function over ``repeats`` rounds that time every function once, in order
+    and then in the reverse order (A B C, C B A, ...), after one untimed call each (first calls, caches): the
+    sides compared alternate, so that the load of a shared machine falls on them alike."""
+    for fn in fns.values():
         fn()
-        times.append(time.process_time() - t0)
-    return 1000.0 * float(np.median(times))
+    keys = list(fns)
+    times: Dict[object, List[float]] = {k: [] for k in keys}
+    for r in range(repeats):
+        for k in (keys if r % 2 == 0 else keys[::-1]):
+            t0 = time.process_time()
+            fns[k]()
+            times[k].append(time.process_time() - t0)
+    return {k: 1000.0 * float(np.median(v)) for k, v in times.items()}
 
 
 def before_features(y: np.ndarray, spec) -> np.ndarray:
@@ -264,7 +275,7 @@ def before_images(F: np.ndarray, frames: np.ndarray) -> np.ndarray:
     return out
 
 
-def stages(csv: Path, tmp: Path, repeats: int) -> None:
+def stages(csv: Path, tmp: Path, repeats: int, seconds: float = 120.0) -> None:
     """Per-stage CPU time of one 120 s file, before and after, and each lever alone."""
     import librosa
     import scipy.fft
@@ -274,13 +285,13 @@ def stages(csv: Path, tmp: Path, repeats: int) -> None:
     from PIL import Image
 
     from specimg.spectrogram import _image as im
-    from specimg.spectrogram._cache import expected_windows
+    from specimg.spectrogram._render import expected_windows
 
     threadpool_limits(1)
     torch.set_num_threads(1)
     path = str(csv.parent / "long_00.wav")
-    print(f"one file of 120 s at {SR} Hz, 20 s windows, {SIZE}x{SIZE}; process CPU ms, one thread, "
-          f"medians of {repeats}")
+    print(f"one file of {seconds:.0f} s at {SR} Hz, 20 s windows, {SIZE}x{SIZE}; process CPU ms, one thread, "
+          f"medians of {repeats} alternated rounds (every stage of every side once a round, ABC, CBA, ...)")
     for hop in (10.0, 5.0):
         cfg = render_config(hop)
         spec = cfg.spectrogram
@@ -323,9 +334,11 @@ def stages(csv: Path, tmp: Path, repeats: int) -> None:
                 np.float32),
             "images: resize into the memmap rows (1 plane)": lambda: im.window_planes(F, frames, config=spec, out=mm),
         }
-        t_seed = {k: _median_ms(f, repeats) for k, f in seed.items()}
-        t_before = {k: _median_ms(f, repeats) for k, f in before.items()}
-        t_after = {k: _median_ms(f, repeats) for k, f in after.items()}
+        # every stage of the three sides timed once per round, the rounds alternating the order
+        t = _interleaved_ms({(side, k): f for side, stages_ in (("seed", seed), ("before", before), ("after", after))
+                             for k, f in stages_.items()}, repeats)
+        t_seed, t_before, t_after = ({k: t[side, k] for k in stages_} for side, stages_ in
+                                     (("seed", seed), ("before", before), ("after", after)))
         print(f"\nhop {hop:.0f} s: {n_win} windows")
         print(f"  seed loop, per window ({n_win} per file):")
         for k, v in t_seed.items():
@@ -377,8 +390,9 @@ def _levers(yp, spec, hwc, tmp: Path, repeats: int, sfft) -> None:
         ("PNG copies: grayscale, level 1 (specimg, per image)", lambda: _png(hwc[0, :, :, 0], tmp, "L", 1), 1.0),
     ]
     print("  levers, per file (each alone):")
-    for name, fn, scale in rows:
-        print(f"    {name:<52} {_median_ms(fn, repeats) * scale:8.2f} ms")
+    t = _interleaved_ms({name: fn for name, fn, _ in rows}, repeats)  # each lever and its alternative alternate
+    for name, _, scale in rows:
+        print(f"    {name:<52} {t[name] * scale:8.2f} ms")
     print(f"    bytes per image stored: 3 HWC channels {hwc[0].nbytes}, one plane {hwc[0, :, :, 0].nbytes}")
     print(f"    what torch's FFT would cost render first (a fresh process, after numpy/scipy/librosa): "
           f"{_torch_import_cost()}")
@@ -463,7 +477,7 @@ def main() -> None:
               f"{SIZE}x{SIZE}, n_fft 2048, hop 512, 128 mels; {os.cpu_count()} CPU cores, load average {load:.1f} "
               "at the start (other work skews the figures; the ratios are within one run)")
         if args.stages:
-            return stages(csv, tmp, max(args.repeats, 5))
+            return stages(csv, tmp, max(args.repeats, 5), seconds)
         if args.thread_ab:
             p = max(args.processes)
             runs = alternated(["specimg", "default-threads"], args.repeats,

@@ -10,8 +10,8 @@
     step with its schedule, class-weighted loss, AMP/channels-last on CUDA) vs
     a bare timm training loop (index the memmap, normalise, forward, backward,
     SGD step) on the same cached images, same backbone, same batch size and
-    precision, measured alternately in the same run; prints the ratio (target
-    >= 0.9x).
+    precision, alternated epoch by epoch in the same run (A B, B A, ...);
+    prints the medians and their ratio (target >= 0.9x).
 
 Run: ``.venv/bin/python benchmarks/train.py`` (long: 2 x 6 folds x 4 epochs of
 ~2,500 images, about an hour on 2 CPU cores), or with ``--quick`` for a smoke
@@ -70,100 +70,123 @@ class _EpochTimer(Callback):
         self.cpu.append(time.process_time() - self._t[1])
 
 
-def library_epochs(cache: ImageCache, rows: np.ndarray, config: TrainConfig, epochs: int) -> _EpochTimer:
-    """Times per epoch of the full specimg pipeline (no validation, no checkpoints)."""
+class BareLoop:
+    """A bare timm training loop on the same images (same batch size, device, precision), an epoch at a time."""
+
+    def __init__(self, cache: ImageCache, rows: np.ndarray, config: TrainConfig, trainer: Trainer) -> None:
+        import timm
+
+        self.device, self.amp, self.cl, self.trainer = (trainer.device, trainer.amp_dtype, trainer.channels_last,
+                                                        trainer)
+        torch.manual_seed(0)
+        self.model = timm.create_model(BACKBONE, num_classes=len(cache.classes)).to(self.device)
+        if self.cl:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        cfg = timm.data.resolve_data_config(model=self.model)
+        self.mean = torch.tensor(cfg["mean"], device=self.device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(cfg["std"], device=self.device).view(1, 3, 1, 1) * 255
+        _, self.targets = cache_targets(cache)
+        optim = config.optim
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=optim.lr, momentum=optim.momentum,
+                                   weight_decay=optim.weight_decay)
+        self.images, self.rows, self.bs, self.rng = cache.images, rows, optim.batch_size, np.random.default_rng(0)
+        self.timer = _EpochTimer()
+        self.model.train()
+
+    def epoch(self) -> None:
+        """One epoch, its wall-clock and CPU seconds appended to ``self.timer``."""
+        device, bs = self.device, self.bs
+        self.timer.on_epoch_start(self.trainer, 0)
+        order = self.rng.permutation(self.rows)
+        for i in range(0, len(order) - bs + 1, bs):
+            idx = np.sort(order[i:i + bs])
+            x = torch.from_numpy(self.images[idx]).to(device, non_blocking=True)  # (B, H, W, 3) uint8
+            x = (x.permute(0, 3, 1, 2).float() - self.mean) / self.std  # (B, 3, H, W)
+            if self.cl:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = torch.from_numpy(self.targets[idx]).to(device)
+            with torch.autocast(device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+                loss = torch.nn.functional.cross_entropy(self.model(x).float(), y)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+        self.timer.on_epoch_end(self.trainer, 0, {})
+
+
+class _Alternate(_EpochTimer):
+    """Times the specimg pipeline's epochs and runs one epoch of the bare loop beside each, after the odd epochs
+    and before the even ones (A B, B A, A B, ...), so that each side runs as often first as second and the load
+    of a shared machine falls on both alike."""
+
+    def __init__(self, bare: BareLoop) -> None:
+        super().__init__()
+        self.bare = bare
+
+    def on_epoch_start(self, trainer, epoch):  # the trainer counts epochs from 1
+        if epoch % 2 == 0:
+            self.bare.epoch()
+        super().on_epoch_start(trainer, epoch)
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        super().on_epoch_end(trainer, epoch, logs)
+        if epoch % 2 == 1:
+            self.bare.epoch()
+
+
+def library_epochs(cache: ImageCache, rows: np.ndarray, config: TrainConfig, epochs: int,
+                   timer: _EpochTimer) -> _EpochTimer:
+    """Times per epoch of the full specimg pipeline (no validation, no checkpoints), into ``timer``."""
     torch.manual_seed(0)
     model = create_backbone(BACKBONE, num_classes=len(cache.classes), weights="none")
     data_cfg = backbone_data_config(model, image_size=cache.images.shape[1:3])
     hw = tuple(cache.images.shape[1:3])
-    tf = spectrogram_transforms(train=True, image_size=hw, cache_size=hw, hflip=config.hflip,
-                                time_mask=config.time_mask, freq_mask=config.freq_mask)
+    aug = config.augment
+    tf = spectrogram_transforms(train=True, image_size=hw, cache_size=hw, hflip=aug.hflip,
+                                time_mask=aug.time_mask, freq_mask=aug.freq_mask)
     ds = SegmentDataset.from_cache(cache, rows, transform=tf, mean=data_cfg["mean"], std=data_cfg["std"])
-    timer = _EpochTimer()
-    Trainer(config.replace(epochs=epochs), callbacks=[timer], progress=False).fit(model, ds)
+    Trainer(config.with_options(epochs=epochs), callbacks=[timer], progress=False).fit(model, ds)
     return timer
 
 
-def bare_epochs(cache: ImageCache, rows: np.ndarray, config: TrainConfig, epochs: int, trainer: Trainer
-                ) -> _EpochTimer:
-    """Times per epoch of a bare timm loop on the same images (same batch size, device, precision)."""
-    import timm
+def throughput(cache: ImageCache, config: TrainConfig, *, n_images: int, epochs: int) -> Dict:
+    """Images/s of both loops, alternated epoch by epoch (A B, B A, ...) over ``epochs`` epochs each in one run,
+    the first epoch of each dropped (warm-up: kernel selection, allocator, page cache, loader start).
 
-    device, amp, cl = trainer.device, trainer.amp_dtype, trainer.channels_last
-    torch.manual_seed(0)
-    model = timm.create_model(BACKBONE, num_classes=len(cache.classes)).to(device)
-    if cl:
-        model = model.to(memory_format=torch.channels_last)
-    cfg = timm.data.resolve_data_config(model=model)
-    mean = torch.tensor(cfg["mean"], device=device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(cfg["std"], device=device).view(1, 3, 1, 1) * 255
-    _, targets = cache_targets(cache)
-    opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                          weight_decay=config.weight_decay)
-    images, bs, rng, timer = cache.images, config.batch_size, np.random.default_rng(0), _EpochTimer()
-    model.train()
-    for _ in range(epochs):
-        timer.on_epoch_start(trainer, 0)
-        order = rng.permutation(rows)
-        for i in range(0, len(order) - bs + 1, bs):
-            idx = np.sort(order[i:i + bs])
-            x = torch.from_numpy(images[idx]).to(device, non_blocking=True)  # (B, H, W, 3) uint8
-            x = (x.permute(0, 3, 1, 2).float() - mean) / std  # (B, 3, H, W)
-            if cl:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = torch.from_numpy(targets[idx]).to(device)
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                loss = torch.nn.functional.cross_entropy(model(x).float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        timer.on_epoch_end(trainer, 0, {})
-    return timer
-
-
-def throughput(cache: ImageCache, config: TrainConfig, *, n_images: int, epochs: int, rounds: int) -> Dict:
-    """Images/s of both loops, alternated ``rounds`` times, first epoch of each run dropped (warm-up).
-
-    Each figure is the fastest epoch (like ``timeit``): on a shared machine the other jobs only ever slow
-    an epoch down, so the minimum is the least disturbed measure of the same fixed work; medians are kept
-    too. On the CPU (timed with one torch thread) with no loader workers the ratio is taken on process
-    CPU time, which other jobs on a shared machine do not inflate (wall-clock figures are printed too);
-    on CUDA, or with loader worker processes (whose CPU time the parent does not see), on wall-clock time.
+    Each figure is the median over the timed epochs, and the ratio is that of the medians of the same run. On
+    the CPU (timed with one torch thread) with no loader workers the ratio is taken on process CPU time, which
+    other jobs on a shared machine do not inflate (wall-clock figures are printed too); on CUDA, or with loader
+    worker processes (whose CPU time the parent does not see), on wall-clock time.
     """
     threads = torch.get_num_threads()
     on_cpu = Trainer(config, progress=False).device.type == "cpu"
     if on_cpu:  # one thread: no OpenMP spin-waiting, so process CPU time is the work done, whatever else runs
         torch.set_num_threads(1)
     try:
-        return _throughput(cache, config, n_images=n_images, epochs=epochs, rounds=rounds)
+        return _throughput(cache, config, n_images=n_images, epochs=epochs)
     finally:
         torch.set_num_threads(threads)
 
 
-def _throughput(cache: ImageCache, config: TrainConfig, *, n_images: int, epochs: int, rounds: int) -> Dict:
+def _throughput(cache: ImageCache, config: TrainConfig, *, n_images: int, epochs: int) -> Dict:
     rows = np.random.default_rng(0).permutation(len(cache.images))[:n_images]
-    n_used = (len(rows) // config.batch_size) * config.batch_size  # both drop the last partial batch
+    batch = config.optim.batch_size
+    n_used = (len(rows) // batch) * batch  # both drop the last partial batch
     trainer = Trainer(config, progress=False)
-    library_epochs(cache, rows, config, 1)  # warm-up: kernel selection, allocator, page cache
-    bare_epochs(cache, rows, config, 1, trainer)
-    lib_wall, lib_cpu, bare_wall, bare_cpu = [], [], [], []
-    for _ in range(rounds):  # alternate, so that load on a shared machine hits both alike
-        t = library_epochs(cache, rows, config, epochs)
-        lib_wall += t.wall[1:]
-        lib_cpu += t.cpu[1:]
-        t = bare_epochs(cache, rows, config, epochs, trainer)
-        bare_wall += t.wall[1:]
-        bare_cpu += t.cpu[1:]
+    sides = library_epochs(cache, rows, config, epochs, _Alternate(BareLoop(cache, rows, config, trainer)))
+    bare = sides.bare.timer
+    assert len(sides.wall) == len(bare.wall) == epochs  # every specimg epoch has its bare one
+    lib_wall, lib_cpu, bare_wall, bare_cpu = sides.wall[1:], sides.cpu[1:], bare.wall[1:], bare.cpu[1:]
     use_cpu = trainer.device.type == "cpu" and trainer.num_workers == 0
-    wall_ratio = float(np.min(bare_wall) / np.min(lib_wall))
-    cpu_ratio = float(np.min(bare_cpu) / np.min(lib_cpu))
-    return {"device": str(trainer.device), "batch_size": config.batch_size, "images_per_epoch": n_used,
+    wall_ratio = float(np.median(bare_wall) / np.median(lib_wall))
+    cpu_ratio = float(np.median(bare_cpu) / np.median(lib_cpu))
+    return {"device": str(trainer.device), "batch_size": batch, "images_per_epoch": n_used,
             "epochs_timed": len(lib_wall), "amp": str(trainer.amp_dtype), "num_workers": trainer.num_workers,
-            "torch_threads": torch.get_num_threads(),
-            "specimg_images_per_s": n_used / float(np.min(lib_wall)),
-            "bare_images_per_s": n_used / float(np.min(bare_wall)),
-            "specimg_images_per_s_median": n_used / float(np.median(lib_wall)),
-            "bare_images_per_s_median": n_used / float(np.median(bare_wall)),
+            "torch_threads": torch.get_num_threads(), "order": "A B, B A, ... (epoch by epoch)",
+            "specimg_images_per_s": n_used / float(np.median(lib_wall)),
+            "bare_images_per_s": n_used / float(np.median(bare_wall)),
+            "specimg_images_per_s_best": n_used / float(np.min(lib_wall)),
+            "bare_images_per_s_best": n_used / float(np.min(bare_wall)),
+            "specimg_epoch_s": [round(s, 3) for s in lib_wall], "bare_epoch_s": [round(s, 3) for s in bare_wall],
             "wall_ratio": wall_ratio, "cpu_time_ratio": cpu_ratio if use_cpu else None,
             "ratio": cpu_ratio if use_cpu else wall_ratio, "ratio_basis": "process CPU time" if use_cpu else "wall"}
 
@@ -215,11 +238,11 @@ def main() -> None:
     print(f"    on folds {same}: pretrained {pre_same:.3f} vs random init {results['random_init']['mean']:.3f}, "
           f"same budget: {gain:+.3f} accuracy from the ImageNet weights")
 
-    tp = throughput(cache, base, n_images=128 if quick else 1024, epochs=4, rounds=3)
+    tp = throughput(cache, base, n_images=128 if quick else 1024, epochs=10)
     results["throughput"] = tp
     print(f"(c) throughput on {tp['device']} (batch {tp['batch_size']}, amp {tp['amp']}, "
-          f"{tp['num_workers']} loader workers, {tp['torch_threads']} torch thread(s), best of "
-          f"{tp['epochs_timed']} epochs each): specimg "
+          f"{tp['num_workers']} loader workers, {tp['torch_threads']} torch thread(s), medians of "
+          f"{tp['epochs_timed']} epochs each, alternated A B, B A, ...): specimg "
           f"{tp['specimg_images_per_s']:.1f} img/s, bare timm loop {tp['bare_images_per_s']:.1f} img/s (wall clock, "
           f"ratio {tp['wall_ratio']:.2f}x)")
     print(f"    specimg / bare throughput ratio on {tp['ratio_basis']}: {tp['ratio']:.2f}x (target >= 0.9x)")

@@ -3,12 +3,24 @@
     python tests/_doc_runner.py BLOCKS.json RESULTS.jsonl
 
 ``BLOCKS.json`` lists the page's blocks (``line``, ``kind``: ``python`` or ``shell``, ``code``, ``run``: false for a
-block marked ``<!-- not-run: reason -->``). Python blocks share one namespace, as a reader pasting them into one
+block marked ``<!-- not-run: reason -->``, ``check``: the statements of the ``<!-- check: ... -->`` comment after
+the block, ``check_line``). Python blocks share one namespace, as a reader pasting them into one
 session would; shell blocks run with ``bash -e -o pipefail`` (``specimg`` on the PATH), so every failing command
 fails its block, and the shell variables a block sets (``NAME=...`` at the start of a line) are set in the
-page's later blocks too, as in the reader's terminal. One JSON line per block goes to ``RESULTS.jsonl``: ``line``, ``status`` (``ok``, ``failed``,
-``not-run``), ``seconds`` and, for a failure, the end of its output. A failed block does not stop the page: the
-later ones run too, so that one report lists every failure.
+page's later blocks too, as in the reader's terminal.
+
+A block that ran without an error then has its check run: Python statements (their ``assert`` messages
+rewritten as pytest's, showing the values) that assert what the page's text promises of the block. A Python
+block's check sees a copy of the page's namespace (what it assigns does not reach the later blocks) plus
+``stdout``, what the block printed, and ``shown``, the values of the block's top-level expression statements in
+order (``X.shape   # (n_files, 3, n_classes)``: what a reader at a prompt sees); a shell block's check sees its
+``stdout`` and ``stderr``. Both have ``code`` (the block's source), ``Path``, ``pd``, ``np``, ``json``, ``re`` and
+``os``, and run in the working folder. A check that raises fails the block with the check, its assertion and the
+block's output.
+
+One JSON line per block goes to ``RESULTS.jsonl``: ``line``, ``status`` (``ok``, ``failed``,
+``not-run``), ``seconds``, for a failure the end of its output, and the ends of ``stdout`` and ``stderr``. A
+failed block does not stop the page: the later ones run too, so that one report lists every failure.
 
 The shell blocks' ``specimg`` commands go through a fork server (``tests/_cli_server.py``) that has imported
 torch, timm and the rest once, instead of paying those imports at every command; each command still runs
@@ -17,6 +29,9 @@ torch, timm and the rest once, instead of paying those imports at every command;
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import io
 import json
 import os
 import re
@@ -28,31 +43,99 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
+from typing import Tuple
 
 #: The longest a shell block may run (seconds).
 SHELL_TIMEOUT = 900
 
 
-def _python(code: str, name: str, namespace: dict) -> str:
+class _Tee(io.StringIO):
+    """Keeps what is written and passes it on to ``stream``."""
+
+    def __init__(self, stream) -> None:
+        super().__init__()
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(text)
+        return super().write(text)
+
+
+#: The name under which a Python block collects the values of its expression statements while it runs.
+SHOWN = "__specimg_doc_shown__"
+
+
+def _compile_block(code: str, name: str):
+    """A Python block whose top-level expression statements (``X.shape   # (n, 3, k)``: what a reader at a prompt
+    would see) also append their values to the list ``SHOWN``; everything else runs unchanged."""
+    tree = ast.parse(code, name)
+    for i, node in enumerate(tree.body):
+        if isinstance(node, ast.Expr) and not (isinstance(node.value, ast.Constant) and
+                                               isinstance(node.value.value, str)):
+            keep = ast.Attribute(value=ast.Name(SHOWN, ast.Load()), attr="append", ctx=ast.Load())
+            tree.body[i] = ast.copy_location(ast.Expr(ast.Call(func=keep, args=[node.value], keywords=[])), node)
+    return compile(ast.fix_missing_locations(tree), name, "exec")
+
+
+def _python(code: str, name: str, namespace: dict) -> Tuple[str, str, list]:
+    """Run a Python block in the page's namespace: (the error, or ""; what it printed; the values of its
+    expression statements, in order)."""
+    out, shown = _Tee(sys.stdout), []
+    namespace[SHOWN] = shown
     try:
-        exec(compile(code, name, "exec"), namespace)
+        with contextlib.redirect_stdout(out):
+            exec(_compile_block(code, name), namespace)
     except BaseException:  # noqa: BLE001 - the report shows it; the next block still runs
-        return traceback.format_exc(limit=-8)
-    return ""
+        return traceback.format_exc(limit=-8), out.getvalue(), shown
+    finally:
+        namespace.pop(SHOWN, None)
+    return "", out.getvalue(), shown
 
 
 ASSIGNMENT = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)=", re.M)
 
 
-def _shell(code: str, state: Path, env: dict) -> str:
-    """Run a shell block after the variables of the earlier ones; keep the variables it sets for the next."""
+def _shell(code: str, state: Path, env: dict) -> Tuple[str, str, str]:
+    """Run a shell block after the variables of the earlier ones; keep the variables it sets for the next.
+    Returns (the error, or ""; its stdout; its stderr)."""
     names = sorted(set(ASSIGNMENT.findall(code)))
     keep = f"\ndeclare -p {' '.join(names)} >> {shlex.quote(str(state))}\n" if names else ""
     script = f"[ -f {shlex.quote(str(state))} ] && source {shlex.quote(str(state))}\n{code}{keep}"
     proc = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], capture_output=True, text=True,
                           timeout=SHELL_TIMEOUT, env=env)
     if proc.returncode != 0:
-        return f"exit status {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+        return f"exit status {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}", proc.stdout, proc.stderr
+    return "", proc.stdout, proc.stderr
+
+
+def _compile_check(code: str, name: str):
+    """The check's code, its ``assert`` statements rewritten as pytest rewrites a test's (the values are shown)."""
+    tree = ast.parse(code, name)
+    try:
+        from _pytest.assertion.rewrite import rewrite_asserts
+    except ImportError:  # without pytest: plain asserts
+        pass
+    else:
+        rewrite_asserts(tree, code.encode())
+    return compile(tree, name, "exec")
+
+
+def _check(block: dict, namespace: dict, stdout: str, stderr: str, shown: list) -> str:
+    """Run the block's check: "" when it holds, else the check, its assertion and the block's output."""
+    import numpy as np
+    import pandas as pd
+
+    name = f"{block['page']}:{block['check_line']} (check of the block at line {block['line']})"
+    helpers = {"Path": Path, "pd": pd, "np": np, "json": json, "re": re, "os": os}
+    if block["kind"] == "python":  # a copy: what the check assigns never reaches the page's later blocks
+        scope = {**helpers, **namespace, "stdout": stdout, "shown": shown, "code": block["code"]}
+    else:
+        scope = {"__name__": "__check__", **helpers, "stdout": stdout, "stderr": stderr, "code": block["code"]}
+    try:
+        exec(_compile_check(block["check"], name), scope)
+    except BaseException:  # noqa: BLE001 - the report shows it
+        return (f"check failed: {name}\n{block['check']}\n--- assertion ---\n{traceback.format_exc(limit=-4)}"
+                f"--- stdout ---\n{stdout[-3000:]}\n--- stderr ---\n{stderr[-3000:]}")
     return ""
 
 
@@ -99,15 +182,20 @@ def _run_blocks(blocks: list, namespace: dict, state: Path, env: dict, results_j
     with open(results_jsonl, "w", encoding="utf-8") as out:
         for b in blocks:
             t0 = time.perf_counter()
+            stdout, stderr, shown = "", "", []
             if not b["run"]:
                 status, error = "not-run", ""
             else:
                 name = f"{b['page']}:{b['line']}"
-                error = (_python(b["code"], name, namespace) if b["kind"] == "python"
-                         else _shell(b["code"], state, env))
+                if b["kind"] == "python":
+                    error, stdout, shown = _python(b["code"], name, namespace)
+                else:
+                    error, stdout, stderr = _shell(b["code"], state, env)
+                if not error and b.get("check"):
+                    error = _check(b, namespace, stdout, stderr, shown)
                 status = "failed" if error else "ok"
             out.write(json.dumps({"line": b["line"], "status": status, "seconds": round(time.perf_counter() - t0, 2),
-                                  "error": error}) + "\n")
+                                  "error": error, "stdout": stdout[-4000:], "stderr": stderr[-4000:]}) + "\n")
             out.flush()
 
 

@@ -34,6 +34,8 @@ def test_python_dash_m_and_version():
 
 def test_exception_tree():
     assert issubclass(specimg.ParameterError, ValueError) and issubclass(specimg.ParameterError, specimg.SpecimgError)
-    assert issubclass(specimg.NotFittedError, AttributeError)
+    from specimg.exceptions import NotFittedError, WeightsError  # the rarer ones: from specimg.exceptions only
+
+    assert issubclass(NotFittedError, AttributeError) and issubclass(WeightsError, specimg.SpecimgError)
     err = specimg.AudioError("a.wav", "is silent")
     assert str(err) == "a.wav: is silent" and err.path == "a.wav"
