@@ -48,6 +48,7 @@ API_MODULES: Tuple[Tuple[str, str], ...] = (
     ("specimg.config", "Configuration"),
     ("specimg.audio", "Audio and segmentation"),
     ("specimg.spectrogram", "Spectrogram images, cache and GPU front end"),
+    ("specimg.tasks", "Tasks: single-label and multi-label"),
     ("specimg.data", "Datasets, transforms and folds"),
     ("specimg.models", "Backbones and weights"),
     ("specimg.training", "Training and cross-validation"),
@@ -55,6 +56,7 @@ API_MODULES: Tuple[Tuple[str, str], ...] = (
     ("specimg.predict", "Prediction, metrics, reports and export"),
     ("specimg.stacking", "Stacking and pseudo-labels"),
     ("specimg.experiment", "Experiments (recipes)"),
+    ("specimg.datasets", "Bundled datasets (FSDD)"),
     ("specimg.exceptions", "Exceptions"),
 )
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -39,3 +42,14 @@ def test_exception_tree():
     assert issubclass(NotFittedError, AttributeError) and issubclass(WeightsError, specimg.SpecimgError)
     err = specimg.AudioError("a.wav", "is silent")
     assert str(err) == "a.wav: is silent" and err.path == "a.wav"
+
+
+def test_the_api_page_lists_the_top_level_names():
+    """docs/api.md's table of top-level names is specimg's list, name for name, each under its sub-package."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text()
+    table = page.split("<!-- specimg:toplevel -->")[1].split("<!-- /specimg:toplevel -->")[0]
+    listed = re.findall(r"\[`(\w+)`\]\[specimg\.(\w+)\.\1\]", table)
+    assert sorted(n for n, _ in listed) == sorted(set(specimg.__all__) - {"__version__"})
+    for name, package in listed:
+        assert getattr(importlib.import_module(f"specimg.{package}"), name) is getattr(specimg, name), name
+    assert len(listed) <= 40
