@@ -1,9 +1,5 @@
-"""Command-line flags generated from a config dataclass: one flag per field, its numpydoc text as the help.
-
-A field added to :class:`~specimg.config.TrainConfig` (with its docstring
-entry) is a ``specimg train`` flag at once; types, choices and the finite-number
-check come from the field's annotation, so the CLI and the library can never
-disagree on an option's name or meaning.
+"""Command-line flags generated from a config dataclass: one flag per field, its numpydoc text as the help, its
+type, choices and finite-number check from the field's annotation (the CLI and the library cannot disagree).
 """
 
 from __future__ import annotations
@@ -72,8 +68,8 @@ def _flag_type(annotation: Any) -> Tuple[Any, Optional[Tuple[str, ...]], bool]:
 
 
 def add_config_flags(group: Any, cls: type, *, skip: Iterable[str] = (), rename: Mapping[str, str] = {},
-                     metavars: Mapping[str, str] = {}, deprecated: Mapping[str, str] = {},
-                     choices: Mapping[str, Tuple[str, ...]] = {}, required: Iterable[str] = ()) -> Dict[str, str]:
+                     metavars: Mapping[str, str] = {}, choices: Mapping[str, Tuple[str, ...]] = {},
+                     required: Iterable[str] = ()) -> Dict[str, str]:
     """Add one flag per dataclass field of ``cls`` to an argparse group; returns ``{dest: field}``.
 
     Every flag defaults to ``None`` (meaning "the config's default"), so
@@ -86,7 +82,6 @@ def add_config_flags(group: Any, cls: type, *, skip: Iterable[str] = (), rename:
     skip : field names left out (handled elsewhere)
     rename : field -> flag name without ``--`` (``n_splits`` -> ``folds``)
     metavars : field -> metavar
-    deprecated : field -> the help text of a deprecated field
     choices : field -> the accepted values, where the annotation does not list them
     required : fields whose flag must be given
     """
@@ -104,9 +99,8 @@ def add_config_flags(group: Any, cls: type, *, skip: Iterable[str] = (), rename:
         kind, allowed, is_bool = _flag_type(hints[f.name])
         allowed = choices.get(f.name, allowed)
         default = defaults.get(f.name)
-        text = deprecated.get(f.name) or _first_sentence(docs.get(f.name, ""))
-        if (default is not None and f.name not in deprecated and f.name not in required
-                and not isinstance(default, (dict, list))):
+        text = _first_sentence(docs.get(f.name, ""))
+        if default is not None and f.name not in required and not isinstance(default, (dict, list)):
             text += f" (default {default})"
         text = text.replace("%", "%%")
         if is_bool:

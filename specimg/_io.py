@@ -1,12 +1,9 @@
 """Atomic writes and config diffs shared by every stage that writes results.
 
-Every file specimg writes goes through :func:`atomic_path`: the writer fills a temporary file with a unique
-name in the target's own folder, the file is flushed to disk (``fsync``) and renamed onto the target with
-``os.replace``. A crash or a kill mid-write leaves the old file or the new one under the final name, never a
-mix, and two processes writing the same file at once each write their own temporary file (the last rename
-wins, whole). A folder of several files is staged with :func:`atomic_folder`. A long job resumes through
-one mechanism: each finished piece leaves a record of the fingerprint of its inputs (:func:`write_done`,
-:func:`read_done`).
+Every file goes through :func:`atomic_path`: a temporary file with a unique name in the target's folder,
+flushed (``fsync``) and renamed onto the target (``os.replace``): a kill mid-write leaves the old file or the
+new one, never a mix. A folder of several files is staged with :func:`atomic_folder`. A long job resumes
+through one record of each finished piece's input fingerprint (:func:`write_done`, :func:`read_done`).
 """
 
 from __future__ import annotations

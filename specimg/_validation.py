@@ -1,14 +1,9 @@
-"""The parameter checks every config, recipe spec, stacker and command-line flag uses.
-
-One place decides what "a number" means (finite: NaN and inf are refused
-wherever a bound is given), how bounds are written in messages and how a
-message is worded, in the style of scikit-learn's ``check_scalar``::
+"""The parameter checks every config, recipe spec, stacker and command-line flag uses, in the style of
+scikit-learn's ``check_scalar`` (a number is finite wherever a bound is given)::
 
     The 'lr' parameter of TrainConfig must be a finite number > 0. Got nan.
 
-Every check returns the value (converted where that is lossless: an int
-for a float option becomes a float), so callers can write
-``lr = check_float(lr, "lr", owner="TrainConfig", low=0, include_low=False)``.
+Every check returns the value (an int for a float option becomes a float).
 """
 
 from __future__ import annotations
@@ -110,8 +105,11 @@ def check_fraction(value: Any, name: str, *, owner: str, high: float = 1.0, fix:
                        fix=fix)
 
 
-def check_choice(value: Any, name: str, choices: Iterable[Any], *, owner: str, fix: str = "") -> Any:
-    """One of ``choices``."""
+def check_choice(value: Any, name: str, choices: Iterable[Any], *, owner: str, fix: str = "",
+                 allow_none: bool = False) -> Any:
+    """One of ``choices`` (or None, with ``allow_none``)."""
+    if value is None and allow_none:
+        return None
     choices = tuple(choices)
     if isinstance(value, bool) or value not in choices:
         fail(owner, name, f"one of {', '.join(map(repr, choices))}", value, fix)

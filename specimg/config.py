@@ -1,31 +1,22 @@
 """Configuration as data: one frozen dataclass per stage, and the training options in sections.
 
-Each config validates itself on construction (raising
-:class:`~specimg.exceptions.ParameterError` that names the option and the fix),
-round-trips through :meth:`to_dict` / :meth:`from_dict`, and is written next to
-every cache and run so that any result can be re-run.
+Each config validates itself (a :class:`~specimg.exceptions.ParameterError` names the option and the fix),
+round-trips through :meth:`to_dict` / :meth:`from_dict` and is written next to every cache and run. A section
+of :class:`TrainConfig` is given as its config or as a dict of its options::
 
-- :class:`AudioConfig`, :class:`SegmentConfig` (beside the audio code, :mod:`specimg.audio`) and
-  :class:`SpectrogramConfig` with its STFT defaults (beside the spectrogram code,
-  :mod:`specimg.spectrogram`) make a :class:`RenderConfig`: everything that decides the pixels;
-- :class:`TrainConfig`: the backbone, the folds and five sections, :class:`OptimConfig`,
-  :class:`ScheduleConfig`, :class:`AugmentConfig`, :class:`TaskConfig` and :class:`RuntimeConfig`. A
-  section is given as its config or as a dict of its options::
-
-      TrainConfig(backbone="resnet18", schedule={"epochs": 3}, optim={"optimizer": "adamw", "lr": 1e-3})
+    TrainConfig(backbone="resnet18", schedule={"epochs": 3}, optim={"optimizer": "adamw", "lr": 1e-3})
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Literal, Mapping, Optional, Tuple, Union
 
-from ._validation import (ConfigBase, check_choice, check_float, check_int, config_section, fail,
-                          unknown_options_message)
+from ._validation import (ConfigBase, check_choice, check_float, check_fraction, check_int, check_positive,
+                          check_probability, config_section, fail, unknown_options_message)
 from .audio import AudioConfig, SegmentConfig
 from .exceptions import ParameterError
 from .spectrogram import (CACHE_FORMAT_VERSION, RenderConfig, SpectrogramConfig, default_hop_length, default_n_fft,
@@ -48,23 +39,6 @@ __all__ = [
     "mel_bands_that_fit",
     "CACHE_FORMAT_VERSION",
 ]
-
-
-def _int(owner: str, name: str, value: Any, lo: int, hi: Optional[int] = None, *, allow_none: bool = False,
-         fix: str = "") -> None:
-    check_int(value, name, owner=owner, low=lo, high=hi, allow_none=allow_none, fix=fix)
-
-
-def _float(owner: str, name: str, value: Any, lo: float, hi: float = math.inf, *, hi_open: bool = True,
-           lo_open: bool = False, allow_none: bool = False, fix: str = "") -> None:
-    check_float(value, name, owner=owner, low=lo, high=None if math.isinf(hi) else hi, include_low=not lo_open,
-                include_high=not hi_open, allow_none=allow_none, fix=fix)
-
-
-def _choice(owner: str, name: str, value: Any, choices: Tuple[Any, ...], *, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    check_choice(value, name, choices, owner=owner)
 
 
 def _max_epochs() -> Optional[int]:
@@ -108,12 +82,12 @@ class OptimConfig(ConfigBase):
 
     def __post_init__(self) -> None:
         o = "TrainConfig.optim"
-        _choice(o, "optimizer", self.optimizer, ("sgd", "adamw"))
-        _float(o, "lr", self.lr, 0.0, lo_open=True)
-        _float(o, "momentum", self.momentum, 0.0, 1.0)
-        _float(o, "weight_decay", self.weight_decay, 0.0)
-        _int(o, "batch_size", self.batch_size, 1)
-        _float(o, "grad_clip", self.grad_clip, 0.0, lo_open=True, allow_none=True)
+        check_choice(self.optimizer, "optimizer", ("sgd", "adamw"), owner=o)
+        check_positive(self.lr, "lr", owner=o)
+        check_fraction(self.momentum, "momentum", owner=o)
+        check_float(self.weight_decay, "weight_decay", owner=o, low=0.0)
+        check_int(self.batch_size, "batch_size", owner=o, low=1)
+        check_positive(self.grad_clip, "grad_clip", owner=o, allow_none=True)
 
 
 @dataclass(frozen=True)
@@ -176,25 +150,26 @@ class ScheduleConfig(ConfigBase):
 
     def __post_init__(self) -> None:
         o = "TrainConfig.schedule"
-        _int(o, "epochs", self.epochs, 1)
+        check_int(self.epochs, "epochs", owner=o, low=1)
         cap = _max_epochs()
         if cap is not None and self.epochs > cap:  # SPECIMG_MAX_EPOCHS: smoke runs (the docs' commands in CI)
             object.__setattr__(self, "epochs", cap)
             object.__setattr__(self, "warmup_epochs", min(self.warmup_epochs, cap))
-        _float(o, "warmup_epochs", self.warmup_epochs, 0.0, self.epochs, hi_open=False,
-               fix=f"The warm-up must fit in the {self.epochs} epoch(s); lower warmup_epochs or raise epochs.")
-        _choice(o, "lr_schedule", self.lr_schedule, ("cosine", "step"))
-        _int(o, "step_size", self.step_size, 1, allow_none=True)
-        _float(o, "step_gamma", self.step_gamma, 0.0, 1.0, hi_open=False)
-        _int(o, "patience", self.patience, 1, allow_none=True, fix="Use None to turn early stopping off.")
-        _choice(o, "select_epoch", self.select_epoch, ("best", "last", "inner"))
+        check_float(self.warmup_epochs, "warmup_epochs", owner=o, low=0.0, high=self.epochs,
+                    fix=f"The warm-up must fit in the {self.epochs} epoch(s); lower warmup_epochs or raise epochs.")
+        check_choice(self.lr_schedule, "lr_schedule", ("cosine", "step"), owner=o)
+        check_int(self.step_size, "step_size", owner=o, low=1, allow_none=True)
+        check_probability(self.step_gamma, "step_gamma", owner=o)
+        check_int(self.patience, "patience", owner=o, low=1, allow_none=True,
+                  fix="Use None to turn early stopping off.")
+        check_choice(self.select_epoch, "select_epoch", ("best", "last", "inner"), owner=o)
         if self.select_epoch == "last" and self.patience is not None:
             fail(o, "patience", "None when select_epoch='last' (early stopping needs an epoch choice)",
                  self.patience, "Use select_epoch='inner' to stop early on an inner split, or drop patience.")
-        _int(o, "validate_last", self.validate_last, 1, allow_none=True,
-             fix="Use None to validate every epoch, 1 for the last epoch only.")
-        _float(o, "ema", self.ema, 0.0, 1.0, allow_none=True,
-               fix="It is the decay of the weight average, e.g. 0.998; None turns it off.")
+        check_int(self.validate_last, "validate_last", owner=o, low=1, allow_none=True,
+                  fix="Use None to validate every epoch, 1 for the last epoch only.")
+        check_float(self.ema, "ema", owner=o, low=0.0, high=1.0, include_high=False, allow_none=True,
+                    fix="It is the decay of the weight average, e.g. 0.998; None turns it off.")
 
 
 @dataclass(frozen=True)
@@ -233,16 +208,16 @@ class AugmentConfig(ConfigBase):
 
     def __post_init__(self) -> None:
         o = "TrainConfig.augment"
-        _float(o, "hflip", self.hflip, 0.0, 1.0, hi_open=False)
-        _float(o, "time_mask", self.time_mask, 0.0, 1.0, fix="It is the largest stripe width as a fraction of the "
-               "image width, e.g. 0.1.")
-        _float(o, "freq_mask", self.freq_mask, 0.0, 1.0, fix="It is the largest stripe height as a fraction of the "
-               "image height, e.g. 0.1.")
-        _int(o, "n_masks", self.n_masks, 1)
-        _float(o, "freq_stretch", self.freq_stretch, 0.0, 0.5)
-        _float(o, "time_stretch", self.time_stretch, 0.0, 0.5)
-        _float(o, "mixup", self.mixup, 0.0, fix="It is the Beta(alpha, alpha) parameter; 0 turns mixup off, 0.2-0.4 "
-               "is usual.")
+        check_probability(self.hflip, "hflip", owner=o)
+        check_fraction(self.time_mask, "time_mask", owner=o, fix="It is the largest stripe width as a fraction of "
+                       "the image width, e.g. 0.1.")
+        check_fraction(self.freq_mask, "freq_mask", owner=o, fix="It is the largest stripe height as a fraction of "
+                       "the image height, e.g. 0.1.")
+        check_int(self.n_masks, "n_masks", owner=o, low=1)
+        check_fraction(self.freq_stretch, "freq_stretch", owner=o, high=0.5)
+        check_fraction(self.time_stretch, "time_stretch", owner=o, high=0.5)
+        check_float(self.mixup, "mixup", owner=o, low=0.0, fix="It is the Beta(alpha, alpha) parameter; 0 turns mixup "
+                    "off, 0.2-0.4 is usual.")
 
 
 #: The two tasks a run can be.
@@ -336,21 +311,22 @@ class TaskConfig(ConfigBase):
 
     def __post_init__(self) -> None:
         o = "TrainConfig.task"
-        _choice(o, "kind", self.kind, ("auto", *TASK_KINDS))
-        _choice(o, "metric", self.metric, ("accuracy", "uar", "macro_ap", "macro_roc_auc"), allow_none=True)
-        _choice(o, "class_weights", self.class_weights, ("inverse", "none"), allow_none=True)
-        _float(o, "label_smoothing", self.label_smoothing, 0.0, 1.0, allow_none=True)
-        _choice(o, "loss", self.loss, ("cross_entropy", "bce", "focal", "asymmetric"), allow_none=True)
-        _float(o, "focal_gamma", self.focal_gamma, 0.0, 10.0, hi_open=False, allow_none=True)
-        _choice(o, "pos_weight", self.pos_weight, ("none", "balanced"), allow_none=True)
-        _choice(o, "pooling", self.pooling, ("mean", "max"), allow_none=True)
-        _choice(o, "mixup_targets", self.mixup_targets, ("union", "mix"), allow_none=True)
-        _float(o, "event_min_seconds", self.event_min_seconds, 0.0, allow_none=True,
-               fix="It is the overlap in seconds that makes an event label a window; 0 counts any overlap.")
-        _float(o, "event_min_fraction", self.event_min_fraction, 0.0, 1.0, hi_open=False, allow_none=True,
-               fix="It is a fraction of the event's duration; 0 uses event_min_seconds alone.")
-        _float(o, "negative_ratio", self.negative_ratio, 0.0, lo_open=True, allow_none=True,
-               fix="None keeps every window without a tag.")
+        check_choice(self.kind, "kind", ("auto", *TASK_KINDS), owner=o)
+        check_choice(self.metric, "metric", ("accuracy", "uar", "macro_ap", "macro_roc_auc"), owner=o, allow_none=True)
+        check_choice(self.class_weights, "class_weights", ("inverse", "none"), owner=o, allow_none=True)
+        check_float(self.label_smoothing, "label_smoothing", owner=o, low=0.0, high=1.0, include_high=False,
+                    allow_none=True)
+        check_choice(self.loss, "loss", ("cross_entropy", "bce", "focal", "asymmetric"), owner=o, allow_none=True)
+        check_float(self.focal_gamma, "focal_gamma", owner=o, low=0.0, high=10.0, allow_none=True)
+        check_choice(self.pos_weight, "pos_weight", ("none", "balanced"), owner=o, allow_none=True)
+        check_choice(self.pooling, "pooling", ("mean", "max"), owner=o, allow_none=True)
+        check_choice(self.mixup_targets, "mixup_targets", ("union", "mix"), owner=o, allow_none=True)
+        check_float(self.event_min_seconds, "event_min_seconds", owner=o, low=0.0, allow_none=True,
+                    fix="It is the overlap in seconds that makes an event label a window; 0 counts any overlap.")
+        check_float(self.event_min_fraction, "event_min_fraction", owner=o, low=0.0, high=1.0, allow_none=True,
+                    fix="It is a fraction of the event's duration; 0 uses event_min_seconds alone.")
+        check_positive(self.negative_ratio, "negative_ratio", owner=o, allow_none=True,
+                       fix="None keeps every window without a tag.")
         if self.kind != "auto":
             self._check_applies(self.kind)
 
@@ -432,8 +408,8 @@ class RuntimeConfig(ConfigBase):
         if not isinstance(dev, str) or not (dev in ("auto", "cpu", "cuda") or
                                             (dev.startswith("cuda:") and dev[5:].isdigit())):
             fail(o, "device", "'auto', 'cpu', 'cuda' or 'cuda:N'", dev)
-        _int(o, "num_workers", self.num_workers, 0, allow_none=True)
-        _choice(o, "amp", self.amp, ("auto", "bf16", "fp16", "off"))
+        check_int(self.num_workers, "num_workers", owner=o, low=0, allow_none=True)
+        check_choice(self.amp, "amp", ("auto", "bf16", "fp16", "off"), owner=o)
         if not isinstance(self.channels_last, bool):
             fail(o, "channels_last", "a bool", self.channels_last)
 
@@ -539,7 +515,7 @@ class TrainConfig(ConfigBase):
             fail(o, "backbone_kwargs", "JSON-serialisable (numbers, strings, lists, dicts)", self.backbone_kwargs,
                  "Register a backbone factory with register_backbone for anything richer.")
         object.__setattr__(self, "backbone_kwargs", kwargs)
-        _float(o, "drop_rate", self.drop_rate, 0.0, 1.0, allow_none=True)
+        check_float(self.drop_rate, "drop_rate", owner=o, low=0.0, high=1.0, include_high=False, allow_none=True)
         if self.freeze is not None:
             names = self.freeze.split(",") if isinstance(self.freeze, str) else self.freeze
             if (not isinstance(names, (list, tuple)) or not names
@@ -547,12 +523,12 @@ class TrainConfig(ConfigBase):
                 fail(o, "freeze", "None, or module names such as ('conv_stem', 'bn1', 'blocks.0')", self.freeze)
             object.__setattr__(self, "freeze", tuple(n.strip() for n in names))
         object.__setattr__(self, "image_size", _image_size(self.image_size, o))
-        _int(o, "n_splits", self.n_splits, 2, fix="Cross-validation needs at least 2 folds.")
+        check_int(self.n_splits, "n_splits", owner=o, low=2, fix="Cross-validation needs at least 2 folds.")
         if self.group_column is not None and (not isinstance(self.group_column, str) or not self.group_column):
             fail(o, "group_column", "None or the name of a column of the input table", self.group_column)
-        _int(o, "seed", self.seed, 0)
-        _choice(o, "tta", self.tta, ("flip", "none"))
-        _choice(o, "images", self.images, ("cached", "on-the-fly"))
+        check_int(self.seed, "seed", owner=o, low=0)
+        check_choice(self.tta, "tta", ("flip", "none"), owner=o)
+        check_choice(self.images, "images", ("cached", "on-the-fly"), owner=o)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":

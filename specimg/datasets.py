@@ -2,25 +2,18 @@
 
 :func:`fsdd_path` finds FSDD, in this order:
 
-1. the folder given (``make demo DATA=...``, ``--data``) or the ``SPECIMG_FSDD`` environment variable; a
-   folder given this way must hold FSDD (no silent fall-back to another copy);
+1. the folder given (``make demo DATA=...``, ``--data``) or ``$SPECIMG_FSDD``, which must hold FSDD;
 2. ``../shared/datasets/fsdd``, seen from the working folder and from the checkout of specimg;
 3. the user cache (``$SPECIMG_CACHE/fsdd-1.0.10``, by default ``~/.cache/specimg/fsdd-1.0.10`` on Linux),
    where
-4. the public release is downloaded once (:func:`download_fsdd`, with pooch): the v1.0.10 archive from
-   GitHub, its 3,000 recordings laid out as ``recordings/*.wav`` beside a ``labels.csv`` with the columns
-   ``path,label,speaker,sample_rate,seconds``, like ``../shared/datasets/fsdd``.
+4. the v1.0.10 release is downloaded once from GitHub (:func:`download_fsdd`, with pooch), laid out like
+   ``../shared/datasets/fsdd``.
 
-The download is checksummed on what it extracts: :data:`FSDD_RECORDINGS_SHA256` is the digest of the
-3,000 recordings (:func:`recordings_digest`), so a regenerated GitHub archive (whose bytes may change) still
-passes and a changed or missing recording does not. The archive's own SHA-256 could not be computed where
-this module was written (no network), so :data:`FSDD_ARCHIVE_SHA256` is ``None``; the download logs it so
-that it can be pinned there or in the ``SPECIMG_FSDD_SHA256`` environment variable. Processes that need
-FSDD at the same time (``make test``'s workers) take turns on a lock file beside the cache: one downloads,
-the others then find it.
-
-``python -m specimg.datasets`` prints the folder (downloading it once if needed), as ``make test`` does
-before the tests.
+The download is checksummed on what it extracts (:data:`FSDD_RECORDINGS_SHA256`, the digest of the 3,000
+recordings), so a regenerated archive still passes; :data:`FSDD_ARCHIVE_SHA256` is ``None`` (it could not be
+computed where this was written), and the download logs it to be pinned (``$SPECIMG_FSDD_SHA256``).
+Concurrent processes take turns on a lock file beside the cache. ``python -m specimg.datasets`` prints the
+folder (downloading it once if needed), as ``make test`` does before the tests.
 """
 
 from __future__ import annotations
@@ -39,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Sequence, T
 import numpy as np
 
 from ._io import atomic_write, atomic_write_csv
+from ._validation import check_int
 from .exceptions import DataError, ParameterError
 
 __all__ = ["fsdd_path", "download_fsdd", "fsdd_labels", "fsdd_mixtures", "fsdd_recordings", "recordings_digest",
@@ -341,13 +335,9 @@ def main(argv: Optional[list] = None) -> int:
 
 
 # --------------------------------------------------------------------------- tagged data with exact answers
-# Both builders read FSDD (:func:`fsdd_path`) and write WAV files and a table whose labels are exact by
-# construction: :func:`fsdd_mixtures`, clips that add two different digits said by two different speakers
-# (``labels`` = both digits; the speakers are paired and a mixture's ``group`` is its pair, so folds grouped by
-# ``group`` are speaker-held-out); :func:`fsdd_recordings`, long recordings that concatenate FSDD digits of one
-# speaker with silences between them (a faint seeded noise floor), and the annotation table
-# (``path,start,end,label``) of each digit's exact start and end in seconds. Used by the tests, the
-# documentation and ``benchmarks/multilabel.py``.
+# Both builders write WAV files from FSDD and a table whose labels are exact by construction (a mixture's
+# ``group`` is its speaker pair: folds grouped by it are speaker-held-out), for the tests, the documentation and
+# ``benchmarks/multilabel.py``.
 #: The speaker pairs of :func:`fsdd_mixtures`: each pair is a group.
 SPEAKER_PAIRS = (("george", "jackson"), ("lucas", "nicolas"), ("theo", "yweweler"))
 
@@ -416,8 +406,7 @@ def fsdd_mixtures(out_dir: PathLike, *, per_pair: int = 20, pairs: Sequence[Tupl
     import pandas as pd
     import soundfile as sf
 
-    if isinstance(per_pair, bool) or not isinstance(per_pair, int) or per_pair < 1:
-        raise ParameterError(f"The 'per_pair' parameter of fsdd_mixtures must be an int >= 1. Got {per_pair!r}.")
+    check_int(per_pair, "per_pair", owner="fsdd_mixtures", low=1)
     root, clips = _clips(fsdd)
     out = Path(out_dir)
     (out / "mixtures").mkdir(parents=True, exist_ok=True)

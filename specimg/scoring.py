@@ -1,20 +1,9 @@
 """The classification metrics every stage scores with: one way to compute a file's accuracy, UAR or AP.
 
-One low module (numpy, scikit-learn for the metrics) that training, prediction and stacking use:
-
-- :func:`label_scores` (accuracy and UAR of labels), :func:`file_scores` (the same for probabilities against
-  class indices), :func:`uar` and :func:`classification_metrics` (accuracy, UAR, macro-F1, log-loss,
-  per-class scores, confusion matrix), :func:`check_labels`;
-- tags (one independent score per class, multi-hot truth): :func:`average_precisions` and :func:`roc_aucs`
-  per class, :func:`tag_scores` (macro / micro AP, macro ROC-AUC: what training picks its best epoch
-  by), :func:`fit_thresholds` (per-class thresholds of maximum F1) and :func:`tag_metrics` (all of
-  them, with F1 at thresholds), :func:`check_multi_hot`.
-
-Pooling windows into files is the task's (:mod:`specimg.tasks`).
-
-UAR, the *unweighted average recall* (mean of the per-class recalls,
-scikit-learn's ``balanced_accuracy_score``), is the headline metric of
-paralinguistic challenges.
+Labels (accuracy, UAR, macro-F1, log-loss, confusion matrix) and tags (one independent score per class:
+AP, ROC-AUC, per-class thresholds of maximum F1). UAR, the *unweighted average recall* (mean of the
+per-class recalls, scikit-learn's ``balanced_accuracy_score``), is the headline metric of paralinguistic
+challenges. Pooling windows into files is the task's (:mod:`specimg.tasks`).
 """
 
 from __future__ import annotations
@@ -263,11 +252,16 @@ def check_multi_hot(y: Any, n_classes: int, *, name: str = "y_true", owner: str 
     return arr > 0.5
 
 
-def _scores(scores: Any, shape: Tuple[int, int], owner: str) -> np.ndarray:
+def _tag_input(y_true: Any, scores: Any, owner: str, n_classes: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """``(truth, scores)`` of a multi-label metric, checked: multi-hot truth, scores of its shape."""
+    if n_classes is None:
+        s = np.asarray(scores, dtype=np.float64)
+        n_classes = s.shape[1] if s.ndim == 2 else -1
+    y = check_multi_hot(y_true, n_classes, owner=owner)
     s = check_probs(scores, name="scores", owner=owner)
-    if s.shape != shape:
-        raise DataError(f"The 'scores' argument of {owner} must have shape {shape} (as y_true). Got {s.shape}.")
-    return s
+    if s.shape != y.shape:
+        raise DataError(f"The 'scores' argument of {owner} must have shape {y.shape} (as y_true). Got {s.shape}.")
+    return y, s
 
 
 def average_precisions(y_true: Any, scores: Any) -> np.ndarray:
@@ -289,9 +283,7 @@ def average_precisions(y_true: Any, scores: Any) -> np.ndarray:
     >>> average_precisions([[1, 0], [0, 0], [1, 0]], [[0.9, 0.2], [0.1, 0.3], [0.4, 0.1]]).tolist()
     [1.0, nan]
     """
-    s = np.asarray(scores, dtype=np.float64)
-    y = check_multi_hot(y_true, s.shape[1] if s.ndim == 2 else -1, owner="average_precisions")
-    s = _scores(s, y.shape, "average_precisions")
+    y, s = _tag_input(y_true, scores, "average_precisions")
     out = np.full(y.shape[1], np.nan)
     for c in range(y.shape[1]):
         if y[:, c].any():
@@ -307,9 +299,7 @@ def roc_aucs(y_true: Any, scores: Any) -> np.ndarray:
     >>> roc_aucs([[1, 1], [0, 1], [1, 1]], [[0.9, 0.2], [0.1, 0.3], [0.4, 0.1]]).tolist()
     [1.0, nan]
     """
-    s = np.asarray(scores, dtype=np.float64)
-    y = check_multi_hot(y_true, s.shape[1] if s.ndim == 2 else -1, owner="roc_aucs")
-    s = _scores(s, y.shape, "roc_aucs")
+    y, s = _tag_input(y_true, scores, "roc_aucs")
     out = np.full(y.shape[1], np.nan)
     for c in range(y.shape[1]):
         if y[:, c].any() and not y[:, c].all():
@@ -335,9 +325,7 @@ def tag_scores(y_true: Any, scores: Any) -> Dict[str, float]:
     >>> m["macro_ap"], m["micro_ap"], m["macro_roc_auc"]
     (1.0, 1.0, 1.0)
     """
-    s = np.asarray(scores, dtype=np.float64)
-    y = check_multi_hot(y_true, s.shape[1] if s.ndim == 2 else -1, owner="tag_scores")
-    s = _scores(s, y.shape, "tag_scores")
+    y, s = _tag_input(y_true, scores, "tag_scores")
     micro = float(average_precision_score(y.ravel(), s.ravel())) if y.any() else float("nan")
     return {"macro_ap": _nanmean(average_precisions(y, s)), "micro_ap": micro,
             "macro_roc_auc": _nanmean(roc_aucs(y, s))}
@@ -366,9 +354,7 @@ def fit_thresholds(y_true: Any, scores: Any, *, default: float = 0.5) -> np.ndar
     >>> fit_thresholds([[1], [0], [1], [0]], [[0.8], [0.3], [0.4], [0.6]]).tolist()
     [0.4]
     """
-    s = np.asarray(scores, dtype=np.float64)
-    y = check_multi_hot(y_true, s.shape[1] if s.ndim == 2 else -1, owner="fit_thresholds")
-    s = _scores(s, y.shape, "fit_thresholds")
+    y, s = _tag_input(y_true, scores, "fit_thresholds")
     out = np.full(y.shape[1], float(default))
     for c in range(y.shape[1]):
         if not y[:, c].any():
@@ -415,8 +401,7 @@ def tag_metrics(y_true: Any, scores: Any, classes: Sequence[Any], *,
     names = [str(c) for c in classes]
     if not names or len(set(names)) != len(names):
         raise DataError(f"The 'classes' argument of {owner} must be a non-empty list of distinct tags. Got {names}.")
-    y = check_multi_hot(y_true, len(names), owner=owner)
-    s = _scores(scores, y.shape, owner)
+    y, s = _tag_input(y_true, scores, owner, len(names))
     if len(y) == 0:
         raise DataError(f"{owner} needs at least one file. Got empty arrays.")
     t = np.full(len(names), 0.5) if thresholds is None else np.asarray(thresholds, dtype=np.float64)

@@ -1,26 +1,10 @@
 """Multi-label input: tag sets, multi-hot columns and annotation tables (time intervals on recordings).
 
-Three ways to say that a file holds several labels, each turned by
-:func:`~specimg.audio.read_table` into the same two columns of the file table:
-
-- a ``labels`` column of ``;``-separated tags (``"dog;siren"``; empty: a
-  negative, a file with no tag);
-- multi-hot class columns: two or more columns whose every value is 0 or 1
-  (``path,dog,siren,bird``), in a table without ``label`` / ``labels``;
-- an annotation table, one row per labelled time interval of a recording:
-  ``path,start,end,label`` (seconds), or a Raven selection table
-  (tab-separated, ``Begin Time (s)``, ``End Time (s)``, an annotation column
-  such as ``Annotation`` or ``Species``, the recording in ``Begin Path`` /
-  ``Begin File`` or given by option). A recording listed with an empty label
-  has no event (a negative recording).
-
-The file table then has one row per recording with ``label`` empty (the
-single-label column), ``labels`` (the file's tags, a JSON list, e.g.
-``["3", "7"]``) and, for annotation tables, ``events`` (a JSON list of
-``[start, end, tag]``, sorted by start). JSON keeps the values text in every
-CSV the caches and runs write, whatever the tags look like (digits stay
-strings). Windows take their labels from the events later, in the data layer
-(:func:`specimg.data.window_targets`), from each window's start and end.
+:func:`~specimg.audio.read_table` turns each into the same columns of the file table: ``labels`` (the file's
+tags as a JSON list, so digits stay strings in every CSV; an empty cell is a negative) and, for annotation
+tables, ``events`` (a JSON list of ``[start, end, tag]``, sorted by start; a recording listed with an empty
+label has none). Multi-hot columns are two or more 0/1 columns in a table without ``label`` / ``labels``.
+Windows take their tags from the events later (:func:`specimg.data.window_targets`).
 """
 
 from __future__ import annotations

@@ -1,31 +1,14 @@
-"""How audio files are read (:class:`AudioConfig`) and cut into windows (:class:`SegmentConfig`).
-
-Frozen dataclasses that validate themselves (:class:`~specimg.exceptions.ParameterError` naming the option
-and the fix) and round-trip through ``to_dict`` / ``from_dict``; with
-:class:`~specimg.spectrogram.SpectrogramConfig` they make a :class:`~specimg.spectrogram.RenderConfig`.
-"""
+"""How audio files are read (:class:`AudioConfig`) and cut into windows (:class:`SegmentConfig`)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Optional, Tuple
+from typing import Literal, Mapping, Optional
 
 from .._validation import ConfigBase, check_choice, check_float, check_positive, fail
 
 __all__ = ["AudioConfig", "SegmentConfig"]
-
-
-def _fail(owner: str, name: str, rule: str, value: Any, fix: str = "") -> None:
-    fail(owner, name, rule, value, fix)
-
-
-def _positive(owner: str, name: str, value: Any, *, allow_none: bool = False) -> None:
-    check_positive(value, name, owner=owner, allow_none=allow_none)
-
-
-def _choice(owner: str, name: str, value: Any, choices: Tuple[str, ...]) -> None:
-    check_choice(value, name, choices, owner=owner)
 
 
 @dataclass(frozen=True)
@@ -66,13 +49,13 @@ class AudioConfig(ConfigBase):
     def __post_init__(self) -> None:
         o = "AudioConfig"
         if isinstance(self.sample_rate, bool) or not isinstance(self.sample_rate, int) or self.sample_rate < 1000:
-            _fail(o, "sample_rate", "an int >= 1000 (Hz)", self.sample_rate)
+            fail(o, "sample_rate", "an int >= 1000 (Hz)", self.sample_rate)
         check_float(self.offset, "offset", owner=o, low=0.0)
-        _positive(o, "duration", self.duration, allow_none=True)
-        _positive(o, "min_seconds", self.min_seconds, allow_none=True)
-        _choice(o, "pad_mode", self.pad_mode, ("tile", "zero", "none"))
+        check_positive(self.duration, "duration", owner=o, allow_none=True)
+        check_positive(self.min_seconds, "min_seconds", owner=o, allow_none=True)
+        check_choice(self.pad_mode, "pad_mode", ("tile", "zero", "none"), owner=o)
         if not isinstance(self.allow_truncated, bool):
-            _fail(o, "allow_truncated", "True or False", self.allow_truncated)
+            fail(o, "allow_truncated", "True or False", self.allow_truncated)
 
 
 @dataclass(frozen=True)
@@ -102,18 +85,18 @@ class SegmentConfig(ConfigBase):
 
     def __post_init__(self) -> None:
         o = "SegmentConfig"
-        _positive(o, "seconds", self.seconds)
-        _positive(o, "hop", self.hop)
+        check_positive(self.seconds, "seconds", owner=o)
+        check_positive(self.hop, "hop", owner=o)
         if not isinstance(self.class_hop, Mapping):
-            _fail(o, "class_hop", "a mapping label -> hop seconds", self.class_hop)
+            fail(o, "class_hop", "a mapping label -> hop seconds", self.class_hop)
         clean = {}
         for label, hop in self.class_hop.items():
             if isinstance(hop, bool) or not isinstance(hop, (int, float)) or not math.isfinite(hop) or hop <= 0:
-                _fail(o, f"class_hop[{label!r}]", "a finite number > 0 (seconds)", hop,
-                      "Write it as LABEL=SECONDS, e.g. --class-hop blues=5.")
+                fail(o, f"class_hop[{label!r}]", "a finite number > 0 (seconds)", hop,
+                     "Write it as LABEL=SECONDS, e.g. --class-hop blues=5.")
             clean[str(label)] = float(hop)
         object.__setattr__(self, "class_hop", dict(sorted(clean.items())))
-        _choice(o, "last", self.last, ("align_end", "drop"))
+        check_choice(self.last, "last", ("align_end", "drop"), owner=o)
 
     def hop_for(self, label: Optional[str]) -> float:
         """The hop used for a file with this label (``None``: unlabelled)."""

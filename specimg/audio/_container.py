@@ -1,18 +1,10 @@
 """Truncated files: what a container's header announces against what the file holds.
 
 libsndfile trusts what it can read: a WAV whose header announces 120 s but whose download stopped after
-200 bytes opens as a 4 ms file, without a word. This module reads the header fields that state the
-length of the audio, for the formats whose container does:
-
-- WAV (RIFF / RIFX): the size of the ``data`` chunk against the bytes after it;
-- AIFF / AIFC: the frame count of the ``COMM`` chunk against the frames libsndfile finds;
-- AU (``.snd``): the data size of the header against the bytes after it;
-- FLAC: the metadata blocks must be complete (the frame count of ``STREAMINFO`` is checked against the
-  decoded frames by :func:`~specimg.audio.load_audio`);
-- Ogg (Vorbis, Opus): every page must be complete and the last one must carry the end-of-stream flag.
-
-Other formats (MP3, CAF, W64, ...) state no length that libsndfile does not already check; for them
-:func:`~specimg.audio.load_audio` compares the frames the header announces with those it decodes.
+200 bytes opens as a 4 ms file, without a word. Checked here: WAV / RIFX ``data`` chunk size, AIFF / AIFC
+``COMM`` frame count, AU data size, complete FLAC metadata blocks, complete Ogg pages ending with the
+end-of-stream flag. For other formats (MP3, CAF, W64...) :func:`~specimg.audio.load_audio` compares the frames
+the header announces with those it decodes.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from typing import Any, List, Literal, Optional, Tuple, Union
 
 import numpy as np
 
+from .._validation import check_int
 from ..exceptions import AudioError, ParameterError
 from ._container import OGG_ANNOUNCED, Truncation, inspect_container, seconds_text
 
@@ -65,11 +66,8 @@ _CHUNK = 1 << 18  # 12 s at 22.05 kHz: few reads per file; a failed chunk is re-
 
 
 def _read(path: Path, offset: float = 0.0, duration: Optional[float] = None, *, allow_truncated: bool = False):
-    """Decode ``[offset, offset + duration)`` seconds; returns (data (n, ch) float32, native sr).
-
-    A file that holds less than its header announces (:func:`inspect_container`, then the frames libsndfile
-    announces against those it decodes) is an :class:`AudioError`, or with ``allow_truncated`` a warning
-    (logged) and what is there.
+    """Decode ``[offset, offset + duration)`` seconds: (data (n, ch) float32, native sr). A file that holds less than
+    its header announces is an :class:`AudioError`, or with ``allow_truncated`` a logged warning and what is there.
     """
     import soundfile as sf
 
@@ -143,10 +141,8 @@ def _salvage(source: Any, data: np.ndarray, start: int, want: int) -> np.ndarray
 
 
 def _read_frames(f: Any, want: int, *, chunk: int = _CHUNK) -> Tuple[np.ndarray, Optional[str]]:
-    """Read up to ``want`` frames (``-1``: to the end) in chunks: (data (n, ch), why decoding stopped early).
-
-    A seekable stream is first read in one call (no chunks to join and copy); only if that fails is it
-    read again, from the same frame, in chunks.
+    """Up to ``want`` frames (``-1``: to the end): (data (n, ch), why decoding stopped early). A seekable stream is
+    read in one call first, and only if that fails again in chunks.
     """
     if chunk >= _CHUNK and f.seekable():
         at = f.tell()
@@ -340,8 +336,7 @@ def pad_audio(y: np.ndarray, *, length: int, mode: Literal["tile", "zero", "none
     """
     if mode not in ("tile", "zero", "none"):
         raise ParameterError(f"The 'mode' parameter of pad_audio must be 'tile', 'zero' or 'none'. Got {mode!r}.")
-    if isinstance(min_samples, bool) or not isinstance(min_samples, (int, np.integer)) or min_samples < 1:
-        raise ParameterError(f"The 'min_samples' parameter of pad_audio must be an int >= 1. Got {min_samples!r}.")
+    check_int(min_samples, "min_samples", owner="pad_audio", low=1)
     n = len(y)
     if 0 < n < min_samples:
         held, frame = (seconds_text(n, sr), seconds_text(min_samples, sr)) if sr else (f"{n} samples",

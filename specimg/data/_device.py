@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as nnf
 from torch import nn
 
+from .._validation import check_int
 from ..config import RenderConfig
 from ..exceptions import ParameterError
 from ._normalize import IMAGENET_MEAN, IMAGENET_STD, PixelNormalize
@@ -64,8 +65,7 @@ class DeviceAugment(nn.Module):
             if not 0.0 <= float(v) < 1.0:
                 raise ParameterError(f"The {name!r} parameter of DeviceAugment must be a fraction in [0, 1). "
                                      f"Got {v!r}.")
-        if isinstance(n_masks, bool) or not isinstance(n_masks, int) or n_masks < 1:
-            raise ParameterError(f"The 'n_masks' parameter of DeviceAugment must be an int >= 1. Got {n_masks!r}.")
+        check_int(n_masks, "n_masks", owner="DeviceAugment", low=1)
         self.hflip, self.n_masks = float(hflip), int(n_masks)
         self.time_mask, self.freq_mask = float(time_mask), float(freq_mask)
         self.freq_stretch, self.time_stretch = float(freq_stretch), float(time_stretch)

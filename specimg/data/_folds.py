@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
+from .._validation import check_int
 from ..exceptions import DataError, ParameterError
 
 __all__ = ["file_folds", "pseudo_mask", "pseudo_leaks"]
@@ -89,9 +90,7 @@ def file_folds(
     >>> sorted(set(folds.tolist()))
     [0, 1]
     """
-    if isinstance(n_splits, bool) or not isinstance(n_splits, (int, np.integer)) or n_splits < 2:
-        raise ParameterError(f"The 'n_splits' parameter of file_folds must be an int >= 2. Got {n_splits!r}.")
-    n_splits = int(n_splits)
+    n_splits = check_int(n_splits, "n_splits", owner="file_folds", low=2)
     if label_column not in files.columns:
         raise DataError(f"file_folds needs a {label_column!r} column; the table has {list(files.columns)}.")
     if group_column is not None and group_column not in files.columns:

@@ -1,18 +1,7 @@
-"""Training input: one interface, two implementations (cached images; images made on the fly from audio).
+"""Training input: :class:`CachedImages` (an image cache, augmented on the CPU) or :class:`OnTheFlyImages`
+(waveform windows made into images on the device); :func:`~specimg.training.train_cv` never asks which.
 
-:func:`~specimg.training.train_cv` sees a :class:`TrainingImages` and never
-asks which kind it holds:
-
-- :class:`CachedImages` over an :class:`~specimg.spectrogram.ImageCache`:
-  uint8 images read from the cache, resized and augmented on the CPU by
-  albumentations (:func:`~specimg.data.spectrogram_transforms`); no device
-  transform.
-- :class:`OnTheFlyImages` over a :class:`~specimg.data.WaveformSet`:
-  waveform windows in the batch, turned into images, resized and augmented
-  on the training device by :class:`~specimg.data.FrontendPipeline`.
-
-Both give pixels on the 0-255 scale; the trainer normalises them
-(:class:`~specimg.data.PixelNormalize`) and the inference core does the rest.
+Both give pixels on the 0-255 scale; the trainer normalises them.
 """
 
 from __future__ import annotations

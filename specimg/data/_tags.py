@@ -1,26 +1,5 @@
-"""Tag sets as training data: the tag classes, window targets from events, tag-balanced grouped folds.
-
-A file table holds tags (``labels``) and, for annotated recordings,
-``events`` (see :func:`specimg.audio.read_table`). Here they become what
-a multi-label task (:class:`specimg.tasks.MultiLabel`) trains on:
-
-- :func:`as_tag_table`: a table with a ``labels`` column (a single label becomes a one-tag set);
-- :func:`tag_classes`: the classes, every tag of the table sorted
-  numeric-aware;
-- :func:`window_targets`: a multi-hot target per window. A window of a file
-  with tags and no events takes the file's tags; a window of an annotated
-  recording takes the tag of every event it overlaps by at least
-  ``min_seconds``, or by at least ``min_fraction`` of the event's duration
-  (whichever is met first; the defaults of
-  :class:`~specimg.config.TrainConfig` are 0.25 s and half the event, as in
-  OpenSoundscape). Windows with no tag are negatives. The windows' start and
-  end come from the segment table, so nothing of the rendering changes;
-- :func:`tag_folds`: folds that never split a group (a file, or a
-  ``group_column`` value such as a site or a recorder) and balance the tags,
-  by iterative stratification (Sechidis et al. 2011, the
-  ``iterative-stratification`` package) of the groups' tag sets;
-- :func:`sample_negatives`: keep at most ``ratio`` negatives per positive
-  window among the training rows (seeded).
+"""Tag sets as training data (:class:`specimg.tasks.MultiLabel`): the tag classes, multi-hot window targets from
+events (OpenSoundscape's overlap rule), grouped folds balanced by iterative stratification (Sechidis et al. 2011).
 """
 
 from __future__ import annotations
@@ -32,6 +11,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from .._validation import check_int
 from ..audio import file_tags, parse_events, sort_labels, tags_json, tags_text
 from ..exceptions import DataError, ParameterError
 from ._folds import pseudo_mask
@@ -207,8 +187,7 @@ def tag_folds(files: pd.DataFrame, classes: Sequence[str], *, n_splits: int = 5,
     """
     from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
-    if isinstance(n_splits, bool) or not isinstance(n_splits, (int, np.integer)) or n_splits < 2:
-        raise ParameterError(f"The 'n_splits' parameter of tag_folds must be an int >= 2. Got {n_splits!r}.")
+    check_int(n_splits, "n_splits", owner="tag_folds", low=2)
     if group_column is not None and group_column not in files.columns:
         available = [c for c in files.columns if c not in ("abspath", "labels", "events")]
         raise ParameterError(f"The group column {group_column!r} (group_column) is not in the input table. "

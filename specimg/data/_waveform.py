@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from .._validation import check_int
 from ..audio import read_table, sort_labels
 from ..config import RenderConfig
 from ..exceptions import AudioError, DataError, ParameterError
@@ -119,8 +120,7 @@ class WaveformSet:
         if not isinstance(config, RenderConfig):
             raise ParameterError(f"The 'config' parameter of WaveformSet.load must be a RenderConfig. Got "
                                  f"{type(config).__name__}.")
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ParameterError(f"The 'workers' parameter of WaveformSet.load must be an int >= 1. Got {workers!r}.")
+        check_int(workers, "workers", owner="WaveformSet.load", low=1)
         table = read_table(source)
         digest = _table_digest(table)
         root = Path(cache_dir) if cache_dir is not None else None

@@ -1,8 +1,5 @@
-"""Pseudo-labelling rounds of an experiment: confident test predictions join the training set of a new round.
-
-A test file whose top probability in the recipe's ``pseudo.source`` result is above ``pseudo.threshold``
-becomes a training file with that label (``pseudo=True``: it trains every fold and is never validated on),
-its images copied from the test cache into a merged cache; round ``k + 1`` then trains every model again.
+"""Pseudo-labelling rounds of an experiment: confident test predictions join the training set of a new round
+(``pseudo=True``: they train every fold and are never validated on), their images copied into a merged cache.
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
 """Recipes: one YAML file that describes a whole experiment, validated into frozen dataclasses.
 
-A recipe names the data, the render settings shared by every model, the
-models (each a backbone with its own render and training overrides), the
-folds, the stacking and the pseudo-labelling. :func:`load_recipe` checks all
-of it before any work starts: an unknown key is refused with the closest
-valid name, and every config of every model is built once so that a bad
-value fails with the key that holds it.
+:func:`load_recipe` checks all of it before any work starts: an unknown key is refused with the closest valid
+name, and every config of every model is built once, so that a bad value fails with the key that holds it.
 
 Example (the FSDD quick recipe, abridged)::
 

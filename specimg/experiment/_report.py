@@ -18,35 +18,37 @@ from ._steps import atomic_csv, atomic_text, file_digest, fingerprint
 __all__ = ["write_report_step", "round_rows"]
 
 
-def _scores_of(csv: Path, task: Task) -> Optional[Dict[str, float]]:
-    """The task's headline scores of a prediction table with its truth (None without one)."""
+def _load(files: Sequence[Path], task: Task, *,
+          mean: bool) -> Optional[Tuple[List[str], np.ndarray, np.ndarray, List[str]]]:
+    """``(paths, truth, scores, classes)`` of a prediction table (``mean``: the mean of several aligned ones), or
+    None when a table is missing or lacks the truth."""
     from ..predict.aggregate import read_predictions
+    from ..stacking import align_runs
 
-    if not csv.is_file():
+    if not all(f.is_file() for f in files):
         return None
-    frame, classes, probs = read_predictions(csv, task=task)
+    if mean:
+        paths, X, y, classes, _ = align_runs(files, require_folds=False, task=task)
+        return (paths, y, X.mean(axis=1), classes) if y is not None else None
+    frame, classes, probs = read_predictions(files[0], task=task)
     column = task.truth_column
     if column not in frame.columns or any(v is None for v in frame[column]):
         return None
-    m = task.evaluation_metrics(task.truth_of(frame[column].tolist(), classes), probs, classes)
-    return {**{k: _number(m[k]) for k, _ in task.headline_scores}, "n_files": int(len(frame))}
+    return frame["path"].tolist(), task.truth_of(frame[column].tolist(), classes), probs, classes
+
+
+def _scores(files: Sequence[Path], task: Task, *, mean: bool) -> Optional[Dict[str, float]]:
+    """The task's headline scores of :func:`_load`'s predictions (None without them)."""
+    loaded = _load(files, task, mean=mean)
+    if loaded is None:
+        return None
+    _, y, probs, classes = loaded
+    m = task.evaluation_metrics(y, probs, classes)
+    return {**{k: _number(m[k]) for k, _ in task.headline_scores}, "n_files": int(len(y))}
 
 
 def _number(v: Any) -> Optional[float]:
     return None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v)
-
-
-def _mean_scores(dirs: Sequence[Path], name: str, task: Task) -> Optional[Dict[str, float]]:
-    from ..stacking import align_runs
-
-    files = [d / name for d in dirs]
-    if not all(f.is_file() for f in files):
-        return None
-    paths, X, y, classes, _ = align_runs(files, require_folds=False, task=task)
-    if y is None:
-        return None
-    m = task.evaluation_metrics(y, X.mean(axis=1), classes)
-    return {**{k: _number(m[k]) for k, _ in task.headline_scores}, "n_files": int(len(y))}
 
 
 def round_rows(rnd: int, recipe: Recipe, dirs: Mapping[str, Path], task: Task) -> List[Dict[str, Any]]:
@@ -61,12 +63,9 @@ def round_rows(rnd: int, recipe: Recipe, dirs: Mapping[str, Path], task: Task) -
         entries.append(("blend", "blend", dirs["blend"]))
     keys = [k for k, _ in task.headline_scores]
     for kind, name, d in entries:
-        if d is None:
-            oof = _mean_scores([dirs[n] for n in models], Run.OOF_FILES, task)
-            test = _mean_scores([dirs[n] for n in models], Run.TEST_FILES, task)
-        else:
-            oof = _scores_of(d / Run.OOF_FILES, task)
-            test = _scores_of(d / Run.TEST_FILES, task)
+        folders = [dirs[n] for n in models] if d is None else [d]
+        oof = _scores([f / Run.OOF_FILES for f in folders], task, mean=d is None)
+        test = _scores([f / Run.TEST_FILES for f in folders], task, mean=d is None)
         row: Dict[str, Any] = {"round": rnd, "kind": kind, "name": name, "n_files": oof["n_files"] if oof else None}
         row.update({f"oof_{k}": oof[k] if oof else None for k in keys})
         if test is not None:
@@ -161,30 +160,13 @@ def write_report_step(runner: Any, table: pd.DataFrame, rounds: List[Tuple[int, 
 def _write_final_report(out: Path, recipe: Recipe, dirs: Mapping[str, Path], key: Optional[str], final: str,
                         task: Task) -> None:
     from ..predict import write_report
-    from ..predict.aggregate import read_predictions
-    from ..stacking import align_runs
 
-    def load(name: str) -> Optional[Tuple[List[str], np.ndarray, np.ndarray, List[str]]]:
-        if key is not None:
-            csv = dirs[key] / name
-            if not csv.is_file():
-                return None
-            frame, classes, probs = read_predictions(csv, task=task)
-            column = task.truth_column
-            if column not in frame.columns or any(v is None for v in frame[column]):
-                return None
-            return frame["path"].tolist(), task.truth_of(frame[column].tolist(), classes), probs, classes
-        files = [dirs[m.name] / name for m in recipe.models]
-        if not all(f.is_file() for f in files):
-            return None
-        paths, X, y, classes, _ = align_runs(files, require_folds=False, task=task)
-        return (paths, y, X.mean(axis=1), classes) if y is not None else None
-
+    folders = [dirs[m.name] for m in recipe.models] if key is None else [dirs[key]]
     # the final result's decision rule (a stack's or a model's thresholds; none for the mean of models)
     decision = Run(dirs[key]).thresholds if key is not None else None
     for name, folder, what in ((Run.OOF_FILES, out / "report", "out-of-fold"),
                                (Run.TEST_FILES, out / "report" / "test", "test")):
-        loaded = load(name)
+        loaded = _load([f / name for f in folders], task, mean=key is None)
         if loaded is not None:
             write_report(folder, loaded[1], loaded[2], loaded[3], task=task, decision=decision, paths=loaded[0],
                          title=f"{recipe.name}: {what} predictions of {final}", extra={"result": final})

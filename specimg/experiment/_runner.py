@@ -27,6 +27,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import pandas as pd
 
+from .._validation import check_int
 from ..config import RenderConfig, TrainConfig
 from ..exceptions import ParameterError
 from ..stacking import CLASSWISE_METHODS
@@ -93,12 +94,10 @@ def _check_before_work(recipe: Recipe) -> None:
 
 # --------------------------------------------------------------------------- one experiment
 class _Runner:
-    """The steps of one experiment, each skipped when the fingerprint of its inputs did not change.
+    """The steps of one experiment, each skipped when the fingerprint of its inputs did not change (:meth:`step`).
 
-    One mechanism (:meth:`step`) decides for every step. Under ``torchrun``
-    rank 0 decides and the others follow; the training steps run on every
-    process (data-parallel, :func:`~specimg.training.train_cv`), every other
-    step on rank 0 alone while the others wait.
+    Under ``torchrun`` rank 0 decides and the others follow; the training steps run on every process, the others
+    on rank 0 alone.
     """
 
     def __init__(self, recipe: Recipe, out: Path, data: ExperimentData, *, resume: bool, verbose: bool,
@@ -131,11 +130,8 @@ class _Runner:
 
     def step(self, name: str, fp: str, outputs: Sequence[Path], work: Any, *, everyone: bool = False,
              info: Any = None) -> bool:
-        """Run ``work()`` unless step ``name`` finished with fingerprint ``fp`` and its outputs exist.
-
-        ``everyone``: every process runs it (training); otherwise rank 0
-        alone. ``info(result)`` adds entries to the step's record. Returns
-        whether the step ran.
+        """Run ``work()`` unless step ``name`` finished with fingerprint ``fp`` and its outputs exist; returns whether
+        it ran. ``everyone``: every process runs it (training); ``info(result)`` adds entries to the step's record.
         """
         from ..training import barrier, broadcast_object
 
@@ -158,26 +154,21 @@ class _Runner:
         """One image cache per distinct render config of the cached models (on-the-fly models render nothing)."""
         from ..spectrogram import ImageCache, render_dataset
 
-        train_caches: Dict[str, Any] = {}
-        test_caches: Dict[str, Any] = {}
+        caches: Dict[str, Dict[str, Any]] = {"train": {}, "test": {}}
         cached = {self.render_cfg[n].hash(): self.render_cfg[n] for n in self.render_cfg if not self.on_the_fly(n)}
+        parts = [("train", data.train_table, lambda: data.train_source)]
+        if data.test_table is not None:
+            parts.append(("test", data.test_table, lambda: self._unlabelled(data)))
         for h, cfg in cached.items():
-            root = self.out / "caches" / h
-            fp = fingerprint({"render": cfg.to_dict(), "table": table_digest(data.train_table)})
-            self.step(f"render/{h}/train", fp, [root / "train" / ImageCache.CONFIG_FILE],
-                      lambda: render_dataset(data.train_source, root / "train", cfg, workers=self.workers,
-                                             overwrite=True, progress=self.verbose),
-                      info=lambda c: {"n_files": len(c.files), "n_errors": len(c.errors)})
-            train_caches[h] = ImageCache.open(root / "train")
-            if data.test_table is None:
-                continue
-            fp = fingerprint({"render": cfg.to_dict(), "table": table_digest(data.test_table)})
-            self.step(f"render/{h}/test", fp, [root / "test" / ImageCache.CONFIG_FILE],
-                      lambda: render_dataset(self._unlabelled(data), root / "test", cfg, workers=self.workers,
-                                             overwrite=True, progress=self.verbose),
-                      info=lambda c: {"n_files": len(c.files), "n_errors": len(c.errors)})
-            test_caches[h] = ImageCache.open(root / "test")
-        return train_caches, test_caches
+            for part, table, source in parts:
+                folder = self.out / "caches" / h / part
+                fp = fingerprint({"render": cfg.to_dict(), "table": table_digest(table)})
+                self.step(f"render/{h}/{part}", fp, [folder / ImageCache.CONFIG_FILE],
+                          lambda: render_dataset(source(), folder, cfg, workers=self.workers, overwrite=True,
+                                                 progress=self.verbose),
+                          info=lambda c: {"n_files": len(c.files), "n_errors": len(c.errors)})
+                caches[part][h] = ImageCache.open(folder)
+        return caches["train"], caches["test"]
 
     def _unlabelled(self, data: ExperimentData) -> pd.DataFrame:
         """The test files unlabelled, as at inference time (a per-class hop must not see their labels), under their
@@ -296,12 +287,8 @@ def _predict_test(run: Path, cfg: TrainConfig, test_cache: Any, data: Experiment
     truth = task.input_truth(data.test_table)
     truth_of = dict(zip(data.test_table["path"], truth)) if truth is not None else {}
     values = [truth_of.get(p) for p in paths]
-    frame = pd.DataFrame({"path": paths})
-    if truth is not None and all(v is not None for v in values):
-        frame[task.truth_column] = values
-    frame["prediction"] = task.decide(probs, res.classes, pred.decision)
-    for j, c in enumerate(res.classes):
-        frame[f"prob_{c}"] = probs[:, j]
+    labelled = truth is not None and all(v is not None for v in values)
+    frame = task.prediction_frame(paths, probs, res.classes, truth=values if labelled else None, decision=pred.decision)
     Run(run).write_table(Run.TEST_FILES, frame)
     return len(frame), len(res.errors)
 
@@ -354,8 +341,7 @@ def run_experiment(
     """
     from ..training import barrier, init_distributed, is_main_process
 
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ParameterError(f"The 'workers' parameter of run_experiment must be an int >= 1. Got {workers!r}.")
+    check_int(workers, "workers", owner="run_experiment", low=1)
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
     _check_before_work(recipe)

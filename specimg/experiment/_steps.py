@@ -1,9 +1,5 @@
-"""Resumable steps: atomic writes, fingerprints of inputs, and a record of what ran or was skipped.
-
-Every step of an experiment writes its outputs atomically and then a small
-``OUT/steps/<step>.json`` holding the fingerprint of its inputs (configs,
-digests of the files it read). A step whose record matches the fingerprint of
-its current inputs, and whose outputs all exist, is skipped.
+"""Resumable steps: atomic writes, fingerprints of inputs, and ``OUT/steps/<step>.json``, the record of a
+finished step; a step whose record matches its inputs' fingerprint and whose outputs exist is skipped.
 """
 
 from __future__ import annotations

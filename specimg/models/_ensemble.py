@@ -1,10 +1,7 @@
 """The inference core: normalise -> optional flip TTA -> softmax / sigmoid -> mean over fold models.
 
-Validation in training (:meth:`specimg.training.Trainer.predict`),
-:class:`specimg.predict.Predictor` and the exported ONNX / TorchScript graph
-(:func:`specimg.predict.export_run`) all compute window probabilities with
-:class:`Ensemble`, so what is validated is what is predicted is what is
-exported.
+Validation in training, :class:`specimg.predict.Predictor` and the exported graph all compute window
+probabilities with :class:`Ensemble`: what is validated is what is predicted is what is exported.
 """
 
 from __future__ import annotations

@@ -26,11 +26,8 @@ R = TypeVar("R", bound=Registrable)
 
 @dataclass(frozen=True)
 class _Entry:
-    """One registered backbone.
-
-    ``is_class`` tells how to build it: an ``nn.Module`` subclass is called as
-    ``cls(num_classes=..., **kwargs)``; a factory as
-    ``fn(num_classes=..., pretrained=..., **kwargs)``.
+    """One registered backbone: an ``nn.Module`` subclass (``is_class``), built as ``cls(num_classes=..., **kwargs)``,
+    or a factory, ``fn(num_classes=..., pretrained=..., **kwargs)``.
     """
 
     name: str

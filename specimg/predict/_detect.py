@@ -1,15 +1,4 @@
-"""Detections on long recordings: window scores -> (start, end, class, score) rows, Raven export, matching.
-
-A multi-label run scores every window of a recording for every class
-(``specimg predict --segments``). :func:`detect` keeps, per class, the
-windows whose score is at or above the class's threshold (the run's window
-thresholds, fitted on out-of-fold scores) and merges runs of overlapping or
-touching windows into one detection spanning them, scored by its best
-window. :func:`to_raven` / :func:`write_raven` write the table as a Raven
-selection table (which :func:`~specimg.audio.read_table` reads back as an
-annotation table), and :func:`match_detections` scores detections against
-an annotation table (precision, recall, F1 per class and overall).
-"""
+"""Detections on long recordings: window scores -> (start, end, class, score) rows, Raven export, matching."""
 
 from __future__ import annotations
 

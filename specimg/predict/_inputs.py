@@ -1,19 +1,6 @@
-"""Prediction input: one interface, two implementations (images rendered on the CPU; images made on the device).
-
-:class:`~specimg.predict.Predictor` holds one :class:`PredictionInput` and
-never asks which kind it is:
-
-- :class:`RenderedInput` (``images='cached'``): each file is rendered into
-  uint8 images on the CPU (librosa + PIL, :func:`~specimg.spectrogram.render_file`,
-  the pixels of the image cache) and resized to the models' input size by
-  the albumentations evaluation pipeline, as the cached training path does.
-- :class:`OnTheFlyInput` (``images='on-the-fly'``): each file is decoded and
-  cut into waveform windows (:func:`~specimg.spectrogram.signal_windows`);
-  the windows of several files become images together on the device
-  (:class:`~specimg.data.FrontendPipeline`), as the on-the-fly training path
-  does.
-
-Both hand the inference core pixels on the 0-255 scale.
+"""Prediction input: :class:`RenderedInput` (``images='cached'``: each file rendered on the CPU, the pixels of the
+image cache) or :class:`OnTheFlyInput` (``images='on-the-fly'``: waveform windows made into images on the
+device); :class:`~specimg.predict.Predictor` never asks which. Both give pixels on the 0-255 scale.
 """
 
 from __future__ import annotations

@@ -1,19 +1,11 @@
-"""From segment probabilities to file probabilities, and file-level prediction tables.
-
-A file is cut into overlapping windows (segments); each window gets a
-probability vector. :func:`aggregate_segments` pools the windows of one file
-into one vector (the task's pooling, :mod:`specimg.tasks`), :func:`flip_tta_average`
-averages a prediction with its test-time-augmented twin, and
-:func:`predictions_frame` / :func:`read_predictions` write and read the
-file-level prediction table that training, prediction and stacking exchange::
+"""The file-level prediction table that training, prediction and stacking exchange (:func:`predictions_frame`,
+:func:`read_predictions`), one row per file::
 
     path, [label], [fold], prediction, prob_<class 0>, prob_<class 1>, ...
 
-one row per file, the ``prob_`` columns in class order and summing to 1. A
-table of a multi-label task (one independent sigmoid score per class) has
-``labels`` (true tags, ``;``-separated) instead of ``label``, its
-``prediction`` is the tags at or above their thresholds, and its rows need not
-sum to 1.
+the ``prob_`` columns in class order and summing to 1. A multi-label table has ``labels`` (true tags,
+``;``-separated) instead of ``label``, its ``prediction`` is the tags at or above their thresholds, and its
+rows need not sum to 1.
 """
 
 from __future__ import annotations

@@ -1,6 +1,4 @@
-"""A self-contained evaluation report folder: metrics, tables, plots and example images.
-
-:func:`write_report` writes, into one folder, what the task lays out (:mod:`specimg.tasks`)::
+"""A self-contained evaluation report folder: what the task lays out (:mod:`specimg.tasks`)::
 
     metrics.json        the task's scores plus the title and any `extra`
     per_class.csv       per class: precision, recall, f1, support (single-label; multi-label also AP,
@@ -12,13 +10,8 @@
     examples/*.png      single-label: spectrogram images of correct and wrong files (when `images` is given)
     report.md | report.html
 
-The report is made in a temporary folder beside ``out_dir`` and moved into it
-only when every part is written, ``report.md`` (or ``report.html``) last: a
-failure part-way leaves the previous report (or nothing), never a half. An
-example image that cannot be drawn (its audio is missing, say) does not stop
-the report: it is listed, with the reason, under "Not drawn" (and in
-``metrics.json``). Files the predictions lack (``missing``) are listed too.
-Plots use matplotlib's Agg canvas directly: no global backend is changed.
+The folder is staged and moved into place whole, ``report.md`` (or ``.html``) last: a failure part-way leaves
+the previous report (or nothing). Plots use matplotlib's Agg canvas directly: no global backend is changed.
 """
 
 from __future__ import annotations
@@ -36,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from .._io import atomic_folder, atomic_write, atomic_write_text
+from .._validation import check_int
 from ..exceptions import DataError, ParameterError, SpecimgError
 from ..tasks import ReportSection, SingleLabel, Task
 
@@ -48,10 +42,6 @@ ImageSource = Union[Mapping[str, np.ndarray], Callable[[str], np.ndarray]]
 _logger = logging.getLogger(__name__)
 
 
-def _write_text(path: Path, text: str) -> None:
-    atomic_write_text(path, text)
-
-
 def _new_figure(width: float, height: float) -> Any:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -61,8 +51,9 @@ def _new_figure(width: float, height: float) -> Any:
     return fig
 
 
-def _save_figure(fig: Any, path: Path) -> None:
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"), ".png")
+def _save_figure(fig: Any, path: PathLike) -> Path:
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"), ".png")
+    return Path(path)
 
 
 def plot_confusion(
@@ -122,9 +113,7 @@ def plot_confusion(
                     j, i, text, ha="center", va="center", fontsize=fontsize,
                     color="white" if shown[i, j] > threshold else "black",
                 )
-    out = Path(path)
-    _save_figure(fig, out)
-    return out
+    return _save_figure(fig, path)
 
 
 def plot_recall(
@@ -164,9 +153,7 @@ def plot_recall(
     ax.set_ylabel("recall")
     if title:
         ax.set_title(title)
-    out = Path(path)
-    _save_figure(fig, out)
-    return out
+    return _save_figure(fig, path)
 
 
 def plot_pr_curves(y_true: np.ndarray, scores: np.ndarray, classes: Sequence[str], out: PathLike, *,
@@ -215,9 +202,7 @@ def plot_pr_curves(y_true: np.ndarray, scores: np.ndarray, classes: Sequence[str
         if j >= (rows - 1) * cols:
             ax.set_xlabel("recall", fontsize=8)
     fig.tight_layout()
-    out = Path(out)
-    _save_figure(fig, out)
-    return out
+    return _save_figure(fig, out)
 
 
 def _lookup_image(images: ImageSource, path: str) -> Any:
@@ -493,8 +478,7 @@ def write_report(
     """
     if format not in ("markdown", "html"):
         raise ParameterError(f"The 'format' parameter of write_report must be 'markdown' or 'html'. Got {format!r}.")
-    if isinstance(n_examples, bool) or not isinstance(n_examples, int) or n_examples < 0:
-        raise ParameterError(f"The 'n_examples' parameter of write_report must be an int >= 0. Got {n_examples!r}.")
+    check_int(n_examples, "n_examples", owner="write_report", low=0)
     if images is not None and paths is None:
         raise DataError(
             "write_report was given 'images' but no 'paths'; pass paths=... so images can be looked up by file."
@@ -562,11 +546,11 @@ class _Parts:
     def write(self, out: Path, *, title: str, images: Optional[ImageSource], format: str,
               extra: Optional[Mapping[str, Any]], normalize: bool, n_examples: int, missing: Dict[str, str]) -> None:
         task, metrics = self.task, self.metrics
-        _write_text(out / "per_class.csv", task.per_class_table(metrics).to_csv(index=False))
+        atomic_write_text(out / "per_class.csv", task.per_class_table(metrics).to_csv(index=False))
         for name, table in task.report_tables(metrics).items():
-            _write_text(out / name, table.to_csv())
+            atomic_write_text(out / name, table.to_csv())
         if self.paths is not None:
-            _write_text(out / "predictions.csv", self._predictions().to_csv(index=False))
+            atomic_write_text(out / "predictions.csv", self._predictions().to_csv(index=False))
         sections = task.report_sections(metrics)
         for sec in sections:
             for name, _ in sec.figures:
@@ -581,7 +565,7 @@ class _Parts:
                       missing=[{"path": k, "reason": v} for k, v in missing.items()])
         if extra:
             record["extra"] = _jsonable(dict(extra))
-        _write_text(out / "metrics.json", json.dumps(_jsonable(record), indent=2) + "\n")
+        atomic_write_text(out / "metrics.json", json.dumps(_jsonable(record), indent=2) + "\n")
         render = _markdown if format == "markdown" else _html
         text = render(title, task.headline(metrics), sections, examples, extra, not_drawn, missing)
-        _write_text(out / ("report.md" if format == "markdown" else "report.html"), text)
+        atomic_write_text(out / ("report.md" if format == "markdown" else "report.html"), text)

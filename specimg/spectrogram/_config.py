@@ -1,9 +1,5 @@
-"""How a window becomes an image: :class:`SpectrogramConfig`, its STFT defaults at any sample rate, and
-:class:`RenderConfig` (audio + windows + spectrogram: everything that decides the pixels of a cached image).
-
-The STFT defaults keep librosa's durations at every rate (:func:`default_n_fft`, :func:`default_hop_length`,
-:func:`mel_bands_that_fit`); :class:`RenderConfig` resolves them at its ``audio.sample_rate``, so a cache's
-``config.json`` holds samples.
+"""How a window becomes an image (:class:`SpectrogramConfig`, its STFT defaults at any sample rate) and
+:class:`RenderConfig`: everything that decides the pixels of a cached image.
 """
 
 from __future__ import annotations
@@ -25,18 +21,6 @@ __all__ = ["SpectrogramConfig", "RenderConfig", "ms_to_samples", "default_n_fft"
 #: Bumped whenever the image cache layout or the rendering maths changes, so
 #: that a cache written by an older specimg is never silently reused.
 CACHE_FORMAT_VERSION = 1
-
-
-def _fail(owner: str, name: str, rule: str, value: Any, fix: str = "") -> None:
-    fail(owner, name, rule, value, fix)
-
-
-def _positive(owner: str, name: str, value: Any, *, allow_none: bool = False) -> None:
-    check_positive(value, name, owner=owner, allow_none=allow_none)
-
-
-def _choice(owner: str, name: str, value: Any, choices: Tuple[str, ...]) -> None:
-    check_choice(value, name, choices, owner=owner)
 
 
 def ms_to_samples(ms: float, sample_rate: int) -> int:
@@ -133,15 +117,15 @@ def _stft_length(value: Any, name: str, sample_rate: Optional[int]) -> Any:
         except ValueError:
             ms = float("nan")
         if not math.isfinite(ms) or ms <= 0:
-            _fail(o, name, rule, value)
+            fail(o, name, rule, value)
         if sample_rate is None:
             return value
         samples = ms_to_samples(ms, sample_rate)
         if samples < 1:
-            _fail(o, name, rule, value, f"At {sample_rate} Hz it is {samples} samples; give a longer duration.")
+            fail(o, name, rule, value, f"At {sample_rate} Hz it is {samples} samples; give a longer duration.")
         return samples
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        _fail(o, name, rule, value)
+        fail(o, name, rule, value)
     return int(value)
 
 
@@ -209,28 +193,28 @@ class SpectrogramConfig(ConfigBase):
 
     def __post_init__(self) -> None:
         o = "SpectrogramConfig"
-        _choice(o, "feature", self.feature, ("mel", "mfcc"))
+        check_choice(self.feature, "feature", ("mel", "mfcc"), owner=o)
         for name in ("n_fft", "hop_length", "win_length"):
             object.__setattr__(self, name, _stft_length(getattr(self, name), name, None))
         check_int(self.n_mels, "n_mels", owner=o, low=1, allow_none=True)
         check_int(self.n_mfcc, "n_mfcc", owner=o, low=1)
         if isinstance(self.win_length, int) and isinstance(self.n_fft, int) and self.win_length > self.n_fft:
-            _fail(o, "win_length", f"None or an int in [1, n_fft={self.n_fft}]", self.win_length)
+            fail(o, "win_length", f"None or an int in [1, n_fft={self.n_fft}]", self.win_length)
         check_float(self.fmin, "fmin", owner=o, low=0.0, fix="It is in Hz.")
         check_float(self.fmax, "fmax", owner=o, low=self.fmin, include_low=False, allow_none=True,
                     fix=f"It is in Hz, above fmin={self.fmin}; None is Nyquist.")
-        _positive(o, "power", self.power)
-        _positive(o, "top_db", self.top_db)
+        check_positive(self.power, "power", owner=o)
+        check_positive(self.top_db, "top_db", owner=o)
         if self.feature == "mfcc" and self.n_mels is not None and self.n_mfcc > self.n_mels:
-            _fail(o, "n_mfcc", f"<= n_mels={self.n_mels}", self.n_mfcc, "Raise n_mels or lower n_mfcc.")
+            fail(o, "n_mfcc", f"<= n_mels={self.n_mels}", self.n_mfcc, "Raise n_mels or lower n_mfcc.")
         size = self.image_size
         if isinstance(size, int):
             size = (size, size)
         size = tuple(size)
         if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 8 for s in size):
-            _fail(o, "image_size", "an int or (height, width) of ints >= 8", self.image_size)
+            fail(o, "image_size", "an int or (height, width) of ints >= 8", self.image_size)
         object.__setattr__(self, "image_size", size)
-        _choice(o, "channels", self.channels, ("replicate", "delta"))
+        check_choice(self.channels, "channels", ("replicate", "delta"), owner=o)
 
     @property
     def resolved(self) -> bool:
@@ -260,10 +244,10 @@ class SpectrogramConfig(ConfigBase):
         if n_mels is None:
             n_mels = mel_bands_that_fit(sample_rate, n_fft, fmin=self.fmin, fmax=self.fmax)
             if n_mels == 0:
-                _fail("SpectrogramConfig", "n_mels", "a number of mel bands that each hold an STFT bin", None,
-                      f"No band between fmin={self.fmin} and fmax={self.fmax} Hz holds one of the bins "
-                      f"{sample_rate / n_fft:.1f} Hz apart (n_fft={n_fft} at {sample_rate} Hz): raise n_fft or widen "
-                      "the frequency range.")
+                fail("SpectrogramConfig", "n_mels", "a number of mel bands that each hold an STFT bin", None,
+                     f"No band between fmin={self.fmin} and fmax={self.fmax} Hz holds one of the bins "
+                     f"{sample_rate / n_fft:.1f} Hz apart (n_fft={n_fft} at {sample_rate} Hz): raise n_fft or widen "
+                     "the frequency range.")
         return self.replace(n_fft=n_fft, hop_length=hop, win_length=win, n_mels=n_mels)
 
     @classmethod
@@ -299,14 +283,14 @@ class RenderConfig(ConfigBase):
             if isinstance(v, Mapping):
                 object.__setattr__(self, name, cls.from_dict(v))
             elif not isinstance(v, cls):
-                _fail("RenderConfig", name, f"a {cls.__name__}", v)
+                fail("RenderConfig", name, f"a {cls.__name__}", v)
         # the spectrogram's rate-dependent defaults, in samples at this rate; replace() re-resolves what was asked
         object.__setattr__(self, "_requested_spectrogram", self.spectrogram)
         object.__setattr__(self, "spectrogram", self.spectrogram.resolve(self.audio.sample_rate))
         a, s = self.audio, self.segment
         if a.duration is not None and a.pad_mode == "none" and a.duration < s.seconds:
-            _fail("RenderConfig", "audio.duration", f">= the window length segment.seconds={s.seconds}",
-                  a.duration, "Shorten the window or allow padding (pad_mode='tile').")
+            fail("RenderConfig", "audio.duration", f">= the window length segment.seconds={s.seconds}",
+                 a.duration, "Shorten the window or allow padding (pad_mode='tile').")
 
     def replace(self, **changes: Any) -> "RenderConfig":
         """A copy with some sections changed; the spectrogram's defaults are resolved again at the new rate."""

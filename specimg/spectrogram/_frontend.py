@@ -1,11 +1,6 @@
-"""The spectrogram images of :mod:`specimg.spectrogram._image`, computed on the device.
-
-:class:`SpectrogramFrontend` is a :class:`torch.nn.Module` that turns a batch
-of waveform windows into the images the cached render path writes, on the
-device the waveforms are on (one window per item, no Python loop over the
-batch). It reuses librosa's mel filterbank and scipy's Savitzky-Golay
-coefficients, so the maths is the CPU path's; only the order of float
-operations differs.
+"""The spectrogram images of :mod:`specimg.spectrogram._image`, computed on the device by
+:class:`SpectrogramFrontend` (librosa's mel filterbank, scipy's Savitzky-Golay coefficients: the CPU path's
+maths; only the order of float operations differs).
 """
 
 from __future__ import annotations
@@ -39,12 +34,8 @@ def _delta_width(n_frames: int) -> int:
 
 
 def _savgol_kernels(width: int) -> torch.Tensor:
-    """First- and second-derivative Savitzky-Golay kernels, as ``librosa.feature.delta`` uses them.
-
-    Returns
-    -------
-    kernels : torch.Tensor [shape=(2, 1, width), dtype=float32]
-        Correlation kernels (``use='dot'``) for ``nnf.conv1d``.
+    """First- and second-derivative Savitzky-Golay correlation kernels (2, 1, width) float32, as
+    ``librosa.feature.delta`` uses them.
     """
     from scipy.signal import savgol_coeffs
 
@@ -53,12 +44,7 @@ def _savgol_kernels(width: int) -> torch.Tensor:
 
 
 def _dct_ortho(n_mfcc: int, n_mels: int) -> torch.Tensor:
-    """The first ``n_mfcc`` rows of the orthonormal DCT-II matrix (``scipy.fft.dct(norm='ortho')``).
-
-    Returns
-    -------
-    D : torch.Tensor [shape=(n_mfcc, n_mels), dtype=float32]
-    """
+    """The first ``n_mfcc`` rows (n_mfcc, n_mels) of the orthonormal DCT-II matrix (``scipy.fft.dct(norm='ortho')``)."""
     k = np.arange(n_mfcc, dtype=np.float64)[:, None]
     n = np.arange(n_mels, dtype=np.float64)[None, :]
     D = np.cos(np.pi * k * (2 * n + 1) / (2 * n_mels)) * math.sqrt(2.0 / n_mels)

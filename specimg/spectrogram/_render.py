@@ -1,22 +1,12 @@
-"""Rendering a dataset into an image cache, resumably.
+"""Rendering a dataset into an image cache, resumably (:func:`render_dataset`); the finished cache is written
+through :mod:`specimg.spectrogram._store`, which owns the folder's layout.
 
-:func:`render_dataset` plans every file's rows from the audio headers,
-preallocates the images, lets workers write each file's images straight into
-its rows, records each finished file as it finishes, and writes the finished
-cache (tables, ``config.json`` last) through :mod:`specimg.spectrogram._store`,
-which owns the folder's layout.
-
-While it runs, the cache folder holds ``.partial-<hash>/`` (the store's
-:data:`~specimg.spectrogram._store.PARTIAL_PREFIX`) with::
+While it runs, the cache folder holds ``.partial-<hash>/`` (:data:`~specimg.spectrogram._store.PARTIAL_PREFIX`)::
 
     plan.csv       each file's rows (:data:`PLAN_FILE`)
     images.npy     preallocated from the files' lengths, filled in place by the workers
     done.jsonl     one line per finished file, appended when it is finished (:data:`DONE_FILE`)
     <key>.npy      a shard for a file whose window count was not known in advance
-
-A killed render resumes from the partial folder; the finished cache equals an
-uninterrupted run. Two renders of one folder take turns on a lock file beside
-it, ``<folder>.lock`` in its parent (:func:`_lock_path`).
 """
 
 from __future__ import annotations
@@ -44,6 +34,7 @@ from .._io import config_diff as _config_diff
 from .._io import move_into_place as _move_into_place
 from .._parallel import failure_reason, pool_map
 from .._progress import progress_bar
+from .._validation import check_int
 from ..audio import read_table, segment_bounds, sort_labels
 from ..exceptions import AudioError, DataError, ParameterError
 from ._config import CACHE_FORMAT_VERSION, RenderConfig
@@ -112,10 +103,6 @@ def expected_windows(path: PathLike, config: RenderConfig, label: Optional[str])
     return len(segment_bounds(n, sr=a.sample_rate, seconds=seg.seconds, hop=seg.hop_for(label), last=seg.last))
 
 
-def _target_rows(target: Optional[Tuple[str, int, int]]) -> Optional[np.ndarray]:
-    return None if target is None else _map_rows(*target)
-
-
 def _render_job(abspath: str, path: str, label: Optional[str], config: RenderConfig, shard_dir: str,
                 png_dir: Optional[str], target: Optional[Tuple[str, int, int]] = None) -> Dict[str, Any]:
     """Render one file (runs in a worker process): straight into its planned rows of the partial images.npy
@@ -124,7 +111,7 @@ def _render_job(abspath: str, path: str, label: Optional[str], config: RenderCon
     key = _key(path)
     try:
         y = _load(abspath, config)
-        rows = _target_rows(target)
+        rows = None if target is None else _map_rows(*target)
         planes, bounds = render_planes(y, config=config, label=label, path=abspath, out=rows)
     except Exception as exc:  # an unexpected decoder failure must not cost the batch its work
         return {"ok": False, "path": path, "error": failure_reason(exc)}
@@ -355,8 +342,7 @@ def render_dataset(
     >>> cache = render_dataset("fsdd/labels.csv", "cache/fsdd", cfg, workers=2)  # doctest: +SKIP
     """
     config = config or RenderConfig()
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ParameterError(f"The 'workers' parameter of render_dataset must be an int >= 1. Got {workers!r}.")
+    check_int(workers, "workers", owner="render_dataset", low=1)
     table = read_table(source)
     _validate_against_data(table, config)
     root = Path(out_dir)
@@ -367,11 +353,8 @@ def render_dataset(
 
 
 def _lock_path(root: Path) -> Path:
-    """The lock file of the cache folder ``root``: ``<root>.lock`` beside it, in its parent.
-
-    Outside the folder, so the folder holds its layout only (:meth:`ImageCache.is_complete`, ``clear`` and
-    the layout checks never see it). The path is resolved first: two spellings of one folder (``cache``,
-    ``./cache/``, a symlink to it) share one lock.
+    """``<root>.lock`` beside the cache folder, outside it (the layout checks never see it), of the resolved path (two
+    spellings of one folder share one lock).
     """
     root = root.resolve()
     return root.with_name(root.name + ".lock")

@@ -1,8 +1,5 @@
-"""The image cache's array store: the folder layout, the images and the cache object.
-
-Everything that reads, writes, selects or merges a *finished* cache lives here;
-rendering audio into a cache (resumable) is :mod:`specimg.spectrogram._render`,
-which writes its finished cache through this module.
+"""The image cache's array store: the layout, the images and the cache object of a *finished* cache (rendering
+one is :mod:`specimg.spectrogram._render`).
 
 Layout of a cache folder (every name is defined once, here: :data:`CONFIG_FILE`, :data:`IMAGES_FILE` ...)::
 
@@ -14,12 +11,9 @@ Layout of a cache folder (every name is defined once, here: :data:`CONFIG_FILE`,
     files.csv      file_id, path, abspath, label, group, n_segments, duration, + the input's extra columns
     errors.csv     path, error  (files that could not be rendered)
     png/           optional PNG copies for people to look at
-    .partial-<hash>/  a render in progress (:data:`PARTIAL_PREFIX`; what it holds is the renderer's:
-                   see :mod:`specimg.spectrogram._render`)
+    .partial-<hash>/  a render in progress (:data:`PARTIAL_PREFIX`)
 
-Whatever is stored, :attr:`ImageCache.images` reads as ``(n_images, H, W, 3)``
-uint8 (:class:`ImageArray`). Every write is atomic (temporary file +
-``os.replace``), ``config.json`` last: a folder without it is not a cache.
+Every write is atomic, ``config.json`` last: a folder without it is not a cache.
 """
 
 from __future__ import annotations

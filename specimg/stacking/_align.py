@@ -1,11 +1,5 @@
-"""Out-of-fold alignment: from several runs' prediction tables to one stack input.
-
-A stacker learns from the out-of-fold (OOF) predictions of several base models
-(runs). :func:`align_runs` reads their file-level prediction tables and checks
-they describe the same files, classes, labels and folds; the result ``X`` has
-shape ``(n_files, n_models, n_classes)``. :func:`cross_val_stack` scores a
-stacker honestly with an inner cross-validation over those OOF predictions.
-The shared checks and the estimator base of the stackers live here too.
+"""Out-of-fold alignment (:func:`align_runs`: several runs' prediction tables -> one stack input), the inner
+cross-validation of a stacker (:func:`cross_val_stack`), and what the stackers share.
 """
 
 from __future__ import annotations
@@ -18,6 +12,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
+from .._validation import check_int
 from ..audio import sort_labels
 from ..exceptions import DataError, NotFittedError, ParameterError
 from ..predict.aggregate import read_predictions
@@ -85,12 +80,9 @@ def _check_y(y: Any, n_files: int, *, owner: str) -> np.ndarray:
 
 
 class _StackerBase(ClassifierMixin, BaseEstimator):
-    """Shared plumbing of the stackers: labels, classes, fitted checks.
-
-    Subclasses have a ``classes`` parameter (labels in the order of the last
-    axis of ``X``; None = the numeric-aware sorted labels of ``y``) and
-    call :meth:`_setup_fit` at the start of ``fit`` and :meth:`_finish_fit`
-    once training succeeded, so a failed ``fit`` leaves no half-fitted state.
+    """Shared plumbing of the stackers: labels, classes (a ``classes`` parameter, or the numeric-aware sorted labels
+    of ``y``), fitted checks. ``fit`` calls :meth:`_setup_fit` first and :meth:`_finish_fit` once training
+    succeeded, so a failed ``fit`` leaves no half-fitted state.
     """
 
     def _setup_fit(self, X: Any, y: Any) -> Tuple[np.ndarray, np.ndarray, List[str]]:
@@ -123,6 +115,17 @@ class _StackerBase(ClassifierMixin, BaseEstimator):
         index = {c: i for i, c in enumerate(names)}
         codes = np.fromiter((index[v] for v in labels), dtype=np.int64, count=len(labels))
         return arr, codes, names
+
+    @staticmethod
+    def _check_flag(value: Any, name: str, *, owner: str) -> None:
+        if not isinstance(value, (bool, np.bool_)):
+            raise ParameterError(f"The {name!r} parameter of {owner} must be True or False. Got {value!r}.")
+
+    @staticmethod
+    def _check_open_fraction(value: Any, name: str, *, owner: str) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not 0 < value < 1:
+            raise ParameterError(f"The {name!r} parameter of {owner} must be a finite number > 0 and < 1. Got "
+                                 f"{value!r}.")
 
     def _finish_fit(self, names: List[str], n_models: int) -> None:
         self.classes_ = np.asarray(names, dtype=object)
@@ -451,8 +454,7 @@ def cross_val_stack(
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
     owner = "cross_val_stack"
-    if isinstance(n_splits, bool) or not isinstance(n_splits, (int, np.integer)) or n_splits < 2:
-        raise ParameterError(f"The 'n_splits' parameter of {owner} must be an int >= 2. Got {n_splits!r}.")
+    check_int(n_splits, "n_splits", owner=owner, low=2)
     arr = check_stack_input(X, owner=owner)
     labels = _check_y(y, arr.shape[0], owner=owner)
     params = estimator.get_params(deep=False)

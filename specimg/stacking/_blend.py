@@ -99,10 +99,7 @@ class WeightedBlend(_StackerBase):
         -------
         self
         """
-        if not isinstance(self.fit_weights, (bool, np.bool_)):
-            raise ParameterError(
-                f"The 'fit_weights' parameter of {type(self).__name__} must be True or False. Got {self.fit_weights!r}."
-            )
+        self._check_flag(self.fit_weights, "fit_weights", owner=type(self).__name__)
         arr, codes, names = self._setup_fit(X, y)
         w0 = self._initial_weights(arr.shape[1])
         if self.fit_weights and arr.shape[1] > 1:

@@ -1,20 +1,9 @@
 """Stacking runs that score every class on its own (multi-label): combined class by class, a sigmoid out.
 
-The single-label stackers (CNN, LightGBM, the simplex blend) combine probability vectors that sum to one. A
-multi-label run gives every class an independent score, so its runs are combined class by class:
-
-- ``'mean'``: the mean of the runs' scores;
-- ``'blend'`` with ``weights``: their weighted mean; without weights a fitted blend, the same as
-  ``'logistic'``;
-- ``'logistic'``: :class:`MultiLabelStacker`, one logistic regression per class on the runs' logits of that
-  class (scikit-learn), a sigmoid out;
-- ``'auto'``: on each outer fold, the better of ``'mean'`` and ``'logistic'`` by ``metric`` (macro average
-  precision, or macro ROC-AUC) in an inner cross-validation on the other folds only.
-
-Every out-of-fold score of a file comes from stackers fitted on the other folds of the base runs, as for
-single-label stacking; every candidate is scored by macro / micro AP and macro ROC-AUC on the same folds; and
-the stacked predictions are the tags at or above per-class thresholds fitted on the stacked out-of-fold scores
-(the task's decision rule, written as ``thresholds.json``).
+``'mean'`` (weighted with ``weights``: ``'blend'``), ``'logistic'`` (:class:`MultiLabelStacker`; a ``'blend'``
+without weights) or ``'auto'`` (per outer fold, the better of the two by ``metric`` in an inner
+cross-validation on the other folds). The stacked predictions are the tags at or above per-class thresholds
+fitted on the stacked out-of-fold scores (``thresholds.json``).
 """
 
 from __future__ import annotations
@@ -25,6 +14,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
+from ..data import window_label_text
 from ..exceptions import DataError, NotFittedError, ParameterError
 from ..scoring import tag_scores
 from ..tasks import Task
@@ -183,19 +173,6 @@ def _outer(X: np.ndarray, Y: np.ndarray, folds: np.ndarray, method: str, weights
     return oof, test, choices, fitted
 
 
-def _frame(paths: List[str], scores: np.ndarray, classes: List[str], Y: Optional[np.ndarray],
-           folds: Optional[np.ndarray], task: Task, decision: Optional[Mapping[str, Any]]) -> pd.DataFrame:
-    out = pd.DataFrame({"path": paths})
-    if Y is not None:
-        out["labels"] = [";".join(c for c, v in zip(classes, row) if v) for row in Y]
-    if folds is not None:
-        out["fold"] = folds
-    out["prediction"] = task.decide(scores, classes, decision)
-    for j, c in enumerate(classes):
-        out[f"prob_{c}"] = scores[:, j]
-    return out
-
-
 def _scored(Y: np.ndarray, S: np.ndarray) -> Dict[str, Optional[float]]:
     s = tag_scores(Y, S)
     return {k: (float(v) if np.isfinite(v) else None) for k, v in s.items()}
@@ -256,7 +233,7 @@ def stack_classwise(sources: Sequence[Any], *, task: Task, method: str = "auto",
         X_test = X_test[:, :, [t_classes.index(c) for c in classes]]
     oof, test_scores, choices, fitted = _outer(X, Y, folds, method, weights, X_test, metric=metric, k=inner_folds,
                                                params=opts)
-    stacked = pd.DataFrame({"labels": [";".join(c for c, v in zip(classes, row) if v) for row in Y],
+    stacked = pd.DataFrame({"labels": window_label_text(Y, classes),
                             **{f"prob_{c}": oof[:, j] for j, c in enumerate(classes)}})
     decision = task.fit_decision(stacked, None, classes)  # files only: a stack pools nothing
     if decision is not None:
@@ -273,9 +250,12 @@ def stack_classwise(sources: Sequence[Any], *, task: Task, method: str = "auto",
         metrics["selection"] = {"metric": metric, "folds": choices,
                                 "summary": "auto picked " + ", ".join(f"{c['choice']} on fold {c['fold']}"
                                                                       for c in choices)}
-    test_frame = None if X_test is None else _frame(t_paths, test_scores, classes, t_Y, None, task, decision)
+    test_frame = None if X_test is None else task.prediction_frame(
+        t_paths, test_scores, classes, truth=None if t_Y is None else window_label_text(t_Y, classes),
+        decision=decision)
     return StackResult(method=method, names=list(names), classes=classes,
-                       oof=_frame(paths, oof, classes, Y, folds, task, decision), metrics=metrics, test=test_frame,
+                       oof=task.prediction_frame(paths, oof, classes, truth=window_label_text(Y, classes),
+                                                 folds=folds, decision=decision), metrics=metrics, test=test_frame,
                        estimators=fitted, decision=decision)
 
 

@@ -1,26 +1,14 @@
 """CNN stacker: the mean of the models, and a small CNN that moves away from it only as far as the data says.
 
-The out-of-fold probabilities of ``n_models`` base models for one file form a
-one-channel image of ``n_models`` rows and ``n_classes`` columns. The network
-has two parts, added in logit space:
+A file's out-of-fold probabilities form a one-channel image of ``n_models`` rows and ``n_classes`` columns.
+Two parts, added in logit space: per-class model weights ``w[m, c]`` (a softmax over the models) with a
+temperature and a per-class bias; and a correction from 2x1 convolutions down each column (shared by all
+classes; residual with ``skip=True``), a convolution spanning all models and a linear head.
 
-- **per-class model weights**: ``w[m, c]`` (a softmax over the models, one
-  column per class) mix the models' probabilities class by class, followed by
-  a temperature and a per-class bias (calibration);
-- **a correction** computed by convolutions with 2x1 kernels that slide across
-  the models (down a column) and are shared by all classes, a convolution
-  spanning all models and a linear head; with ``skip=True`` each convolution
-  adds its input back (residual connections).
-
-At its start the weights are equal (``1 / n_models``), the temperature is 1,
-the bias is 0 and the head of the correction is 0, so an untrained stacker
-*is* the plain mean of the models (to 1e-12: it predicts in float64). Training minimises
-the cross-entropy plus a weight decay toward that start (an L2 pull of every
-parameter back to its initial value), stops early when the log-loss of a
-held-out split (whole groups when ``fit`` is given them) stops improving, and
-refits on all files for the best number of epochs. When no epoch beats the
-start on the held-out split by more than its noise (``tol_se`` standard errors
-of the paired per-file difference), the stacker stays the mean.
+At its start (equal weights, temperature 1, zero bias, zero head) an untrained stacker *is* the plain mean of
+the models (to 1e-12: it predicts in float64). Training minimises the cross-entropy plus an L2 pull of every
+parameter back to its start, early-stops on a held-out split and refits on all files; when no epoch beats the
+start by more than ``tol_se`` standard errors of the paired per-file difference, the stacker stays the mean.
 """
 
 from __future__ import annotations
@@ -33,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..exceptions import ParameterError
+from .._validation import check_float, check_int, check_positive
 from ._align import _StackerBase, beats_the_start, early_stopping_split
 
 __all__ = ["CNNStacker"]
@@ -44,10 +32,8 @@ _DTYPE = torch.float32
 
 
 class _Conv2x1(nn.Module):
-    """A convolution with a 2x1 kernel across the models (zero row padded below), shared by all classes.
-
-    Written as two matrix products on a channels-last tensor (the same function as ``nn.Conv2d(c_in, c_out,
-    (2, 1))`` after a one-row pad), which is several times faster on a CPU for these tiny images.
+    """A 2x1 convolution across the models (zero row padded below), shared by all classes: ``nn.Conv2d(c_in, c_out,
+    (2, 1))`` as two matrix products on a channels-last tensor, several times faster on a CPU for these tiny images.
     """
 
     def __init__(self, c_in: int, c_out: int) -> None:
@@ -102,29 +88,6 @@ def _threads(n: Optional[int]) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def _check_int(owner: str, name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ParameterError(f"The {name!r} parameter of {owner} must be an int >= {low}. Got {value!r}.")
-
-
-def _check_float(owner: str, name: str, value: Any, *, allow_zero: bool, below_one: bool = False) -> None:
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, (int, float, np.floating))
-        and np.isfinite(value)
-        and (value >= 0 if allow_zero else value > 0)
-        and (not below_one or value < 1)
-    )
-    if not ok:
-        rule = f"{'>= 0' if allow_zero else '> 0'}{' and < 1' if below_one else ''}"
-        raise ParameterError(f"The {name!r} parameter of {owner} must be a finite number {rule}. Got {value!r}.")
-
-
-def _check_bool(owner: str, name: str, value: Any) -> None:
-    if not isinstance(value, (bool, np.bool_)):
-        raise ParameterError(f"The {name!r} parameter of {owner} must be True or False. Got {value!r}.")
 
 
 class CNNStacker(_StackerBase):
@@ -241,20 +204,20 @@ class CNNStacker(_StackerBase):
 
     def _validate_params(self) -> None:
         owner = type(self).__name__
-        _check_int(owner, "hidden", self.hidden, 1)
-        _check_int(owner, "epochs", self.epochs, 0)
-        _check_int(owner, "batch_size", self.batch_size, 1)
-        _check_int(owner, "n_layers", self.n_layers, 1)
-        _check_int(owner, "n_iter_no_change", self.n_iter_no_change, 1)
-        _check_int(owner, "seed", self.seed, 0)
-        _check_float(owner, "lr", self.lr, allow_zero=False)
-        _check_float(owner, "weight_decay", self.weight_decay, allow_zero=True)
-        _check_float(owner, "tol_se", self.tol_se, allow_zero=True)
-        _check_float(owner, "validation_fraction", self.validation_fraction, allow_zero=False, below_one=True)
+        check_int(self.hidden, "hidden", owner=owner, low=1)
+        check_int(self.epochs, "epochs", owner=owner, low=0)
+        check_int(self.batch_size, "batch_size", owner=owner, low=1)
+        check_int(self.n_layers, "n_layers", owner=owner, low=1)
+        check_int(self.n_iter_no_change, "n_iter_no_change", owner=owner, low=1)
+        check_int(self.seed, "seed", owner=owner, low=0)
+        check_positive(self.lr, "lr", owner=owner)
+        check_float(self.weight_decay, "weight_decay", owner=owner, low=0.0)
+        check_float(self.tol_se, "tol_se", owner=owner, low=0.0)
+        self._check_open_fraction(self.validation_fraction, "validation_fraction", owner=owner)
         if self.num_threads is not None:
-            _check_int(owner, "num_threads", self.num_threads, 1)
+            check_int(self.num_threads, "num_threads", owner=owner, low=1)
         for name in ("skip", "early_stopping", "refit"):
-            _check_bool(owner, name, getattr(self, name))
+            self._check_flag(getattr(self, name), name, owner=owner)
 
     def _new_net(self, n_models: int, n_classes: int) -> _StackNet:
         with torch.random.fork_rng(devices=[]):  # seed locally, leave the caller's RNG alone

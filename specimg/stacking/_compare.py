@@ -1,18 +1,9 @@
 """Every way of combining the runs, scored on the same outer folds; ``auto`` picks among them by inner CV only.
 
-The candidates are each model alone, their plain mean, the fitted weighted
-blend, the CNN stackers with and without skip connections, LightGBM and the
-seed's blend of the three stackers (0.45 CNN + 0.45 CNN-skip + 0.1 LightGBM).
-On every outer fold (a fold of the base runs: a speaker, a patient group) each
-learned candidate is fitted on the other folds and predicts the held-out one,
-so every row of the table is an honest out-of-fold score on the same files.
-
-``auto`` chooses, for each outer fold, the candidate with the best score in an
-*inner* cross-validation over the other folds only (leave one of them out at a
-time), then predicts the outer fold with that candidate: the outer fold's
-labels are never read by the choice, so ``auto``'s own out-of-fold score is as
-honest as the others'. For a test set each outer fold's stacker predicts it and
-the fold predictions are averaged (as the seed did).
+Each learned candidate is fitted on the other outer folds and predicts the held-out one, so every row of the
+table is an honest out-of-fold score on the same files. ``auto`` chooses per outer fold by an *inner*
+cross-validation over the other folds only: the outer fold's labels are never read by the choice. A test set
+is predicted by each outer fold's stacker and the predictions averaged (as the seed did).
 """
 
 from __future__ import annotations

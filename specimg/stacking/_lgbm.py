@@ -1,11 +1,7 @@
 """LightGBM stacker: gradient-boosted trees over the flattened base-model probabilities, starting from their mean.
 
-Boosting starts from the log of the mean of the models (LightGBM's
-``init_score``), so zero trees *is* the mean; the small-data defaults (few
-leaves, at least 20 files per leaf, a strong L2 penalty on leaf values) keep
-each tree a small correction, and early stopping on a held-out split (whole
-groups when ``fit`` is given them) decides how many trees the data supports,
-zero included.
+Boosting starts from the log of the mean (``init_score``), so zero trees *is* the mean; small trees, a strong
+L2 penalty and early stopping on a held-out split decide how many trees the data supports, zero included.
 """
 
 from __future__ import annotations
@@ -17,9 +13,9 @@ import logging
 import numpy as np
 import pandas as pd
 
+from .._validation import check_float, check_int, check_positive
 from ..exceptions import DataError, ParameterError
 from ._align import _StackerBase, beats_the_start, early_stopping_split
-from ._cnn import _check_bool, _check_float, _check_int
 
 __all__ = ["LGBMStacker"]
 
@@ -155,16 +151,16 @@ class LGBMStacker(_StackerBase):
 
     def _validate_params(self) -> None:
         owner = type(self).__name__
-        _check_int(owner, "n_estimators", self.n_estimators, 1)
-        _check_int(owner, "num_leaves", self.num_leaves, 2)
-        _check_int(owner, "min_child_samples", self.min_child_samples, 1)
-        _check_int(owner, "n_iter_no_change", self.n_iter_no_change, 1)
-        _check_float(owner, "learning_rate", self.learning_rate, allow_zero=False)
-        _check_float(owner, "reg_lambda", self.reg_lambda, allow_zero=True)
-        _check_float(owner, "tol_se", self.tol_se, allow_zero=True)
-        _check_float(owner, "validation_fraction", self.validation_fraction, allow_zero=False, below_one=True)
-        _check_bool(owner, "early_stopping", self.early_stopping)
-        _check_bool(owner, "refit", self.refit)
+        check_int(self.n_estimators, "n_estimators", owner=owner, low=1)
+        check_int(self.num_leaves, "num_leaves", owner=owner, low=2)
+        check_int(self.min_child_samples, "min_child_samples", owner=owner, low=1)
+        check_int(self.n_iter_no_change, "n_iter_no_change", owner=owner, low=1)
+        check_positive(self.learning_rate, "learning_rate", owner=owner)
+        check_float(self.reg_lambda, "reg_lambda", owner=owner, low=0.0)
+        check_float(self.tol_se, "tol_se", owner=owner, low=0.0)
+        self._check_open_fraction(self.validation_fraction, "validation_fraction", owner=owner)
+        self._check_flag(self.early_stopping, "early_stopping", owner=owner)
+        self._check_flag(self.refit, "refit", owner=owner)
         if self.start not in ("mean", "zero"):
             raise ParameterError(f"The 'start' parameter of {owner} must be 'mean' (boost from the mean of the "
                                  f"models) or 'zero' (LightGBM's own start). Got {self.start!r}.")

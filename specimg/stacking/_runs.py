@@ -1,11 +1,4 @@
-"""Stack or blend several runs' out-of-fold predictions: ``specimg stack`` as a library function.
-
-:func:`stack_runs` aligns the runs (:func:`~specimg.stacking.align_runs`),
-scores every candidate on the runs' own folds
-(:func:`~specimg.stacking.compare_stackers`), returns the chosen method's
-out-of-fold and test predictions, and writes them with the comparison table
-and a picture of the stacker's per-class model weights.
-"""
+"""Stack or blend several runs' out-of-fold predictions: ``specimg stack`` as a library function."""
 
 from __future__ import annotations
 

@@ -1,12 +1,7 @@
 """The task of a run: what every stage asks instead of branching on single- or multi-label.
 
-A :class:`Task` owns what differs between learning one label per file and learning a set of tags: how the
-labels are read and encoded into window targets, the fold splitter, the loss and the output activation, the
-validation scores and the metric that picks the epoch, how windows pool into files, the decision rule
-(argmax, or per-class thresholds fitted on the out-of-fold scores), the run's tables, metrics and summary,
-and what the report and the stackers show. It is resolved once, from the config and the labels
-(:func:`resolve_task`), saved with the run (``config.json``: ``train.task``) and rebuilt from there
-(:meth:`Task.from_config`).
+Resolved once from the config and the labels (:func:`resolve_task`), saved with the run (``config.json``:
+``train.task``) and rebuilt from there (:meth:`Task.from_config`).
 """
 
 from __future__ import annotations
@@ -128,10 +123,6 @@ class Task(abc.ABC):
         return cls.for_kind(config.kind, config)
 
     @property
-    def multi_label(self) -> bool:
-        return self.kind == "multi-label"
-
-    @property
     def metric(self) -> str:
         """The validation metric that picks the kept epoch."""
         return str(self.config.metric)
@@ -208,11 +199,29 @@ class Task(abc.ABC):
     def fold_scores(self, segments: pd.DataFrame, files: pd.DataFrame, classes: Sequence[str]) -> Dict[str, Any]:
         """The scores of a fold's out-of-fold tables (the keys of :attr:`score_keys`)."""
 
-    @abc.abstractmethod
     def run_metrics(self, done: List[int], per_fold: Dict[str, Any], oof_files: pd.DataFrame,
                     oof_segments: pd.DataFrame, classes: Sequence[str], files: pd.DataFrame,
                     config: TrainConfig, *, level: str = "file") -> Dict[str, Any]:
-        """``metrics.json`` of a run: per fold, mean / std over folds, pooled out-of-fold scores."""
+        """``metrics.json`` of a run: per fold, mean / std over folds, pooled out-of-fold scores.
+
+        ``level``: what the epoch was chosen on, ``'file'`` or ``'window'`` (annotated recordings).
+        """
+        out: Dict[str, Any] = {"task": self.kind, "metric": self.metric, **self._metrics_facts(level),
+                               "n_splits": config.n_splits, "folds_done": done, "folds": per_fold,
+                               "group_column": config.group_column, "select_epoch": config.schedule.select_epoch}
+        if done:
+            mean, std = {}, {}
+            for key in self.score_keys:
+                vals = np.array([per_fold[str(k)][key] for k in done if per_fold[str(k)].get(key) is not None], float)
+                mean[key] = float(vals.mean()) if len(vals) else None
+                std[key] = float(vals.std()) if len(vals) else None
+            out["mean"], out["std"] = mean, std
+            out["oof"] = self.fold_scores(oof_segments, oof_files, classes)
+        return out
+
+    def _metrics_facts(self, level: str) -> Dict[str, Any]:
+        """What ``metrics.json`` records after the metric (multi-label: the level and the pooling)."""
+        return {}
 
     def fit_decision(self, oof_files: pd.DataFrame, oof_segments: Optional[pd.DataFrame],
                      classes: Sequence[str]) -> Optional[Dict[str, Any]]:
@@ -223,6 +232,20 @@ class Task(abc.ABC):
     def decide(self, scores: np.ndarray, classes: Sequence[str], decision: Optional[Mapping[str, Any]] = None,
                level: str = "file") -> List[str]:
         """The ``prediction`` column of pooled ``scores`` (``decision``: what :meth:`fit_decision` learnt)."""
+
+    def prediction_frame(self, paths: Sequence[Any], scores: np.ndarray, classes: Sequence[str], *,
+                         truth: Optional[Sequence[Any]] = None, folds: Any = None,
+                         decision: Optional[Mapping[str, Any]] = None) -> pd.DataFrame:
+        """A file-level prediction table: ``path, [<truth column>], [fold], prediction, prob_<class>...``."""
+        out = pd.DataFrame({"path": list(paths)})
+        if truth is not None:
+            out[self.truth_column] = truth
+        if folds is not None:
+            out["fold"] = folds
+        out["prediction"] = self.decide(scores, classes, decision)
+        for j, c in enumerate(classes):
+            out[f"prob_{c}"] = scores[:, j]
+        return out
 
     @abc.abstractmethod
     def summary(self, run_dir: Any, folds: List[int], metrics: Mapping[str, Any]) -> str:
@@ -285,13 +308,3 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def evaluation_line(self, metrics: Mapping[str, Any]) -> str:
         """The line ``specimg evaluate`` prints."""
-
-    # ------------------------------------------------------------------ shared helpers
-    @staticmethod
-    def _mean_std(per_fold: Dict[str, Any], done: List[int], keys: Sequence[str]) -> Tuple[dict, dict]:
-        mean, std = {}, {}
-        for key in keys:
-            vals = np.array([per_fold[str(k)][key] for k in done if per_fold[str(k)].get(key) is not None], float)
-            mean[key] = float(vals.mean()) if len(vals) else None
-            std[key] = float(vals.std()) if len(vals) else None
-        return mean, std

@@ -1,15 +1,6 @@
-"""The losses the two tasks train with.
-
-Single-label: cross-entropy (:class:`torch.nn.CrossEntropyLoss`) weighted by :func:`class_weights`.
-Multi-label: a model has one logit per class and a sigmoid on each; its targets are multi-hot rows. The
-losses here take logits ``(B, C)`` and float targets ``(B, C)`` in [0, 1] (mixup may make them fractional)
-and return the mean over every (item, class) term:
-
-- :class:`BCEWithLogits`: :class:`torch.nn.BCEWithLogitsLoss` with an optional per-class ``pos_weight``;
-- :class:`FocalBCE`: each term times ``(1 - p_t) ** gamma`` (Lin et al. 2017), ``p_t`` the probability given
-  to the target;
-- :class:`AsymmetricLoss`: Ridnik et al. 2021 (ASL): positive terms plain, negative terms focused by
-  ``p ** gamma`` after shifting their probability down by ``clip`` (easy negatives then cost nothing).
+"""The losses the two tasks train with: :func:`class_weights` for the single-label cross-entropy; for
+multi-label, losses on logits ``(B, C)`` and float targets ``(B, C)`` in [0, 1] (mixup may make them
+fractional) that return the mean over every (item, class) term (Lin et al. 2017, Ridnik et al. 2021).
 """
 
 from __future__ import annotations

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
 
 from ..audio import file_tags, parse_tags, sort_labels, tags_text
-from ..config import TrainConfig
 from ..data import as_tag_table, sample_negatives, tag_classes, tag_folds, tag_matrix, window_label_text, \
     window_targets
 from ..exceptions import DataError, ParameterError
@@ -17,8 +15,6 @@ from ..scoring import fit_thresholds, tag_metrics, tag_scores
 from ._base import ReportSection, Task
 
 __all__ = ["MultiLabel"]
-
-_logger = logging.getLogger(__name__)
 
 
 class MultiLabel(Task):
@@ -159,10 +155,8 @@ class MultiLabel(Task):
         frows = np.array([plan.fid_to_row[int(f)] for f in ids], dtype=np.int64)
         order = np.argsort(frows, kind="stable")
         frows, fscores, ftruth = frows[order], fscores[order], ftruth[order]
-        file_df = pd.DataFrame({"path": paths[frows], "labels": window_label_text(ftruth, classes), "fold": k,
-                                "prediction": self.decide(fscores, classes)})
-        file_df[cols] = fscores
-        return seg_df, file_df
+        return seg_df, self.prediction_frame(paths[frows], fscores, classes, truth=window_label_text(ftruth, classes),
+                                             folds=k)
 
     def truth(self, frame: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
         """The multi-hot truth (bool, (n, n_classes)) of a table's ``labels`` column."""
@@ -180,19 +174,8 @@ class MultiLabel(Task):
                "window_macro_ap": w["macro_ap"], "window_macro_roc_auc": w["macro_roc_auc"]}
         return {k: (None if v is None or not np.isfinite(v) else float(v)) for k, v in out.items()}
 
-    def run_metrics(self, done: List[int], per_fold: Dict[str, Any], oof_files: pd.DataFrame,
-                    oof_segments: pd.DataFrame, classes: Sequence[str], files: pd.DataFrame,
-                    config: TrainConfig, *, level: str = "file") -> Dict[str, Any]:
-        """``level``: what the epoch was chosen on, ``'file'`` (tag tables) or ``'window'`` (annotated
-        recordings)."""
-        out: Dict[str, Any] = {"task": self.kind, "metric": self.metric, "level": level, "pooling": self.pooling,
-                               "n_splits": config.n_splits, "folds_done": done, "folds": per_fold,
-                               "group_column": config.group_column, "select_epoch": config.schedule.select_epoch}
-        if not done:
-            return out
-        out["mean"], out["std"] = self._mean_std(per_fold, done, self.score_keys)
-        out["oof"] = self.fold_scores(oof_segments, oof_files, classes)
-        return out
+    def _metrics_facts(self, level: str) -> Dict[str, Any]:
+        return {"level": level, "pooling": self.pooling}
 
     def fit_decision(self, oof_files: pd.DataFrame, oof_segments: Optional[pd.DataFrame],
                      classes: Sequence[str]) -> Optional[Dict[str, Any]]:

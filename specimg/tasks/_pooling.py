@@ -1,9 +1,5 @@
-"""Pooling window probabilities into file probabilities, and flip TTA: what a task pools with.
-
-:func:`aggregate_segments` pools window probabilities per file (``mean`` / ``max`` / ``gmean``; renormalised
-for single-label probabilities, per class for multi-label scores), :func:`flip_tta_average` averages a
-prediction with its flipped twin. Training validates, prediction predicts and the stackers read files pooled
-by these (the task picks the method: :attr:`specimg.tasks.Task.pooling`).
+"""Pooling window probabilities into file probabilities (the task picks the method:
+:attr:`specimg.tasks.Task.pooling`), and flip TTA.
 """
 
 from __future__ import annotations

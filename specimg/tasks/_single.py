@@ -111,10 +111,8 @@ class SingleLabel(Task):
         frows = np.array([plan.fid_to_row[int(f)] for f in ids], dtype=np.int64)
         order = np.argsort(frows, kind="stable")
         frows, fprobs = frows[order], fprobs[order]
-        file_df = pd.DataFrame({"path": paths[frows], "label": plan.files["label"].to_numpy()[frows], "fold": k,
-                                "prediction": self.decide(fprobs, plan.classes)})
-        file_df[cols] = fprobs
-        return seg_df, file_df
+        return seg_df, self.prediction_frame(paths[frows], fprobs, plan.classes,
+                                             truth=plan.files["label"].to_numpy()[frows], folds=k)
 
     def fold_scores(self, segments: pd.DataFrame, files: pd.DataFrame, classes: Sequence[str]) -> Dict[str, Any]:
         return label_scores(files["label"].to_numpy(), files["prediction"].to_numpy())
@@ -122,14 +120,8 @@ class SingleLabel(Task):
     def run_metrics(self, done: List[int], per_fold: Dict[str, Any], oof_files: pd.DataFrame,
                     oof_segments: pd.DataFrame, classes: Sequence[str], files: pd.DataFrame,
                     config: TrainConfig, *, level: str = "file") -> Dict[str, Any]:
-        metrics: Dict[str, Any] = {"task": self.kind, "metric": self.metric, "n_splits": config.n_splits,
-                                   "folds_done": done, "folds": per_fold, "group_column": config.group_column,
-                                   "select_epoch": config.schedule.select_epoch}
-        if not done:
-            return metrics
-        metrics["mean"], metrics["std"] = self._mean_std(per_fold, done, self.score_keys)
-        metrics["oof"] = self.fold_scores(oof_segments, oof_files, classes)
-        if config.group_column:
+        metrics = super().run_metrics(done, per_fold, oof_files, oof_segments, classes, files, config, level=level)
+        if done and config.group_column:
             gmap = dict(zip(files["path"], files[config.group_column].astype(str)))
             g = oof_files["path"].map(gmap)
             correct = (oof_files["label"] == oof_files["prediction"]).to_numpy()

@@ -1,10 +1,5 @@
-"""Data-parallel training under ``torchrun``: process-group set-up and the few collectives the trainer needs.
-
-``torchrun --nproc_per_node N -m specimg train ...`` (or a script that calls
-:func:`~specimg.training.train_cv`) starts N processes with ``RANK``,
-``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT`` set;
-:func:`init_distributed` joins them into one process group (NCCL on CUDA,
-gloo on the CPU). Every helper here is a no-op in a single process.
+"""Data-parallel training under ``torchrun``: process-group set-up (NCCL on CUDA, gloo on the CPU) and the few
+collectives the trainer needs; every helper is a no-op in a single process.
 """
 
 from __future__ import annotations
