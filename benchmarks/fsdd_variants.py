@@ -14,8 +14,8 @@ the fold's wall-clock and process CPU seconds (CPU time is what load from other
 jobs on a shared machine distorts least).
 
 The first variants (``adamw_noflip`` ... ``img96``) are the demo preset's
-history, measured on fold 5 (theo) with looped clips; ``zero_pad`` is the demo
-(:func:`specimg.presets.fsdd_demo_config`: 64x64, 8 epochs). ``fast_*`` are
+history, measured on fold 5 (theo) with looped clips; ``zero_pad`` is the previous
+demo, now ``examples/demo_fsdd.py --full`` (:func:`specimg.presets.fsdd_train_config`: 64x64, 8 epochs). ``fast_*`` are
 the faster demo candidates of issue 14 (6 epochs and the last one kept, 64x48
 images, a weight average), ``acc`` the accuracy candidate (20 epochs, mixup,
 label smoothing, a weight average) and ``acc_no_*`` its ablations; ``lite1``
@@ -59,7 +59,7 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     "sgd_flip": dict(_OLD, optimizer="sgd", lr=0.01, hflip=0.5, freq_stretch=0.0, time_stretch=0.0),
     "sgd_flip_stretch": dict(_OLD),  # the preset with looped clips
     "noflip": dict(_OLD, hflip=0.0),
-    "zero_pad": dict(_OLD),  # the demo (specimg.presets.fsdd_demo_config)
+    "zero_pad": dict(_OLD),  # the previous demo, now demo_fsdd.py --full (specimg.presets.fsdd_train_config)
     "img96": dict(_OLD),
     # faster demo candidates (issue 14)
     "fast_64x64_6ep": dict(_FAST),

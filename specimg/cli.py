@@ -1,7 +1,7 @@
 """The ``specimg`` command: a thin layer over the library.
 
 Subcommands: ``render`` (audio -> cached images), ``train``, ``predict``,
-``evaluate``, ``export``, ``stack``, ``pseudo-label`` and ``experiment``.
+``evaluate``, ``export``, ``embed``, ``probe``, ``stack``, ``pseudo-label`` and ``experiment``.
 """
 
 from __future__ import annotations
@@ -126,7 +126,9 @@ _HOOKS: List[Tuple[str, str, Dict[str, str]]] = [
     ("specimg.predict._cli", "add_predict_parsers",
      {"predict": "predict audio files with a trained run (flip TTA, per-file answers)",
       "evaluate": "score predictions: accuracy, UAR, macro-F1, confusion matrix, report",
-      "export": "export fold models to ONNX or TorchScript"}),
+      "export": "export fold models to ONNX or TorchScript",
+      "embed": "write the penultimate features of a run's models or of a backbone, per file",
+      "probe": "fit logistic regression on embeddings, fold by fold: accuracy and UAR"}),
     ("specimg.stacking._cli", "add_stack_parsers",
      {"stack": "stack or blend several runs' out-of-fold predictions",
       "pseudo-label": "add confident test predictions to a training table as pseudo-labels"}),

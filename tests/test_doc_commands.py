@@ -55,7 +55,7 @@ RUNNER = Path(__file__).with_name("_doc_runner.py")
 #: README first, then the pages in the site's order (pages without a python or specimg block are listed by
 #: test_every_block_is_run_or_marked_with_a_reason and not run).
 PAGES = ["README.md", "docs/index.md", "docs/getting-started.md", "docs/audio.md", "docs/spectrogram.md",
-         "docs/data.md", "docs/backbones.md", "docs/custom-backbone.md", "docs/training.md", "docs/predict.md",
+         "docs/data.md", "docs/backbones.md", "docs/custom-backbone.md", "docs/training.md", "docs/predict.md", "docs/embeddings.md",
          "docs/stacking.md", "docs/multilabel.md", "docs/frontend.md", "docs/gpu.md", "docs/recipes.md", "docs/cli.md",
          "docs/api.md"]
 SHELL = ("bash", "sh", "shell", "console")

@@ -81,7 +81,8 @@ def test_lazy_command_table_matches_the_stages():
 
     eager, lazy = listed(cli.build_parser()), listed(cli.build_parser(lazy=True))
     assert lazy == eager
-    assert list(lazy) == ["render", "train", "predict", "evaluate", "export", "stack", "pseudo-label", "experiment"]
+    assert list(lazy) == ["render", "train", "predict", "evaluate", "export", "embed", "probe", "stack",
+                          "pseudo-label", "experiment"]
 
 
 def test_lazy_parser_parses_like_the_eager_one():

@@ -9,6 +9,8 @@ from ._detect import match_detections as match_detections
 from ._detect import to_raven as to_raven
 from ._detect import write_detections as write_detections
 from ._detect import write_raven as write_raven
+from ._embed import embed as embed
+from ._embed import probe as probe
 from ._evaluate import evaluate_predictions as evaluate_predictions
 from ._evaluate import report_run as report_run
 from ._export import ExportedEnsemble as ExportedEnsemble
@@ -47,4 +49,6 @@ __all__ = [
     "write_detections",
     "evaluate_detections",
     "plot_pr_curves",
+    "embed",
+    "probe",
 ]

@@ -1,4 +1,4 @@
-"""``specimg predict``, ``specimg evaluate`` and ``specimg export``."""
+"""``specimg predict``, ``specimg evaluate``, ``specimg export``, ``specimg embed`` and ``specimg probe``."""
 
 from __future__ import annotations
 
@@ -108,6 +108,37 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from .._cli_common import render_config_from_args
+    from ._embed import embed
+
+    is_run = Path(args.model).is_dir()
+    table = embed(args.input, args.model, out=args.out, weights=args.weights, windows=args.windows,
+                  render_config=None if is_run else render_config_from_args(args), device=args.device,
+                  batch_size=args.batch_size, workers=args.workers, progress=not args.quiet)
+    n_feat = sum(c.startswith("f") and c[1:].isdigit() for c in table.columns)
+    rows = "window" if args.windows else "file"
+    print(f"embedded {table['path'].nunique()} file(s) with {table['model'].nunique()} model(s) of {args.model}: "
+          f"{len(table)} {rows} row(s) of {n_feat} features in {table.attrs['seconds']:.1f} s -> {args.out}")
+    return 0
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from ._embed import probe, probe_line
+
+    groups = pd.read_csv(args.groups, dtype=str) if args.groups else None
+    if groups is not None and "path" in groups.columns:  # paths relative to that CSV, as the input table's
+        groups["path"] = groups["path"].astype(str)
+    metrics = probe(args.embeddings, run=args.run, n_splits=args.folds, group_column=args.group_column,
+                    groups=groups, C=args.C, seed=args.seed)
+    print(probe_line(metrics))
+    for k, f in metrics["folds"].items():
+        print(f"  fold {k}: accuracy {f['accuracy']:.4f}  UAR {f['uar']:.4f}  ({f['n_files']} files)")
+    return 0
+
+
 def add_predict_parsers(sub: "argparse._SubParsersAction") -> None:
     p = sub.add_parser("predict", help="predict audio files with a trained run (flip TTA, per-file answers)",
                        description="Render INPUT with the run's own config, average the fold models and the "
@@ -173,3 +204,39 @@ def add_predict_parsers(sub: "argparse._SubParsersAction") -> None:
     x.add_argument("--per-fold", action="store_true", help="one artifact per fold instead of the ensemble")
     x.add_argument("--no-tta", action="store_true", help="leave the flip TTA out of the graph")
     x.set_defaults(func=_cmd_export)
+
+    from .._cli_common import add_render_options
+
+    m = sub.add_parser("embed", help="write the penultimate features of a run's models or of a backbone, per file",
+                       description="Render INPUT (with the run's config, or the rendering options below for a "
+                                   "backbone), pass every window through the network up to its pooled features and "
+                                   "average each file's windows. A run's fold models each embed every file (the "
+                                   "'model_fold' column), so that `specimg probe --run` can use, for each held-out "
+                                   "fold, the model that never saw it. Images are cached in OUT.cache/ and each "
+                                   "model's features in OUT.parts/: the same command after a crash resumes.")
+    m.add_argument("input", help="CSV (path,label,...), class-folder tree or plain folder of audio")
+    m.add_argument("--model", required=True, help="a run folder, or a backbone name (e.g. tf_efficientnet_lite0)")
+    m.add_argument("--weights", default="auto",
+                   help="a backbone's weights: auto, offline, hub, none or a checkpoint path (ignored for a run)")
+    m.add_argument("--out", required=True, help="the table: .parquet (or .csv)")
+    m.add_argument("--windows", action="store_true", help="one row per window instead of per file")
+    m.add_argument("--batch-size", type=int, default=64)
+    m.add_argument("--device", default="auto", help="auto|cpu|cuda")
+    m.add_argument("--workers", type=int, default=1, help="processes rendering the audio")
+    m.add_argument("--quiet", action="store_true")
+    add_render_options(m)
+    m.set_defaults(func=_cmd_embed)
+
+    b = sub.add_parser("probe", help="fit logistic regression on embeddings, fold by fold: accuracy and UAR",
+                       description="A linear probe: standardised features, logistic regression with balanced "
+                                   "classes, fitted on each fold's training files and scored on its held-out files, "
+                                   "printed as `specimg train` prints a run.")
+    b.add_argument("embeddings", help="what `specimg embed` wrote (file rows with a label)")
+    b.add_argument("--run", help="use this run's folds (and, for its own embeddings, fold k's model for fold k)")
+    b.add_argument("--folds", type=int, default=None, metavar="K", help="without --run: K folds by file or group")
+    b.add_argument("--group-column", default=None, help="without --run: keep these groups whole (e.g. speaker)")
+    b.add_argument("--groups", default=None, metavar="CSV",
+                   help="a table path,<group column> (e.g. the input CSV) when the embeddings lack the column")
+    b.add_argument("--C", type=float, default=1.0, help="inverse regularisation (default 1)")
+    b.add_argument("--seed", type=int, default=0)
+    b.set_defaults(func=_cmd_probe)

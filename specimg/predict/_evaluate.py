@@ -70,8 +70,8 @@ def _task_of(cols: list, labels: Any, task: Union[None, str, Task]) -> Task:
 def evaluate_predictions(preds: Union[PathLike, pd.DataFrame], *, labels: Optional[Union[PathLike, pd.DataFrame]] = None,
                          report: Optional[PathLike] = None, format: Literal["markdown", "html"] = "markdown",
                          images: Optional[Callable[[str], Any]] = None, title: str = "specimg evaluation",
-                         task: Union[None, str, Task] = None, decision: Optional[Mapping[str, Any]] = None
-                         ) -> Dict[str, Any]:
+                         task: Union[None, str, Task] = None, decision: Optional[Mapping[str, Any]] = None,
+                         extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """Score a prediction table with its task's metrics (:mod:`specimg.tasks`).
 
     - a **file table** (``path, [label|labels], prediction, prob_<class>...``: ``specimg predict`` output or a
@@ -103,6 +103,9 @@ def evaluate_predictions(preds: Union[PathLike, pd.DataFrame], *, labels: Option
         ``labels`` holds tag sets (a run's evaluation passes its own task).
     decision : mapping or None
         The task's decision rule: a multi-label run's ``thresholds.json``.
+    extra : mapping or None
+        More rows of the report's table (and ``"extra"`` of its ``metrics.json``): a run's report lists
+        its classical anchor there.
 
     Returns
     -------
@@ -159,7 +162,8 @@ def evaluate_predictions(preds: Union[PathLike, pd.DataFrame], *, labels: Option
         _logger.warning("%d file(s) are not scored (no prediction), e.g. %s: %s", len(missing), *first)
     if report is not None:
         write_report(report, truth, probs, classes, task=task, decision=decision, level=level,
-                     paths=frame["path"].tolist(), images=images, format=format, title=title, missing=missing)
+                     paths=frame["path"].tolist(), images=images, format=format, title=title, missing=missing,
+                     extra=extra)
     return metrics
 
 
@@ -226,7 +230,13 @@ def report_run(run: PathLike, *, format: Literal["markdown", "html"] = "markdown
         raise DataError(f"{str(run)!r} has no {Run.OOF_FILES}: no fold has finished. Run `specimg train` first.")
     backbone = opened.config.get("backbone") if opened.has_config() else None
     images = run_images(run) if opened.has_config() else None
+    anchor = opened.metrics.get("anchor") if opened.path(Run.METRICS).is_file() else None
+    extra = None
+    if anchor:  # the classical anchor of the same folds, beside the CNN's scores
+        extra = {"anchor (MFCC + LightGBM, mean over folds)": ", ".join(
+            f"{name} {anchor['mean'][key]:.4f}" for key, name in opened.task.headline_scores
+            if anchor["mean"].get(key) is not None)}
     evaluate_predictions(opened.path(Run.OOF_FILES), report=Path(run) / "report", format=format, images=images,
                          title=f"Out-of-fold predictions of {Path(run).name} ({backbone})", task=opened.task,
-                         decision=opened.thresholds)
+                         decision=opened.thresholds, extra=extra)
     return Path(run) / "report"

@@ -1,5 +1,7 @@
 """Training: the Trainer of one split, callbacks, schedules, losses and k-fold cross-validation."""
 
+from ._anchor import fit_anchor as fit_anchor
+from ._anchor import mfcc_statistics as mfcc_statistics
 from ._callbacks import Callback as Callback
 from ._checkpoint import atomic_save as atomic_save
 from ._checkpoint import load_trained as load_trained
@@ -24,6 +26,8 @@ __all__ = [
     "Callback",
     "train_cv",
     "CVResult",
+    "fit_anchor",
+    "mfcc_statistics",
     "Run",
     "load_trained",
     "read_checkpoint",

@@ -60,6 +60,9 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="where to render audio input (default RUN/cache); with --images on-the-fly, where to "
                         "keep the decoded audio (default RUN/audio)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines (the summary is kept)")
+    p.add_argument("--no-anchor", action="store_true",
+                   help="skip the classical anchor: MFCC statistics + LightGBM fitted on the same folds (seconds), "
+                        "printed as 'anchor (MFCC + LightGBM): ...' under the summary and kept in metrics.json")
     add_render_options(p)  # the same options as `specimg render`; they apply to audio input only
     add_table_options(p)
     p.set_defaults(image_size=None)  # None: audio renders at 512; a cache keeps its own size
@@ -115,7 +118,7 @@ def run_train(args: argparse.Namespace) -> int:
     folds: Optional[List[int]] = args.fold
     quiet = bool(getattr(args, "quiet", False))
     result = train_cv(input_table(args, args.input), args.out, config, render_config=render, cache_dir=args.cache,
-                      folds=folds, resume=not args.no_resume, verbose=not quiet)
+                      folds=folds, resume=not args.no_resume, verbose=not quiet, anchor=not args.no_anchor)
     if is_main_process():
         print(result.summary())
     return 0

@@ -67,8 +67,10 @@ class CVResult:
 
     def summary(self) -> str:
         """A few lines: mean +- std over folds, each fold, each group."""
-        m = self.metrics
-        return self.task.summary(self.run_dir, self.folds, m)
+        from ._anchor import anchor_line
+
+        line = anchor_line(self.metrics.get("anchor"), self.task)
+        return self.task.summary(self.run_dir, self.folds, self.metrics) + (f"\n{line}" if line else "")
 
     @property
     def task(self) -> Task:
@@ -395,6 +397,7 @@ def train_cv(
     callbacks: Iterable[Callback] = (),
     resume: bool = True,
     verbose: bool = True,
+    anchor: bool = True,
 ) -> CVResult:
     """Cross-validate a backbone: train one model per fold, predict its held-out files.
 
@@ -447,6 +450,10 @@ def train_cv(
     verbose : bool
         Progress bars and per-epoch lines; the summary is logged
         (``logging``, logger ``specimg.training``) either way.
+    anchor : bool
+        Also fit the classical anchor on the finished folds (MFCC statistics
+        + LightGBM, :func:`~specimg.training.fit_anchor`; seconds): its scores
+        go into ``metrics.json`` (``"anchor"``) and under the summary.
 
     Returns
     -------
@@ -505,7 +512,8 @@ def train_cv(
                                      callbacks=callbacks, resume=resume, verbose=verbose, fingerprint=fingerprint)
         barrier()  # the fold's files are written before any process looks at the next fold
     if main:
-        result = _collect(run, config, plan, fingerprint, fit_results)
+        result = _collect(run, config, plan, fingerprint, fit_results,
+                          anchor=_anchor(run, plan, images.config, config, fingerprint) if anchor else None)
     barrier()
     if not main:  # the other processes read what rank 0 wrote
         result = _collect(run, config, plan, fingerprint, fit_results, write=False)
@@ -535,13 +543,47 @@ def _concat_folds(run: Run, done: List[int], plan: _Plan) -> Tuple[pd.DataFrame,
     return oof_files.reset_index(drop=True), oof_segments.reset_index(drop=True), per_fold
 
 
+def _done_folds(run: Run, config: TrainConfig, fingerprint: str) -> List[int]:
+    return [k for k in range(config.n_splits) if run.fold_done(k, fingerprint)]
+
+
+def _anchor(run: Run, plan: _Plan, render_config: RenderConfig, config: TrainConfig,
+            fingerprint: str) -> Optional[Dict[str, Any]]:
+    """MFCC statistics + LightGBM on the finished folds (:mod:`._anchor`), or its record from an earlier call."""
+    from .._io import read_done, write_done
+    from ..exceptions import SpecimgError
+    from ._anchor import fit_anchor
+
+    done = _done_folds(run, config, fingerprint)
+    if not done or plan.score_ids is not None or "abspath" not in plan.files:
+        return None  # nothing scored yet, or windows scored against events: no file-level anchor
+    key = f"{fingerprint}:{','.join(map(str, done))}"
+    record = read_done(run.path(Run.ANCHOR), key)
+    if record is not None:
+        return record["anchor"]
+    table = _fold_table(plan, config).assign(abspath=plan.files["abspath"].to_numpy())
+    try:
+        result = fit_anchor(table, plan.fold_of_file, plan.task, plan.classes, render_config, seed=config.seed,
+                            workers=min(2, os.cpu_count() or 1), score_folds=done)
+    except (SpecimgError, ValueError) as exc:  # the CNN's run is complete without it
+        _logger.warning("the MFCC + LightGBM anchor could not be fitted (%s); the run is complete without it", exc)
+        return None
+    seconds = result.pop("seconds")  # metrics.json stays a function of the inputs; anchor.json has the time
+    write_done(run.path(Run.ANCHOR), key, anchor=result, seconds=seconds)
+    return result
+
+
 def _collect(run: Run, config: TrainConfig, plan: _Plan, fingerprint: str, fit_results: Dict[int, FitResult], *,
-             write: bool = True) -> CVResult:
-    done = [k for k in range(config.n_splits) if run.fold_done(k, fingerprint)]
+             write: bool = True, anchor: Optional[Dict[str, Any]] = None) -> CVResult:
+    done = _done_folds(run, config, fingerprint)
     oof_files, oof_segments, per_fold = _concat_folds(run, done, plan)
     task = plan.task
     metrics = task.run_metrics(done, per_fold, oof_files, oof_segments, plan.classes, plan.files, config,
                                level="file" if plan.score_ids is None else "window")
+    if anchor is not None:
+        metrics["anchor"] = anchor
+    elif not write and run.path(Run.METRICS).is_file():  # the other processes: what rank 0 wrote
+        metrics["anchor"] = json.loads(run.path(Run.METRICS).read_text()).get("anchor")
     decision = task.fit_decision(oof_files, oof_segments, plan.classes) if done else None
     if decision is not None:  # e.g. per-class thresholds of maximum F1 on the pooled out-of-fold scores
         oof_files = oof_files.assign(prediction=task.decide(

@@ -1,8 +1,6 @@
 """The run folder: one object owns its layout (config, folds, checkpoints, out-of-fold tables, metrics).
 
-Every file name of a run is defined here. :func:`~specimg.training.train_cv`
-writes through :class:`Run`; :class:`~specimg.predict.Predictor`, export,
-evaluation, stacking and the experiment runner read through it.
+Every file name of a run is defined here; every stage writes and reads a run through :class:`Run`.
 
 Layout::
 
@@ -76,6 +74,7 @@ class Run:
     TEST_FILES = "test_files.csv"
     METRICS = "metrics.json"
     THRESHOLDS = "thresholds.json"
+    ANCHOR = "anchor.json"
     FOLD_DIR = "fold_{}"
     FOLD_INFO = "fold.json"
     BEST = "best.pt"
@@ -133,12 +132,6 @@ class Run:
                     raise DataError(f"{str(cfg)!r} lacks {key!r}: the run folder is incomplete or from another "
                                     "tool. Train it again.")
         return run
-
-    @staticmethod
-    def is_run(root: PathLike) -> bool:
-        """Whether ``root`` holds a run's ``config.json`` with the keys that rebuild its models."""
-        meta = _read_json(Path(root) / Run.CONFIG)
-        return meta is not None and all(k in meta for k in Run.REQUIRED)
 
     # ------------------------------------------------------------------ paths
     def path(self, name: str) -> Path:
