@@ -1,8 +1,4 @@
-"""The ``specimg`` command: a thin layer over the library.
-
-Subcommands: ``render`` (audio -> cached images), ``train``, ``predict``,
-``evaluate``, ``export``, ``embed``, ``probe``, ``stack``, ``pseudo-label`` and ``experiment``.
-"""
+"""The ``specimg`` command: a thin layer over the library."""
 
 from __future__ import annotations
 
@@ -43,13 +39,9 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 
 class _LazySubcommands(argparse._SubParsersAction):
-    """Subcommands whose parsers are built the first time they are used.
-
-    Each stage adds its own subcommands (``_HOOKS``), and importing a stage imports what it needs (torch,
-    timm, scikit-learn: seconds). Here a command starts as a placeholder that only knows its one-line help,
-    enough for ``specimg --help``; choosing it imports its stage and builds the real parser. So
-    ``specimg --help`` and ``specimg render`` import no stage at all.
-    """
+    """Subcommands whose parsers are built the first time they are used: a placeholder knows only its one-line
+    help (enough for ``specimg --help``); choosing it imports its stage (torch, timm: seconds) and builds the
+    real parser (``_HOOKS``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

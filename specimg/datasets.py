@@ -9,11 +9,8 @@
 4. the v1.0.10 release is downloaded once from GitHub (:func:`download_fsdd`, with pooch), laid out like
    ``../shared/datasets/fsdd``.
 
-The download is checksummed on what it extracts (:data:`FSDD_RECORDINGS_SHA256`, the digest of the 3,000
-recordings), so a regenerated archive still passes; :data:`FSDD_ARCHIVE_SHA256` is ``None`` (it could not be
-computed where this was written), and the download logs it to be pinned (``$SPECIMG_FSDD_SHA256``).
-Concurrent processes take turns on a lock file beside the cache. ``python -m specimg.datasets`` prints the
-folder (downloading it once if needed), as ``make test`` does before the tests.
+The download is checksummed on what it extracts (:data:`FSDD_RECORDINGS_SHA256`). ``python -m specimg.datasets``
+prints the folder (downloading it once if needed), as ``make test`` does before the tests.
 """
 
 from __future__ import annotations
@@ -27,11 +24,11 @@ import tarfile
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ._io import atomic_write, atomic_write_csv
+from ._io import PathLike, atomic_write, atomic_write_csv
 from ._validation import check_int
 from .exceptions import DataError, ParameterError
 
@@ -42,8 +39,6 @@ _logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import pandas as pd
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 #: The FSDD release that the download fetches.
 FSDD_VERSION = "1.0.10"
@@ -377,11 +372,9 @@ def fsdd_mixtures(out_dir: PathLike, *, per_pair: int = 20, pairs: Sequence[Tupl
                   takes: Sequence[int] = tuple(range(10)), fsdd: Optional[PathLike] = None, seed: int = 0) -> Path:
     """Write clips mixing two digits by two speakers and their table ``mixtures.csv``.
 
-    Mixture ``i`` of a pair adds digit ``a`` by its first speaker and digit
-    ``b != a`` by its second (each peak-normalised, the shorter centred on
-    the longer, the sum scaled by 0.5). The digits come two by two from
-    seeded permutations of 0-9, so every 5 mixtures of a pair hold every digit
-    once; the takes are drawn with ``seed``.
+    Mixture ``i`` of a pair adds digit ``a`` by its first speaker and digit ``b != a`` by its second (each
+    peak-normalised, the shorter centred on the longer, the sum scaled by 0.5); the digits come two by two from
+    seeded permutations of 0-9 (every 5 mixtures of a pair hold every digit once), the takes drawn with ``seed``.
 
     Parameters
     ----------
@@ -440,12 +433,9 @@ def fsdd_recordings(out_dir: PathLike, *, speakers: Sequence[str] = ("george", "
                     noise: float = 1e-3) -> Path:
     """Write long recordings of FSDD digits separated by silences, and their exact annotation table.
 
-    Each recording starts with a silence, then alternates a digit (a random
-    take of its speaker; the digits of a speaker's recordings come from
-    seeded permutations of 0-9, so every 10 of them hold each digit once) and
-    a silence of ``gap`` seconds (drawn uniformly, rounded to whole samples). A faint noise floor (``noise``, as
-    a fraction of full scale, seeded) keeps the silences from being digital
-    zeros.
+    Each recording alternates silences of ``gap`` seconds (drawn uniformly, whole samples) and digits (a random
+    take of its speaker, the digits from seeded permutations of 0-9), starting with a silence; a faint seeded
+    noise floor (``noise``, a fraction of full scale) keeps the silences from being digital zeros.
 
     Parameters
     ----------

@@ -181,8 +181,6 @@ def test_frontend_option_is_validated():
     with pytest.raises(TypeError, match="frontend"):  # the deprecated spelling is gone (CHANGELOG, 0.2.0)
         Predictor([torch.nn.Identity()], classes=CLASSES, render_config=CFG, mean=(0.5,) * 3, std=(0.5,) * 3,
                   input_size=(3, 32, 48), device="cpu", frontend="gpu")
-    with pytest.raises(ParameterError, match="images='on-the-fly'"):
-        predictor("cpu")._frontend_probs([(np.zeros((1, SR), np.float32), np.zeros(SR, np.float32))])
 
 
 # ------------------------------------------------------------------ a tiny trained run and the CLI

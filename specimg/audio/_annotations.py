@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -205,9 +206,8 @@ def _raven_rows(df: pd.DataFrame, *, annotation_column: Optional[str], recording
         raise DataError(f"{where} is a Raven selection table that does not name its recording (no 'Begin Path' or "
                         "'Begin File' column). Give the audio file with recording= (--recording PATH).")
     out = pd.DataFrame({"path": paths, "start": begin, "end": end, "label": df[annotation_column].to_numpy()})
-    for c in ("group",):
-        if c in df.columns:
-            out[c] = df[c].to_numpy()
+    if "group" in df.columns:
+        out["group"] = df["group"].to_numpy()
     return out
 
 
@@ -286,6 +286,5 @@ def annotations_to_files(df: pd.DataFrame, *, where: str, annotation_column: Opt
 
 
 def _natural(s: str) -> list:
-    import re
-
+    """The numeric-aware sort key of a label (:func:`~specimg.audio.sort_labels`)."""
     return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", s) if t]

@@ -5,19 +5,17 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
-import os
 from pathlib import Path
-from typing import Any, List, Literal, Optional, Tuple, Union
+from typing import Any, List, Literal, Optional, Tuple
 
 import numpy as np
 
+from .._io import PathLike
 from .._validation import check_int
 from ..exceptions import AudioError, ParameterError
 from ._container import OGG_ANNOUNCED, Truncation, inspect_container, seconds_text
 
 __all__ = ["load_audio", "check_audio", "pad_audio", "audio_duration"]
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 _logger = logging.getLogger(__name__)
 
@@ -229,10 +227,8 @@ def load_audio(
 ) -> np.ndarray:
     """Load an audio file as mono float32 at a fixed sample rate.
 
-    Reads anything libsndfile reads (PCM 8/16/24/32-bit, float, A-law,
-    mu-law, FLAC, OGG/Vorbis, MP3; libsndfile picks the decoder from the
-    content, so an MP3 stream inside a ``.wav`` name loads too); multi-channel audio is averaged to mono and resampled to ``sr``
-    with librosa (soxr).
+    Reads anything libsndfile reads (PCM, float, A-law, mu-law, FLAC, OGG/Vorbis, MP3, the decoder picked from
+    the content); multi-channel audio is averaged to mono and resampled to ``sr`` with librosa (soxr).
 
     Parameters
     ----------
@@ -247,14 +243,9 @@ def load_audio(
     allow_silent : bool
         Accept an all-zero or constant (DC) file.
     allow_truncated : bool
-        Keep what a truncated file holds (and log a warning naming it)
-        instead of raising. A file is truncated when its header announces
-        more audio than it holds: the ``data`` chunk of a WAV, the frame
-        count of an AIFF, the data size of an AU file, the ``STREAMINFO``
-        frame count of a FLAC (or decoding that stops early), an Ogg stream
-        with a cut page or no end-of-stream page, or any format whose
-        announced frames cannot all be decoded. A file cut inside its header
-        is an error either way.
+        Keep what a truncated file holds (and log a warning naming it) instead of raising: a file whose header
+        announces more audio than it holds (the checks per format: :mod:`specimg.audio._container`), or
+        whose announced frames cannot all be decoded. A file cut inside its header is an error either way.
 
     Returns
     -------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Iterable, List, Optional, Union
 
@@ -11,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..exceptions import DataError
-from ._annotations import annotation_kind, annotations_to_files, normalize_tag_columns
+from ._annotations import _natural, annotation_kind, annotations_to_files, normalize_tag_columns
 
 __all__ = ["read_table", "sort_labels", "AUDIO_EXTENSIONS"]
 
@@ -27,11 +26,7 @@ def sort_labels(labels: Iterable[str]) -> List[str]:
     >>> sort_labels(["10", "2", "1"])
     ['1', '2', '10']
     """
-
-    def key(s: str):
-        return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", s) if t]
-
-    return sorted({str(x) for x in labels}, key=key)
+    return sorted({str(x) for x in labels}, key=_natural)
 
 
 def _is_audio(p: Path) -> bool:

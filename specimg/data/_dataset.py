@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..exceptions import DataError
+from ._folds import _missing
 from ._normalize import IMAGENET_MEAN, IMAGENET_STD, PixelNormalize
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -23,23 +24,15 @@ __all__ = ["SegmentDataset", "IMAGENET_MEAN", "IMAGENET_STD"]
 class SegmentDataset(Dataset):
     """Windows of an image cache as normalised CHW float tensors (or raw uint8 ones).
 
-    The image array may be a ``np.memmap`` (the image cache): it is then
-    re-opened lazily in each process that reads it, so DataLoader workers
-    started by ``fork`` or ``spawn`` each map the file themselves instead of
-    receiving a pickled copy.
-
-    Augmentation is seeded per item from ``(seed, epoch, row)``: the images of
-    an epoch do not depend on the number of workers nor on the order in
-    which they are read, which makes training reproducible and resumable.
-    Call :meth:`set_epoch` before each epoch.
+    A ``np.memmap`` image array is mapped again in each DataLoader worker, not pickled. Augmentation is seeded
+    per item from ``(seed, epoch, row)``, whatever the workers and the read order (call :meth:`set_epoch`
+    before each epoch).
 
     Parameters
     ----------
     images : np.ndarray or ImageArray [shape=(n_images, H, W, 3), dtype=uint8]
-        All the images (HWC, low frequencies at the bottom row), e.g. a
-        cache's :attr:`~specimg.spectrogram.ImageCache.images` (which maps
-        its file again in each process and expands a stored plane to three
-        channels).
+        All the images (HWC, low frequencies at the bottom row), e.g. a cache's
+        :attr:`~specimg.spectrogram.ImageCache.images`.
     targets : np.ndarray [shape=(n_images,), dtype=int] or None
         Class index of every image row; ``None`` (or ``-1``) for unlabelled.
         Multi-label: a multi-hot array [shape=(n_images, n_classes)] (each
@@ -60,12 +53,9 @@ class SegmentDataset(Dataset):
     num_classes : int or None
         Number of classes (kept for the trainer).
     normalize : bool
-        ``True``: items are float32, normalised by
-        :class:`~specimg.data.PixelNormalize` (``mean``, ``std``).
-        ``False``: items stay uint8 pixels (a quarter of the bytes through the
-        data loader and to the device), for a trainer that normalises on the
-        device (``Trainer(normalize=PixelNormalize(mean, std))``, what
-        :func:`~specimg.training.train_cv` does).
+        ``True``: items are float32, normalised by :class:`~specimg.data.PixelNormalize` (``mean``, ``std``).
+        ``False``: uint8 pixels, for a trainer that normalises on the device (what
+        :func:`~specimg.training.train_cv` does: a quarter of the bytes through the loader).
 
     Examples
     --------
@@ -225,11 +215,7 @@ def cache_targets(cache: "ImageCache") -> Tuple[np.ndarray, np.ndarray]:
     files = cache.files
     label_of = {}
     for fid, lab in zip(files["file_id"].to_numpy(), files["label"].to_numpy()):
-        label_of[int(fid)] = index.get(str(lab), -1) if _present(lab) else -1
+        label_of[int(fid)] = -1 if _missing(lab) else index.get(str(lab), -1)
     file_ids = cache.segments["file_id"].to_numpy(dtype=np.int64)
     targets = np.array([label_of.get(int(f), -1) for f in file_ids], dtype=np.int64)
     return file_ids, targets
-
-
-def _present(v: Any) -> bool:
-    return v is not None and not (isinstance(v, float) and np.isnan(v)) and str(v) != ""

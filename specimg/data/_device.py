@@ -25,26 +25,14 @@ def _uniform(n: int, lo: float, hi: float, g: Optional[torch.Generator]) -> torc
 class DeviceAugment(nn.Module):
     """The training augmentations of :func:`spectrogram_transforms`, on a batch of image tensors.
 
-    Same operations, order and probabilities as the albumentations pipeline
-    of the cached path, drawn per item: a horizontal flip (time reversal),
-    a frequency / time stretch (each axis with p=0.5, factor in
-    ``[1 - x, 1 + x]``, frequency anchored at the bottom row, time at the
-    left edge, emptied rows or columns set to 0), then with p=0.5 up to
-    ``n_masks`` time stripes and frequency stripes set to 0 (SpecAugment).
-    The random draws come from a CPU :class:`torch.Generator`, so a batch's
-    augmentation depends only on the generator's state, not on the device.
+    Same operations, order and probabilities as the albumentations pipeline of the cached path, drawn per item
+    (emptied rows or columns of a stretch set to 0). The draws come from a CPU :class:`torch.Generator`: a
+    batch's augmentation depends on the generator's state, not on the device.
 
     Parameters
     ----------
-    hflip : float
-        Probability of a horizontal flip.
-    time_mask, freq_mask : float
-        Largest stripe width / height as a fraction of the image width /
-        height; 0 disables.
-    n_masks : int
-        Up to this many stripes of each kind.
-    freq_stretch, time_stretch : float
-        Largest relative rescaling of each axis; 0 disables.
+    hflip, time_mask, freq_mask, n_masks, freq_stretch, time_stretch
+        As for :func:`spectrogram_transforms` (0 disables).
 
     Examples
     --------
@@ -146,13 +134,9 @@ class DeviceAugment(nn.Module):
 class FrontendPipeline(nn.Module):
     """Waveform windows → normalised backbone input, all on the device.
 
-    :class:`~specimg.spectrogram.SpectrogramFrontend` (the cached path's
-    images, as floats in [0, 1]), a bilinear resize to the backbone's
-    ``image_size`` when it differs from the rendered size, the training
-    augmentations (:class:`DeviceAugment`, when ``train=True``) and the
-    backbone's normalisation. Training (``TrainConfig(images='on-the-fly')``) and
-    :class:`~specimg.predict.Predictor` (``images='on-the-fly'``) share it, so a
-    model sees the same images in both.
+    :class:`~specimg.spectrogram.SpectrogramFrontend`, a bilinear resize to ``image_size``, the training
+    augmentations (:class:`DeviceAugment`, with ``train=True``) and the backbone's normalisation. Training and
+    :class:`~specimg.predict.Predictor` with ``images='on-the-fly'`` share it: a model sees the same images in both.
 
     Parameters
     ----------
@@ -252,4 +236,3 @@ class FrontendPipeline(nn.Module):
         if train and self.augment is not None:
             x = self.augment(x, generator=generator)
         return self.normalise(x) if self.normalize else x * 255.0
-

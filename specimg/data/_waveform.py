@@ -1,11 +1,10 @@
-"""Decoded audio cut into windows: the training data of the on-device front end (``frontend='gpu'``)."""
+"""Decoded audio cut into windows: the training data of the on-device front end (``images='on-the-fly'``)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from .._validation import check_int
 from ..audio import read_table, sort_labels
 from ..config import RenderConfig
 from ..exceptions import AudioError, DataError, ParameterError
-from .._io import AtomicFile, atomic_write_csv, atomic_write_text
+from .._io import AtomicFile, PathLike, atomic_write_csv, atomic_write_text
 from .._parallel import failure_reason, pool_map
 from .._progress import progress_bar
 
@@ -28,20 +27,14 @@ _logger = logging.getLogger(__name__)
 
 __all__ = ["WaveformSet", "WaveformDataset"]
 
-PathLike = Union[str, "os.PathLike[str]"]
-
 
 @dataclass
 class WaveformSet:
     """The decoded, padded audio of a dataset and the windows it is cut into.
 
-    The image cache's counterpart when images are made on the device: the
-    same ``files`` / ``segments`` tables (so folds, targets and out-of-fold
-    predictions work the same way) and, instead of images, every file's
-    padded signal and its dB reference (the maximum of its mel power
-    spectrogram, which the cached path measures dB from). Window ``k`` of a
-    file starts at sample ``segments['sample']``, the STFT frame the cached
-    path slices (:func:`~specimg.spectrogram.signal_windows`).
+    The image cache's counterpart when images are made on the device: the same ``files`` / ``segments`` tables
+    and, instead of images, every file's padded signal and its dB reference (the maximum of its mel power).
+    A window starts at sample ``segments['sample']`` (:func:`~specimg.spectrogram.signal_windows`).
 
     The audio is float32, ``4 * sample_rate`` bytes per second of padded
     audio (FSDD's 3,000 clips, most padded to one 1 s window at 8 kHz:
@@ -97,14 +90,9 @@ class WaveformSet:
         strict : bool
             Stop at the first bad file instead of listing it in ``errors``.
         cache_dir : path or None
-            Keep the decoded audio on disk there (``waveforms.f32``, raw
-            float32, plus ``files.csv``, ``segments.csv``, ``errors.csv`` and
-            ``config.json``, written last) and map it instead of holding it
-            in memory: the audio is written as it is decoded, several
-            processes (``torchrun``) share one copy through the page cache,
-            and a later call with the same input table and config opens it
-            without decoding anything. A load killed midway starts over.
-            ``None``: in memory only.
+            Keep the decoded audio on disk there (``waveforms.f32``, raw float32, and its tables, ``config.json``
+            last) and map it (processes under ``torchrun`` share one copy): a later call with the same input table
+            and config opens it without decoding. A load killed midway starts over. ``None``: in memory only.
 
         Returns
         -------
@@ -140,12 +128,10 @@ class WaveformSet:
                     kept.append((i, res[1:]))
                 bar.update(1)
 
-            if workers == 1 or len(jobs) < 2:
-                for i, (a, lab) in enumerate(jobs):
-                    take(i, _load_job(a, lab, cfg))
-            else:  # a worker that dies (out of memory, a decoder crash) costs only its file (WORKER_DIED)
-                for i, res in pool_map(_load_job, [(a, lab, cfg) for a, lab in jobs], workers=workers, window=4):
-                    take(i, res)
+            # in this process for one file; a worker that dies (out of memory, a decoder crash) costs only its file
+            for i, res in pool_map(_load_job, [(a, lab, cfg) for a, lab in jobs],
+                                   workers=workers if len(jobs) > 1 else 1, window=4):
+                take(i, res)
         except BaseException:
             sink.abort()
             raise
@@ -287,7 +273,6 @@ class _Sink:
         self.file: Optional[AtomicFile] = None
         self.fh: Any = None
         if root is not None:
-            root.mkdir(parents=True, exist_ok=True)
             (root / "config.json").unlink(missing_ok=True)  # incomplete from here on
             self.file = AtomicFile(root / _SIGNAL, ".f32")
             self.fh = open(self.file.tmp, "wb")

@@ -1,9 +1,4 @@
 """Experiments: one recipe file runs render -> train every model -> predict -> stack -> blend -> pseudo-label -> report.
-
-:func:`load_recipe` validates a YAML recipe into frozen dataclasses;
-:func:`run_experiment` runs it, skipping every step whose inputs did not
-change. Its stacking and pseudo-labels are :mod:`specimg.stacking`'s
-(:func:`~specimg.stacking.stack_runs`, :func:`~specimg.stacking.pseudo_label_table`).
 """
 
 from ._recipe import DataSpec as DataSpec

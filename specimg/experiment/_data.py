@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
@@ -16,8 +15,6 @@ from ._recipe import Recipe
 from ._steps import atomic_text, fingerprint
 
 __all__ = ["ExperimentData", "prepare_data", "absolute_table", "cache_id", "experiment_task"]
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 
 @dataclass
@@ -77,7 +74,6 @@ def prepare_data(recipe: Recipe, out: Path) -> ExperimentData:
     _check_folds(recipe, table)
     data_dir = out / "data"
     if derived:
-        data_dir.mkdir(parents=True, exist_ok=True)
         train_csv = data_dir / "train.csv"
         _write_if_changed(absolute_table(table), train_csv)
         train_source: Union[str, Path] = train_csv

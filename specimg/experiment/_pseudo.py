@@ -54,7 +54,6 @@ def _merged_cache(runner: Any, rnd: int, h: str, train: Any, test: Any, picked: 
     return ImageCache.open(root)
 
 
-
 def _write_pseudo_tables(recipe: Recipe, src: Path, data: ExperimentData, picked_csv: Path, table_csv: Path) -> int:
     """The pseudo-labelled test files (``pseudo_labels.csv``) and the training table with them (``train.csv``)."""
     from ..predict import read_predictions
@@ -62,9 +61,8 @@ def _write_pseudo_tables(recipe: Recipe, src: Path, data: ExperimentData, picked
 
     ps = recipe.pseudo
     frame, classes, probs = read_predictions(src)
-    extra_kw = {"inclusive": ps.inclusive} if hasattr(ps, "inclusive") else {}
     picked = select_pseudo_labels(frame["path"].tolist(), probs, classes, threshold=ps.threshold,
-                                  max_per_class=ps.max_per_class, **extra_kw)
+                                  max_per_class=ps.max_per_class)
     abspath = dict(zip(data.test_table["path"], data.test_table["abspath"].astype(str)))
     truth = dict(zip(data.test_table["path"], data.test_table["label"]))
     picked["abspath"] = [abspath[p] for p in picked["path"]]
@@ -133,8 +131,7 @@ def pseudo_rounds(runner: Any, rounds: List[Tuple[int, Dict[str, Path]]], train_
     for rnd in range(2, recipe.pseudo.rounds + 2):
         merged = pseudo_round(runner, rnd, rounds[-1][1], train_caches, test_caches, data)
         picked = pd.read_csv(out / f"round{rnd}" / "pseudo_labels.csv", dtype=str, keep_default_na=False)
-        op = ">=" if getattr(recipe.pseudo, "inclusive", False) else ">"
-        msg = (f"round {rnd}: {len(picked)} of {len(data.test_table)} test files reached confidence {op} "
+        msg = (f"round {rnd}: {len(picked)} of {len(data.test_table)} test files reached confidence > "
                f"{recipe.pseudo.threshold} in `{recipe.pseudo.source}` of round {rnd - 1}")
         if len(picked) and "true_label" in picked.columns:
             msg += f"; {np.mean(picked['label'] == picked['true_label']):.4f} of these pseudo-labels are correct"
@@ -155,5 +152,3 @@ def pseudo_rounds(runner: Any, rounds: List[Tuple[int, Dict[str, Path]]], train_
         rounds.append((rnd, runner.run_round(rnd, out / f"round{rnd}", merged_caches, test_caches, data,
                                              round_table)))
     return info
-
-

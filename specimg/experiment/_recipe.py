@@ -1,7 +1,4 @@
-"""Recipes: one YAML file that describes a whole experiment, validated into frozen dataclasses.
-
-:func:`load_recipe` checks all of it before any work starts: an unknown key is refused with the closest valid
-name, and every config of every model is built once, so that a bad value fails with the key that holds it.
+"""Recipes: one YAML file that describes a whole experiment, validated (:func:`load_recipe`) into frozen dataclasses.
 
 Example (the FSDD quick recipe, abridged)::
 
@@ -38,13 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from .._io import PathLike
 from ..config import (OPTION_SECTION, SECTIONS, AudioConfig, RenderConfig, SegmentConfig, SpectrogramConfig,
                       TrainConfig, ms_to_samples)
 from ..exceptions import ParameterError
 
 __all__ = ["Recipe", "DataSpec", "ModelSpec", "StackingSpec", "PseudoSpec", "load_recipe", "STACKERS"]
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 #: Stackers a recipe can list under ``stacking.methods`` (the runs' task decides which apply: ``'logistic'`` is
 #: the per-class stacker of multi-label runs, the CNN and LightGBM stackers combine single-label probabilities).

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -27,6 +26,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import pandas as pd
 
+from .._io import PathLike
 from .._validation import check_int
 from ..config import RenderConfig, TrainConfig
 from ..exceptions import ParameterError
@@ -42,8 +42,6 @@ from ._steps import Steps, atomic_text, file_digest, file_stat, fingerprint, tab
 __all__ = ["run_experiment", "ExperimentResult"]
 
 _logger = logging.getLogger(__name__)
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 
 @dataclass
@@ -274,10 +272,7 @@ def _predict_test(run: Path, cfg: TrainConfig, test_cache: Any, data: Experiment
     from ..training import Run
 
     pred = Predictor.from_run(run, device=cfg.runtime.device, tta=cfg.tta)
-    if test_cache is not None:
-        res = pred.predict(test_cache, progress=verbose)
-    else:
-        res = pred.predict(unlabelled, workers=workers, progress=verbose)
+    res = pred.predict(test_cache if test_cache is not None else unlabelled, workers=workers, progress=verbose)
     task = pred.task
     to_path = dict(zip(data.test_table["abspath"].astype(str), data.test_table["path"]))
     paths = [to_path[p] for p in res.files["path"]]
@@ -304,16 +299,9 @@ def run_experiment(
 ) -> ExperimentResult:
     """Run a recipe: render, train every model, predict, stack, blend, pseudo-label, report.
 
-    Each distinct render config is rendered once (``OUT/caches/<hash>/``);
-    each model is cross-validated with :func:`specimg.training.train_cv`
-    into ``OUT/models/<name>/`` and predicts the test set with its fold
-    ensemble and flip TTA; the stackers are scored by an inner
-    cross-validation grouped by the outer folds and blended; with
-    pseudo-labelling, confident test predictions join the training set of a
-    new round (``OUT/round2/``), never as validation files. Every step
-    records the fingerprint of its inputs and is skipped when they did not
-    change, so running the same recipe again after a crash or an edit redoes
-    only what is needed.
+    The folder's layout is the module's docstring; pseudo-labelled test files join the training set of a new
+    round, never as validation files. Every step records the fingerprint of its inputs and is skipped when they
+    did not change, so running the same recipe again after a crash or an edit redoes only what is needed.
 
     Parameters
     ----------
@@ -371,5 +359,3 @@ def run_experiment(
                      out / "report.md")
     return ExperimentResult(out_dir=out, table=table, report=out / "report.md", steps=dict(runner.steps.log),
                             final=final)
-
-

@@ -10,19 +10,17 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Union
+from typing import Any, Dict, Iterable, List, Optional
 
 import pandas as pd
 
 from .._io import atomic_write_csv as atomic_csv
 from .._io import atomic_write_text as atomic_text
-from .._io import read_done, write_done
+from .._io import PathLike, read_done, write_done
 
 __all__ = ["Steps", "fingerprint", "file_digest", "atomic_text", "atomic_csv", "table_digest"]
 
 _logger = logging.getLogger(__name__)
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 
 def fingerprint(obj: Any) -> str:

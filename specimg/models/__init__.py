@@ -1,8 +1,4 @@
 """Backbones: build by name (timm or registered) or from a module, with pretrained weights.
-
-``create_backbone`` is the one entry point; ``register_backbone`` adds user
-networks; ``backbone_data_config`` tells the data stage the input size and
-normalisation a backbone expects.
 """
 
 from ._ensemble import Ensemble as Ensemble

@@ -11,6 +11,7 @@ from typing import Any, Literal, Optional, Union
 
 from torch import nn
 
+from .._validation import check_int
 from ..exceptions import ParameterError, WeightsError
 from ._registry import _BACKBONES, _Entry, _get_entry
 from ._weights import (
@@ -109,10 +110,8 @@ def create_backbone(
         The ImageNet classifier is kept only when ``num_classes == 1000``;
         otherwise the classifier starts fresh.
     pretrained : bool, optional
-        timm's spelling: ``True`` is ``weights='auto'`` (the offline ImageNet
-        weights where they exist, the hub otherwise), ``False`` is
-        ``weights='none'``. Give ``weights``, ``pretrained`` or
-        ``checkpoint_path``, not several.
+        timm's spelling: ``True`` is ``weights='auto'``, ``False`` is ``weights='none'``. Give ``weights``,
+        ``pretrained`` or ``checkpoint_path``, not several.
     checkpoint_path : str or os.PathLike, optional
         timm's spelling of a local checkpoint: the same as ``weights=path``.
     in_chans : int, default 3
@@ -153,8 +152,9 @@ def create_backbone(
     1000
     """
     weights = _resolve_timm_spelling(weights, pretrained, checkpoint_path)
-    num_classes = _check_int("num_classes", num_classes, minimum=2, fix="A classifier needs at least 2 classes.")
-    in_chans = _check_int("in_chans", in_chans, minimum=1)
+    num_classes = check_int(num_classes, "num_classes", owner="create_backbone", low=2,
+                            fix="A classifier needs at least 2 classes.")
+    in_chans = check_int(in_chans, "in_chans", owner="create_backbone", low=1)
     if drop_rate is not None:
         if isinstance(drop_rate, bool) or not isinstance(drop_rate, numbers.Real) or not 0 <= drop_rate < 1:
             raise ParameterError(
@@ -185,15 +185,8 @@ def create_backbone(
 # ----------------------------------------------------------------------------- the three ways in
 
 
-def _from_timm(
-    name: str,
-    num_classes: int,
-    source: str,
-    path: Optional[Path],
-    in_chans: int,
-    drop_rate: Optional[float],
-    kwargs: dict[str, Any],
-) -> nn.Module:
+def _from_timm(name: str, num_classes: int, source: str, path: Optional[Path], in_chans: int,
+               drop_rate: Optional[float], kwargs: dict[str, Any]) -> nn.Module:
     import timm
     from timm.models import get_pretrained_cfg
 
@@ -236,15 +229,8 @@ def _from_timm(
     return model
 
 
-def _from_registry(
-    entry: _Entry,
-    num_classes: int,
-    source: str,
-    path: Optional[Path],
-    in_chans: int,
-    drop_rate: Optional[float],
-    kwargs: dict[str, Any],
-) -> nn.Module:
+def _from_registry(entry: _Entry, num_classes: int, source: str, path: Optional[Path], in_chans: int,
+                   drop_rate: Optional[float], kwargs: dict[str, Any]) -> nn.Module:
     name = entry.name
     if source == "offline":
         raise WeightsError(
@@ -284,15 +270,8 @@ def _from_registry(
     return model
 
 
-def _from_module(
-    model: nn.Module,
-    num_classes: int,
-    source: str,
-    path: Optional[Path],
-    in_chans: int,
-    drop_rate: Optional[float],
-    kwargs: dict[str, Any],
-) -> nn.Module:
+def _from_module(model: nn.Module, num_classes: int, source: str, path: Optional[Path], in_chans: int,
+                 drop_rate: Optional[float], kwargs: dict[str, Any]) -> nn.Module:
     what = type(model).__name__
     unused = sorted(kwargs) + (["in_chans"] if in_chans != 3 else []) + (["drop_rate"] if drop_rate is not None else [])
     if unused:
@@ -421,15 +400,6 @@ def check_backbone_name(name: str) -> None:
     """
     if _get_entry(name) is None:
         _check_timm_name(name)
-
-
-def _check_int(name: str, value: Any, *, minimum: int, fix: str = "") -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ParameterError(
-            f"The {name!r} parameter of create_backbone must be an int >= {minimum}. Got {value!r}."
-            + (f" {fix}" if fix else "")
-        )
-    return int(value)
 
 
 def _check_image_size(image_size: Any) -> tuple[int, int]:

@@ -12,22 +12,20 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional
 
 import torch
 from torch import nn
 
+from .._io import PathLike
 from ..exceptions import WeightsError
 
 __all__ = ["offline_weights_available", "load_checkpoint"]
 
 _logger = logging.getLogger(__name__)
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 
 @dataclass(frozen=True)

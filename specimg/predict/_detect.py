@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
 
-from .._io import atomic_folder, atomic_write_text
+from .._io import PathLike, atomic_folder, atomic_write_text
 from ..audio import parse_events, read_table
 from ..exceptions import DataError
 
 __all__ = ["detect", "to_raven", "write_raven", "write_detections", "match_detections", "evaluate_detections",
            "DETECTION_COLUMNS"]
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 #: The columns of a detection table.
 DETECTION_COLUMNS = ["path", "start", "end", "class", "score"]
@@ -79,23 +76,17 @@ def detect(segments: pd.DataFrame, classes: Sequence[str], thresholds: Union[flo
         start, end = g["start"].to_numpy(dtype=float), g["end"].to_numpy(dtype=float)
         scores = g[cols].to_numpy(dtype=float)
         for j, c in enumerate(names):
-            on = np.flatnonzero(scores[:, j] >= t[j])
-            current: Optional[List[float]] = None
-            for i in on:
-                if merge and current is not None and start[i] <= current[1] + 1e-9:
-                    current[1], current[2] = max(current[1], end[i]), max(current[2], scores[i, j])
-                    continue
-                if current is not None:
-                    rows.append({"path": path, "start": current[0], "end": current[1], "class": c,
-                                 "score": current[2]})
-                current = [start[i], end[i], scores[i, j]]
-            if current is not None:
-                rows.append({"path": path, "start": current[0], "end": current[1], "class": c, "score": current[2]})
+            runs: List[List[float]] = []  # [start, end, best score] of each detection
+            for i in np.flatnonzero(scores[:, j] >= t[j]):
+                if merge and runs and start[i] <= runs[-1][1] + 1e-9:
+                    runs[-1][1], runs[-1][2] = max(runs[-1][1], end[i]), max(runs[-1][2], scores[i, j])
+                else:
+                    runs.append([start[i], end[i], scores[i, j]])
+            rows += [{"path": path, "start": a, "end": b, "class": c, "score": s} for a, b, s in runs]
     out = pd.DataFrame(rows, columns=DETECTION_COLUMNS)
     order = {p: i for i, p in enumerate(dict.fromkeys(segments["path"].astype(str)))}
-    key = out["path"].map(order).to_numpy() if len(out) else np.zeros(0)
     idx = np.lexsort((out["class"].map({c: i for i, c in enumerate(names)}).to_numpy(), out["start"].to_numpy(),
-                      key)) if len(out) else np.zeros(0, dtype=int)
+                      out["path"].map(order).to_numpy()))
     return out.iloc[idx].reset_index(drop=True)
 
 
@@ -127,7 +118,6 @@ def to_raven(detections: pd.DataFrame, *, high_freq: float = 0.0, low_freq: floa
 def write_raven(detections: pd.DataFrame, out: PathLike, *, high_freq: float = 0.0) -> Path:
     """Write :func:`to_raven` as a tab-separated selection table (atomically); returns ``out``."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, to_raven(detections, high_freq=high_freq).to_csv(sep="\t", index=False))
     return out
 

@@ -1,11 +1,8 @@
 """Embeddings and linear probes: a network's penultimate features, pooled per file, and a classifier on them.
 
-:func:`embed` renders the audio with a model's render config (into an image cache beside the output, so a
-re-run resumes), passes every window through the network up to its pooled features (timm's
-``forward_head(..., pre_logits=True)``) and averages the windows of each file. The model is a run folder
-(every fold model embeds every file: a probe on the run's folds then uses, for each held-out fold, the
-model that never saw it) or a backbone name (ImageNet features). :func:`probe` fits a logistic regression
-on those features, fold by fold, and scores the held-out files as ``specimg train`` does.
+:func:`embed` passes every window through the network up to its pooled features (timm's
+``forward_head(..., pre_logits=True)``); a probe on a run's folds uses, for each held-out fold, the fold model
+that never saw it. :func:`probe` scores the held-out files as ``specimg train`` does.
 """
 
 from __future__ import annotations
@@ -24,13 +21,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .._io import atomic_path, atomic_save_npy, read_done, write_done
+from .._io import PathLike, atomic_path, atomic_save_npy, read_done, write_done
 from ..config import RenderConfig
 from ..exceptions import DataError, ParameterError
 
 __all__ = ["embed", "probe", "probe_line"]
-
-PathLike = Union[str, "os.PathLike[str]"]
 #: The first feature column; the others follow as ``f0001``, ``f0002``...
 FEATURE_PREFIX = "f"
 
@@ -223,7 +218,7 @@ def probe(emb: Union[PathLike, pd.DataFrame], *, run: Optional[PathLike] = None,
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from ..scoring import uar
+    from ..scoring import label_scores
 
     t0 = time.perf_counter()
     table = _read_embeddings(emb)
@@ -249,18 +244,16 @@ def probe(emb: Union[PathLike, pd.DataFrame], *, run: Optional[PathLike] = None,
         clf.fit(view.loc[train, features].to_numpy(np.float32), view.loc[train, "label"])
         pred = clf.predict(view.loc[held, features].to_numpy(np.float32))
         truth = view.loc[held, "label"].to_numpy()
-        per_fold[str(k)] = {"accuracy": float((pred == truth).mean()), "uar": float(uar(truth, pred)),
-                            "n_files": int(held.sum())}
+        per_fold[str(k)] = {**label_scores(truth, pred), "n_files": int(held.sum())}
         rows.append((truth, pred))
     if not per_fold:
         raise DataError("probe: no fold to score (embeddings of a run's models must come from the run whose folds "
                         "are given).")
-    truth = np.concatenate([r[0] for r in rows])
-    pred = np.concatenate([r[1] for r in rows])
+    truth, pred = (np.concatenate([r[j] for r in rows]) for j in (0, 1))
     keys = ("accuracy", "uar")
     return {"folds": per_fold, "mean": {m: float(np.mean([f[m] for f in per_fold.values()])) for m in keys},
             "std": {m: float(np.std([f[m] for f in per_fold.values()])) for m in keys},
-            "pooled": {"accuracy": float((truth == pred).mean()), "uar": float(uar(truth, pred))},
+            "pooled": label_scores(truth, pred),
             "n_files": int(len(truth)), "features": len(features), "seconds": time.perf_counter() - t0}
 
 

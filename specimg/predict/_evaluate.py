@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any, Callable, Dict, Literal, Mapping, Optional, Union
 
 import numpy as np
 import pandas as pd
 
+from .._io import PathLike
 from ..audio import read_table
 from ..exceptions import DataError
 from ..tasks import Task, task_kind
-from .aggregate import read_predictions
+from .aggregate import read_predictions, table_columns
 from .report import write_report
 
 __all__ = ["evaluate_predictions", "report_run", "run_images", "predict_errors"]
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 _logger = logging.getLogger(__name__)
 
@@ -41,15 +39,6 @@ def _missing(preds: Any, labelled: list, predicted: set) -> Dict[str, str]:
     where = f"see {table}" if table is not None else "not in the predictions"
     return {p: f"not predicted: {reasons[p]} ({where})" if p in reasons else f"no prediction ({where})"
             for p in labelled if p not in predicted}
-
-
-def _columns(preds: Union[PathLike, pd.DataFrame]) -> list:
-    if isinstance(preds, pd.DataFrame):
-        return list(preds.columns)
-    try:
-        return list(pd.read_csv(preds, nrows=0).columns)
-    except Exception:  # an unreadable file: read_predictions names the problem
-        return []
 
 
 def _task_of(cols: list, labels: Any, task: Union[None, str, Task]) -> Task:
@@ -120,7 +109,7 @@ def evaluate_predictions(preds: Union[PathLike, pd.DataFrame], *, labels: Option
     """
     from ._detect import DETECTION_COLUMNS, evaluate_detections
 
-    cols = _columns(preds)
+    cols = table_columns(preds)
     if set(DETECTION_COLUMNS) <= set(cols):
         return evaluate_detections(preds, labels=labels, report=report, title=title)
     task = _task_of(cols, labels, task)

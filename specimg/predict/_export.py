@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import List, Literal, Sequence, Union
@@ -11,27 +10,21 @@ from typing import List, Literal, Sequence, Union
 import torch
 from torch import nn
 
-from .._io import atomic_path, atomic_write_text
+from .._io import PathLike, atomic_path, atomic_write_text
 from ..data import PixelNormalize
 from ..exceptions import ParameterError
 from ..models import Ensemble
 
 __all__ = ["ExportedEnsemble", "export_run"]
 
-PathLike = Union[str, "os.PathLike[str]"]
-
 
 class ExportedEnsemble(Ensemble):
     """Fold models behind one forward: pixels in, class probabilities out.
 
-    The inference core :class:`~specimg.models.Ensemble` with the models'
-    normalisation inside. Input: ``float32 [shape=(batch, 3, H, W)]`` raw
-    pixel values in [0, 255] (a cached image, channels first) at the models'
-    input size. Normalisation, the softmax, optional flip TTA and the average
-    over folds happen inside, so the artifact needs nothing but the image.
-    Output: ``float32 [shape=(batch, n_classes)]`` probabilities (a
-    multi-label run's: ``activation='sigmoid'``, one independent score per
-    class).
+    The inference core :class:`~specimg.models.Ensemble` with the models' normalisation inside, so the artifact
+    needs nothing but the image. Input: ``float32 [shape=(batch, 3, H, W)]`` raw pixel values in [0, 255] (a
+    cached image, channels first) at the models' input size. Output: ``float32 [shape=(batch, n_classes)]``
+    probabilities (multi-label: one sigmoid score per class).
     """
 
     def __init__(self, models: Sequence[nn.Module], mean: Sequence[float], std: Sequence[float],
@@ -76,7 +69,6 @@ def export_run(run: PathLike, out: PathLike, *, format: Literal["onnx", "torchsc
     task = opened.task
     activation = task.activation
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     groups = [([m], [k]) for m, k in zip(models, meta["folds"])] if per_fold else [(models, meta["folds"])]
     c, h, w = meta["input_size"]
     example = torch.rand(2, 3, h, w) * 255
@@ -100,4 +92,3 @@ def export_run(run: PathLike, out: PathLike, *, format: Literal["onnx", "torchsc
         atomic_write_text(target.with_suffix(target.suffix + ".json"), json.dumps(sidecar, indent=2))
         written.append(target)
     return written
-

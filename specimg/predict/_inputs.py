@@ -84,12 +84,10 @@ class RenderedInput(PredictionInput):
 
     @staticmethod
     def prepare(abspath: str, config: RenderConfig) -> Payload:
-        images, bounds, _ = render_file(abspath, config=config)
-        return images, bounds
+        return render_file(abspath, config=config)[:2]
 
     def prepare_signal(self, y: np.ndarray) -> Payload:
-        images, bounds = render_signal(y, config=self.render_config)
-        return images, bounds
+        return render_signal(y, config=self.render_config)
 
     def image_pixels(self, images: np.ndarray) -> torch.Tensor:
         if self._resize is not None:
@@ -119,12 +117,10 @@ class OnTheFlyInput(PredictionInput):
     def prepare(abspath: str, config: RenderConfig) -> Payload:
         from ..spectrogram import load_for_render
 
-        windows, bounds, padded = signal_windows(load_for_render(abspath, config), config=config, path=abspath)
-        return windows, bounds, padded
+        return signal_windows(load_for_render(abspath, config), config=config, path=abspath)
 
     def prepare_signal(self, y: np.ndarray) -> Payload:
-        windows, bounds, padded = signal_windows(np.asarray(y, dtype=np.float32), config=self.render_config)
-        return windows, bounds, padded
+        return signal_windows(np.asarray(y, dtype=np.float32), config=self.render_config)
 
     def image_pixels(self, images: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.array(images, copy=True, order="C")).to(self.device)

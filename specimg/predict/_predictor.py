@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .._io import atomic_write_csv, read_done, write_done
+from .._io import PathLike, atomic_write_csv, read_done, write_done
 from .._progress import progress_bar
 from .._validation import check_choice, check_int
 from ..audio import read_table
@@ -30,8 +29,6 @@ from ._inputs import PredictionInput, payload_stream, prediction_input
 __all__ = ["Predictor", "PredictionResult"]
 
 _logger = logging.getLogger(__name__)
-
-PathLike = Union[str, "os.PathLike[str]"]
 TTA = Literal["flip", "none"]
 Aggregate = Literal["mean", "max", "gmean"]
 Images = Literal["cached", "on-the-fly"]
@@ -104,45 +101,25 @@ class Predictor:
     batch_size : int
         Windows per forward pass.
     images : {'cached', 'on-the-fly'}
-        How audio becomes model input (:mod:`specimg.predict._inputs`).
-        ``'cached'``: images rendered with librosa and PIL
-        (:func:`~specimg.spectrogram.render_file`, the image cache's pixels),
-        resized to ``input_size`` like the cached training path.
-        ``'on-the-fly'``: waveform windows
-        (:func:`~specimg.spectrogram.signal_windows`, each with its file's dB
-        reference) go through :class:`~specimg.data.FrontendPipeline` on
-        ``device`` (a CUDA GPU or the CPU), exactly the input of a run
-        trained with ``TrainConfig(images='on-the-fly')``.
+        How audio becomes model input (:mod:`specimg.predict._inputs`): images rendered on the CPU
+        (:func:`~specimg.spectrogram.render_file`, the image cache's pixels), or waveform windows
+        (:func:`~specimg.spectrogram.signal_windows`) made into images by :class:`~specimg.data.FrontendPipeline`
+        on ``device``, the input of a run trained with ``TrainConfig(images='on-the-fly')``.
     model_names : list of str or None
         How errors name the models (``Predictor.from_run``: ``'fold 3'``).
     task : Task or None
-        What the models learnt (:mod:`specimg.tasks`; ``from_run`` reads the
-        run's): its activation (softmax, or a sigmoid per class), how windows
-        pool per file (``aggregate=None``: the task's pooling), the
-        ``prediction`` column (argmax, or the tags whose score reaches their
-        threshold, ``;``-separated) and the truth columns (``label``, or the
-        input's true tags as ``labels``, for files and, from the input's
-        events, for windows). ``None``: single-label.
+        What the models learnt (:mod:`specimg.tasks`; ``from_run`` reads the run's): the activation, the
+        pooling (``aggregate=None``), the ``prediction`` column and the truth columns. ``None``: single-label.
     decision : dict or None
-        What the task's decision rule learnt: a multi-label run's
-        ``thresholds.json`` (``{'file': {class: t}, 'window': {class: t}}``;
-        0.5 without).
+        What the task's decision rule learnt: a multi-label run's ``thresholds.json`` (0.5 without).
 
     Notes
     -----
-    The two kinds of input give the same files, windows and bounds. Their
-    images agree to +-1 in a few pixels on one-window files; on longer files
-    the device front end sees each window alone, so the 2-3 image columns at
-    each window edge differ from the cached ones (see
-    :class:`~specimg.spectrogram.SpectrogramFrontend`), and a resize to
-    ``input_size`` is bilinear on floats instead of albumentations' on uint8.
-    Predict with the input the run was trained with
-    (``Predictor.from_run(..., images='auto')``).
-
-    An :class:`~specimg.spectrogram.ImageCache` input already holds its
-    images, so no front end runs for it; with ``images='on-the-fly'`` they
-    are resized as :class:`~specimg.data.FrontendPipeline` does (see
-    :meth:`predict_images`).
+    The two kinds of input give the same files, windows and bounds; their images agree to +-1 in a few pixels
+    on one-window files, but the device front end sees each window alone (the 2-3 columns at each window edge
+    differ, see :class:`~specimg.spectrogram.SpectrogramFrontend`) and resizes bilinearly on floats. Predict
+    with the input the run was trained with (``Predictor.from_run(..., images='auto')``). An
+    :class:`~specimg.spectrogram.ImageCache` input already holds its images (see :meth:`predict_images`).
 
     Examples
     --------
@@ -229,18 +206,8 @@ class Predictor:
     # ------------------------------------------------------------------ arrays
     @torch.no_grad()
     def _ensemble(self, x: torch.Tensor) -> torch.Tensor:
-        """Probabilities of pixel input, averaged over flips and fold models (:class:`~specimg.models.Ensemble`).
-
-        Parameters
-        ----------
-        x : torch.Tensor [shape=(B, 3, H, W)]
-            Pixels in [0, 255] (uint8 or float) on ``self.device``, at the
-            models' input size.
-
-        Returns
-        -------
-        probs : torch.Tensor [shape=(B, n_classes), dtype=float32]
-        """
+        """(B, n_classes) float32 probabilities of (B, 3, H, W) pixels in [0, 255] on ``self.device``, averaged
+        over flips and fold models (:class:`~specimg.models.Ensemble`)."""
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
             return self.core(x)
@@ -263,12 +230,8 @@ class Predictor:
     def predict_images(self, images: np.ndarray) -> np.ndarray:
         """Window probabilities of cached-style images.
 
-        With ``images='cached'`` they are resized to ``input_size`` by the
-        albumentations evaluation pipeline (as the cached training path
-        does); with ``images='on-the-fly'`` as
-        :class:`~specimg.data.FrontendPipeline` resizes its own images
-        (bilinear with anti-aliasing on floats), so a run trained on images
-        made on the fly sees the resize it was trained with.
+        Resized to ``input_size`` as the run's training input was (albumentations for ``images='cached'``,
+        :class:`~specimg.data.FrontendPipeline`'s bilinear resize on floats for ``'on-the-fly'``).
 
         Parameters
         ----------
@@ -288,14 +251,6 @@ class Predictor:
         if not out:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
         return torch.cat(out).cpu().numpy().astype(np.float32)
-
-    def _frontend_probs(self, items: Sequence[Tuple[np.ndarray, np.ndarray]]) -> List[np.ndarray]:
-        """Window probabilities of ``(windows, padded)`` waveform items (``images='on-the-fly'`` only)."""
-        if self.images != "on-the-fly":
-            raise ParameterError("Waveform windows need Predictor(images='on-the-fly'); "
-                                 "this predictor renders images on the CPU (images='cached').")
-        payloads = [(w, np.zeros((len(w), 2)), padded) for w, padded in items]
-        return self.input.window_probs(payloads, self._ensemble, self.batch_size)
 
     def _pool(self, window_probs: np.ndarray) -> np.ndarray:
         _, p = self.task.pool(window_probs, np.zeros(len(window_probs), dtype=np.int64), self.aggregate)
@@ -343,26 +298,13 @@ class Predictor:
                 out: Optional[PathLike] = None, part_files: int = PART_FILES) -> PredictionResult:
         """Predict every file of a CSV, class-folder tree, plain folder or image cache.
 
-        Files are loaded with the run's config (resampled to its rate,
-        looped up to one window, covered to their end) without writing an
-        image cache, and streamed: memory does not grow with the number of
-        files. Worker processes render each file's images
-        (``images='cached'``) or decode it into waveform windows that are
-        rendered together on the device (``'on-the-fly'``). A file that
-        cannot be read, whose worker process dies, or for which a fold model
-        gives NaN/inf probabilities is reported in ``errors`` (naming the
-        model); the rest are predicted.
+        Files are loaded with the run's config and streamed by worker processes, without an image cache: memory
+        does not grow with the number of files. A file that cannot be read, whose worker dies, or for which a
+        fold model gives NaN/inf probabilities is reported in ``errors`` (naming the model).
 
-        With ``out``, the prediction is a long job like the others: results
-        are written as they come, a part of :data:`PART_FILES` files at a
-        time (each part atomically, in ``<out>.parts/``), and the same call
-        after a crash or ``kill -9`` recomputes no finished part and ends with
-        the same output as an uninterrupted run. At the end ``out``,
-        ``<stem>_segments.csv`` (with ``segments=True``) and
-        ``<stem>_errors.csv`` (when some files failed) are written and the
-        parts removed.
-
-        An image cache is predicted from its images (see :meth:`predict_images`).
+        With ``out``, results are written a part of :data:`PART_FILES` files at a time (atomically, in
+        ``<out>.parts/``): the same call after a crash or ``kill -9`` recomputes no finished part and ends with
+        the output of an uninterrupted run (:meth:`PredictionResult.write`); the parts are then removed.
 
         Parameters
         ----------
@@ -386,7 +328,9 @@ class Predictor:
         if isinstance(source, ImageCache) or (not isinstance(source, pd.DataFrame) and ImageCache.is_complete(source)):
             result = self._predict_cache(source if isinstance(source, ImageCache) else ImageCache.open(source),
                                          segments=segments, progress=progress)
-            return result if out is None else _write(result, out)
+            if out is not None:
+                result.write(out)
+            return result
         check_int(workers, "workers", owner="Predictor.predict", low=1)
         check_int(part_files, "part_files", owner="Predictor.predict", low=1)
         table = read_table(source)
@@ -417,7 +361,7 @@ class Predictor:
                             "\n".join(f"  {p}: {e}" for p, e in zip(result.errors["path"][:20],
                                                                    result.errors["error"][:20])))
         if parts is not None:
-            _write(result, out)
+            result.write(out)
             parts.remove()
         return result
 
@@ -499,14 +443,12 @@ class Predictor:
 
     def _result(self, parts: List[Tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]], table: pd.DataFrame,
                 segments: bool) -> PredictionResult:
-        files = pd.concat([p[0] for p in parts], ignore_index=True) if parts else pd.DataFrame(columns=["path"])
-        errors = pd.concat([p[2] for p in parts], ignore_index=True) if parts else pd.DataFrame(columns=["path",
-                                                                                                       "error"])
+        # one part at least (_part_bounds), each with its columns even when empty
+        files, errors = (pd.concat([p[j] for p in parts], ignore_index=True) for j in (0, 2))
         order = {p: k for k, p in enumerate(table["path"])}
         files = files.iloc[np.argsort(files["path"].map(order).to_numpy(), kind="stable")].reset_index(drop=True)
-        seg_df = pd.concat([p[1] for p in parts], ignore_index=True) if segments and parts else None
-        return PredictionResult(files=files, segments=seg_df, errors=errors.reset_index(drop=True),
-                                classes=list(self.classes))
+        seg_df = pd.concat([p[1] for p in parts], ignore_index=True) if segments else None
+        return PredictionResult(files=files, segments=seg_df, errors=errors, classes=list(self.classes))
 
     def _predict_cache(self, cache: ImageCache, *, segments: bool, progress: bool) -> PredictionResult:
         fids = cache.segments["file_id"].to_numpy()
@@ -517,31 +459,19 @@ class Predictor:
                             or [np.zeros((0, len(self.classes)), np.float32)])
         ids, fp = self.task.pool(wp, fids, self.aggregate)
         files = cache.files.set_index("file_id").loc[ids]
-        out = pd.DataFrame({"path": files["path"].to_numpy()})
-        truth = self.task.input_truth(files.reset_index())
-        if truth is not None:
-            out[self.task.truth_column] = truth
-        out["prediction"] = self.task.decide(fp, self.classes, self.decision)
-        for j, c in enumerate(self.classes):
-            out[f"prob_{c}"] = fp[:, j]
+        out = self.task.prediction_frame(files["path"].to_numpy(), fp, self.classes,
+                                         truth=self.task.input_truth(files.reset_index()), decision=self.decision)
         seg_df = None
         if segments:
             path_of = dict(zip(cache.files["file_id"], cache.files["path"]))
             seg_df = cache.segments.assign(path=[path_of[f] for f in fids])[["path", "segment", "start", "end"]]
-            for j, c in enumerate(self.classes):
-                seg_df[f"prob_{c}"] = wp[:, j]
+            seg_df[[f"prob_{c}" for c in self.classes]] = wp
         return PredictionResult(files=out, segments=seg_df, errors=cache.errors.copy(), classes=list(self.classes))
 
 
 def _part_bounds(n: int, size: int) -> List[Tuple[int, int]]:
     size = max(1, size)
     return [(lo, min(n, lo + size)) for lo in range(0, n, size)] or [(0, 0)]
-
-
-def _write(result: PredictionResult, out: PathLike) -> PredictionResult:
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    result.write(out)
-    return result
 
 
 class _Parts:

@@ -111,9 +111,18 @@ def predictions_frame(
             raise DataError(f"The 'folds' argument of {owner} must have shape ({n},). Got {fold_arr.shape}.")
         frame["fold"] = _as_int_folds(fold_arr, where=f"the 'folds' argument of {owner}")
     frame["prediction"] = [names[i] for i in np.argmax(p, axis=1)] if n else []
-    for j, name in enumerate(names):
-        frame[PROB_PREFIX + name] = p[:, j]
+    frame[[PROB_PREFIX + name for name in names]] = p
     return frame
+
+
+def table_columns(table: Union[str, "os.PathLike[str]", pd.DataFrame]) -> list:
+    """The columns of a prediction table or CSV (none for an unreadable file: read_predictions names the problem)."""
+    if isinstance(table, pd.DataFrame):
+        return list(table.columns)
+    try:
+        return list(pd.read_csv(table, nrows=0).columns)
+    except Exception:
+        return []
 
 
 def _is_missing(value: Any) -> bool:
@@ -174,10 +183,9 @@ def read_predictions(
     frame, source = _load_predictions(path_or_df)
     classes, prob_cols = _prob_columns(frame, source)
     probs = _checked_probs(frame, prob_cols, source)
-    kind = task.kind if isinstance(task, Task) else task
-    if kind is None:
-        kind = "multi-label" if "labels" in frame.columns else "single-label"
-    task = task if isinstance(task, Task) else Task.for_kind(kind)
+    if not isinstance(task, Task):
+        task = Task.for_kind(task if task is not None else "multi-label" if "labels" in frame.columns
+                             else "single-label")
     _check_sums(frame, probs, source, task=task)
     return _normalised_columns(frame, classes, probs, source, task=task), classes, probs
 

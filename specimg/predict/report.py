@@ -28,12 +28,10 @@ from typing import Any, Callable, Dict, List, Literal, Mapping, Optional, Sequen
 import numpy as np
 import pandas as pd
 
-from .._io import atomic_folder, atomic_write, atomic_write_text
+from .._io import PathLike, atomic_folder, atomic_write, atomic_write_text
 from .._validation import check_int
 from ..exceptions import DataError, ParameterError, SpecimgError
 from ..tasks import ReportSection, SingleLabel, Task
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 __all__ = ["write_report", "plot_confusion", "plot_recall", "plot_pr_curves"]
 
@@ -436,11 +434,8 @@ def write_report(
     title : str
         Heading of the report.
     images : mapping or callable, optional
-        ``path -> np.ndarray [shape=(H, W, 3), dtype=uint8]`` (a dict or a
-        function), the spectrogram image of a file. When given (with
-        ``paths``), up to ``n_examples`` correct and ``n_examples`` wrong
-        files, most confident first, are saved under ``examples/`` and shown
-        (single-label).
+        ``path -> np.ndarray [shape=(H, W, 3), dtype=uint8]``, a file's spectrogram image: the most confident
+        correct and wrong files are saved under ``examples/`` and shown (single-label; needs ``paths``).
     format : {"markdown", "html"}
         Writes ``report.md`` or ``report.html``; plots are linked by relative path.
     extra : mapping, optional
@@ -539,8 +534,7 @@ class _Parts:
         else:
             out["label"] = [str(v) for v in self.truth]
         out["prediction"] = list(self.pred)
-        for j, c in enumerate(self.names):
-            out[f"prob_{c}"] = self.p[:, j]
+        out[[f"prob_{c}" for c in self.names]] = self.p
         return out
 
     def write(self, out: Path, *, title: str, images: Optional[ImageSource], format: str,

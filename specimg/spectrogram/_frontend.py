@@ -63,27 +63,15 @@ def _minmax(x: torch.Tensor) -> torch.Tensor:
 class SpectrogramFrontend(nn.Module):
     """Waveform windows → spectrogram images, on the waveforms' device.
 
-    Computes the image of :func:`~specimg.spectrogram.render_signal` for one
-    window at a time: STFT (``torch.stft``, Hann window, ``center=True`` with
-    zero padding like librosa 0.11's ``pad_mode='constant'``), librosa's
-    Slaney mel filterbank, power → dB clipped at ``top_db`` → [0, 1], the
-    window's ``round(n_samples / hop_length)`` frames, low frequencies at the
-    bottom, bilinear resize with anti-aliasing (PIL's ``BILINEAR`` filter)
-    and 3 channels (replicated, or the feature with its Savitzky-Golay delta
-    and delta-delta like ``librosa.feature.delta``). MFCCs use the
-    orthonormal DCT-II of the dB mel spectrogram (``librosa.feature.mfcc``)
-    and are min-max scaled per window.
+    Computes the image of :func:`~specimg.spectrogram.render_signal` for one window at a time, with its maths
+    (``torch.stft`` padded as librosa pads, the Slaney mel filterbank, dB clipped at ``top_db``, PIL's bilinear
+    resize, ``librosa.feature.delta``'s Savitzky-Golay deltas, ``librosa.feature.mfcc``'s orthonormal DCT).
 
-    **The dB reference.** The cached path measures dB from the loudest bin of
-    the *whole file* and slices windows out of it; the front end sees one
-    window, so by default its reference is the *window's* loudest bin. The
-    two agree (see Notes) when a file is one window, such as short clips
-    padded to one window. For a longer file, pass ``ref`` (the file's maximum mel
-    power, :meth:`reference` computes it) to get the file-referenced
-    images; they then differ from the cached images only in the few frames
-    at each window edge, where the cached path's STFT sees the neighbouring
-    audio and the front end's sees zero padding, and by the cached path's
-    rounding of a window start to a whole frame.
+    **The dB reference.** The cached path measures dB from the loudest bin of the *whole file*; by default the
+    front end uses the *window's*, which agrees when a file is one window. For a longer file pass ``ref`` (the
+    file's maximum mel power, :meth:`reference`): the images then differ from the cached ones only in the few
+    frames at each window edge (the cached STFT sees the neighbouring audio) and by the cached path's rounding
+    of a window start to a whole frame.
 
     Parameters
     ----------
@@ -288,10 +276,7 @@ class SpectrogramFrontend(nn.Module):
 
     @torch.no_grad()
     def forward(self, waveforms: torch.Tensor, ref: Optional[Union[torch.Tensor, float]] = None) -> torch.Tensor:
-        """Render a batch of windows.
-
-        Runs under :func:`torch.no_grad`: no gradient could flow through the
-        pixel rounding, and no activations are kept for a backward pass.
+        """Render a batch of windows (under :func:`torch.no_grad`: no gradient flows through the pixel rounding).
 
         Parameters
         ----------

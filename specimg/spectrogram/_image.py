@@ -20,12 +20,8 @@ _FRAMES_PER_BLOCK = 128
 def feature_matrix(y: np.ndarray, *, sr: int, config: SpectrogramConfig) -> np.ndarray:
     """The whole signal's feature matrix, scaled to [0, 1].
 
-    The STFT is librosa's (``center=True``, zero padding, periodic Hann
-    window), computed in float32 a block of frames at a time with
-    :func:`scipy.fft.rfft`, and the mel filterbank (``librosa.filters.mel``)
-    is applied a band of bins at a time (it is mostly zeros). Against
-    ``librosa.feature.melspectrogram`` (float64 FFT) the dB values agree to
-    float32 rounding (``benchmarks/render.py --stages`` measures both).
+    The mel power is :func:`mel_power`'s; against ``librosa.feature.melspectrogram`` (float64 FFT) the dB values
+    agree to float32 rounding (``benchmarks/render.py --stages`` measures both).
 
     Parameters
     ----------
@@ -54,7 +50,9 @@ def feature_matrix(y: np.ndarray, *, sr: int, config: SpectrogramConfig) -> np.n
 
 
 def mel_power(y: np.ndarray, *, sr: int, config: SpectrogramConfig) -> np.ndarray:
-    """Mel power spectrogram (power 2) of a whole signal: ``librosa.feature.melspectrogram`` in float32.
+    """Mel power spectrogram (power 2) of a whole signal: ``librosa.feature.melspectrogram`` in float32 (its
+    ``center=True`` STFT a block of frames at a time with :func:`scipy.fft.rfft`, the mostly-zero filterbank a
+    band of bins at a time).
 
     Parameters
     ----------
@@ -273,10 +271,8 @@ def render_signal(
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Render a loaded signal into its window images.
 
-    The signal is padded (``config.audio.pad_mode``) to
-    ``config.min_samples``, its feature matrix is computed once, and each
-    window's frames are sliced from it (so overlapping windows share the
-    work).
+    The signal is padded (``config.audio.pad_mode``) to ``config.min_samples``; each window's frames are sliced
+    from the feature matrix, computed once.
 
     Parameters
     ----------
@@ -341,12 +337,9 @@ def signal_windows(
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cut a loaded signal into the waveform windows whose images :func:`render_signal` draws.
 
-    The input of :class:`~specimg.spectrogram.SpectrogramFrontend`: the signal
-    is padded like :func:`render_signal` does, and each window starts on the
-    STFT frame the cached path slices for it (a window start rounded to a
-    whole ``hop_length``), so that the front end's images of these windows,
-    with the padded signal's :meth:`~specimg.spectrogram.SpectrogramFrontend.reference`,
-    match the cached images except in the few columns at each window edge.
+    The input of :class:`~specimg.spectrogram.SpectrogramFrontend`: padded like :func:`render_signal` pads,
+    each window starting on the STFT frame the cached path slices for it (its start rounded to a whole
+    ``hop_length``).
 
     Parameters
     ----------

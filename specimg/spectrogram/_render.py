@@ -29,7 +29,7 @@ import pandas as pd
 from .._io import atomic_path as _atomic_path
 from .._io import atomic_save_npy as _atomic_npy
 from .._io import atomic_write_csv as _atomic_csv
-from .._io import atomic_write_text
+from .._io import PathLike, atomic_write_text
 from .._io import config_diff as _config_diff
 from .._io import move_into_place as _move_into_place
 from .._parallel import failure_reason, pool_map
@@ -43,8 +43,6 @@ from ._store import CONFIG_FILE, ERRORS_FILE, IMAGES_FILE, PARTIAL_PREFIX, PNG_D
 from ._store import _forget_npy_layouts, _map_rows, _read_rows, _write_npy, _write_tables
 
 __all__ = ["render_dataset", "expected_windows"]
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 _logger = logging.getLogger(__name__)
 
@@ -284,20 +282,11 @@ def render_dataset(
 ) -> ImageCache:
     """Render every file of a dataset into an image cache.
 
-    Each file's spectrogram is computed once and its windows sliced from
-    it. The images file is preallocated from the files' headers and each
-    worker writes its file's images straight into their rows (one plane
-    per image when the channels are copies), so nothing is copied twice.
-    Finished files are recorded as they finish, so re-running the same call
-    after a crash resumes where it stopped; files already in a finished
-    cache with the same config are reused, so adding files renders only
-    the new ones. Two calls on one folder at once (two folds' commands
-    started side by side) take turns on a lock file beside the folder,
-    ``<out_dir>.lock`` in its parent (a :class:`filelock.FileLock`, so on
-    Windows too): the second waits, then reuses the first one's cache. The
-    empty lock file stays after the render (removing a lock file others may
-    be waiting on would let two renders in at once); nothing is added to
-    the cache folder itself.
+    Each worker writes its file's images straight into their rows of the preallocated images file (the
+    layout: :mod:`specimg.spectrogram._store`). Finished files are recorded as they finish, so the same call
+    after a crash resumes where it stopped; files already in a finished cache with the same config are
+    reused. Two calls on one folder take turns on ``<out_dir>.lock`` in its parent (a
+    :class:`filelock.FileLock`, which stays: removing a lock others wait on would let two renders in at once).
 
     Parameters
     ----------
@@ -352,21 +341,14 @@ def render_dataset(
                               progress=progress)
 
 
-def _lock_path(root: Path) -> Path:
-    """``<root>.lock`` beside the cache folder, outside it (the layout checks never see it), of the resolved path (two
-    spellings of one folder share one lock).
-    """
-    root = root.resolve()
-    return root.with_name(root.name + ".lock")
-
-
 @contextlib.contextmanager
 def _folder_lock(root: Path) -> Iterator[None]:
-    """Hold the exclusive lock of the cache folder ``root`` (its :func:`_lock_path`), waiting for it as long
-    as another render holds it. The lock file is left in place when released."""
+    """Hold ``<root>.lock``, beside the cache folder (outside its layout) and of its resolved path (two spellings
+    of one folder share one lock), waiting while another render holds it; the lock file stays when released."""
     from filelock import FileLock  # imported when a render starts, not with the package
 
-    with FileLock(str(_lock_path(root))):
+    root = root.resolve()
+    with FileLock(str(root.with_name(root.name + ".lock"))):
         yield
 
 
@@ -431,15 +413,11 @@ def _run_jobs(plan: _Plan, config: RenderConfig, *, workers: int, png_dir: Optio
     if journal.tell() and not plan.journal.read_bytes().endswith(b"\n"):
         journal.write("\n")  # a line cut by a kill stays a line of its own (not a record)
     try:
-        if workers == 1 or len(todo) <= 1:
-            for a, p, l, target in todo:
-                _collect(_render_job(a, p, l, config, shard, png_dir, target), errors, strict, journal)
-                bar.update(1)
-            return
-        warm_up(config)  # librosa's lazy imports, the window and filterbank: once here, inherited by forked workers
+        if workers > 1 and len(todo) > 1:
+            warm_up(config)  # librosa's lazy imports, the window and filterbank: once here, inherited by the workers
         # a worker that dies (out of memory, a decoder crash) costs only its file, named in errors.csv
         jobs = [(a, p, l, config, shard, png_dir, t) for a, p, l, t in todo]
-        for i, res in pool_map(_render_job, jobs, workers=workers, window=4):
+        for i, res in pool_map(_render_job, jobs, workers=workers if len(todo) > 1 else 1, window=4):
             if isinstance(res, str):  # WORKER_DIED
                 res = {"ok": False, "path": todo[i][1], "error": res}
             _collect(res, errors, strict, journal)

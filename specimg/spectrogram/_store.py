@@ -29,7 +29,7 @@ import pandas as pd
 
 from .._io import atomic_path as _atomic_path
 from .._io import atomic_write_csv as _atomic_csv
-from .._io import atomic_write_text
+from .._io import PathLike, atomic_write_text
 from .._io import config_diff as _config_diff
 from ..audio import sort_labels
 from ..exceptions import DataError, ParameterError
@@ -37,8 +37,6 @@ from ._config import CACHE_FORMAT_VERSION, RenderConfig
 from ._image import expand_planes
 
 __all__ = ["ImageCache", "ImageArray"]
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 #: The files of a finished cache folder.
 CONFIG_FILE = "config.json"
@@ -59,13 +57,9 @@ _CHUNK_BYTES = 64 << 20
 class ImageArray:
     """A cache's images as a read-only ``(n_images, H, W, 3)`` uint8 array, however they are stored.
 
-    Indexing with an int, a slice, an int array or a boolean mask reads only
-    those rows and returns a new ndarray (``(H, W, 3)`` for an int,
-    ``(k, H, W, 3)`` otherwise); ``np.asarray(images)`` reads them all. A
-    one-plane store (``(n, H, W)``: the three channels are copies) is
-    expanded to three identical channels when read, so callers never see the
-    difference. A memory-mapped store pickles as its file name and is mapped
-    again in each process (DataLoader workers map the file themselves).
+    Indexing with an int, a slice, an int array or a boolean mask reads only those rows into a new ndarray
+    (``(H, W, 3)`` for an int); a one-plane store (``(n, H, W)``) is expanded to three identical channels when
+    read. A memory-mapped store pickles as its file name and is mapped again in each process.
 
     Parameters
     ----------
@@ -236,10 +230,8 @@ class ImageCache:
     errors : pd.DataFrame
         ``path, error`` of the files that could not be rendered.
     reused_files : int
-        How many of ``files`` the :func:`render_dataset` call that returned
-        this cache took from the finished cache already in its folder
-        instead of rendering them (all of them when nothing changed); 0 for
-        a cache opened with :meth:`open` or made by :meth:`select`.
+        How many of ``files`` the :func:`render_dataset` call that returned this cache reused from the finished
+        cache in its folder; 0 for a cache from :meth:`open` or :meth:`select`.
     """
 
     #: The names of the layout (``cache.root / ImageCache.ERRORS_FILE`` ...): other modules use these.
@@ -356,20 +348,10 @@ class ImageCache:
             arr = ImageArray(raw)
         if len(segments) != len(arr):
             raise DataError(f"{len(arr)} images but {len(segments)} segment rows.")
-        segments = segments.copy()
-        for col in ("start", "end"):
-            if col not in segments:
-                segments[col] = 0.0
-        files = files.copy()
-        if "label" not in files:
-            files["label"] = None
+        segments = segments.assign(**{c: 0.0 for c in ("start", "end") if c not in segments})
+        defaults = {"label": None, "group": files["path"], "abspath": files["path"], "duration": 0.0}
+        files = files.assign(**{c: v for c, v in defaults.items() if c not in files})
         files["label"] = files["label"].map(lambda v: None if v is None or v != v else str(v))
-        if "group" not in files:
-            files["group"] = files["path"]
-        if "abspath" not in files:
-            files["abspath"] = files["path"]
-        if "duration" not in files:
-            files["duration"] = 0.0
         return _write_cache(Path(root), config or RenderConfig(), [arr], segments, files, None)
 
     # ------------------------------------------------------------------ new caches from this one
@@ -417,12 +399,8 @@ class ImageCache:
     def concat(self, *others: "ImageCache", out: PathLike) -> "ImageCache":
         """This cache followed by others, written as a new cache folder.
 
-        The caches must share their render config. The files keep their
-        order (this cache's, then each other's) and are numbered again
-        ``0 .. n_files - 1`` (``file_id`` is a file's row in ``files.csv``, as
-        in a rendered cache; a rendered cache's own ids do not change). The
-        classes are the sorted labels of all the files; errors are listed
-        together.
+        The caches must share their render config. The files keep their order and are numbered again
+        ``0 .. n_files - 1`` (their rows of ``files.csv``, as in a rendered cache); errors are listed together.
 
         Parameters
         ----------

@@ -1,15 +1,6 @@
-"""Stacking: combine the out-of-fold predictions of several runs.
-
-:func:`align_runs` turns several runs' file-level prediction tables into one
-array ``X`` of shape ``(n_files, n_models, n_classes)``; the stackers
-(:class:`CNNStacker`, :class:`LGBMStacker`) and :class:`WeightedBlend` are
-scikit-learn estimators trained on it, and both stackers start from the plain
-mean of the models; :func:`compare_stackers` scores every candidate (each
-model, the mean, the blends, the stackers) on the same outer folds and lets
-``auto`` choose by an inner cross-validation only; :func:`stack_runs` does it
-all from run folders (``specimg stack``); :func:`select_pseudo_labels`,
-:func:`pseudo_training_table` and :func:`pseudo_label_table` feed confident
-test predictions back to training.
+"""Stacking: combine the out-of-fold predictions of several runs (:func:`align_runs`' array ``X`` of shape
+``(n_files, n_models, n_classes)``, scikit-learn estimators on it, :func:`stack_runs` from run folders), and feed
+confident test predictions back to training as pseudo-labels.
 """
 
 from ._align import align_runs as align_runs

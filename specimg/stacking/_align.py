@@ -15,7 +15,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from .._validation import check_int
 from ..audio import sort_labels
 from ..exceptions import DataError, NotFittedError, ParameterError
-from ..predict.aggregate import read_predictions
+from ..predict.aggregate import read_predictions, table_columns
 from ..tasks import Task
 
 __all__ = ["align_runs", "run_task", "cross_val_stack", "check_stack_input", "early_stopping_split", "fit_with_groups",
@@ -27,8 +27,7 @@ RunSource = Union[str, "os.PathLike[str]", pd.DataFrame]
 def check_stack_input(X: Any, *, owner: str, name: str = "X") -> np.ndarray:
     """Return stacker input as float64 ``(n_files, n_models, n_classes)``.
 
-    Accepts a 3-D array, or a list of ``n_models`` arrays of shape
-    ``(n_files, n_classes)`` (stacked on axis 1).
+    Accepts a 3-D array, or a list of ``n_models`` ``(n_files, n_classes)`` arrays (stacked on axis 1).
 
     Raises
     ------
@@ -80,10 +79,8 @@ def _check_y(y: Any, n_files: int, *, owner: str) -> np.ndarray:
 
 
 class _StackerBase(ClassifierMixin, BaseEstimator):
-    """Shared plumbing of the stackers: labels, classes (a ``classes`` parameter, or the numeric-aware sorted labels
-    of ``y``), fitted checks. ``fit`` calls :meth:`_setup_fit` first and :meth:`_finish_fit` once training
-    succeeded, so a failed ``fit`` leaves no half-fitted state.
-    """
+    """Shared plumbing of the stackers: labels, classes, fitted checks. ``fit`` calls :meth:`_setup_fit` first and
+    :meth:`_finish_fit` once training succeeded, so a failed ``fit`` leaves no half-fitted state."""
 
     def _setup_fit(self, X: Any, y: Any) -> Tuple[np.ndarray, np.ndarray, List[str]]:
         """Check ``X`` and ``y``; return X as float64, y as class codes, and the class names."""
@@ -165,10 +162,8 @@ def early_stopping_split(
 ) -> Optional[Tuple[np.ndarray, np.ndarray]]:
     """The (train, validation) rows a stacker early-stops on, or None when the data is too small to split.
 
-    With ``groups`` (the outer folds, speakers...) of two or more values, whole
-    groups are held out (:class:`~sklearn.model_selection.GroupShuffleSplit`),
-    so the validation rows are as unseen as the rows the stacker will predict;
-    otherwise a stratified split of files.
+    With ``groups`` (the outer folds, speakers...) of two or more values, whole groups are held out
+    (:class:`~sklearn.model_selection.GroupShuffleSplit`); otherwise a stratified split of files.
 
     Parameters
     ----------
@@ -203,9 +198,8 @@ def early_stopping_split(
 def beats_the_start(start_losses: np.ndarray, losses: np.ndarray, *, tol_se: float) -> bool:
     """Whether held-out per-file losses improve on the start's by more than ``tol_se`` standard errors (paired).
 
-    A stacker starts from the mean of the models; it may move away only when the
-    improvement of the held-out log-loss is larger than the noise of that
-    estimate: ``mean(d) > tol_se * std(d) / sqrt(n)`` with ``d = start_losses - losses``.
+    ``mean(d) > tol_se * std(d) / sqrt(n)`` with ``d = start_losses - losses``: a stacker leaves its start (the
+    mean of the models) only for an improvement larger than the noise of its estimate.
     """
     d = np.asarray(start_losses, dtype=np.float64) - np.asarray(losses, dtype=np.float64)
     if d.size == 0 or d.mean() <= 0:
@@ -230,20 +224,11 @@ def run_task(source: RunSource) -> Task:
         from ..training import Run
 
         return Run(source).task
-    if isinstance(source, pd.DataFrame):
-        cols = list(source.columns)
-    else:
-        try:
-            cols = list(pd.read_csv(source, nrows=0).columns)
-        except Exception:  # unreadable: read_predictions names the problem
-            cols = []
-    return Task.for_kind("multi-label" if "labels" in cols else "single-label")
+    return Task.for_kind("multi-label" if "labels" in table_columns(source) else "single-label")
 
 
 def _run_name(source: RunSource, i: int) -> str:
-    if isinstance(source, pd.DataFrame):
-        return f"run {i}"
-    return f"run {i} ({source})"
+    return f"run {i}" if isinstance(source, pd.DataFrame) else f"run {i} ({source})"
 
 
 def _read_run(source: RunSource, task: Any = None) -> Tuple[pd.DataFrame, List[str], np.ndarray]:
@@ -422,10 +407,8 @@ def cross_val_stack(
 ) -> np.ndarray:
     """Out-of-fold probabilities of a stacker (inner cross-validation).
 
-    The stacker is trained on OOF predictions of the base models; scoring it
-    on those same files needs a second, inner cross-validation. Each split
-    fits a :func:`sklearn.base.clone` of ``estimator`` and predicts the
-    held-out files.
+    Each split fits a :func:`sklearn.base.clone` of ``estimator`` on the other files' out-of-fold predictions
+    and predicts the held-out files.
 
     Parameters
     ----------
@@ -498,6 +481,4 @@ def cross_val_stack(
 
 
 def _take(extra: Any, idx: np.ndarray) -> Any:
-    if isinstance(extra, pd.DataFrame):
-        return extra.iloc[idx]
-    return np.asarray(extra)[idx]
+    return extra.iloc[idx] if isinstance(extra, pd.DataFrame) else np.asarray(extra)[idx]

@@ -22,10 +22,8 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 class WeightedBlend(_StackerBase):
     """Weighted average of the probabilities of several members.
 
-    The members are base models or stackers whose probabilities for the same
-    files are stacked on axis 1: ``X`` of shape ``(n_files, n_members,
-    n_classes)`` (or a list of ``(n_files, n_classes)`` matrices). The blend is
-    ``sum_m w_m X[:, m, :]`` with ``w >= 0`` and ``sum(w) = 1``.
+    ``sum_m w_m X[:, m, :]`` with ``w >= 0`` and ``sum(w) = 1``, for ``X`` of shape ``(n_files, n_members,
+    n_classes)`` (or a list of ``(n_files, n_classes)`` matrices), the members base models or stackers.
 
     Parameters
     ----------

@@ -3,12 +3,9 @@
 A file's out-of-fold probabilities form a one-channel image of ``n_models`` rows and ``n_classes`` columns.
 Two parts, added in logit space: per-class model weights ``w[m, c]`` (a softmax over the models) with a
 temperature and a per-class bias; and a correction from 2x1 convolutions down each column (shared by all
-classes; residual with ``skip=True``), a convolution spanning all models and a linear head.
-
-At its start (equal weights, temperature 1, zero bias, zero head) an untrained stacker *is* the plain mean of
-the models (to 1e-12: it predicts in float64). Training minimises the cross-entropy plus an L2 pull of every
-parameter back to its start, early-stops on a held-out split and refits on all files; when no epoch beats the
-start by more than ``tol_se`` standard errors of the paired per-file difference, the stacker stays the mean.
+classes; residual with ``skip=True``), a convolution spanning all models and a linear head. At its start
+(equal weights, temperature 1, zero bias, zero head) it *is* the plain mean of the models (to 1e-12: it
+predicts in float64); training moves away from it only as far as the parameters below allow.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """Every way of combining the runs, scored on the same outer folds; ``auto`` picks among them by inner CV only.
 
-Each learned candidate is fitted on the other outer folds and predicts the held-out one, so every row of the
-table is an honest out-of-fold score on the same files. ``auto`` chooses per outer fold by an *inner*
-cross-validation over the other folds only: the outer fold's labels are never read by the choice. A test set
-is predicted by each outer fold's stacker and the predictions averaged (as the seed did).
+Each learned candidate is fitted on the other outer folds and predicts the held-out one; ``auto``'s choice never
+reads the outer fold's labels. A test set is predicted by each outer fold's stacker, averaged (as the seed did).
 """
 
 from __future__ import annotations
@@ -184,7 +182,6 @@ class StackComparison:
                          "files_better": b, "files_worse": w,
                          "mcnemar_p": float(binomtest(b, b + w).pvalue) if b + w else 1.0})
         return pd.DataFrame(rows)
-
 
 
 # --------------------------------------------------------------------------- splits

@@ -1,8 +1,5 @@
-"""LightGBM stacker: gradient-boosted trees over the flattened base-model probabilities, starting from their mean.
-
-Boosting starts from the log of the mean (``init_score``), so zero trees *is* the mean; small trees, a strong
-L2 penalty and early stopping on a held-out split decide how many trees the data supports, zero included.
-"""
+"""LightGBM stacker: gradient-boosted trees over the flattened base-model probabilities, starting from their mean
+(``init_score``: zero trees *is* the mean)."""
 
 from __future__ import annotations
 
@@ -44,20 +41,9 @@ class LGBMStacker(_StackerBase):
     start : {'mean', 'zero'}
         ``'mean'``: boosting starts from the log of the mean of the models, so
         zero trees is the mean; ``'zero'``: LightGBM's own start (class priors).
-    early_stopping : bool
-        Hold out ``validation_fraction`` of the files (whole groups when
-        ``fit`` gets ``groups``) and stop when their log-loss has not improved
-        for ``n_iter_no_change`` rounds; zero trees competes too.
-    validation_fraction : float in (0, 1)
-    n_iter_no_change : int >= 1
-    tol_se : float >= 0
-        With ``start='mean'``, the trees replace the start only when their
-        held-out log-loss is lower by more than ``tol_se`` standard errors of
-        the per-file paired difference; otherwise zero trees (the mean). 0:
-        any improvement.
-    refit : bool
-        After early stopping, boost again on all files for the best number of
-        rounds (False: keep the model trained without the held-out files).
+    early_stopping, validation_fraction, n_iter_no_change, tol_se, refit
+        As for :class:`~specimg.stacking.CNNStacker`, in boosting rounds (zero trees, the mean, competes too;
+        ``tol_se`` applies with ``start='mean'``).
     extra_features : sequence of str, optional
         Names of the extra features. When ``extra`` is a DataFrame these
         columns are taken from it (in this order); when it is an array it must
@@ -65,8 +51,7 @@ class LGBMStacker(_StackerBase):
     random_state : int
         LightGBM seed (and the held-out split's).
     classes : sequence of str, optional
-        Labels in the order of the last axis of ``X``. None: the numeric-aware
-        sorted labels of ``y``.
+        As for :class:`~specimg.stacking.CNNStacker`.
     **lgbm_params
         Any other :class:`lightgbm.LGBMClassifier` parameter (``subsample``,
         ``colsample_bytree``, ``n_jobs``, ...). ``verbose`` defaults to -1 and

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .._io import atomic_write
+from .._io import PathLike, atomic_write
 from ..exceptions import DataError
 
 __all__ = ["plot_model_weights"]
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 
 def plot_model_weights(

@@ -13,12 +13,12 @@ from typing import Any, List, Optional, Sequence, Union
 import numpy as np
 import pandas as pd
 
+from .._io import PathLike
+from .._validation import check_int
 from ..exceptions import DataError, ParameterError
 from ..predict.aggregate import read_predictions
 
 __all__ = ["select_pseudo_labels", "pseudo_training_table", "pseudo_label_table"]
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 _PSEUDO_COLUMNS = ["path", "label", "confidence", "pseudo"]
 
@@ -80,12 +80,7 @@ def select_pseudo_labels(
     if not isinstance(inclusive, (bool, np.bool_)):
         raise ParameterError(f"The 'inclusive' parameter of {owner} must be True (>= threshold) or False "
                              f"(> threshold). Got {inclusive!r}.")
-    if max_per_class is not None and (
-        isinstance(max_per_class, bool) or not isinstance(max_per_class, (int, np.integer)) or max_per_class < 1
-    ):
-        raise ParameterError(
-            f"The 'max_per_class' parameter of {owner} must be an int >= 1 or None. Got {max_per_class!r}."
-        )
+    check_int(max_per_class, "max_per_class", owner=owner, low=1, allow_none=True)
     names = [str(c) for c in classes]
     try:
         p = np.asarray(probs, dtype=np.float64)
@@ -104,14 +99,8 @@ def select_pseudo_labels(
 
     best = np.argmax(p, axis=1)
     confidence = p[np.arange(len(best)), best]
-    table = pd.DataFrame(
-        {
-            "path": path_list,
-            "label": [names[i] for i in best],
-            "confidence": confidence,
-            "pseudo": True,
-        }
-    )
+    table = pd.DataFrame({"path": path_list, "label": [names[i] for i in best], "confidence": confidence,
+                          "pseudo": True})
     keep = table["confidence"] >= threshold if inclusive else table["confidence"] > threshold
     table = table[keep]
     if max_per_class is not None:
@@ -281,9 +270,7 @@ def pseudo_label_table(
     if unlabelled.any():
         raise DataError(f"The training input has {int(unlabelled.sum())} unlabelled file(s), e.g. "
                         f"{table['path'][unlabelled].iloc[0]!r}. Every training row needs a label.")
-    missing = sorted(set(classes) - set(table["label"]))
-    extra = sorted(set(table["label"]) - set(classes))
-    if missing or extra:
+    if set(classes) != set(table["label"]):
         raise DataError(f"The test predictions' classes {classes} differ from the training labels "
                         f"{sorted(set(table['label']))}. Predict with runs trained on this training set.")
 

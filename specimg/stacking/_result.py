@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional
 
 import pandas as pd
 
-from .._io import atomic_write_csv, atomic_write_text
+from .._io import PathLike, atomic_write_csv, atomic_write_text
 from ._compare import StackComparison
 
 __all__ = ["StackResult"]
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 
 @dataclass
@@ -74,7 +71,6 @@ class StackResult:
         from ._plot import plot_model_weights
 
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
         atomic_write_csv(self.oof, out / "oof_files.csv")
         if self.test is not None:
             atomic_write_csv(self.test, out / "test_files.csv")

@@ -16,8 +16,6 @@ from ._result import StackResult
 from ._compare import CANDIDATES, STACK_METHODS, StackComparison, compare_stackers
 
 __all__ = ["StackResult", "stack_runs"]
-
-PathLike = Union[str, "os.PathLike[str]"]
 RunSource = Union[str, "os.PathLike[str]", pd.DataFrame]
 StackMethod = Literal["cnn", "cnn-skip", "lgbm", "blend", "mean", "seed-blend", "auto"]
 
@@ -197,13 +195,9 @@ def stack_runs(
 ) -> StackResult:
     """Stack (or blend) the out-of-fold predictions of several runs, every candidate scored on the same folds.
 
-    The runs' ``oof_files.csv`` are aligned (:func:`~specimg.stacking.align_runs`)
-    and every candidate — each run alone, the mean, the fitted blend, the CNN
-    stackers, LightGBM and the seed's blend — is scored on the runs' own
-    folds (:func:`~specimg.stacking.compare_stackers`): a file's stacked
-    prediction comes from stackers fitted on the other folds, so groups
-    (speakers, patients) stay held out as the base runs kept them. The
-    test predictions, if given, are the mean of the fold stackers' predictions.
+    The runs' ``oof_files.csv`` are aligned (:func:`~specimg.stacking.align_runs`) and every candidate is scored
+    on the runs' own folds (:func:`~specimg.stacking.compare_stackers`), so groups (speakers, patients) stay held
+    out as the base runs kept them.
 
     Parameters
     ----------

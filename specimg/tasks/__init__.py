@@ -1,10 +1,7 @@
 """The task of a run, beside the pipeline: single-label or multi-label, asked by every stage.
 
-:func:`resolve_task` makes a :class:`Task` from a file table and a :class:`~specimg.config.TaskConfig` (once,
-when a run starts); :meth:`Task.from_config` rebuilds it from a run's stored config. :class:`SingleLabel` and
-:class:`MultiLabel` own the labels' encoding, the folds, the loss and activation, the validation metric, the
-pooling of windows into files, the decision rule, the run's tables and metrics. The losses and the pooling
-they use are here too.
+:class:`SingleLabel` and :class:`MultiLabel` own the labels' encoding, the folds, the loss, the validation
+metric, the pooling of windows into files, the decision rule and the run's tables and metrics.
 """
 
 from ._base import ReportSection as ReportSection

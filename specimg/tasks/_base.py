@@ -243,8 +243,7 @@ class Task(abc.ABC):
         if folds is not None:
             out["fold"] = folds
         out["prediction"] = self.decide(scores, classes, decision)
-        for j, c in enumerate(classes):
-            out[f"prob_{c}"] = scores[:, j]
+        out[[f"prob_{c}" for c in classes]] = scores
         return out
 
     @abc.abstractmethod

@@ -8,6 +8,7 @@ from typing import Any, Literal, Tuple
 
 import numpy as np
 
+from .._validation import check_choice
 from ..exceptions import DataError, ParameterError
 from ..scoring import check_probs
 
@@ -69,11 +70,7 @@ def aggregate_segments(
     >>> ids.tolist(), fp.round(2).tolist()
     ([3, 7], [[0.1, 0.9], [0.6, 0.4]])
     """
-    if method not in ("mean", "max", "gmean"):
-        raise ParameterError(
-            "The 'method' parameter of aggregate_segments must be one of 'mean', 'max', 'gmean'. "
-            f"Got {method!r}."
-        )
+    check_choice(method, "method", ("mean", "max", "gmean"), owner="aggregate_segments")
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
         raise ParameterError(f"The 'eps' parameter of aggregate_segments must be a number > 0. Got {eps!r}.")
     p = check_probs(probs, name="probs", owner="aggregate_segments")
@@ -91,17 +88,15 @@ def aggregate_segments(
     n_files, n_classes = len(file_ids), p.shape[1]
     counts = np.bincount(inverse, minlength=n_files).astype(np.float64)[:, None]  # (n_files, 1)
 
+    out = np.zeros((n_files, n_classes))  # probabilities are >= 0, so 0 is a safe start of the maximum
     if method == "mean":
-        out = np.zeros((n_files, n_classes))
         np.add.at(out, inverse, p)
         out /= counts
     elif method == "max":
-        out = np.zeros((n_files, n_classes))  # probabilities are >= 0, so 0 is a safe start
         np.maximum.at(out, inverse, p)
-    else:  # gmean
-        logs = np.zeros((n_files, n_classes))
-        np.add.at(logs, inverse, np.log(p + eps))
-        out = np.exp(logs / counts)
+    else:  # gmean: the sum of the logs
+        np.add.at(out, inverse, np.log(p + eps))
+        out = np.exp(out / counts)
     if not normalize:
         return file_ids, out
     total = out.sum(axis=1, keepdims=True)

@@ -153,7 +153,6 @@ class SingleLabel(Task):
                     lines.append(f"    {g}: accuracy {v['accuracy']:.4f} ({v['n_files']} files)")
         return "\n".join(lines)
 
-
     # ------------------------------------------------------------------ evaluation and its report
     example_images = True
     headline_scores = (("accuracy", "accuracy"), ("uar", "UAR"))

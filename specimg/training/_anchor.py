@@ -131,40 +131,29 @@ def fit_anchor(files: pd.DataFrame, folds: np.ndarray, task: Any, classes: Seque
         raise DataError(f"the anchor could read no file's audio ({len(failed)} failed; e.g. {path}: {reason}).")
     X = np.stack([r for r in rows if r is not None])
     truth = task.truth_of(task.table_truth(files[keep]), classes, paths=files["path"][keep].tolist())
-    multi = task.kind == "multi-label"
-    if not multi:
-        index = {str(c): i for i, c in enumerate(classes)}
-        truth = np.array([index[str(t)] for t in truth])
+    multi = task.kind == "multi-label"  # truth: labels as str (what the metrics take), or multi-hot rows
+    index = {str(c): i for i, c in enumerate(classes)}
+    targets = truth if multi else np.array([index[str(t)] for t in truth])
     folds = np.asarray(folds)[keep]
     scored = sorted(set(folds.tolist()) - {-1}) if score_folds is None else sorted(score_folds)
-    scores = _oof_scores(X, truth, folds, multi, len(classes), seed, scored)
+    scores = _oof_scores(X, targets, folds, multi, len(classes), seed, scored)
     keys = [k for k, _ in task.headline_scores]
     labelled = np.isin(folds, scored)
-    pooled = task.evaluation_metrics(_truth_out(truth, classes, multi)[labelled], scores[labelled], classes)
+    pooled = task.evaluation_metrics(truth[labelled], scores[labelled], classes)
     per_fold = {}
     for k in scored:
-        m = task.evaluation_metrics(_truth_out(truth, classes, multi)[folds == k], scores[folds == k], classes)
+        m = task.evaluation_metrics(truth[folds == k], scores[folds == k], classes)
         per_fold[str(k)] = {key: m.get(key) for key in keys}
-    mean = {key: _mean([f[key] for f in per_fold.values()]) for key in keys}
-    std = {key: _std([f[key] for f in per_fold.values()]) for key in keys}
+    mean = {key: _over_folds([f[key] for f in per_fold.values()], np.mean) for key in keys}
+    std = {key: _over_folds([f[key] for f in per_fold.values()], np.std) for key in keys}
     return {"model": f"MFCC statistics ({4 * N_MFCC} per file) + LightGBM, balanced classes",
             "folds": per_fold, "mean": mean, "std": std, "pooled": {key: pooled.get(key) for key in keys},
             "n_files": int(labelled.sum()), "failed": failed, "seconds": round(time.perf_counter() - t0, 2)}
 
 
-def _truth_out(truth: np.ndarray, classes: Sequence[str], multi: bool) -> np.ndarray:
-    """The truth as the task's metrics take it: labels as str (single-label) or multi-hot rows."""
-    return truth if multi else np.array([str(classes[i]) for i in truth], dtype=object)
-
-
-def _mean(values: Sequence[Optional[float]]) -> Optional[float]:
+def _over_folds(values: Sequence[Optional[float]], stat: Any) -> Optional[float]:
     vals = [float(v) for v in values if v is not None]
-    return float(np.mean(vals)) if vals else None
-
-
-def _std(values: Sequence[Optional[float]]) -> Optional[float]:
-    vals = [float(v) for v in values if v is not None]
-    return float(np.std(vals)) if vals else None
+    return float(stat(vals)) if vals else None
 
 
 def anchor_line(anchor: Optional[Dict[str, Any]], task: Any) -> Optional[str]:

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Dict, Tuple, Union
 
 import torch
 from torch import nn
 
-from .._io import atomic_write
+from .._io import PathLike, atomic_write
 from ..exceptions import DataError
 
 __all__ = ["atomic_save", "load_trained", "CHECKPOINT_FORMAT"]
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 #: ``format`` key of the checkpoints this package writes.
 CHECKPOINT_FORMAT = "specimg.checkpoint"

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .._io import config_diff
+from .._io import PathLike, config_diff
 from ..config import RenderConfig, RuntimeConfig, TrainConfig
 from ..data import CachedImages, OnTheFlyImages, PixelNormalize, TrainingImages, WaveformSet, pseudo_leaks
 from ..exceptions import ParameterError, TrainingError
@@ -29,8 +29,6 @@ from ._trainer import FitResult, Trainer
 __all__ = ["train_cv", "CVResult"]
 
 _logger = logging.getLogger(__name__)
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 
 @dataclass
@@ -401,32 +399,18 @@ def train_cv(
 ) -> CVResult:
     """Cross-validate a backbone: train one model per fold, predict its held-out files.
 
-    Folds are grouped by source file, or by ``config.group_column`` (a
-    speaker, a patient), and stratified by class (:func:`specimg.data.file_folds`).
-    Every fold writes ``RUN/fold_{i}/`` (``best.pt``, ``last.pt``,
-    ``log.csv``, its out-of-fold window and file predictions); then the run
-    writes ``RUN/oof_segments.csv``, ``RUN/oof_files.csv`` (the rows of the
-    folds finished so far), ``RUN/metrics.json`` and ``RUN/config.json``.
-    Calling it again with the same arguments skips the finished folds and
-    continues an interrupted fold from its ``last.pt``.
-
-    Under ``torchrun --nproc_per_node N`` (or with the process group of
-    :func:`~specimg.training.init_distributed` set up), each fold trains
-    with :class:`~torch.nn.parallel.DistributedDataParallel` over the N
-    processes (see :class:`Trainer`); rank 0 alone renders, writes and
-    prints, and every process returns the same :class:`CVResult`.
+    Folds are grouped by source file, or by ``config.group_column`` (a speaker, a patient), and stratified by
+    class (:func:`specimg.data.file_folds`). Every fold writes ``RUN/fold_{i}/`` (the layout:
+    :class:`~specimg.training.Run`). Calling it again with the same arguments skips the finished folds and
+    continues an interrupted fold from its ``last.pt``. Under ``torchrun`` each fold trains over the processes
+    (see :class:`Trainer`); rank 0 alone renders, writes and prints, and every process returns the same result.
 
     Parameters
     ----------
     source : ImageCache, WaveformSet, path or DataFrame
-        An image cache (object or folder), or audio to render first: a CSV,
-        a class-folder tree or a table (see :func:`specimg.audio.read_table`),
-        rendered with :func:`specimg.spectrogram.render_dataset` into
-        ``cache_dir`` (default ``out_dir/cache``). With
-        ``config.images='on-the-fly'`` the audio is decoded instead, once, into
-        a waveform cache (:class:`~specimg.data.WaveformSet`, in ``cache_dir``,
-        default ``out_dir/audio``) and every batch becomes images on the
-        training device: no image is written.
+        An image cache (object or folder), or audio (see :func:`specimg.audio.read_table`) rendered first into
+        ``cache_dir`` (default ``out_dir/cache``); with ``config.images='on-the-fly'`` decoded once into a
+        :class:`~specimg.data.WaveformSet` (default ``out_dir/audio``), its batches made images on the device.
     out_dir : path
         The run folder.
     config : TrainConfig or None

@@ -19,7 +19,6 @@ Layout::
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -27,14 +26,12 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import pandas as pd
 
-from .._io import atomic_write_csv, atomic_write_text, read_done, write_done
+from .._io import PathLike, atomic_write_csv, atomic_write_text, read_done, write_done
 from ..config import RenderConfig, TrainConfig
 from ..exceptions import DataError
 from ..tasks import Task
 
 __all__ = ["Run"]
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 _STR_COLUMNS = {"path": str, "label": str, "labels": str, "prediction": str}
 
@@ -280,7 +277,6 @@ class Run:
     def write_fold(self, fold: int, segments: pd.DataFrame, files: pd.DataFrame, info: Mapping[str, Any]) -> None:
         """A fold's out-of-fold tables, then ``fold.json`` last (the fold counts as done once it exists)."""
         d = self.fold_dir(fold)
-        d.mkdir(parents=True, exist_ok=True)
         atomic_write_csv(segments, d / self.OOF_SEGMENTS)
         atomic_write_csv(files, d / self.OOF_FILES)
         info = dict(info)

@@ -10,7 +10,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
 import pandas as pd
@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, Subset
 from torch.utils.data.distributed import DistributedSampler
 
-from .._io import atomic_write_csv, config_diff
+from .._io import PathLike, atomic_write_csv, config_diff
 from ..config import TrainConfig
 from ..data import PixelNormalize, SegmentDataset
 from ..exceptions import ParameterError, TrainingError
@@ -32,8 +32,6 @@ from ._distributed import all_gather_objects, all_sum, any_true, barrier, dist_i
 from ._schedule import build_optimizer, build_scheduler
 
 __all__ = ["Trainer", "FitResult", "resolve_device"]
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -170,16 +168,10 @@ class _FitState:
 class Trainer:
     """Fine-tune a classifier on one training / validation split.
 
-    One epoch of linear warm-up (per step), then a cosine (or step) decay;
-    SGD with momentum or AdamW; the task's loss (single-label: cross-entropy
-    weighted by inverse class frequency, with label smoothing) and optional
-    mixup; AMP on CUDA; channels-last batches; gradient clipping; the kept
-    epoch chosen by the task's file-level metric (window probabilities
-    pooled per file) with early stopping. With an ``out_dir`` every epoch writes ``last.pt`` (model,
-    optimizer, scheduler, scaler, epoch, RNG states, best score) and
-    ``log.csv``, and each better epoch writes ``best.pt``, all atomically;
-    ``fit`` called again after a crash continues from ``last.pt`` and ends
-    with the same weights as an uninterrupted run (bit for bit on the CPU).
+    The options are the config's (:class:`~specimg.config.TrainConfig`); the kept epoch is chosen by the task's
+    file-level metric. With an ``out_dir`` every epoch writes ``last.pt`` (everything a resume needs, RNG states
+    included) and ``log.csv``, and each better epoch ``best.pt``, all atomically: ``fit`` called again after a
+    crash continues from ``last.pt`` and ends with the weights of an uninterrupted run (bit for bit on the CPU).
 
     Parameters
     ----------
@@ -195,18 +187,11 @@ class Trainer:
     desc : str
         Prefix of the progress bar.
     batch_transform : nn.Module or callable or None
-        Applied to every batch once it is on the device, as
-        ``batch_transform(x, train=..., generator=...)``, before the model;
-        ``generator`` draws the training augmentation (seeded per epoch).
-        :class:`~specimg.data.FrontendPipeline` turns waveform batches into
-        augmented images this way (``images='on-the-fly'``).
+        ``batch_transform(x, train=..., generator=...)`` on every batch on the device, before the model (e.g.
+        :class:`~specimg.data.FrontendPipeline`); ``generator`` draws the training augmentation.
     normalize : PixelNormalize or None
-        Applied on the device to every batch (after ``batch_transform``):
-        the data then yields pixels (e.g. ``SegmentDataset(normalize=False)``,
-        uint8) and the trainer normalises them, in training as in
-        :meth:`predict`, through the inference core
-        :class:`~specimg.models.Ensemble`. ``None``: the batches are already
-        normalised.
+        Applied on the device to every batch (after ``batch_transform``), when the data yields pixels (e.g.
+        ``SegmentDataset(normalize=False)``); ``None``: the batches are already normalised.
     task : Task or None
         What the fit learns (:mod:`specimg.tasks`: loss, activation,
         validation metric). ``None``: ``config.task``, its ``kind='auto'``
@@ -214,18 +199,11 @@ class Trainer:
 
     Notes
     -----
-    **Several processes** (``torchrun --nproc_per_node N``, after
-    :func:`~specimg.training.init_distributed`): the model is wrapped in
-    :class:`~torch.nn.parallel.DistributedDataParallel`, each process trains
-    on its share of every epoch (a :class:`~torch.utils.data.distributed.DistributedSampler`)
-    with ``batch_size // N`` items, so that ``batch_size`` stays the number
-    of items per optimizer step and a config means the same on 1 or N
-    processes. Validation is split over the processes and the window
-    probabilities gathered, so every process computes the same file-level
-    metrics and takes the same best-epoch and early-stopping decisions. Only
-    rank 0 writes ``last.pt``, ``best.pt`` and ``log.csv`` (each process's
-    RNG state goes into ``last.pt``), and the progress output. Resuming
-    needs the same number of processes to be bit-exact.
+    **Several processes** (``torchrun --nproc_per_node N``, after :func:`~specimg.training.init_distributed`):
+    the model is wrapped in :class:`~torch.nn.parallel.DistributedDataParallel` and each process trains on its
+    share of every epoch with ``batch_size // N`` items, so a config means the same on 1 or N processes. The
+    validation probabilities are gathered, so every process takes the same decisions; rank 0 alone writes and
+    prints. Resuming needs the same number of processes to be bit-exact.
 
     Examples
     --------
