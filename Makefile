@@ -38,6 +38,22 @@ test: setup
 bench: setup
 	$(PY) benchmarks/render.py
 
+# specimg vs OpenSoundscape on FSDD (benchmarks/peers.py). OpenSoundscape goes into its own venv, never into
+# $(VENV): specimg does not depend on it. PEERS_ARGS passes options, e.g. PEERS_ARGS="--quick" or "--epochs 8".
+PEERS_VENV ?= .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.peers-installed
+PEERS_ARGS ?=
+
+$(PEERS_STAMP): constraints-peers.txt
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PEERS_VENV)/bin/python -m pip install -q -c constraints-peers.txt opensoundscape==0.13.2 timm
+	touch $(PEERS_STAMP)
+
+.PHONY: bench-peers
+bench-peers: setup $(PEERS_STAMP)
+	$(FSDD_ENV) $(PY) benchmarks/peers.py --peers-python $(PEERS_VENV)/bin/python $(if $(DATA),--fsdd $(DATA)) $(PEERS_ARGS)
+
 docs: setup
 	$(VENV)/bin/mkdocs build --strict -d site
 
