@@ -12,7 +12,7 @@ TEST_WORKERS ?= 2
 # of float references (rendered images) once more under it, so a result pinned to this CPU's kernels fails here.
 PLAIN_KERNELS := NPY_DISABLE_CPU_FEATURES="X86_V3 X86_V4 AVX512_ICL AVX512_SPR" OPENBLAS_CORETYPE=Nehalem \
 	ATEN_CPU_CAPABILITY=default SPECIMG_PLAIN_KERNELS=1
-PORTABLE_TESTS := tests/test_spectrogram_defaults.py tests/test_portable.py
+PORTABLE_TESTS := tests/test_spectrogram_defaults.py tests/test_portable.py tests/test_spectrogram_librosa.py
 FSDD_ENV := $(if $(DATA),SPECIMG_FSDD=$(DATA))
 
 .PHONY: setup demo test bench docs clean

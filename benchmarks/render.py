@@ -29,12 +29,18 @@ STFT a block of frames at a time, the mel filterbank in bands, one plane per ima
 written straight into the preallocated ``images.npy``); and each of those levers
 alone, alternated with the alternative it replaced in the same way.
 
+``--whole`` times whole processes, start-up and imports included, as a user meets them (issue 24): the
+command line ``specimg render CSV --out DIR --workers 1 ...`` (the same render settings) against the seed's
+loop as a script of its own (``benchmarks/seed_render.py``), one process each, one BLAS thread, on 60 files of
+120 s (``--files``), at hops of 10 and 5 s, alternated, medians of 3; then specimg's peak RSS (``VmHWM``) on a
+quarter of the files and on all of them, and both sides on one file (their start-up).
+
 ``--thread-ab`` times specimg's render workers with one BLAS/OpenMP thread each
 (``specimg._parallel.single_threaded_worker``) against the libraries' default of a
 thread per core in every worker, alternated in one run.
 
 Run: ``.venv/bin/python benchmarks/render.py`` (``--quick`` for a smoke run;
-``--stages`` for the breakdown).
+``--stages`` for the breakdown; ``--whole`` for whole processes).
 """
 
 from __future__ import annotations
@@ -51,6 +57,8 @@ from pathlib import Path
 from typing import Callable, Dict, List
 
 import numpy as np
+
+from seed_render import seed_file
 
 ROOT = Path(__file__).resolve().parents[1]
 FSDD = ROOT.parent / "shared" / "datasets" / "fsdd"
@@ -93,25 +101,6 @@ def render_config(hop: float):
 
 
 # ----------------------------------------------------------------------------- the seed's loop
-def seed_file(path: str, out: str, hop: float) -> int:
-    """The seed's way for one file: each window loaded, transformed and saved as a PNG on its own."""
-    import librosa
-    from PIL import Image
-
-    duration = librosa.get_duration(path=path)
-    start, n = 0.0, 0
-    while start + SECONDS <= duration + 1e-6:
-        y, _ = librosa.load(path, sr=SR, offset=start, duration=SECONDS)
-        S = librosa.feature.melspectrogram(y=y, sr=SR, n_fft=2048, hop_length=512, n_mels=128)
-        db = librosa.power_to_db(S, ref=np.max, top_db=80.0)
-        u8 = ((db + 80.0) / 80.0 * 255).astype(np.uint8)[::-1]
-        img = Image.fromarray(u8).resize((SIZE, SIZE), Image.BILINEAR).convert("RGB")
-        img.save(Path(out) / f"{Path(path).stem}_{int(start):04d}.png")
-        n += 1
-        start += hop
-    return n
-
-
 def seed_run(paths: List[str], out: Path, hop: float, processes: int) -> int:
     from concurrent.futures import ProcessPoolExecutor
 
@@ -227,6 +216,74 @@ def compare(csv: Path, tmp: Path, n: int, repeats: int, processes: List[int], ho
     print(f"specimg peak RSS, hop 5, {p} processes: {quarter} files {small['peak_rss_mb']:.0f} MB "
           f"({small['images']} images) vs {n} files {large['peak_rss_mb']:.0f} MB ({large['images']} images): "
           f"ratio {large['peak_rss_mb'] / small['peak_rss_mb']:.2f}")
+
+
+def whole_run(side: str, csv: Path, out: Path, hop: float) -> dict:
+    """One whole process of one side, start-up and imports included: wall seconds, images, peak RSS."""
+    if side == "seed":
+        target = ["path", str(Path(__file__).with_name("seed_render.py")), str(csv), str(out), "--hop", str(hop)]
+    else:  # the command line a user types (`specimg render ...`), one process (--workers 1)
+        target = ["module", "specimg", "render", str(csv), "--out", str(out), "--workers", "1",
+                  "--sample-rate", str(SR), "--seconds", str(SECONDS), "--hop", str(hop), "--n-fft", "2048",
+                  "--hop-length", "512", "--n-mels", "128", "--image-size", str(SIZE), "--quiet"]
+    t0 = time.perf_counter()
+    res = subprocess.run([sys.executable, "-c", _WITH_PEAK, *target], capture_output=True, text=True,
+                         env={**os.environ, **ONE_THREAD})
+    dt = time.perf_counter() - t0
+    if res.returncode:
+        raise RuntimeError(f"{side} failed ({' '.join(target)}):\n{res.stderr[-3000:]}")
+    peak_kb = int(res.stderr.strip().splitlines()[-1].split()[-1])
+    images = len(list(out.glob("*.png"))) if side == "seed" else _cached_images(out)
+    return {"seconds": dt, "images": images, "peak_rss_mb": peak_kb / 1024}
+
+
+#: runs a script or a module as ``python PATH ...`` / ``python -m MODULE ...`` would, then prints the process's
+#: own peak RSS (VmHWM; a child's ru_maxrss would carry the driver's over the fork and exec)
+_WITH_PEAK = """
+import atexit, runpy, sys
+def _peak():
+    with open("/proc/self/status") as fh:
+        print("VmHWM_kB", next(ln for ln in fh if ln.startswith("VmHWM")).split()[1], file=sys.stderr)
+atexit.register(_peak)
+kind, target, *rest = sys.argv[1:]
+sys.argv = [target, *rest]
+runpy.run_path(target, run_name="__main__") if kind == "path" else runpy.run_module(target, run_name="__main__",
+                                                                                    alter_sys=True)
+"""
+
+
+def _cached_images(out: Path) -> int:
+    from specimg.spectrogram import ImageCache
+
+    return len(ImageCache.open(out).images)
+
+
+def whole(csv: Path, tmp: Path, n: int, repeats: int, hops: List[float]) -> None:
+    """--whole: ``specimg render --workers 1`` against ``seed_render.py`` as whole processes, alternated."""
+    print(f"whole processes, one each (start-up and imports included), {n} files, one BLAS thread, wall seconds, "
+          f"medians of {repeats} alternated runs (seed, specimg, then the reverse order, ...)")
+    print(f"{'hop':>4} {'side':<8} {'images':>6} {'seconds':>8} {'ratio':>7} {'peak MB':>8}   runs (s)")
+    for hop in hops:
+        runs = alternated(["seed", "specimg"], repeats, lambda s, r: whole_run(s, csv, tmp / f"w_{s}_{hop}_{r}", hop))
+        med = {s: float(np.median([x["seconds"] for x in v])) for s, v in runs.items()}
+        for s, v in runs.items():
+            print(f"{hop:>4.0f} {s:<8} {v[0]['images']:>6} {med[s]:>8.2f} {med['seed'] / med[s]:>6.1f}x "
+                  f"{max(x['peak_rss_mb'] for x in v):>8.0f}   " + ", ".join(f"{x['seconds']:.2f}" for x in v))
+        for r in range(repeats):
+            for s in runs:
+                _rmtree(tmp / f"w_{s}_{hop}_{r}")
+    quarter = tmp / "quarter.csv"
+    import pandas as pd
+
+    pd.read_csv(csv).iloc[: max(1, n // 4)].to_csv(quarter, index=False)
+    small, large = (whole_run("specimg", c, tmp / f"w_mem_{k}", 5.0) for k, c in (("s", quarter), ("l", csv)))
+    print(f"specimg peak RSS, one process, hop 5: {max(1, n // 4)} files {small['peak_rss_mb']:.0f} MB vs {n} files "
+          f"{large['peak_rss_mb']:.0f} MB: ratio {large['peak_rss_mb'] / small['peak_rss_mb']:.2f}")
+    start = tmp / "one.csv"
+    pd.read_csv(csv).iloc[:1].to_csv(start, index=False)
+    one = alternated(["seed", "specimg"], repeats, lambda s, r: whole_run(s, start, tmp / f"w_one_{s}_{r}", 10.0))
+    print("one file (start-up's share), hop 10: " + ", ".join(
+        f"{s} {np.median([x['seconds'] for x in v]):.2f} s" for s, v in one.items()))
 
 
 def _rmtree(path: Path) -> None:
@@ -450,12 +507,15 @@ print(json.dumps({"files": len(c.files), "images": len(c.images), "seconds": tim
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--files", type=int, default=20)
+    ap.add_argument("--files", type=int, default=None, help="files of 120 s (default 20; --whole: 60)")
     ap.add_argument("--processes", type=int, nargs="+", default=[1, 2], help="process counts (both sides)")
     ap.add_argument("--repeats", type=int, default=3, help="runs per side and setting; the median is quoted")
     ap.add_argument("--hops", type=float, nargs="+", default=[10.0, 5.0], help="window hops in seconds")
     ap.add_argument("--quick", action="store_true", help="4 files of 60 s, 1 repeat, no FSDD")
     ap.add_argument("--stages", action="store_true", help="only the per-stage breakdown of one 120 s file")
+    ap.add_argument("--whole", action="store_true",
+                    help="whole processes, start-up included: `specimg render --workers 1` against "
+                         "benchmarks/seed_render.py (default here: 60 files, hops 10 and 5, medians of 3)")
     ap.add_argument("--thread-ab", action="store_true",
                     help="only compare render workers with one BLAS/OpenMP thread each (specimg's) vs the libraries' "
                          "default thread per core, hop 10, alternated, medians of --repeats")
@@ -467,6 +527,8 @@ def main() -> None:
         args.processes = args.processes[0]
         return child(args)
     seconds = 120.0
+    if args.files is None:
+        args.files = 60 if args.whole else 20
     if args.quick:
         args.files, args.repeats, seconds = 4, 1, 60.0
     with tempfile.TemporaryDirectory() as tmp:
@@ -478,6 +540,8 @@ def main() -> None:
               "at the start (other work skews the figures; the ratios are within one run)")
         if args.stages:
             return stages(csv, tmp, max(args.repeats, 5), seconds)
+        if args.whole:
+            return whole(csv, tmp, args.files, args.repeats, args.hops)
         if args.thread_ab:
             p = max(args.processes)
             runs = alternated(["specimg", "default-threads"], args.repeats,

@@ -93,7 +93,6 @@ def pool_map(fn: Callable[..., Any], items: Sequence[Sequence[Any]], *, workers:
 
     With ``workers=1`` the items run in this process, one after the other.
     """
-    import librosa  # noqa: F401  imported once, inherited by forked workers
     from concurrent.futures.process import BrokenProcessPool
 
     if workers <= 1:

@@ -228,7 +228,8 @@ def load_audio(
     """Load an audio file as mono float32 at a fixed sample rate.
 
     Reads anything libsndfile reads (PCM, float, A-law, mu-law, FLAC, OGG/Vorbis, MP3, the decoder picked from
-    the content); multi-channel audio is averaged to mono and resampled to ``sr`` with librosa (soxr).
+    the content); multi-channel audio is averaged to mono and resampled to ``sr`` with soxr's "soxr_hq"
+    (:func:`resample`, librosa's default).
 
     Parameters
     ----------
@@ -281,11 +282,20 @@ def load_audio(
     y = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     check_audio(y, path=path, allow_silent=allow_silent)  # silence and DC before resampling rings at the edges
     if native_sr != sr:
-        import librosa
-
-        y = librosa.resample(y, orig_sr=native_sr, target_sr=int(sr), res_type="soxr_hq")
+        y = resample(y, native_sr, int(sr))
         y = check_audio(np.ascontiguousarray(y, dtype=np.float32), path=path, allow_silent=True)
     return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def resample(y: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """``librosa.resample(y, orig_sr=orig_sr, target_sr=target_sr, res_type="soxr_hq")``: soxr's high quality,
+    then cut or zero-padded to ``ceil(len(y) * target_sr / orig_sr)`` samples. soxr directly, as librosa calls
+    it, without importing librosa (scipy.signal and numba: most of a short render's start-up)."""
+    import soxr
+
+    n = int(np.ceil(len(y) * (float(target_sr) / orig_sr)))
+    out = soxr.resample(y, orig_sr, target_sr, quality="soxr_hq")
+    return out[:n] if len(out) >= n else np.pad(out, (0, n - len(out)))
 
 
 def pad_audio(y: np.ndarray, *, length: int, mode: Literal["tile", "zero", "none"] = "tile",

@@ -23,6 +23,28 @@ __all__ = ["SpectrogramConfig", "RenderConfig", "ms_to_samples", "default_n_fft"
 CACHE_FORMAT_VERSION = 1
 
 
+# librosa's Slaney mel scale (htk=False): linear below 1 kHz, logarithmic above
+_F_SP, _MIN_LOG_HZ = 200.0 / 3, 1000.0
+_MIN_LOG_MEL, _LOGSTEP = _MIN_LOG_HZ / _F_SP, math.log(6.4) / 27.0
+
+
+def hz_to_mel(hz: Any) -> Any:
+    """``librosa.hz_to_mel(hz)`` (Slaney's scale), float or array."""
+    import numpy as np
+
+    f = np.asarray(hz, dtype=np.float64)
+    return np.where(f >= _MIN_LOG_HZ, _MIN_LOG_MEL + np.log(np.maximum(f, _MIN_LOG_HZ) / _MIN_LOG_HZ) / _LOGSTEP,
+                    f / _F_SP)
+
+
+def mel_to_hz(mel: Any) -> Any:
+    """``librosa.mel_to_hz(mel)`` (Slaney's scale), float or array."""
+    import numpy as np
+
+    m = np.asarray(mel, dtype=np.float64)
+    return np.where(m >= _MIN_LOG_MEL, _MIN_LOG_HZ * np.exp(_LOGSTEP * (m - _MIN_LOG_MEL)), _F_SP * m)
+
+
 def ms_to_samples(ms: float, sample_rate: int) -> int:
     """Convert a duration in milliseconds to a whole number of samples.
 
@@ -83,14 +105,11 @@ def mel_bands_that_fit(sample_rate: int, n_fft: int, *, fmin: float = 0.0, fmax:
     >>> mel_bands_that_fit(22050, 1024), mel_bands_that_fit(8000, 256), mel_bands_that_fit(2000, 64)
     (128, 128, 62)
     """
-    f_sp, min_log_hz = 200.0 / 3, 1000.0  # librosa's Slaney mel scale (htk=False)
-    min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
-
     def to_mel(f: float) -> float:
-        return f / f_sp if f < min_log_hz else min_log_mel + math.log(f / min_log_hz) / logstep
+        return f / _F_SP if f < _MIN_LOG_HZ else _MIN_LOG_MEL + math.log(f / _MIN_LOG_HZ) / _LOGSTEP
 
     def to_hz(m: float) -> float:
-        return f_sp * m if m < min_log_mel else min_log_hz * math.exp(logstep * (m - min_log_mel))
+        return _F_SP * m if m < _MIN_LOG_MEL else _MIN_LOG_HZ * math.exp(_LOGSTEP * (m - _MIN_LOG_MEL))
 
     top = sample_rate / 2.0 if fmax is None else float(fmax)
     lo_mel, hi_mel = to_mel(float(fmin)), to_mel(top)

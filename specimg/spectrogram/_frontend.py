@@ -138,7 +138,7 @@ class SpectrogramFrontend(nn.Module):
         output: Literal["float", "uint8"] = "float",
     ) -> None:
         super().__init__()
-        import librosa
+        from ._image import mel_filters
 
         if isinstance(config, RenderConfig):
             sr = config.audio.sample_rate
@@ -168,7 +168,7 @@ class SpectrogramFrontend(nn.Module):
         self.image_size: Tuple[int, int] = tuple(spec.image_size)  # type: ignore[assignment]
         win_length = spec.win_length or spec.n_fft
         self.register_buffer("window", torch.hann_window(win_length, periodic=True), persistent=False)
-        mel = librosa.filters.mel(sr=sr, n_fft=spec.n_fft, n_mels=spec.n_mels, fmin=spec.fmin, fmax=spec.fmax)
+        mel = mel_filters(sr, spec.n_fft, spec.n_mels, spec.fmin, spec.fmax)
         self.register_buffer("mel_basis", torch.as_tensor(mel, dtype=torch.float32), persistent=False)
         if spec.feature == "mfcc":
             self.register_buffer("dct", _dct_ortho(spec.n_mfcc, spec.n_mels), persistent=False)

@@ -39,14 +39,48 @@ def feature_matrix(y: np.ndarray, *, sr: int, config: SpectrogramConfig) -> np.n
         the raw coefficients (scaled per window later, as MFCCs have no fixed
         range). Row 0 is the lowest frequency / coefficient.
     """
-    import librosa
-
     config = config.resolve(sr)
     mel = mel_power(y, sr=sr, config=config)  # (n_mels, n_frames), power 2
-    db = librosa.power_to_db(mel, ref=np.max, top_db=config.top_db)
-    if config.feature == "mfcc":
-        return librosa.feature.mfcc(S=db, n_mfcc=config.n_mfcc).astype(np.float32)
+    db = _power_to_db(mel, top_db=config.top_db)
+    if config.feature == "mfcc":  # librosa.feature.mfcc(S=db, n_mfcc=...): the orthonormal DCT-II over the bands
+        import scipy.fft
+
+        return scipy.fft.dct(db, axis=0, type=2, norm="ortho")[: config.n_mfcc].astype(np.float32)
     return ((db + config.top_db) / config.top_db).astype(np.float32)
+
+
+# The window, the mel filterbank and the dB scale below are librosa's (``filters.get_window("hann")``,
+# ``filters.mel``, ``power_to_db``), the same operations in the same precision, written out because importing
+# librosa's modules costs a render process more than its work on a short input: they import scipy.signal and
+# numba (about a second, ``benchmarks/render.py --whole`` prints the start-up of a one-file render).
+# tests/test_spectrogram_librosa.py holds them to librosa's results.
+def _power_to_db(power: np.ndarray, *, top_db: float) -> np.ndarray:
+    """``librosa.power_to_db(power, ref=np.max, top_db=top_db)`` (``amin=1e-10``)."""
+    db = 10.0 * np.log10(np.maximum(1e-10, power))
+    db -= 10.0 * np.log10(np.maximum(1e-10, power.max()))
+    return np.maximum(db, db.max() - top_db)
+
+
+def _hann(n_fft: int, win_length: Optional[int]) -> np.ndarray:
+    """``librosa.filters.get_window("hann", win_length or n_fft, fftbins=True)`` centred in ``n_fft`` samples."""
+    n = win_length or n_fft
+    w = 0.5 + 0.5 * np.cos(np.linspace(-np.pi, np.pi, n + 1)[:-1])  # scipy's periodic Hann
+    left = (n_fft - n) // 2
+    return np.pad(w, (left, n_fft - n - left))
+
+
+def mel_filters(sr: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: Optional[float] = None) -> np.ndarray:
+    """``librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)``: Slaney's mel scale and
+    area normalisation, float32, shape ``(n_mels, 1 + n_fft // 2)``."""
+    from ._config import hz_to_mel, mel_to_hz
+
+    fmax = float(sr) / 2 if fmax is None else fmax
+    bins = np.fft.rfftfreq(n=n_fft, d=1.0 / sr)
+    points = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
+    gaps = np.diff(points)
+    ramps = np.subtract.outer(points, bins)
+    weights = np.maximum(0, np.minimum(-ramps[:-2] / gaps[:-1, None], ramps[2:] / gaps[1:, None])).astype(np.float32)
+    return (weights * (2.0 / (points[2:] - points[:-2]))[:, None]).astype(np.float32)
 
 
 def mel_power(y: np.ndarray, *, sr: int, config: SpectrogramConfig) -> np.ndarray:
@@ -93,7 +127,7 @@ def mel_power(y: np.ndarray, *, sr: int, config: SpectrogramConfig) -> np.ndarra
 
 
 def warm_up(config: RenderConfig) -> None:
-    """Compute a short signal's features with ``config``: imports what librosa loads lazily (scipy.signal ...)
+    """Compute a short signal's features with ``config``: imports what the features need (scipy.fft)
     and fills the window and filterbank caches, once, in a process that forked workers then inherit."""
     spec = config.spectrogram
     y = np.random.default_rng(0).standard_normal(spec.n_fft * 4).astype(np.float32)
@@ -102,24 +136,19 @@ def warm_up(config: RenderConfig) -> None:
 
 @functools.lru_cache(maxsize=16)
 def _window(n_fft: int, win_length: Optional[int]) -> np.ndarray:
-    import librosa
-
-    w = librosa.filters.get_window("hann", win_length or n_fft, fftbins=True)
-    return librosa.util.pad_center(w, size=n_fft).astype(np.float32)
+    return _hann(n_fft, win_length).astype(np.float32)
 
 
 @functools.lru_cache(maxsize=16)
 def _mel_bank(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: Optional[float]
               ) -> List[Tuple[int, int, int, int, np.ndarray, np.ndarray]]:
-    """``librosa.filters.mel`` cut into groups of adjacent bands, each with the bins its filters cover.
+    """:func:`mel_filters` cut into groups of adjacent bands, each with the bins its filters cover.
 
     Returns ``[(first band, last band + 1, first bin, last bin + 1, weights (bins, bands), the same weights
     repeated per bin (2 * bins, bands))]``: the product with a power spectrum touches the non-zero part of
     the filterbank only; the repeated weights apply to squared (re, im) pairs directly.
     """
-    import librosa
-
-    basis = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)  # (n_mels, n_bins)
+    basis = mel_filters(sr, n_fft, n_mels, fmin, fmax)  # (n_mels, n_bins)
     groups = []
     step = max(1, -(-n_mels // 8))  # 8 groups of bands
     for a in range(0, n_mels, step):

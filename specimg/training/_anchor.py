@@ -115,6 +115,8 @@ def fit_anchor(files: pd.DataFrame, folds: np.ndarray, task: Any, classes: Seque
         The ``"anchor"`` entry of ``metrics.json``: the task's headline scores per fold, their mean and
         std, the pooled out-of-fold ones, the seconds it took and the files it could not read.
     """
+    import librosa  # noqa: F401  imported once here, inherited by the forked workers
+
     t0 = time.perf_counter()
     spec = render_config.spectrogram.resolve(render_config.audio.sample_rate)
     jobs = [(p, render_config.audio, int(spec.n_fft), int(spec.hop_length)) for p in files["abspath"].astype(str)]
