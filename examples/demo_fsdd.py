@@ -87,7 +87,7 @@ def main() -> None:
                          "../shared/datasets/fsdd, else downloaded once into the user cache)")
     ap.add_argument("--out", default="demo_out")
     ap.add_argument("--full", action="store_true",
-                    help="six-fold leave-one-speaker-out (about 16 minutes on 2 cores) instead of one split")
+                    help="six-fold leave-one-speaker-out (about 13 minutes on 2 cores) instead of one split")
     ap.add_argument("--epochs", type=int, default=None, help="epochs (default: the preset's 16, --full 8)")
     ap.add_argument("--workers", type=int, default=2, help="render processes")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")

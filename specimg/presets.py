@@ -63,8 +63,8 @@ def fsdd_demo_config(*, split: bool = True, **overrides: Any) -> Tuple[RenderCon
     moving average of the weights (EMA 0.998), the last epoch kept and only it
     validated, so no held-out speaker chooses anything. Measured on the 2-core
     development machine (``time make demo``, see docs/getting-started.md):
-    held-out nicolas and yweweler, file accuracy 0.827, the whole demo in about
-    4 minutes; the same split at the previous demo's 8 epochs without mixup and
+    held-out nicolas and yweweler, file accuracy 0.827, the whole demo in 3 min
+    30 s after set-up; the same split at the previous demo's 8 epochs without mixup and
     EMA gave 0.761. ``split=False``: :func:`fsdd_train_config` as it is (8
     epochs, six leave-one-speaker-out folds, every epoch validated), what
     ``examples/demo_fsdd.py --full`` runs. ``overrides`` go to the train config
