@@ -46,7 +46,6 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
-import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]

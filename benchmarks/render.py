@@ -389,7 +389,8 @@ def stages(csv: Path, tmp: Path, repeats: int, seconds: float = 120.0) -> None:
             "STFT float32 + banded mel (mel_power)": lambda: im.mel_power(yp, sr=SR, config=spec),
             "dB + [0, 1]": lambda: ((librosa.power_to_db(mel, ref=np.max, top_db=80.0) + 80.0) / 80.0).astype(
                 np.float32),
-            "images: resize into the memmap rows (1 plane)": lambda: im.window_planes(F, frames, config=spec, out=mm),
+            "images: resize into the memmap rows (1 plane)": lambda mm=mm: im.window_planes(F, frames, config=spec,
+                                                                                            out=mm),
         }
         # every stage of the three sides timed once per round, the rounds alternating the order
         t = _interleaved_ms({(side, k): f for side, stages_ in (("seed", seed), ("before", before), ("after", after))

@@ -78,7 +78,7 @@ def test_kill9_then_the_same_command_resumes_to_identical_output(run, table, tmp
     assert not out.exists() and 2 <= n_done < 20, f"the kill missed the run ({n_done} parts done)"
     again = subprocess.run(_predict_cmd(run, table, out), env=ENV, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
-    assert f"of 20 part(s) already done" in again.stderr
+    assert "of 20 part(s) already done" in again.stderr
     assert out.read_bytes() == clean.read_bytes()
     assert (tmp_path / "killed_segments.csv").read_bytes() == (tmp_path / "clean_segments.csv").read_bytes()
     assert len(pd.read_csv(out)) == 200 and not parts.exists()
