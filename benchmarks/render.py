@@ -260,6 +260,8 @@ def _cached_images(out: Path) -> int:
 
 def whole(csv: Path, tmp: Path, n: int, repeats: int, hops: List[float]) -> None:
     """--whole: ``specimg render --workers 1`` against ``seed_render.py`` as whole processes, alternated."""
+    import pandas as pd
+
     print(f"whole processes, one each (start-up and imports included), {n} files, one BLAS thread, wall seconds, "
           f"medians of {repeats} alternated runs (seed, specimg, then the reverse order, ...)")
     print(f"{'hop':>4} {'side':<8} {'images':>6} {'seconds':>8} {'ratio':>7} {'peak MB':>8}   runs (s)")
@@ -273,8 +275,6 @@ def whole(csv: Path, tmp: Path, n: int, repeats: int, hops: List[float]) -> None
             for s in runs:
                 _rmtree(tmp / f"w_{s}_{hop}_{r}")
     quarter = tmp / "quarter.csv"
-    import pandas as pd
-
     pd.read_csv(csv).iloc[: max(1, n // 4)].to_csv(quarter, index=False)
     small, large = (whole_run("specimg", c, tmp / f"w_mem_{k}", 5.0) for k, c in (("s", quarter), ("l", csv)))
     print(f"specimg peak RSS, one process, hop 5: {max(1, n // 4)} files {small['peak_rss_mb']:.0f} MB vs {n} files "

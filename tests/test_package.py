@@ -53,3 +53,26 @@ def test_the_api_page_lists_the_top_level_names():
     for name, package in listed:
         assert getattr(importlib.import_module(f"specimg.{package}"), name) is getattr(specimg, name), name
     assert len(listed) <= 40
+
+
+def test_multi_label_is_a_task_not_a_second_library():
+    """Issue 23: names mentioning multi-label live in specimg/tasks; at most a dozen uses outside it."""
+    import ast
+    from collections import Counter
+
+    root = Path(specimg.__file__).parent
+    assert not [p.name for p in root.rglob("*.py") if re.search(r"multi_?label", p.stem, re.I)]
+    names: Counter = Counter()
+    for path in root.rglob("*.py"):
+        if "tasks" in path.relative_to(root).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            found = {ast.Name: ("id",), ast.Attribute: ("attr",), ast.FunctionDef: ("name",),
+                     ast.ClassDef: ("name",), ast.arg: ("arg",), ast.keyword: ("arg",),
+                     ast.alias: ("name", "asname")}.get(type(node), ())
+            for value in (getattr(node, a) for a in found):
+                if value and re.search(r"multi_?label", value, re.I):
+                    names[value] += 1
+    print(f"names mentioning multi-label outside specimg/tasks: {len(names)} distinct, "
+          f"{sum(names.values())} uses: {dict(names)}")
+    assert sum(names.values()) <= 12, names

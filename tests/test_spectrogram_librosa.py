@@ -87,3 +87,4 @@ def test_rendering_does_not_import_librosa(tmp_path):
             "print(images.shape, sorted(m for m in ('librosa', 'numba', 'scipy.signal') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("[]"), out
+

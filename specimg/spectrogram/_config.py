@@ -105,20 +105,16 @@ def mel_bands_that_fit(sample_rate: int, n_fft: int, *, fmin: float = 0.0, fmax:
     >>> mel_bands_that_fit(22050, 1024), mel_bands_that_fit(8000, 256), mel_bands_that_fit(2000, 64)
     (128, 128, 62)
     """
-    def to_mel(f: float) -> float:
-        return f / _F_SP if f < _MIN_LOG_HZ else _MIN_LOG_MEL + math.log(f / _MIN_LOG_HZ) / _LOGSTEP
-
-    def to_hz(m: float) -> float:
-        return _F_SP * m if m < _MIN_LOG_MEL else _MIN_LOG_HZ * math.exp(_LOGSTEP * (m - _MIN_LOG_MEL))
+    import numpy as np
 
     top = sample_rate / 2.0 if fmax is None else float(fmax)
-    lo_mel, hi_mel = to_mel(float(fmin)), to_mel(top)
+    lo_mel, hi_mel = float(hz_to_mel(float(fmin))), float(hz_to_mel(top))
     bin_hz = sample_rate / float(n_fft)
     n_bins = 1 + n_fft // 2
     for n in range(int(most), 0, -1):
-        points = [to_hz(lo_mel + (hi_mel - lo_mel) * k / (n + 1)) for k in range(n + 2)]
+        points = mel_to_hz(np.linspace(lo_mel, hi_mel, n + 2))  # the filterbank's (mel_filters)
         # the first bin above points[i] must lie below points[i + 2]
-        if all(min(math.floor(points[i] / bin_hz) + 1, n_bins) * bin_hz < points[i + 2] for i in range(n)):
+        if np.all(np.minimum(np.floor(points[:-2] / bin_hz) + 1, n_bins) * bin_hz < points[2:]):
             return n
     return 0
 
